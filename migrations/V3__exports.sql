@@ -1,0 +1,29 @@
+-- One row per export request: the source of truth for its lifecycle (Redis only carries work).
+CREATE TABLE exports (
+    id              uuid        PRIMARY KEY,
+    user_id         uuid        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    type            text        NOT NULL CHECK (type IN ('users')),
+    format          text        NOT NULL CHECK (format IN ('csv', 'xlsx')),
+    status          text        NOT NULL
+                    CHECK (status IN ('pending', 'processing', 'done', 'failed', 'cancelled', 'expired')),
+    filters         jsonb       NOT NULL DEFAULT '{}',
+    -- Object key of the finished file in storage; download links are minted from it on request.
+    file_url        text,
+    error_message   text,
+    rows_total      bigint      NOT NULL DEFAULT 0 CHECK (rows_total >= 0),
+    rows_written    bigint      NOT NULL DEFAULT 0 CHECK (rows_written >= 0),
+    file_size_bytes bigint,
+    -- Worker bookkeeping: every status change is conditional on the attempt that holds the lease.
+    attempts        integer     NOT NULL DEFAULT 0,
+    lease_expires_at timestamptz,
+    started_at      timestamptz,
+    finished_at     timestamptz,
+    expires_at      timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
+-- Listing a user's exports newest first (keyset pagination on created_at, id).
+CREATE INDEX exports_user_id_created_at_idx ON exports (user_id, created_at DESC, id DESC);
+CREATE INDEX exports_status_idx ON exports (status);
+CREATE INDEX exports_expires_at_idx ON exports (expires_at);

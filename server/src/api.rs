@@ -1,0 +1,429 @@
+//! The HTTP API as a dropshot API trait: the interface (from which `cargo xtask` builds the
+//! OpenAPI document with no database) and, in `imp`, its implementation.
+
+use dropshot::{
+    Body, EmptyScanParams, HttpResponseAccepted, HttpResponseOk, PaginationParams, Path, Query,
+    RequestContext, ResultsPage, TypedBody,
+};
+use http::Response;
+
+use crate::error::ApiError;
+use crate::model::{
+    CreateUserExport, Export, ExportAccepted, ExportPageSelector, ExportPath, Health, Lenient, Readiness,
+};
+
+#[dropshot::api_description]
+pub trait ExportsApi {
+    type Context;
+
+    /// Create a users export
+    ///
+    /// Validates the request, counts the matching users, records the export as `pending`,
+    /// queues one job and answers 202. Needs the `exports:write` scope.
+    #[endpoint {
+        method = POST,
+        path = "/api/v1/exports/users",
+        operation_id = "createUserExport",
+        tags = ["exports"],
+    }]
+    async fn create_user_export(
+        rqctx: RequestContext<Self::Context>,
+        body: TypedBody<Lenient<CreateUserExport>>,
+    ) -> Result<HttpResponseAccepted<ExportAccepted>, ApiError>;
+
+    /// List your exports
+    ///
+    /// The caller's own exports, newest first, a page at a time. Needs `exports:read`.
+    #[endpoint {
+        method = GET,
+        path = "/api/v1/exports/users",
+        operation_id = "listExports",
+        tags = ["exports"],
+    }]
+    async fn list_exports(
+        rqctx: RequestContext<Self::Context>,
+        query: Query<PaginationParams<EmptyScanParams, ExportPageSelector>>,
+    ) -> Result<HttpResponseOk<ResultsPage<Export>>, ApiError>;
+
+    /// Get an export
+    ///
+    /// Status, progress, and a download link when done. Needs `exports:read`.
+    #[endpoint {
+        method = GET,
+        path = "/api/v1/exports/users/{export_id}",
+        operation_id = "getExport",
+        tags = ["exports"],
+    }]
+    async fn get_export(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<ExportPath>,
+    ) -> Result<HttpResponseOk<Export>, ApiError>;
+
+    /// Download an export's file
+    ///
+    /// Streams the finished file. Needs `exports:read`.
+    #[endpoint {
+        method = GET,
+        path = "/api/v1/exports/users/{export_id}/download",
+        operation_id = "downloadExport",
+        tags = ["exports"],
+    }]
+    async fn download_export(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<ExportPath>,
+    ) -> Result<Response<Body>, ApiError>;
+
+    /// Cancel an export
+    ///
+    /// Stops a pending or processing export. Needs `exports:write`.
+    #[endpoint {
+        method = POST,
+        path = "/api/v1/exports/users/{export_id}/cancel",
+        operation_id = "cancelExport",
+        tags = ["exports"],
+    }]
+    async fn cancel_export(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<ExportPath>,
+    ) -> Result<HttpResponseOk<Export>, ApiError>;
+
+    /// Liveness
+    ///
+    /// The process is up; touches no dependency.
+    #[endpoint {
+        method = GET,
+        path = "/health/live",
+        operation_id = "liveness",
+        tags = ["health"],
+    }]
+    async fn liveness(rqctx: RequestContext<Self::Context>) -> Result<HttpResponseOk<Health>, ApiError>;
+
+    /// Readiness
+    ///
+    /// PostgreSQL and Redis answer.
+    #[endpoint {
+        method = GET,
+        path = "/health/ready",
+        operation_id = "readiness",
+        tags = ["health"],
+    }]
+    async fn readiness(rqctx: RequestContext<Self::Context>) -> Result<HttpResponseOk<Readiness>, ApiError>;
+}
+
+/// The API description without an implementation, for the OpenAPI document.
+pub fn stub_description() -> dropshot::ApiDescription<dropshot::StubContext> {
+    exports_api_mod::stub_api_description().expect("the API description is valid")
+}
+
+pub mod imp {
+    use std::time::Instant;
+
+    use dropshot::{
+        Body, EmptyScanParams, HttpResponseAccepted, HttpResponseOk, PaginationParams, Path, Query,
+        RequestContext, ResultsPage, TypedBody, WhichPage,
+    };
+    use http::Response;
+
+    use super::ExportsApi;
+    use crate::app::AppState;
+    use crate::auth::{self, Principal, SCOPE_READ, SCOPE_WRITE};
+    use crate::error::{ApiError, ErrorDetail};
+    use crate::model::*;
+    use crate::store::{self, CancelOutcome};
+
+    /// Largest page of `listExports`, also its default (dropshot's default when `limit` is absent).
+    const MAX_PAGE_SIZE: u32 = 100;
+    /// Bounds of `Retry-After` when a user is at their limit of pending exports.
+    const RETRY_AFTER_BOUNDS: (u64, u64) = (1, 3600);
+
+    pub enum ExportsImpl {}
+
+    /// The request id: the edge's (an accepted incoming `X-Request-Id` or its own), else dropshot's.
+    fn request_id(rqctx: &RequestContext<AppState>) -> String {
+        rqctx
+            .request
+            .headers()
+            .get("x-request-id")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| rqctx.request_id.clone())
+    }
+
+    /// Runs an operation for an authenticated caller holding `scope`: the time limit, the
+    /// request id in errors, and the one log line per request.
+    async fn authorized<T>(
+        rqctx: &RequestContext<AppState>,
+        operation: &'static str,
+        scope: &'static str,
+        run: impl AsyncFnOnce(&AppState, Principal) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let state = rqctx.context();
+        let started = Instant::now();
+        let request_id = request_id(rqctx);
+        let mut user_id = None;
+        let outcome = tokio::time::timeout(state.settings.request_timeout, async {
+            let token = auth::bearer_token(rqctx.request.headers())?;
+            let client = state.pool.get().await.map_err(ApiError::internal)?;
+            let principal = auth::authenticate(&client, token).await?;
+            drop(client);
+            user_id = Some(principal.user_id);
+            principal.require(scope)?;
+            run(state, principal).await
+        })
+        .await
+        .unwrap_or_else(|_| Err(ApiError::timeout(state.settings.request_timeout.as_secs())));
+        finish(outcome, &request_id, operation, user_id, started)
+    }
+
+    async fn public<T>(
+        rqctx: &RequestContext<AppState>,
+        operation: &'static str,
+        run: impl AsyncFnOnce(&AppState) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let started = Instant::now();
+        let request_id = request_id(rqctx);
+        let state = rqctx.context();
+        let outcome = tokio::time::timeout(state.settings.request_timeout, run(state))
+            .await
+            .unwrap_or_else(|_| Err(ApiError::timeout(state.settings.request_timeout.as_secs())));
+        finish(outcome, &request_id, operation, None, started)
+    }
+
+    fn finish<T>(
+        outcome: Result<T, ApiError>,
+        request_id: &str,
+        operation: &'static str,
+        user_id: Option<uuid::Uuid>,
+        started: Instant,
+    ) -> Result<T, ApiError> {
+        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let user_id = user_id.map(|id| id.to_string());
+        match &outcome {
+            Ok(_) => tracing::info!(
+                request_id,
+                operation,
+                user_id,
+                status = 200u16,
+                duration_ms,
+                "request"
+            ),
+            Err(error) if error.status().is_server_error() => tracing::error!(
+                request_id, operation, user_id, status = error.status().as_u16(), duration_ms,
+                error = %error, "request failed"
+            ),
+            Err(error) => tracing::info!(
+                request_id, operation, user_id, status = error.status().as_u16(), duration_ms,
+                code = %error.error.code, "request"
+            ),
+        }
+        outcome.map_err(|error| error.with_request_id(request_id))
+    }
+
+    impl ExportsApi for ExportsImpl {
+        type Context = AppState;
+
+        async fn create_user_export(
+            rqctx: RequestContext<AppState>,
+            body: TypedBody<Lenient<CreateUserExport>>,
+        ) -> Result<HttpResponseAccepted<ExportAccepted>, ApiError> {
+            authorized(&rqctx, "createUserExport", SCOPE_WRITE, async |state, principal| {
+                let body = body.into_inner();
+                let request = validate_create_export(&body.value).map_err(ApiError::invalid_request)?;
+                let filters = request.filters.clone().unwrap_or_default();
+                let mut client = state.pool.get().await.map_err(ApiError::internal)?;
+                let rows_total = store::count_matching_users(&client, &filters).await.map_err(ApiError::internal)?;
+                let rates = state.throughput.rates(&client).await;
+                let limit = state.settings.max_pending_per_user;
+                let created = store::create_export(&mut client, principal.user_id, &request, rows_total, limit)
+                    .await
+                    .map_err(ApiError::internal)?;
+                drop(client);
+                let export_id = match created {
+                    Ok(id) => id,
+                    Err(reached) => {
+                        let soonest = reached
+                            .active
+                            .iter()
+                            .map(|(format, rows_left)| rates.seconds_for(*format, *rows_left))
+                            .min()
+                            .unwrap_or(RETRY_AFTER_BOUNDS.0);
+                        let retry_after = soonest.clamp(RETRY_AFTER_BOUNDS.0, RETRY_AFTER_BOUNDS.1);
+                        return Err(ApiError::new(
+                            dropshot::ErrorStatusCode::TOO_MANY_REQUESTS,
+                            "too_many_pending_exports",
+                            format!(
+                                "You already have {} pending exports, the limit per user; retry after {retry_after} seconds.",
+                                reached.limit
+                            ),
+                        )
+                        .with_retry_after(retry_after));
+                    }
+                };
+                // The row is committed: if Redis fails now, the export stays pending and the
+                // worker's sweeper re-queues it, so the request still succeeds.
+                if let Err(error) = state.queue.enqueue(export_id).await {
+                    tracing::warn!(%export_id, error = %format!("{error:#}"), "export recorded but not queued; the sweeper will queue it");
+                }
+                Ok(HttpResponseAccepted(ExportAccepted {
+                    export_id,
+                    status: ExportStatus::Pending,
+                    estimated_seconds: rates.seconds_for(request.format, rows_total),
+                }))
+            })
+            .await
+        }
+
+        async fn list_exports(
+            rqctx: RequestContext<AppState>,
+            query: Query<PaginationParams<EmptyScanParams, ExportPageSelector>>,
+        ) -> Result<HttpResponseOk<ResultsPage<Export>>, ApiError> {
+            authorized(&rqctx, "listExports", SCOPE_READ, async |state, principal| {
+                let params = query.into_inner();
+                let limit = rqctx
+                    .page_limit(&params)
+                    .map_err(ApiError::from)?
+                    .get()
+                    .min(MAX_PAGE_SIZE);
+                let after = match &params.page {
+                    WhichPage::First(_) => None,
+                    WhichPage::Next(selector) => Some((selector.created_at, selector.id)),
+                };
+                let client = state.pool.get().await.map_err(ApiError::internal)?;
+                let rows = store::list_exports(&client, principal.user_id, after, limit)
+                    .await
+                    .map_err(ApiError::internal)?;
+                let rates = state.throughput.rates(&client).await;
+                let items: Vec<Export> = rows.iter().map(|row| row.to_api(&rates)).collect();
+                // A short page is the last one: no token, so clients stop without an extra call.
+                let full = items.len() == limit as usize;
+                let mut page = ResultsPage::new(items, &EmptyScanParams {}, |export, _| ExportPageSelector {
+                    created_at: export.created_at,
+                    id: export.export_id,
+                })
+                .map_err(ApiError::from)?;
+                if !full {
+                    page.next_page = None;
+                }
+                Ok(HttpResponseOk(page))
+            })
+            .await
+        }
+
+        async fn get_export(
+            rqctx: RequestContext<AppState>,
+            path: Path<ExportPath>,
+        ) -> Result<HttpResponseOk<Export>, ApiError> {
+            let path = path.into_inner();
+            authorized(&rqctx, "getExport", SCOPE_READ, async |state, principal| {
+                let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
+                let client = state.pool.get().await.map_err(ApiError::internal)?;
+                let row = store::get_export(&client, principal.user_id, id)
+                    .await
+                    .map_err(ApiError::internal)?
+                    .ok_or_else(|| ApiError::not_found("Export"))?;
+                let rates = state.throughput.rates(&client).await;
+                Ok(HttpResponseOk(row.to_api(&rates)))
+            })
+            .await
+        }
+
+        async fn download_export(
+            rqctx: RequestContext<AppState>,
+            path: Path<ExportPath>,
+        ) -> Result<Response<Body>, ApiError> {
+            let path = path.into_inner();
+            authorized(&rqctx, "downloadExport", SCOPE_READ, async |state, principal| {
+                let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
+                let client = state.pool.get().await.map_err(ApiError::internal)?;
+                let row = store::get_export(&client, principal.user_id, id)
+                    .await
+                    .map_err(ApiError::internal)?
+                    .ok_or_else(|| ApiError::not_found("Export"))?;
+                match row.status {
+                    ExportStatus::Pending | ExportStatus::Processing => Err(ApiError::conflict(
+                        "export_not_ready",
+                        format!("The export is {}; download it once it is done.", row.status.as_str()),
+                    )),
+                    ExportStatus::Failed | ExportStatus::Cancelled => Err(ApiError::conflict(
+                        "export_not_ready",
+                        format!("The export is {} and has no file.", row.status.as_str()),
+                    )),
+                    ExportStatus::Expired => {
+                        Err(ApiError::gone("export_expired", "The export's file has expired and was deleted."))
+                    }
+                    ExportStatus::Done => Err(ApiError::internal(
+                        "no file storage is configured on this server; finished exports need the worker's storage",
+                    )),
+                }
+            })
+            .await
+        }
+
+        async fn cancel_export(
+            rqctx: RequestContext<AppState>,
+            path: Path<ExportPath>,
+        ) -> Result<HttpResponseOk<Export>, ApiError> {
+            let path = path.into_inner();
+            authorized(&rqctx, "cancelExport", SCOPE_WRITE, async |state, principal| {
+                let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
+                let client = state.pool.get().await.map_err(ApiError::internal)?;
+                match store::cancel_export(&client, principal.user_id, id)
+                    .await
+                    .map_err(ApiError::internal)?
+                {
+                    CancelOutcome::Cancelled(row) => {
+                        let rates = state.throughput.rates(&client).await;
+                        Ok(HttpResponseOk(row.to_api(&rates)))
+                    }
+                    CancelOutcome::AlreadyFinished(status) => Err(ApiError::conflict(
+                        "export_finished",
+                        format!(
+                            "The export is already {}; only pending or processing exports can be cancelled.",
+                            status.as_str()
+                        ),
+                    )),
+                    CancelOutcome::NotFound => Err(ApiError::not_found("Export")),
+                }
+            })
+            .await
+        }
+
+        async fn liveness(rqctx: RequestContext<AppState>) -> Result<HttpResponseOk<Health>, ApiError> {
+            public(&rqctx, "liveness", async |_| {
+                Ok(HttpResponseOk(Health {
+                    status: HealthStatus::Ok,
+                }))
+            })
+            .await
+        }
+
+        async fn readiness(rqctx: RequestContext<AppState>) -> Result<HttpResponseOk<Readiness>, ApiError> {
+            public(&rqctx, "readiness", async |state| {
+                let postgres = async {
+                    let client = state.pool.get().await.map_err(|e| e.to_string())?;
+                    client.simple_query("SELECT 1").await.map_err(|e| e.to_string())?;
+                    Ok::<_, String>(())
+                };
+                let (postgres, redis) = tokio::join!(postgres, state.queue.ping());
+                let mut failing = Vec::new();
+                if let Err(error) = postgres {
+                    failing.push(ErrorDetail::new("postgres", format!("unreachable: {error}")));
+                }
+                if let Err(error) = redis {
+                    failing.push(ErrorDetail::new("redis", format!("unreachable: {error:#}")));
+                }
+                if !failing.is_empty() {
+                    return Err(ApiError::unavailable(failing, 5));
+                }
+                Ok(HttpResponseOk(Readiness {
+                    status: HealthStatus::Ok,
+                    checks: ReadinessChecks {
+                        postgres: HealthStatus::Ok,
+                        redis: HealthStatus::Ok,
+                    },
+                }))
+            })
+            .await
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Bearer API keys: issued by the admin command, stored as SHA-256 digests, with scopes.
+
+use anyhow::{bail, Result};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+pub const SCOPE_READ: &str = "exports:read";
+pub const SCOPE_WRITE: &str = "exports:write";
+pub const SCOPES: &[&str] = &[SCOPE_READ, SCOPE_WRITE];
+
+/// Every token starts with this, so leaked keys are easy to recognise (and scan for).
+const TOKEN_PREFIX: &str = "exk_";
+
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: Uuid,
+    pub key_id: Uuid,
+    pub scopes: Vec<String>,
+}
+
+impl Principal {
+    pub fn require(&self, scope: &str) -> Result<(), ApiError> {
+        if self.scopes.iter().any(|s| s == scope) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(scope))
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(headers: &http::HeaderMap) -> Result<&str, ApiError> {
+    let value = headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("is missing"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("is not valid text"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| ApiError::unauthorized("must be `Bearer <key>`"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(ApiError::unauthorized("must be `Bearer <key>`"));
+    }
+    Ok(token.trim())
+}
+
+fn secret_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn generate_token() -> String {
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret))
+}
+
+pub async fn authenticate(client: &deadpool_postgres::Client, token: &str) -> Result<Principal, ApiError> {
+    if !token.starts_with(TOKEN_PREFIX) {
+        return Err(ApiError::unauthorized("is not an API key of this service"));
+    }
+    let statement = client
+        .prepare_cached(
+            "SELECT id, user_id, scopes FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL",
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    let row = client
+        .query_opt(&statement, &[&secret_hash(token)])
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::unauthorized("is not a valid, unrevoked API key"))?;
+    Ok(Principal {
+        key_id: row.get(0),
+        user_id: row.get(1),
+        scopes: row.get(2),
+    })
+}
+
+#[derive(Debug)]
+pub struct IssuedKey {
+    pub id: Uuid,
+    /// Shown once: only its digest is stored.
+    pub token: String,
+}
+
+pub async fn issue_key(
+    client: &tokio_postgres::Client,
+    user_id: Uuid,
+    name: &str,
+    scopes: &[String],
+) -> Result<IssuedKey> {
+    if let Some(unknown) = scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
+        bail!("unknown scope {unknown:?}; known scopes: {}", SCOPES.join(", "));
+    }
+    let id = Uuid::new_v4();
+    let token = generate_token();
+    client
+        .execute(
+            "INSERT INTO api_keys (id, user_id, name, secret_hash, scopes) VALUES ($1, $2, $3, $4, $5)",
+            &[&id, &user_id, &name, &secret_hash(&token), &scopes],
+        )
+        .await?;
+    Ok(IssuedKey { id, token })
+}
+
+/// Returns whether a key was revoked (false: no such key, or already revoked).
+pub async fn revoke_key(client: &tokio_postgres::Client, key_id: Uuid) -> Result<bool> {
+    let revoked = client
+        .execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+            &[&key_id],
+        )
+        .await?;
+    Ok(revoked == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn reads_bearer_tokens() {
+        assert_eq!(bearer_token(&headers("Bearer exk_abc")).unwrap(), "exk_abc");
+        assert_eq!(bearer_token(&headers("bearer  exk_abc ")).unwrap(), "exk_abc");
+        for bad in ["exk_abc", "Basic dXNlcjpwYXNz", "Bearer ", "Bearer"] {
+            let error = bearer_token(&headers(bad)).unwrap_err();
+            assert_eq!(error.status(), http::StatusCode::UNAUTHORIZED, "{bad}");
+        }
+        assert_eq!(
+            bearer_token(&http::HeaderMap::new()).unwrap_err().error.details[0].issue,
+            "is missing"
+        );
+    }
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let (a, b) = (generate_token(), generate_token());
+        assert_ne!(a, b);
+        assert!(a.starts_with(TOKEN_PREFIX) && a.len() == TOKEN_PREFIX.len() + 43);
+        assert_eq!(secret_hash(&a), secret_hash(&a));
+        assert_ne!(secret_hash(&a), secret_hash(&b));
+    }
+
+    #[test]
+    fn scopes_are_checked() {
+        let principal = Principal {
+            user_id: Uuid::nil(),
+            key_id: Uuid::nil(),
+            scopes: vec![SCOPE_READ.into()],
+        };
+        assert!(principal.require(SCOPE_READ).is_ok());
+        assert_eq!(
+            principal.require(SCOPE_WRITE).unwrap_err().status(),
+            http::StatusCode::FORBIDDEN
+        );
+    }
+}

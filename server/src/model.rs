@@ -1,0 +1,509 @@
+//! The API's resource types, the validation of what clients send, and the SQL filter a
+//! users export runs with.
+
+use std::marker::PhantomData;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::error::ErrorDetail;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    Csv,
+    Xlsx,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UserStatus {
+    Active,
+    Inactive,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportStatus {
+    Pending,
+    Processing,
+    Done,
+    Failed,
+    Cancelled,
+    Expired,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportType {
+    Users,
+}
+
+/// Names as stored in PostgreSQL and sent on the wire (the serde names).
+macro_rules! wire_names {
+    ($ty:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const NAMES: &'static [&'static str] = &[$($name),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $name),+ }
+            }
+
+            pub fn parse(name: &str) -> Option<Self> {
+                match name { $($name => Some(Self::$variant),)+ _ => None }
+            }
+        }
+    };
+}
+
+wire_names!(ExportFormat { Csv => "csv", Xlsx => "xlsx" });
+wire_names!(UserStatus { Active => "active", Inactive => "inactive" });
+wire_names!(ExportStatus {
+    Pending => "pending",
+    Processing => "processing",
+    Done => "done",
+    Failed => "failed",
+    Cancelled => "cancelled",
+    Expired => "expired",
+});
+
+impl ExportStatus {
+    /// Pending and processing exports count against the per-user limit and can be cancelled.
+    pub const ACTIVE: [ExportStatus; 2] = [ExportStatus::Pending, ExportStatus::Processing];
+
+    pub fn is_active(self) -> bool {
+        Self::ACTIVE.contains(&self)
+    }
+}
+
+/// Which users an export contains. Absent filters mean all users.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserExportFilters {
+    /// Only users created on or after this day (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_after: Option<NaiveDate>,
+    /// Only users with this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<UserStatus>,
+}
+
+/// The body of `createUserExport`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserExport {
+    pub format: ExportFormat,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<UserExportFilters>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ExportAccepted {
+    pub export_id: Uuid,
+    pub status: ExportStatus,
+    /// Derived from the number of matching rows and the measured worker throughput.
+    pub estimated_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ExportProgress {
+    pub rows_written: u64,
+    pub rows_total: u64,
+    pub percent: f64,
+    /// Null unless the export is pending or processing.
+    pub estimated_seconds_remaining: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Export {
+    pub export_id: Uuid,
+    #[serde(rename = "type")]
+    pub export_type: ExportType,
+    pub format: ExportFormat,
+    pub status: ExportStatus,
+    pub filters: UserExportFilters,
+    pub progress: ExportProgress,
+    pub download_url: Option<String>,
+    pub download_expires_at: Option<DateTime<Utc>>,
+    pub error_message: Option<String>,
+    pub file_size_bytes: Option<u64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Position of the last export of a page: the next page starts after it (newest first).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ExportPageSelector {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Health {
+    pub status: HealthStatus,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Readiness {
+    pub status: HealthStatus,
+    pub checks: ReadinessChecks,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ReadinessChecks {
+    pub postgres: HealthStatus,
+    pub redis: HealthStatus,
+}
+
+/// A request body accepted as any JSON and documented with the schema of `T`: serde would stop
+/// at the first problem with a message about line and column, while clients need every
+/// problem, field by field, with the allowed values.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct Lenient<T> {
+    pub value: Value,
+    #[serde(skip)]
+    _schema: PhantomData<fn() -> T>,
+}
+
+impl<T: JsonSchema> JsonSchema for Lenient<T> {
+    fn schema_name() -> String {
+        T::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+        T::json_schema(generator)
+    }
+
+    fn is_referenceable() -> bool {
+        T::is_referenceable()
+    }
+}
+
+/// A path parameter accepted as any string and documented as a UUID, so a malformed id gets a
+/// field-level 400 rather than dropshot's generic message.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ExportPath {
+    #[schemars(with = "Uuid")]
+    pub export_id: String,
+}
+
+impl ExportPath {
+    pub fn id(&self) -> Result<Uuid, ErrorDetail> {
+        Uuid::parse_str(&self.export_id)
+            .map_err(|_| ErrorDetail::new("export_id", format!("must be a UUID, got {:?}", self.export_id)))
+    }
+}
+
+/// Checks a `createUserExport` body and reports every problem at once.
+pub fn validate_create_export(body: &Value) -> Result<CreateUserExport, Vec<ErrorDetail>> {
+    let Some(object) = body.as_object() else {
+        return Err(vec![ErrorDetail::new("body", "must be a JSON object")]);
+    };
+    let mut problems = unknown_fields(object, "", &["format", "filters"]);
+
+    let format = match object.get("format") {
+        None | Some(Value::Null) => {
+            problems.push(ErrorDetail::new("format", "is required").with_allowed(ExportFormat::NAMES));
+            None
+        }
+        Some(value) => enum_value(
+            value,
+            "format",
+            ExportFormat::NAMES,
+            ExportFormat::parse,
+            &mut problems,
+        ),
+    };
+
+    let filters = match object.get("filters") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(filters)) => {
+            problems.extend(unknown_fields(filters, "filters.", &["created_after", "status"]));
+            let created_after = match filters.get("created_after") {
+                None | Some(Value::Null) => None,
+                Some(value) => parse_date(value, "filters.created_after", &mut problems),
+            };
+            let status = match filters.get("status") {
+                None | Some(Value::Null) => None,
+                Some(value) => enum_value(
+                    value,
+                    "filters.status",
+                    UserStatus::NAMES,
+                    UserStatus::parse,
+                    &mut problems,
+                ),
+            };
+            Some(UserExportFilters {
+                created_after,
+                status,
+            })
+        }
+        Some(other) => {
+            problems.push(ErrorDetail::new(
+                "filters",
+                format!("must be an object, got {}", kind(other)),
+            ));
+            None
+        }
+    };
+
+    match format {
+        Some(format) if problems.is_empty() => Ok(CreateUserExport { format, filters }),
+        _ => Err(problems),
+    }
+}
+
+fn unknown_fields(object: &Map<String, Value>, prefix: &str, known: &[&str]) -> Vec<ErrorDetail> {
+    object
+        .keys()
+        .filter(|key| !known.contains(&key.as_str()))
+        .map(|key| ErrorDetail::new(format!("{prefix}{key}"), "is not a known field").with_allowed(known))
+        .collect()
+}
+
+fn enum_value<T>(
+    value: &Value,
+    field: &str,
+    names: &[&str],
+    parse: fn(&str) -> Option<T>,
+    problems: &mut Vec<ErrorDetail>,
+) -> Option<T> {
+    let parsed = value.as_str().and_then(parse);
+    if parsed.is_none() {
+        let issue = format!("must be one of {}, got {}", names.join(", "), value);
+        problems.push(ErrorDetail::new(field, issue).with_allowed(names));
+    }
+    parsed
+}
+
+fn parse_date(value: &Value, field: &str, problems: &mut Vec<ErrorDetail>) -> Option<NaiveDate> {
+    // RFC 3339 full-date only: exactly YYYY-MM-DD, a real calendar day.
+    let parsed = value
+        .as_str()
+        .filter(|text| text.len() == 10)
+        .and_then(|text| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok());
+    if parsed.is_none() {
+        problems.push(ErrorDetail::new(
+            field,
+            format!("must be a date in YYYY-MM-DD form (RFC 3339 full-date), got {value}"),
+        ));
+    }
+    parsed
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The `WHERE` clause and parameters of the users an export contains. The same filter counts
+/// the rows at creation and streams them in the worker.
+#[derive(Debug)]
+pub struct UserQuery {
+    pub where_clause: String,
+    pub created_after: Option<DateTime<Utc>>,
+    pub status: Option<&'static str>,
+}
+
+impl UserQuery {
+    pub fn new(filters: &UserExportFilters) -> Self {
+        let mut conditions = Vec::new();
+        let created_after = filters
+            .created_after
+            .map(|day| day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+        let status = filters.status.map(UserStatus::as_str);
+        let mut next = 1;
+        if created_after.is_some() {
+            conditions.push(format!("created_at >= ${next}"));
+            next += 1;
+        }
+        if status.is_some() {
+            conditions.push(format!("status = ${next}"));
+        }
+        let where_clause = if conditions.is_empty() {
+            "TRUE".to_string()
+        } else {
+            conditions.join(" AND ")
+        };
+        Self {
+            where_clause,
+            created_after,
+            status,
+        }
+    }
+
+    pub fn params(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
+        if let Some(created_after) = &self.created_after {
+            params.push(created_after);
+        }
+        if let Some(status) = &self.status {
+            params.push(status);
+        }
+        params
+    }
+
+    pub fn count_sql(&self) -> String {
+        format!("SELECT count(*) FROM users WHERE {}", self.where_clause)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(problems: &[ErrorDetail]) -> Vec<&str> {
+        problems.iter().map(|p| p.field.as_str()).collect()
+    }
+
+    #[test]
+    fn accepts_a_full_request() {
+        let request = validate_create_export(
+            &json!({"format": "xlsx", "filters": {"created_after": "2024-02-29", "status": "inactive"}}),
+        )
+        .unwrap();
+        assert_eq!(request.format, ExportFormat::Xlsx);
+        let filters = request.filters.unwrap();
+        assert_eq!(filters.created_after, NaiveDate::from_ymd_opt(2024, 2, 29));
+        assert_eq!(filters.status, Some(UserStatus::Inactive));
+    }
+
+    #[test]
+    fn accepts_format_alone() {
+        let request = validate_create_export(&json!({"format": "csv"})).unwrap();
+        assert_eq!(
+            request,
+            CreateUserExport {
+                format: ExportFormat::Csv,
+                filters: None
+            }
+        );
+    }
+
+    #[test]
+    fn reports_every_problem_with_allowed_values() {
+        let problems = validate_create_export(&json!({
+            "format": "pdf",
+            "filters": {"created_after": "2024-02-30", "status": "banned", "age": 3},
+            "extra": true
+        }))
+        .unwrap_err();
+        let mut got = fields(&problems);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "extra",
+                "filters.age",
+                "filters.created_after",
+                "filters.status",
+                "format"
+            ]
+        );
+        let format = problems.iter().find(|p| p.field == "format").unwrap();
+        assert_eq!(
+            format.allowed.as_deref(),
+            Some(&["csv".to_string(), "xlsx".to_string()][..])
+        );
+        let status = problems.iter().find(|p| p.field == "filters.status").unwrap();
+        assert_eq!(status.allowed.as_ref().unwrap(), &["active", "inactive"]);
+    }
+
+    #[test]
+    fn rejects_wrong_types_and_shapes() {
+        assert_eq!(
+            fields(&validate_create_export(&json!([1])).unwrap_err()),
+            ["body"]
+        );
+        assert_eq!(
+            fields(&validate_create_export(&json!({})).unwrap_err()),
+            ["format"]
+        );
+        assert_eq!(
+            fields(&validate_create_export(&json!({"format": 7})).unwrap_err()),
+            ["format"]
+        );
+        assert_eq!(
+            fields(&validate_create_export(&json!({"format": "CSV"})).unwrap_err()),
+            ["format"]
+        );
+        assert_eq!(
+            fields(&validate_create_export(&json!({"format": "csv", "filters": "active"})).unwrap_err()),
+            ["filters"]
+        );
+        for not_a_date in [
+            json!("2024-1-5"),
+            json!("2024-01-05T00:00:00Z"),
+            json!(20240105),
+            json!("yesterday"),
+        ] {
+            let problems =
+                validate_create_export(&json!({"format": "csv", "filters": {"created_after": not_a_date}}))
+                    .unwrap_err();
+            assert_eq!(fields(&problems), ["filters.created_after"]);
+        }
+    }
+
+    #[test]
+    fn builds_filters_into_numbered_parameters() {
+        let all = UserQuery::new(&UserExportFilters::default());
+        assert_eq!(all.where_clause, "TRUE");
+        assert!(all.params().is_empty());
+
+        let by_status = UserQuery::new(&UserExportFilters {
+            created_after: None,
+            status: Some(UserStatus::Active),
+        });
+        assert_eq!(by_status.where_clause, "status = $1");
+        assert_eq!(by_status.params().len(), 1);
+
+        let both = UserQuery::new(&UserExportFilters {
+            created_after: NaiveDate::from_ymd_opt(2025, 3, 1),
+            status: Some(UserStatus::Inactive),
+        });
+        assert_eq!(both.where_clause, "created_at >= $1 AND status = $2");
+        assert_eq!(
+            both.created_after.unwrap().to_rfc3339(),
+            "2025-03-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            both.count_sql(),
+            "SELECT count(*) FROM users WHERE created_at >= $1 AND status = $2"
+        );
+    }
+
+    #[test]
+    fn invalid_export_ids_name_the_field() {
+        let path = ExportPath {
+            export_id: "not-a-uuid".into(),
+        };
+        assert_eq!(path.id().unwrap_err().field, "export_id");
+        let id = Uuid::new_v4();
+        assert_eq!(
+            ExportPath {
+                export_id: id.to_string()
+            }
+            .id()
+            .unwrap(),
+            id
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! How fast the worker writes rows, per format: measured from recent finished exports, with
+//! figures benchmarked on this project's reference machine until there are any. Estimates
+//! (`estimated_seconds`, remaining time, `Retry-After`) derive from it.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::model::ExportFormat;
+
+/// Rows per second before any export has finished (ARCHITECTURE.md, section 4).
+const DEFAULT_CSV_ROWS_PER_SECOND: f64 = 400_000.0;
+const DEFAULT_XLSX_ROWS_PER_SECOND: f64 = 130_000.0;
+/// Measurements are refreshed at most this often, so estimates cost no query per request.
+const REFRESH_EVERY: Duration = Duration::from_secs(60);
+/// Queueing and start-up time of a job, on top of writing its rows.
+const JOB_OVERHEAD_SECONDS: u64 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rates {
+    pub csv: f64,
+    pub xlsx: f64,
+}
+
+impl Default for Rates {
+    fn default() -> Self {
+        Self {
+            csv: DEFAULT_CSV_ROWS_PER_SECOND,
+            xlsx: DEFAULT_XLSX_ROWS_PER_SECOND,
+        }
+    }
+}
+
+impl Rates {
+    pub fn rows_per_second(&self, format: ExportFormat) -> f64 {
+        match format {
+            ExportFormat::Csv => self.csv,
+            ExportFormat::Xlsx => self.xlsx,
+        }
+    }
+
+    /// Seconds to write `rows` rows in `format`, start-up included.
+    pub fn seconds_for(&self, format: ExportFormat, rows: u64) -> u64 {
+        (rows as f64 / self.rows_per_second(format)).ceil() as u64 + JOB_OVERHEAD_SECONDS
+    }
+}
+
+#[derive(Default)]
+pub struct Throughput {
+    cached: Mutex<Option<(Instant, Rates)>>,
+}
+
+impl Throughput {
+    pub async fn rates(&self, client: &tokio_postgres::Client) -> Rates {
+        if let Some((at, rates)) = *self.cached.lock().expect("throughput lock") {
+            if at.elapsed() < REFRESH_EVERY {
+                return rates;
+            }
+        }
+        // Two requests may refresh at once; both write the same figures.
+        let rates = match measure(client).await {
+            Ok(rates) => rates,
+            Err(error) => {
+                tracing::warn!(%error, "measuring export throughput failed; using the last figures");
+                self.cached
+                    .lock()
+                    .expect("throughput lock")
+                    .map(|(_, r)| r)
+                    .unwrap_or_default()
+            }
+        };
+        *self.cached.lock().expect("throughput lock") = Some((Instant::now(), rates));
+        rates
+    }
+}
+
+/// Rows per second of the exports finished in the last day, per format (the 50 newest).
+async fn measure(client: &tokio_postgres::Client) -> Result<Rates, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT format, sum(rows_written)::float8 / sum(extract(epoch FROM finished_at - started_at))::float8
+             FROM (
+                 SELECT format, rows_written, started_at, finished_at,
+                        row_number() OVER (PARTITION BY format ORDER BY finished_at DESC) AS n
+                 FROM exports
+                 WHERE status = 'done' AND started_at IS NOT NULL AND finished_at > started_at
+                   AND finished_at > now() - interval '1 day'
+             ) AS recent
+             WHERE n <= 50
+             GROUP BY format",
+            &[],
+        )
+        .await?;
+    let mut rates = Rates::default();
+    for row in rows {
+        let format: String = row.get(0);
+        let measured: Option<f64> = row.get(1);
+        match (ExportFormat::parse(&format), measured) {
+            (Some(ExportFormat::Csv), Some(rate)) if rate > 0.0 => rates.csv = rate,
+            (Some(ExportFormat::Xlsx), Some(rate)) if rate > 0.0 => rates.xlsx = rate,
+            _ => {}
+        }
+    }
+    Ok(rates)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_grow_with_rows_and_differ_by_format() {
+        let rates = Rates {
+            csv: 1000.0,
+            xlsx: 250.0,
+        };
+        assert_eq!(rates.seconds_for(ExportFormat::Csv, 0), 1);
+        assert_eq!(rates.seconds_for(ExportFormat::Csv, 1000), 2);
+        assert_eq!(rates.seconds_for(ExportFormat::Csv, 1001), 3);
+        assert_eq!(rates.seconds_for(ExportFormat::Xlsx, 1000), 5);
+    }
+}

@@ -1,0 +1,444 @@
+//! `spec/openapi.yaml` as data: load it, resolve its local `$ref`s, and validate JSON against
+//! its OpenAPI 3.0 schemas (`nullable`, formats). The tests validate live responses with it;
+//! xtask compares and lints with it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{Map, Value};
+
+/// The contract, as committed beside this crate.
+pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
+
+pub struct Spec {
+    document: Value,
+}
+
+/// One operation: `GET /api/v1/exports/users/{export_id}` and its definition.
+#[derive(Debug, Clone)]
+pub struct Operation<'a> {
+    pub id: &'a str,
+    pub method: String,
+    pub path: &'a str,
+    pub definition: &'a Value,
+}
+
+impl Spec {
+    pub fn bundled() -> Self {
+        Self::parse(OPENAPI_YAML).expect("the bundled spec parses")
+    }
+
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    pub fn parse(yaml: &str) -> Result<Self> {
+        let document: Value = serde_yaml_ng::from_str(yaml)?;
+        if !document
+            .get("openapi")
+            .and_then(Value::as_str)
+            .is_some_and(|v| v.starts_with("3.0"))
+        {
+            bail!("not an OpenAPI 3.0 document");
+        }
+        Ok(Self { document })
+    }
+
+    pub fn document(&self) -> &Value {
+        &self.document
+    }
+
+    /// Follows local `$ref`s (`#/components/...`) until a value that is not a reference.
+    pub fn resolve<'a>(&'a self, mut value: &'a Value) -> Result<&'a Value> {
+        for _ in 0..32 {
+            match value.get("$ref").and_then(Value::as_str) {
+                Some(reference) => {
+                    let pointer = reference
+                        .strip_prefix('#')
+                        .ok_or_else(|| anyhow!("only local references are supported: {reference}"))?;
+                    value = self
+                        .document
+                        .pointer(pointer)
+                        .ok_or_else(|| anyhow!("dangling reference {reference}"))?;
+                }
+                None => return Ok(value),
+            }
+        }
+        bail!("reference cycle")
+    }
+
+    pub fn operations(&self) -> Vec<Operation<'_>> {
+        let mut operations = Vec::new();
+        let Some(paths) = self.document.get("paths").and_then(Value::as_object) else {
+            return operations;
+        };
+        for (path, item) in paths {
+            for method in [
+                "get", "put", "post", "delete", "options", "head", "patch", "trace",
+            ] {
+                if let Some(definition) = item.get(method) {
+                    operations.push(Operation {
+                        id: definition
+                            .get("operationId")
+                            .and_then(Value::as_str)
+                            .unwrap_or(""),
+                        method: method.to_uppercase(),
+                        path,
+                        definition,
+                    });
+                }
+            }
+        }
+        operations
+    }
+
+    /// The operation serving a concrete request path (`{param}` matches one segment).
+    pub fn find_operation(&self, method: &str, path: &str) -> Option<Operation<'_>> {
+        let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+        self.operations().into_iter().find(|operation| {
+            let template: Vec<&str> = operation.path.split('/').collect();
+            operation.method.eq_ignore_ascii_case(method)
+                && template.len() == segments.len()
+                && template
+                    .iter()
+                    .zip(&segments)
+                    .all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}') && !s.is_empty()))
+        })
+    }
+
+    /// The documented response of an operation for a status: exact, then `4XX`, then `default`.
+    pub fn response_for<'a>(&'a self, operation: &Operation<'a>, status: u16) -> Option<&'a Value> {
+        let responses = operation.definition.get("responses")?;
+        let range = format!("{}XX", status / 100);
+        [status.to_string(), range, "default".to_string()]
+            .iter()
+            .find_map(|key| responses.get(key))
+            .and_then(|response| self.resolve(response).ok())
+    }
+
+    /// Checks a value against an OpenAPI schema of this document.
+    pub fn validate(&self, schema: &Value, instance: &Value) -> Result<(), Vec<String>> {
+        let root = self.json_schema_root(schema);
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&root)
+            .map_err(|error| vec![format!("the schema does not compile: {error}")])?;
+        let errors: Vec<String> = validator
+            .iter_errors(instance)
+            .map(|error| format!("at {:?}: {error}", error.instance_path().as_str()))
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// A JSON Schema (2020-12) whose root is `schema` and which carries every component schema,
+    /// translated from OpenAPI 3.0's dialect, so `#/components/schemas/X` references resolve.
+    fn json_schema_root(&self, schema: &Value) -> Value {
+        let mut root = match to_json_schema(schema) {
+            Value::Object(map) => map,
+            other => {
+                let mut map = Map::new();
+                map.insert("allOf".into(), Value::Array(vec![other]));
+                map
+            }
+        };
+        let schemas = self
+            .document
+            .pointer("/components/schemas")
+            .and_then(Value::as_object)
+            .map(|schemas| {
+                schemas
+                    .iter()
+                    .map(|(name, s)| (name.clone(), to_json_schema(s)))
+                    .collect::<Map<_, _>>()
+            })
+            .unwrap_or_default();
+        root.insert("components".into(), serde_json::json!({ "schemas": schemas }));
+        Value::Object(root)
+    }
+
+    /// Validates one live response: the status is documented for the operation, the media
+    /// type is one it declares, required headers are present, and a JSON body matches the schema.
+    pub fn validate_response(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        headers: &BTreeMap<String, String>,
+        body: &[u8],
+    ) -> Result<(), Vec<String>> {
+        let operation = self
+            .find_operation(method, path)
+            .ok_or_else(|| vec![format!("{method} {path} is not an operation of the spec")])?;
+        let context = format!("{} ({method} {path}) answered {status}", operation.id);
+        let response = self
+            .response_for(&operation, status)
+            .ok_or_else(|| vec![format!("{context}: status not documented")])?;
+        let mut problems = Vec::new();
+
+        for (name, header) in response
+            .get("headers")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let Ok(header) = self.resolve(header) else {
+                continue;
+            };
+            let required = header.get("required").and_then(Value::as_bool).unwrap_or(false);
+            match headers.get(&name.to_ascii_lowercase()) {
+                None if required => problems.push(format!("{context}: required header {name} is missing")),
+                None => {}
+                Some(value) => {
+                    if let Some(schema) = header.get("schema") {
+                        let typed = header_value(self.resolve(schema).unwrap_or(schema), value);
+                        if let Err(errors) = self.validate(schema, &typed) {
+                            problems.extend(
+                                errors
+                                    .into_iter()
+                                    .map(|e| format!("{context}: header {name} {e}")),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+
+        let content = response.get("content").and_then(Value::as_object);
+        match content {
+            None if body.is_empty() => {}
+            None => problems.push(format!(
+                "{context}: the spec documents no body, got {} bytes",
+                body.len()
+            )),
+            Some(content) => {
+                let media_type = headers
+                    .get("content-type")
+                    .map(|value| value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+                    .unwrap_or_default();
+                match content.get(&media_type) {
+                    None => problems.push(format!(
+                        "{context}: media type {media_type:?} is not one of {:?}",
+                        content.keys().collect::<Vec<_>>()
+                    )),
+                    Some(media) if media_type == "application/json" => {
+                        match serde_json::from_slice::<Value>(body) {
+                            Err(error) => problems.push(format!("{context}: body is not JSON: {error}")),
+                            Ok(value) => {
+                                if let Some(schema) = media.get("schema") {
+                                    if let Err(errors) = self.validate(schema, &value) {
+                                        problems.extend(
+                                            errors.into_iter().map(|e| format!("{context}: body {e}")),
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// A header's text as the JSON value its schema describes (headers are all text on the wire).
+fn header_value(schema: &Value, text: &str) -> Value {
+    match schema.get("type").and_then(Value::as_str) {
+        Some("integer") => text
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(text)),
+        Some("number") => text
+            .parse::<f64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(text)),
+        _ => Value::from(text),
+    }
+}
+
+/// Translates an OpenAPI 3.0 schema into JSON Schema 2020-12: `nullable: true` admits null,
+/// and OpenAPI-only keywords are dropped.
+pub fn to_json_schema(schema: &Value) -> Value {
+    match schema {
+        Value::Object(map) => {
+            let nullable = map.get("nullable").and_then(Value::as_bool).unwrap_or(false);
+            let mut out = Map::new();
+            for (key, value) in map {
+                match key.as_str() {
+                    "nullable" | "example" | "examples" | "discriminator" | "xml" | "externalDocs"
+                    | "deprecated" | "readOnly" | "writeOnly" => {}
+                    "properties" | "patternProperties" => {
+                        let translated = value
+                            .as_object()
+                            .map(|props| {
+                                props
+                                    .iter()
+                                    .map(|(k, v)| (k.clone(), to_json_schema(v)))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        out.insert(key.clone(), Value::Object(translated));
+                    }
+                    "items" | "additionalProperties" | "not" => {
+                        out.insert(key.clone(), to_json_schema(value));
+                    }
+                    "allOf" | "anyOf" | "oneOf" => {
+                        let translated = value
+                            .as_array()
+                            .map(|all| all.iter().map(to_json_schema).collect())
+                            .unwrap_or_default();
+                        out.insert(key.clone(), Value::Array(translated));
+                    }
+                    _ => {
+                        out.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            if nullable {
+                if let Some(Value::String(ty)) = out.get("type").cloned() {
+                    out.insert("type".into(), serde_json::json!([ty, "null"]));
+                }
+                if let Some(Value::Array(values)) = out.get_mut("enum") {
+                    values.push(Value::Null);
+                }
+                if out.contains_key("$ref") || out.contains_key("allOf") {
+                    let inner = Value::Object(std::mem::take(&mut out));
+                    out.insert("anyOf".into(), serde_json::json!([inner, {"type": "null"}]));
+                }
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn finds_operations_by_concrete_path() {
+        let spec = Spec::bundled();
+        let id = "1c4f6a2e-9b1d-4e8f-a6b3-2d7c9e0f1a2b";
+        assert_eq!(
+            spec.find_operation("GET", &format!("/api/v1/exports/users/{id}"))
+                .unwrap()
+                .id,
+            "getExport"
+        );
+        assert_eq!(
+            spec.find_operation("POST", "/api/v1/exports/users").unwrap().id,
+            "createUserExport"
+        );
+        assert_eq!(
+            spec.find_operation("GET", "/api/v1/exports/users").unwrap().id,
+            "listExports"
+        );
+        assert!(spec.find_operation("DELETE", "/api/v1/exports/users").is_none());
+        assert!(spec.find_operation("GET", "/nowhere").is_none());
+    }
+
+    #[test]
+    fn nullable_admits_null_only_where_declared() {
+        let spec = Spec::bundled();
+        let schema = json!({"$ref": "#/components/schemas/ExportProgress"});
+        let good =
+            json!({"rows_written": 1, "rows_total": 2, "percent": 50.0, "estimated_seconds_remaining": null});
+        assert!(spec.validate(&schema, &good).is_ok());
+        let bad = json!({"rows_written": null, "rows_total": 2, "percent": 50.0});
+        assert!(spec.validate(&schema, &bad).is_err());
+    }
+
+    #[test]
+    fn formats_and_closed_objects_are_enforced() {
+        let spec = Spec::bundled();
+        let schema = json!({"$ref": "#/components/schemas/ExportAccepted"});
+        let good = json!({"export_id": "1c4f6a2e-9b1d-4e8f-a6b3-2d7c9e0f1a2b", "status": "pending", "estimated_seconds": 3});
+        assert!(spec.validate(&schema, &good).is_ok());
+        let mut bad_uuid = good.clone();
+        bad_uuid["export_id"] = json!("nope");
+        assert!(spec.validate(&schema, &bad_uuid).is_err());
+        let filters = json!({"$ref": "#/components/schemas/UserExportFilters"});
+        assert!(spec
+            .validate(&filters, &json!({"created_after": "2024-01-01"}))
+            .is_ok());
+        assert!(spec
+            .validate(&filters, &json!({"created_after": "2024-01-32"}))
+            .is_err());
+        assert!(spec.validate(&filters, &json!({"surprise": 1})).is_err());
+    }
+
+    #[test]
+    fn validates_responses_with_headers() {
+        let spec = Spec::bundled();
+        let body = br#"{"error":{"code":"too_many_pending_exports","message":"m","details":[],"request_id":"r","retry_after_seconds":3}}"#;
+        let mut headers = BTreeMap::from([
+            ("content-type".to_string(), "application/json".to_string()),
+            ("x-request-id".to_string(), "r".to_string()),
+        ]);
+        let missing = spec
+            .validate_response("POST", "/api/v1/exports/users", 429, &headers, body)
+            .unwrap_err();
+        assert!(missing.iter().any(|p| p.contains("Retry-After")), "{missing:?}");
+        headers.insert("retry-after".into(), "3".into());
+        spec.validate_response("POST", "/api/v1/exports/users", 429, &headers, body)
+            .unwrap();
+        let undocumented = spec
+            .validate_response("POST", "/api/v1/exports/users", 418, &headers, body)
+            .unwrap_err();
+        assert!(undocumented[0].contains("not documented"));
+    }
+
+    #[test]
+    fn every_example_matches_its_schema() {
+        let spec = Spec::bundled();
+        let mut checked = 0;
+        for operation in spec.operations() {
+            for (_, response) in operation.definition["responses"].as_object().unwrap() {
+                let response = spec.resolve(response).unwrap();
+                for (_, media) in response
+                    .get("content")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                {
+                    let Some(schema) = media.get("schema") else {
+                        continue;
+                    };
+                    let examples = media
+                        .get("examples")
+                        .and_then(Value::as_object)
+                        .map(|all| {
+                            all.values()
+                                .map(|e| spec.resolve(e).unwrap()["value"].clone())
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_else(|| media.get("example").cloned().into_iter().collect());
+                    for example in examples {
+                        if example.is_string() && spec.resolve(schema).unwrap()["format"] == "binary" {
+                            continue;
+                        }
+                        spec.validate(schema, &example)
+                            .unwrap_or_else(|e| panic!("{}: {e:?}", operation.id));
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 20, "only {checked} examples checked");
+    }
+}
