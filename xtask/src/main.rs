@@ -60,7 +60,29 @@ fn generate_client(spec_yaml: &str) -> Result<String> {
         .generate_tokens(&spec)
         .context("generating the client")?;
     let file: syn::File = syn::parse2(tokens).context("parsing the generated client")?;
-    Ok(format!("{GENERATED_HEADER}\n{}", prettyplease::unparse(&file)))
+    rustfmt(&format!("{GENERATED_HEADER}\n{}", prettyplease::unparse(&file)))
+}
+
+/// Formats like `cargo fmt` does (same rustfmt.toml), so formatting the workspace leaves the
+/// generated file as generated.
+fn rustfmt(source: &str) -> Result<String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("rustfmt")
+        .args(["--edition", "2021", "--emit", "stdout", "--config-path"])
+        .arg(workspace_root().join("rustfmt.toml"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running rustfmt")?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(source.as_bytes())?;
+    let output = child.wait_with_output()?;
+    anyhow::ensure!(output.status.success(), "rustfmt failed on the generated client");
+    Ok(String::from_utf8(output.stdout)?)
 }
 
 fn client(check: bool) -> Result<ExitCode> {
