@@ -10,7 +10,7 @@ mod embedded {
 }
 
 /// Any fixed key: every process that migrates this database takes the same lock.
-const MIGRATION_LOCK_KEY: i64 = 0x6578_706f_7274_73; // "exports"
+const MIGRATION_LOCK_KEY: i64 = 0x0065_7870_6f72_7473; // "exports" in ASCII
 
 /// Rollback scripts, newest first; each undoes the migration of the same version and removes
 /// it from refinery's history.

@@ -4,7 +4,8 @@
 //! - the request id: an incoming `X-Request-Id` is honoured when it is 1-64 characters of
 //!   `[A-Za-z0-9._-]`, otherwise one is generated; it is passed to the handlers, echoed in the
 //!   response header and filled into error bodies that dropshot's extractors produced;
-//! - `Retry-After` on 429 and 503, copied from the envelope's `retry_after_seconds`;
+//! - `Retry-After` on 429 and 503, copied from the envelope's `retry_after_seconds`, and
+//!   `WWW-Authenticate` on 401;
 //! - the error envelope for dropshot's router errors (unknown path, wrong method);
 //! - 413 for a declared body over the limit before it is read, 504 when the server is stuck;
 //! - CORS, preflight included.
@@ -275,6 +276,11 @@ async fn rewrite_error(
             false
         }
     };
+    if parts.status == StatusCode::UNAUTHORIZED {
+        parts
+            .headers
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
     if let Some(seconds) = value["error"]["retry_after_seconds"].as_u64() {
         parts
             .headers

@@ -14,7 +14,8 @@ pub struct ApiError {
     /// What the logs get on top of the public message (never sent to the client).
     #[serde(skip)]
     internal: Option<String>,
-    pub error: ErrorBody,
+    /// Boxed to keep `Result<_, ApiError>` small on the happy path.
+    pub error: Box<ErrorBody>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -63,13 +64,13 @@ impl ApiError {
         Self {
             status,
             internal: None,
-            error: ErrorBody {
+            error: Box::new(ErrorBody {
                 code: code.to_string(),
                 message: message.into(),
                 details: Vec::new(),
                 request_id: String::new(),
                 retry_after_seconds: None,
-            },
+            }),
         }
     }
 
