@@ -27,3 +27,30 @@ CREATE TABLE exports (
 CREATE INDEX exports_user_id_created_at_idx ON exports (user_id, created_at DESC, id DESC);
 CREATE INDEX exports_status_idx ON exports (status);
 CREATE INDEX exports_expires_at_idx ON exports (expires_at);
+
+-- Records a pending export unless the user already has `max_active` pending or processing
+-- exports, in one statement and so one round trip. The advisory lock serialises one user's
+-- concurrent requests (other users are not blocked) until the implicit transaction commits,
+-- and in READ COMMITTED every query of a volatile function takes a fresh snapshot, so the
+-- count sees each export committed by the requests that held the lock before.
+CREATE FUNCTION create_export_within_limit(
+    export_id   uuid,
+    owner_id    uuid,
+    file_format text,
+    row_filters jsonb,
+    total_rows  bigint,
+    max_active  integer
+) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('exports.user:' || owner_id::text, 0));
+    IF (SELECT count(*) FROM (
+            SELECT 1 FROM exports
+            WHERE user_id = owner_id AND status IN ('pending', 'processing')
+            LIMIT max_active) AS active) >= max_active THEN
+        RETURN false;
+    END IF;
+    INSERT INTO exports (id, user_id, type, format, status, filters, rows_total)
+    VALUES (export_id, owner_id, 'users', file_format, 'pending', row_filters, total_rows);
+    RETURN true;
+END
+$$;

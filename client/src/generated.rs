@@ -2,15 +2,15 @@
 // change the spec and regenerate (`cargo xtask client --check` fails when this is stale).
 
 #[allow(unused_imports)]
-use progenitor_client::{encode_path, ClientHooks, OperationInfo, RequestBuilderExt};
-#[allow(unused_imports)]
 pub use progenitor_client::{ByteStream, ClientInfo, Error, ResponseValue};
+#[allow(unused_imports)]
+use progenitor_client::{encode_path, ClientHooks, OperationInfo, RequestBuilderExt};
 /// Types used as operation parameters and responses.
 #[allow(clippy::all)]
 pub mod types {
     /**The body of `createUserExport`. Unknown fields are rejected with `400`, naming the
-    field and the allowed ones.
-    */
+field and the allowed ones.
+*/
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     #[serde(deny_unknown_fields)]
     pub struct CreateUserExport {
@@ -22,25 +22,25 @@ pub mod types {
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct ErrorBody {
         /**Machine-readable error code; branch on it rather than on `message`. Not an enum,
-        so that new codes do not break existing clients: treat unknown codes by their HTTP
-        status. Current codes:
+so that new codes do not break existing clients: treat unknown codes by their HTTP
+status. Current codes:
 
-        | Code                       | Status | Meaning                                                          |
-        |----------------------------|--------|------------------------------------------------------------------|
-        | `invalid_request`          | 400    | Invalid body, path or query parameter; see `details`.            |
-        | `unauthorized`             | 401    | Missing, unknown or revoked API key.                             |
-        | `forbidden`                | 403    | The API key lacks the scope the operation needs.                 |
-        | `not_found`                | 404    | No such export for this user (or no such route).                 |
-        | `method_not_allowed`       | 405    | The route exists but not with this HTTP method.                  |
-        | `export_not_ready`         | 409    | Download of an export that is not `done`.                        |
-        | `export_finished`          | 409    | Cancel of an export that is already done, failed, cancelled or expired. |
-        | `export_expired`           | 410    | Download of an export whose file was deleted.                    |
-        | `payload_too_large`        | 413    | The request body exceeds the size limit.                         |
-        | `too_many_pending_exports` | 429    | The per-user limit of pending exports is reached.                |
-        | `internal_error`           | 500    | A failure on our side; quote `request_id`.                       |
-        | `service_unavailable`      | 503    | A dependency (PostgreSQL, Redis) is unreachable.                 |
-        | `timeout`                  | 504    | The request did not complete within its time limit.              |
-        */
+| Code                       | Status | Meaning                                                          |
+|----------------------------|--------|------------------------------------------------------------------|
+| `invalid_request`          | 400    | Invalid body, path or query parameter; see `details`.            |
+| `unauthorized`             | 401    | Missing, unknown or revoked API key.                             |
+| `forbidden`                | 403    | The API key lacks the scope the operation needs.                 |
+| `not_found`                | 404    | No such export for this user (or no such route).                 |
+| `method_not_allowed`       | 405    | The route exists but not with this HTTP method.                  |
+| `export_not_ready`         | 409    | Download of an export that is not `done`.                        |
+| `export_finished`          | 409    | Cancel of an export that is already done, failed, cancelled or expired. |
+| `export_expired`           | 410    | Download of an export whose file was deleted.                    |
+| `payload_too_large`        | 413    | The request body exceeds the size limit.                         |
+| `too_many_pending_exports` | 429    | The per-user limit of pending exports is reached.                |
+| `internal_error`           | 500    | A failure on our side; quote `request_id`.                       |
+| `service_unavailable`      | 503    | A dependency (PostgreSQL, Redis) is unreachable.                 |
+| `timeout`                  | 504    | The request did not complete within its time limit.              |
+*/
         pub code: ::std::string::String,
         ///Field-level problems, every one found at once; may be empty.
         pub details: ::std::vec::Vec<ErrorDetail>,
@@ -49,9 +49,9 @@ pub mod types {
         ///The request's id, the same as the `X-Request-Id` response header.
         pub request_id: ::std::string::String,
         /**Present on `429` and `503` only: seconds to wait before retrying, the same value
-        as the `Retry-After` header (repeated here because generated clients rarely expose
-        response headers).
-        */
+as the `Retry-After` header (repeated here because generated clients rarely expose
+response headers).
+*/
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub retry_after_seconds: ::std::option::Option<i64>,
     }
@@ -62,10 +62,10 @@ pub mod types {
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
         pub allowed: ::std::vec::Vec<::std::string::String>,
         /**Dotted location of the problem: a body field (`format`, `filters.created_after`,
-        `filters.status`, or `body` for the body as a whole), a parameter (`export_id`,
-        `limit`, `page_token`), a header (`Authorization`), `scope` for a missing API key
-        scope, or a dependency check (`postgres`, `redis`) on `503`.
-        */
+`filters.status`, or `body` for the body as a whole), a parameter (`export_id`,
+`limit`, `page_token`), a header (`Authorization`), `scope` for a missing API key
+scope, or a dependency check (`postgres`, `redis`) on `503`.
+*/
         pub field: ::std::string::String,
         ///What is wrong with it, in words fit for a human.
         pub issue: ::std::string::String,
@@ -76,28 +76,30 @@ pub mod types {
         pub error: ErrorBody,
     }
     /**An export and its state. Fields that only make sense in some statuses are `null`
-    otherwise (they are always sent, but clients should tolerate their absence).
-    */
+otherwise (they are always sent, but clients should tolerate their absence).
+*/
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct Export {
         ///When the export was created (RFC 3339, UTC).
         pub created_at: ::chrono::DateTime<::chrono::offset::Utc>,
         ///When `download_url` stops working; `null` when there is no `download_url`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        pub download_expires_at: ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+        pub download_expires_at: ::std::option::Option<
+            ::chrono::DateTime<::chrono::offset::Utc>,
+        >,
         /**Present only when `status` is `done`: a short-lived link to the file, minted anew
-        on every request and valid until `download_expires_at`. Do not store it; fetch the
-        export again for a fresh one. `downloadExport` is the alternative that uses the
-        API key.
-        */
+on every request and valid until `download_expires_at`. Do not store it; fetch the
+export again for a fresh one. `downloadExport` is the alternative that uses the
+API key.
+*/
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub download_url: ::std::option::Option<::std::string::String>,
         ///When `status` is `failed`, a human-readable reason; otherwise `null`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub error_message: ::std::option::Option<::std::string::String>,
         /**When the file is (or was) deleted and the export becomes `expired`; set once the
-        export is `done`, otherwise `null`.
-        */
+export is `done`, otherwise `null`.
+*/
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub expires_at: ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
         ///The export's id.
@@ -116,23 +118,32 @@ pub mod types {
         pub updated_at: ::chrono::DateTime<::chrono::offset::Utc>,
     }
     /**The answer to `createUserExport`: the new export's id, its status (always `pending`
-    on creation) and a first estimate of its duration.
-    */
+on creation) and a first estimate of its duration.
+*/
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct ExportAccepted {
         /**Estimated seconds until the export is `done`, derived from the number of matching
-        users and the measured worker throughput. An estimate, not a promise.
-        */
+users and the measured worker throughput. An estimate, not a promise.
+*/
         pub estimated_seconds: i64,
         ///The new export's id; pass it to `getExport`, `downloadExport` and `cancelExport`.
         pub export_id: ::uuid::Uuid,
         pub status: ExportStatus,
     }
     /**File format of an export: `csv` (UTF-8, comma-separated, header row) or `xlsx` (an
-    Excel workbook with one sheet).
-    */
+Excel workbook with one sheet).
+*/
     #[derive(
-        ::serde::Deserialize, ::serde::Serialize, Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd,
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
     )]
     pub enum ExportFormat {
         #[serde(rename = "csv")]
@@ -150,7 +161,9 @@ pub mod types {
     }
     impl ::std::str::FromStr for ExportFormat {
         type Err = self::error::ConversionError;
-        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
             match value {
                 "csv" => Ok(Self::Csv),
                 "xlsx" => Ok(Self::Xlsx),
@@ -160,7 +173,9 @@ pub mod types {
     }
     impl ::std::convert::TryFrom<&str> for ExportFormat {
         type Error = self::error::ConversionError;
-        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
             value.parse()
         }
     }
@@ -176,15 +191,16 @@ pub mod types {
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct ExportProgress {
         /**Estimated seconds until the export is done, while it is `pending` or
-        `processing`; `null` once it has stopped (done, failed, cancelled, expired).
-        */
+`processing`; `null` once it has stopped (done, failed, cancelled, expired).
+*/
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub estimated_seconds_remaining: ::std::option::Option<i64>,
         ///`rows_written` as a percentage of `rows_total`, from 0 to 100.
         pub percent: f64,
-        /**Users matching the filters, counted when the export was created. It is the basis
-        of `percent` and of the time estimates.
-        */
+        /**Users matching the filters when the export was created (a count the server reuses
+for up to 5 seconds across exports with the same filters). It is the basis of
+`percent` and of the time estimates.
+*/
         pub rows_total: i64,
         ///Rows written to the file so far.
         pub rows_written: i64,
@@ -195,27 +211,36 @@ pub mod types {
         ///The exports on this page; may be empty.
         pub items: ::std::vec::Vec<Export>,
         /**Opaque token to pass as `page_token` to get the next page; `null` on the last
-        page.
-        */
+page.
+*/
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub next_page: ::std::option::Option<::std::string::String>,
     }
     /**Where an export is in its lifecycle:
 
-    - `pending`: recorded and queued, not started by a worker yet.
-    - `processing`: a worker is writing the file; `progress` moves.
-    - `done`: the file is ready to download until `expires_at`.
-    - `failed`: the export could not be completed; see `error_message`.
-    - `cancelled`: stopped by `cancelExport` while `pending` or `processing`.
-    - `expired`: was `done`, but the file was deleted after `expires_at`.
+- `pending`: recorded and queued, not started by a worker yet.
+- `processing`: a worker is writing the file; `progress` moves.
+- `done`: the file is ready to download until `expires_at`.
+- `failed`: the export could not be completed; see `error_message`.
+- `cancelled`: stopped by `cancelExport` while `pending` or `processing`.
+- `expired`: was `done`, but the file was deleted after `expires_at`.
 
-    Transitions: `pending` → `processing` → `done` | `failed`; `pending` | `processing` →
-    `cancelled`; `done` → `expired` after `expires_at`. `failed`, `cancelled` and
-    `expired` are final. New statuses are not expected, but clients should treat unknown
-    ones as "not ready".
-    */
+Transitions: `pending` → `processing` → `done` | `failed`; `pending` | `processing` →
+`cancelled`; `done` → `expired` after `expires_at`. `failed`, `cancelled` and
+`expired` are final. New statuses are not expected, but clients should treat unknown
+ones as "not ready".
+*/
     #[derive(
-        ::serde::Deserialize, ::serde::Serialize, Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd,
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
     )]
     pub enum ExportStatus {
         #[serde(rename = "pending")]
@@ -245,7 +270,9 @@ pub mod types {
     }
     impl ::std::str::FromStr for ExportStatus {
         type Err = self::error::ConversionError;
-        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
             match value {
                 "pending" => Ok(Self::Pending),
                 "processing" => Ok(Self::Processing),
@@ -259,7 +286,9 @@ pub mod types {
     }
     impl ::std::convert::TryFrom<&str> for ExportStatus {
         type Error = self::error::ConversionError;
-        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
             value.parse()
         }
     }
@@ -273,7 +302,16 @@ pub mod types {
     }
     ///What is exported. Only `users` exists today.
     #[derive(
-        ::serde::Deserialize, ::serde::Serialize, Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd,
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
     )]
     pub enum ExportType {
         #[serde(rename = "users")]
@@ -288,7 +326,9 @@ pub mod types {
     }
     impl ::std::str::FromStr for ExportType {
         type Err = self::error::ConversionError;
-        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
             match value {
                 "users" => Ok(Self::Users),
                 _ => Err("invalid value".into()),
@@ -297,7 +337,9 @@ pub mod types {
     }
     impl ::std::convert::TryFrom<&str> for ExportType {
         type Error = self::error::ConversionError;
-        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
             value.parse()
         }
     }
@@ -317,7 +359,16 @@ pub mod types {
     }
     ///Always `ok` when the process answers.
     #[derive(
-        ::serde::Deserialize, ::serde::Serialize, Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd,
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
     )]
     pub enum HealthStatus {
         #[serde(rename = "ok")]
@@ -332,7 +383,9 @@ pub mod types {
     }
     impl ::std::str::FromStr for HealthStatus {
         type Err = self::error::ConversionError;
-        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
             match value {
                 "ok" => Ok(Self::Ok),
                 _ => Err("invalid value".into()),
@@ -341,7 +394,9 @@ pub mod types {
     }
     impl ::std::convert::TryFrom<&str> for HealthStatus {
         type Error = self::error::ConversionError;
-        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
             value.parse()
         }
     }
@@ -354,8 +409,8 @@ pub mod types {
         }
     }
     /**The readiness answer when every dependency is reachable. When one is not, the
-    operation answers `503` with an `ErrorResponse` instead.
-    */
+operation answers `503` with an `ErrorResponse` instead.
+*/
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct Readiness {
         pub checks: ReadinessChecks,
@@ -372,7 +427,16 @@ pub mod types {
     }
     ///PostgreSQL is reachable.
     #[derive(
-        ::serde::Deserialize, ::serde::Serialize, Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd,
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
     )]
     pub enum ReadinessChecksPostgres {
         #[serde(rename = "ok")]
@@ -387,7 +451,9 @@ pub mod types {
     }
     impl ::std::str::FromStr for ReadinessChecksPostgres {
         type Err = self::error::ConversionError;
-        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
             match value {
                 "ok" => Ok(Self::Ok),
                 _ => Err("invalid value".into()),
@@ -396,7 +462,9 @@ pub mod types {
     }
     impl ::std::convert::TryFrom<&str> for ReadinessChecksPostgres {
         type Error = self::error::ConversionError;
-        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
             value.parse()
         }
     }
@@ -410,7 +478,16 @@ pub mod types {
     }
     ///Redis is reachable.
     #[derive(
-        ::serde::Deserialize, ::serde::Serialize, Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd,
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
     )]
     pub enum ReadinessChecksRedis {
         #[serde(rename = "ok")]
@@ -425,7 +502,9 @@ pub mod types {
     }
     impl ::std::str::FromStr for ReadinessChecksRedis {
         type Err = self::error::ConversionError;
-        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
             match value {
                 "ok" => Ok(Self::Ok),
                 _ => Err("invalid value".into()),
@@ -434,7 +513,9 @@ pub mod types {
     }
     impl ::std::convert::TryFrom<&str> for ReadinessChecksRedis {
         type Error = self::error::ConversionError;
-        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
             value.parse()
         }
     }
@@ -448,7 +529,16 @@ pub mod types {
     }
     ///Always `ok` in a `200` answer.
     #[derive(
-        ::serde::Deserialize, ::serde::Serialize, Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd,
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
     )]
     pub enum ReadinessStatus {
         #[serde(rename = "ok")]
@@ -463,7 +553,9 @@ pub mod types {
     }
     impl ::std::str::FromStr for ReadinessStatus {
         type Err = self::error::ConversionError;
-        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
             match value {
                 "ok" => Ok(Self::Ok),
                 _ => Err("invalid value".into()),
@@ -472,7 +564,9 @@ pub mod types {
     }
     impl ::std::convert::TryFrom<&str> for ReadinessStatus {
         type Error = self::error::ConversionError;
-        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
             value.parse()
         }
     }
@@ -485,14 +579,14 @@ pub mod types {
         }
     }
     /**Which users to export. Every filter is optional and they combine with AND; an absent
-    or empty object exports all users. Unknown fields are rejected with `400`.
-    */
+or empty object exports all users. Unknown fields are rejected with `400`.
+*/
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
     #[serde(deny_unknown_fields)]
     pub struct UserExportFilters {
         /**Only users created on or after this day (00:00 UTC), as an RFC 3339 full-date
-        `YYYY-MM-DD`.
-        */
+`YYYY-MM-DD`.
+*/
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_after: ::std::option::Option<::chrono::naive::NaiveDate>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -500,7 +594,16 @@ pub mod types {
     }
     ///Status of a user account.
     #[derive(
-        ::serde::Deserialize, ::serde::Serialize, Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd,
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
     )]
     pub enum UserStatus {
         #[serde(rename = "active")]
@@ -518,7 +621,9 @@ pub mod types {
     }
     impl ::std::str::FromStr for UserStatus {
         type Err = self::error::ConversionError;
-        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
             match value {
                 "active" => Ok(Self::Active),
                 "inactive" => Ok(Self::Inactive),
@@ -528,7 +633,9 @@ pub mod types {
     }
     impl ::std::convert::TryFrom<&str> for UserStatus {
         type Error = self::error::ConversionError;
-        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
             value.parse()
         }
     }
@@ -546,12 +653,18 @@ pub mod types {
         pub struct ConversionError(::std::borrow::Cow<'static, str>);
         impl ::std::error::Error for ConversionError {}
         impl ::std::fmt::Display for ConversionError {
-            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> Result<(), ::std::fmt::Error> {
+            fn fmt(
+                &self,
+                f: &mut ::std::fmt::Formatter<'_>,
+            ) -> Result<(), ::std::fmt::Error> {
                 ::std::fmt::Display::fmt(&self.0, f)
             }
         }
         impl ::std::fmt::Debug for ConversionError {
-            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> Result<(), ::std::fmt::Error> {
+            fn fmt(
+                &self,
+                f: &mut ::std::fmt::Formatter<'_>,
+            ) -> Result<(), ::std::fmt::Error> {
                 ::std::fmt::Debug::fmt(&self.0, f)
             }
         }
@@ -701,29 +814,29 @@ impl ClientHooks<()> for &Client {}
 impl Client {
     /**List your exports
 
-    Lists the caller's own exports (those of the user who owns the API key), newest
-    first, in every status.
+Lists the caller's own exports (those of the user who owns the API key), newest
+first, in every status.
 
-    Pagination is keyset (cursor) based: `next_page` is an opaque token encoding the
-    position (`created_at`, `id`) of the last item of the page. Pass it unchanged as
-    `page_token` to get the next page; it is `null` on the last page. Because pages are
-    anchored on a position rather than an offset, exports created while you page through
-    neither shift nor repeat items. A page may hold fewer than `limit` items.
+Pagination is keyset (cursor) based: `next_page` is an opaque token encoding the
+position (`created_at`, `id`) of the last item of the page. Pass it unchanged as
+`page_token` to get the next page; it is `null` on the last page. Because pages are
+anchored on a position rather than an offset, exports created while you page through
+neither shift nor repeat items. A page may hold fewer than `limit` items.
 
-    An invalid `limit` or `page_token` gets `400 invalid_request` with the field named in
-    `error.details`.
+An invalid `limit` or `page_token` gets `400 invalid_request` with the field named in
+`error.details`.
 
-    **Scope:** requires an API key with `exports:read`.
+**Scope:** requires an API key with `exports:read`.
 
 
-    Sends a `GET` request to `/api/v1/exports/users`
+Sends a `GET` request to `/api/v1/exports/users`
 
-    Arguments:
-    - `limit`: Maximum number of items on the page, 1 to 100. Defaults to 100; larger values are capped at 100.
-    - `page_token`: Opaque token from the previous page's `next_page`, passed unchanged. Omit it for the
-    first page. Do not parse or build tokens: their content may change without notice.
+Arguments:
+- `limit`: Maximum number of items on the page, 1 to 100. Defaults to 100; larger values are capped at 100.
+- `page_token`: Opaque token from the previous page's `next_page`, passed unchanged. Omit it for the
+first page. Do not parse or build tokens: their content may change without notice.
 
-    */
+*/
     pub async fn list_exports<'a>(
         &'a self,
         limit: Option<::std::num::NonZeroU32>,
@@ -731,10 +844,11 @@ impl Client {
     ) -> Result<ResponseValue<types::ExportResultsPage>, Error<types::ErrorResponse>> {
         let url = format!("{}/api/v1/exports/users", self.baseurl,);
         let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
-        header_map.append(
-            ::reqwest::header::HeaderName::from_static("api-version"),
-            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
-        );
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
         #[allow(unused_mut)]
         let mut request = self
             .client
@@ -756,50 +870,52 @@ impl Client {
         let response = result?;
         match response.status().as_u16() {
             200u16 => ResponseValue::from_response(response).await,
-            400u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            401u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            403u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            500u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            504u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            504u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
     /**List your exports as a Stream
 
-    Lists the caller's own exports (those of the user who owns the API key), newest
-    first, in every status.
+Lists the caller's own exports (those of the user who owns the API key), newest
+first, in every status.
 
-    Pagination is keyset (cursor) based: `next_page` is an opaque token encoding the
-    position (`created_at`, `id`) of the last item of the page. Pass it unchanged as
-    `page_token` to get the next page; it is `null` on the last page. Because pages are
-    anchored on a position rather than an offset, exports created while you page through
-    neither shift nor repeat items. A page may hold fewer than `limit` items.
+Pagination is keyset (cursor) based: `next_page` is an opaque token encoding the
+position (`created_at`, `id`) of the last item of the page. Pass it unchanged as
+`page_token` to get the next page; it is `null` on the last page. Because pages are
+anchored on a position rather than an offset, exports created while you page through
+neither shift nor repeat items. A page may hold fewer than `limit` items.
 
-    An invalid `limit` or `page_token` gets `400 invalid_request` with the field named in
-    `error.details`.
+An invalid `limit` or `page_token` gets `400 invalid_request` with the field named in
+`error.details`.
 
-    **Scope:** requires an API key with `exports:read`.
+**Scope:** requires an API key with `exports:read`.
 
 
-    Sends repeated `GET` requests to `/api/v1/exports/users` until there are no more results.
+Sends repeated `GET` requests to `/api/v1/exports/users` until there are no more results.
 
-    Arguments:
-    - `limit`: Maximum number of items on the page, 1 to 100. Defaults to 100; larger values are capped at 100.
-    */
+Arguments:
+- `limit`: Maximum number of items on the page, 1 to 100. Defaults to 100; larger values are capped at 100.
+*/
     pub fn list_exports_stream<'a>(
         &'a self,
         limit: Option<::std::num::NonZeroU32>,
-    ) -> impl futures::Stream<Item = Result<types::Export, Error<types::ErrorResponse>>> + Unpin + 'a {
+    ) -> impl futures::Stream<
+        Item = Result<types::Export, Error<types::ErrorResponse>>,
+    > + Unpin + 'a {
         use futures::StreamExt;
         use futures::TryFutureExt;
         use futures::TryStreamExt;
@@ -807,19 +923,25 @@ impl Client {
             .map_ok(move |page| {
                 let page = page.into_inner();
                 let first = futures::stream::iter(page.items).map(Ok);
-                let rest = futures::stream::try_unfold(page.next_page, move |state| async move {
-                    if state.is_none() {
-                        Ok(None)
-                    } else {
-                        self.list_exports(limit, state.as_deref())
-                            .map_ok(|page| {
-                                let page = page.into_inner();
-                                Some((futures::stream::iter(page.items).map(Ok), page.next_page))
-                            })
-                            .await
-                    }
-                })
-                .try_flatten();
+                let rest = futures::stream::try_unfold(
+                        page.next_page,
+                        move |state| async move {
+                            if state.is_none() {
+                                Ok(None)
+                            } else {
+                                self.list_exports(limit, state.as_deref())
+                                    .map_ok(|page| {
+                                        let page = page.into_inner();
+                                        Some((
+                                            futures::stream::iter(page.items).map(Ok),
+                                            page.next_page,
+                                        ))
+                                    })
+                                    .await
+                            }
+                        },
+                    )
+                    .try_flatten();
                 first.chain(rest)
             })
             .try_flatten_stream()
@@ -827,39 +949,40 @@ impl Client {
     }
     /**Start an export of users
 
-    Starts an asynchronous export of users as a CSV or XLSX file.
+Starts an asynchronous export of users as a CSV or XLSX file.
 
-    The request is validated (every problem is reported at once in `error.details`), the
-    users matching `filters` are counted, the export is recorded as `pending` and exactly
-    one job is queued for the workers. The response is `202 Accepted` with the new
-    `export_id` and `estimated_seconds`, an estimate derived from the number of matching
-    users and the measured worker throughput. Then poll `getExport` until the export is
-    `done` and download it with `downloadExport` (or its `download_url`).
+The request is validated (every problem is reported at once in `error.details`), the
+users matching `filters` are counted, the export is recorded as `pending` and exactly
+one job is queued for the workers. The response is `202 Accepted` with the new
+`export_id` and `estimated_seconds`, an estimate derived from the number of matching
+users and the measured worker throughput. Then poll `getExport` until the export is
+`done` and download it with `downloadExport` (or its `download_url`).
 
-    Without `filters` every user is exported. With filters, only users matching all of
-    them are exported.
+Without `filters` every user is exported. With filters, only users matching all of
+them are exported.
 
-    Each user may have at most a fixed number of exports in flight (`pending` or
-    `processing`); beyond it the API answers `429 too_many_pending_exports` with a
-    `Retry-After` header and `retry_after_seconds`. Wait for an export to finish, or
-    cancel one, before retrying.
+Each user may have at most a fixed number of exports in flight (`pending` or
+`processing`); beyond it the API answers `429 too_many_pending_exports` with a
+`Retry-After` header and `retry_after_seconds`. Wait for an export to finish, or
+cancel one, before retrying.
 
-    **Scope:** requires an API key with `exports:write`.
+**Scope:** requires an API key with `exports:write`.
 
 
-    Sends a `POST` request to `/api/v1/exports/users`
+Sends a `POST` request to `/api/v1/exports/users`
 
-    */
+*/
     pub async fn create_user_export<'a>(
         &'a self,
         body: &'a types::CreateUserExport,
     ) -> Result<ResponseValue<types::ExportAccepted>, Error<types::ErrorResponse>> {
         let url = format!("{}/api/v1/exports/users", self.baseurl,);
         let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
-        header_map.append(
-            ::reqwest::header::HeaderName::from_static("api-version"),
-            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
-        );
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
         #[allow(unused_mut)]
         let mut request = self
             .client
@@ -880,68 +1003,68 @@ impl Client {
         let response = result?;
         match response.status().as_u16() {
             202u16 => ResponseValue::from_response(response).await,
-            400u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            401u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            403u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            413u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            429u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            500u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            504u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            413u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            504u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
     /**Get an export and its progress
 
-    Returns one export: its status, filters, progress and, once it is `done`, the
-    download details. Poll this operation after `createUserExport` until `status` is
-    `done`, `failed`, `cancelled` or `expired`.
+Returns one export: its status, filters, progress and, once it is `done`, the
+download details. Poll this operation after `createUserExport` until `status` is
+`done`, `failed`, `cancelled` or `expired`.
 
-    - `pending` / `processing`: `progress` shows `rows_written` of `rows_total`,
-      `percent` and `estimated_seconds_remaining`.
-    - `done`: `download_url` is a short-lived link minted anew on every call (valid until
-      `download_expires_at`), `file_size_bytes` is the file size and `expires_at` is when
-      the file will be deleted.
-    - `failed`: `error_message` explains why, in words fit for a human.
+- `pending` / `processing`: `progress` shows `rows_written` of `rows_total`,
+  `percent` and `estimated_seconds_remaining`.
+- `done`: `download_url` is a short-lived link minted anew on every call (valid until
+  `download_expires_at`), `file_size_bytes` is the file size and `expires_at` is when
+  the file will be deleted.
+- `failed`: `error_message` explains why, in words fit for a human.
 
-    An `export_id` that is not a UUID gets `400`. An export that does not exist **or
-    belongs to another user** gets `404`, so ids leak nothing.
+An `export_id` that is not a UUID gets `400`. An export that does not exist **or
+belongs to another user** gets `404`, so ids leak nothing.
 
-    **Scope:** requires an API key with `exports:read`.
+**Scope:** requires an API key with `exports:read`.
 
 
-    Sends a `GET` request to `/api/v1/exports/users/{export_id}`
+Sends a `GET` request to `/api/v1/exports/users/{export_id}`
 
-    Arguments:
-    - `export_id`: The export's id, as returned by `createUserExport` as `export_id`.
-    */
+Arguments:
+- `export_id`: The export's id, as returned by `createUserExport` as `export_id`.
+*/
     pub async fn get_export<'a>(
         &'a self,
         export_id: &'a ::uuid::Uuid,
     ) -> Result<ResponseValue<types::Export>, Error<types::ErrorResponse>> {
         let url = format!(
-            "{}/api/v1/exports/users/{}",
-            self.baseurl,
-            encode_path(&export_id.to_string()),
+            "{}/api/v1/exports/users/{}", self.baseurl, encode_path(& export_id
+            .to_string()),
         );
         let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
-        header_map.append(
-            ::reqwest::header::HeaderName::from_static("api-version"),
-            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
-        );
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
         #[allow(unused_mut)]
         let mut request = self
             .client
@@ -961,69 +1084,69 @@ impl Client {
         let response = result?;
         match response.status().as_u16() {
             200u16 => ResponseValue::from_response(response).await,
-            400u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            401u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            403u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            404u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            500u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            504u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            404u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            504u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
     /**Download the file of a finished export
 
-    Streams the file of a `done` export through the API: `text/csv` for `csv` exports,
-    `application/vnd.openxmlformats-officedocument.spreadsheetml.sheet` for `xlsx`
-    exports, with a `Content-Disposition: attachment` header carrying the file name
-    (`users-<export_id>.csv` or `.xlsx`).
+Streams the file of a `done` export through the API: `text/csv` for `csv` exports,
+`application/vnd.openxmlformats-officedocument.spreadsheetml.sheet` for `xlsx`
+exports, with a `Content-Disposition: attachment` header carrying the file name
+(`users-<export_id>.csv` or `.xlsx`).
 
-    The response is the file itself, never a redirect, so it behaves the same whatever
-    storage backend holds the file, and generated clients that follow redirects (and might
-    forward the `Authorization` header to storage) behave. For a link to hand to a browser
-    instead, use `download_url` from `getExport`.
+The response is the file itself, never a redirect, so it behaves the same whatever
+storage backend holds the file, and generated clients that follow redirects (and might
+forward the `Authorization` header to storage) behave. For a link to hand to a browser
+instead, use `download_url` from `getExport`.
 
-    CSV files are UTF-8 with a header row `id,email,name,status,created_at`; `created_at`
-    is RFC 3339 in UTC. XLSX files hold one sheet with the same columns.
+CSV files are UTF-8 with a header row `id,email,name,status,created_at`; `created_at`
+is RFC 3339 in UTC. XLSX files hold one sheet with the same columns.
 
-    - Not `done` yet (or `failed` / `cancelled`, which never produce a file):
-      `409 export_not_ready`; check `getExport`.
-    - File deleted after `expires_at`: `410 export_expired`; create a new export.
-    - Unknown id, or another user's export: `404`.
+- Not `done` yet (or `failed` / `cancelled`, which never produce a file):
+  `409 export_not_ready`; check `getExport`.
+- File deleted after `expires_at`: `410 export_expired`; create a new export.
+- Unknown id, or another user's export: `404`.
 
-    **Scope:** requires an API key with `exports:read`.
+**Scope:** requires an API key with `exports:read`.
 
 
-    Sends a `GET` request to `/api/v1/exports/users/{export_id}/download`
+Sends a `GET` request to `/api/v1/exports/users/{export_id}/download`
 
-    Arguments:
-    - `export_id`: The export's id, as returned by `createUserExport` as `export_id`.
-    */
+Arguments:
+- `export_id`: The export's id, as returned by `createUserExport` as `export_id`.
+*/
     pub async fn download_export<'a>(
         &'a self,
         export_id: &'a ::uuid::Uuid,
     ) -> Result<ResponseValue<ByteStream>, Error<types::ErrorResponse>> {
         let url = format!(
-            "{}/api/v1/exports/users/{}/download",
-            self.baseurl,
-            encode_path(&export_id.to_string()),
+            "{}/api/v1/exports/users/{}/download", self.baseurl, encode_path(& export_id
+            .to_string()),
         );
         let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
-        header_map.append(
-            ::reqwest::header::HeaderName::from_static("api-version"),
-            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
-        );
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
         #[allow(unused_mut)]
         let mut request = self.client.get(url).headers(header_map).build()?;
         let info = OperationInfo {
@@ -1035,65 +1158,65 @@ impl Client {
         let response = result?;
         match response.status().as_u16() {
             200u16 => Ok(ResponseValue::stream(response)),
-            400u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            401u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            403u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            404u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            409u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            410u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            500u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            504u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            404u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            409u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            410u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            504u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
     /**Cancel a pending or processing export
 
-    Cancels an export that is `pending` or `processing` and returns it with status
-    `cancelled`. A worker that has not started it skips it; a worker that is writing it
-    stops and produces no file, and `progress` keeps the rows written so far. The export
-    no longer counts against the per-user limit of pending exports. No request body.
+Cancels an export that is `pending` or `processing` and returns it with status
+`cancelled`. A worker that has not started it skips it; a worker that is writing it
+stops and produces no file, and `progress` keeps the rows written so far. The export
+no longer counts against the per-user limit of pending exports. No request body.
 
-    An export that already finished (`done`, `failed`, `cancelled` or `expired`) gets
-    `409 export_finished`. Unknown ids and other users' exports get `404`.
+An export that already finished (`done`, `failed`, `cancelled` or `expired`) gets
+`409 export_finished`. Unknown ids and other users' exports get `404`.
 
-    **Scope:** requires an API key with `exports:write`.
+**Scope:** requires an API key with `exports:write`.
 
 
-    Sends a `POST` request to `/api/v1/exports/users/{export_id}/cancel`
+Sends a `POST` request to `/api/v1/exports/users/{export_id}/cancel`
 
-    Arguments:
-    - `export_id`: The export's id, as returned by `createUserExport` as `export_id`.
-    */
+Arguments:
+- `export_id`: The export's id, as returned by `createUserExport` as `export_id`.
+*/
     pub async fn cancel_export<'a>(
         &'a self,
         export_id: &'a ::uuid::Uuid,
     ) -> Result<ResponseValue<types::Export>, Error<types::ErrorResponse>> {
         let url = format!(
-            "{}/api/v1/exports/users/{}/cancel",
-            self.baseurl,
-            encode_path(&export_id.to_string()),
+            "{}/api/v1/exports/users/{}/cancel", self.baseurl, encode_path(& export_id
+            .to_string()),
         );
         let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
-        header_map.append(
-            ::reqwest::header::HeaderName::from_static("api-version"),
-            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
-        );
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
         #[allow(unused_mut)]
         let mut request = self
             .client
@@ -1113,48 +1236,51 @@ impl Client {
         let response = result?;
         match response.status().as_u16() {
             200u16 => ResponseValue::from_response(response).await,
-            400u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            401u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            403u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            404u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            409u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            500u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            504u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            404u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            409u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            504u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
     /**Liveness probe
 
-    Answers `200 {"status": "ok"}` whenever the process is up and serving HTTP. It touches
-    no dependency (PostgreSQL, Redis, storage), so an outage of those never makes an
-    orchestrator restart healthy processes. Use `readiness` to decide whether to route
-    traffic. No authentication.
+Answers `200 {"status": "ok"}` whenever the process is up and serving HTTP. It touches
+no dependency (PostgreSQL, Redis, storage), so an outage of those never makes an
+orchestrator restart healthy processes. Use `readiness` to decide whether to route
+traffic. No authentication.
 
 
-    Sends a `GET` request to `/health/live`
+Sends a `GET` request to `/health/live`
 
-    */
-    pub async fn liveness<'a>(&'a self) -> Result<ResponseValue<types::Health>, Error<()>> {
+*/
+    pub async fn liveness<'a>(
+        &'a self,
+    ) -> Result<ResponseValue<types::Health>, Error<()>> {
         let url = format!("{}/health/live", self.baseurl,);
         let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
-        header_map.append(
-            ::reqwest::header::HeaderName::from_static("api-version"),
-            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
-        );
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
         #[allow(unused_mut)]
         let mut request = self
             .client
@@ -1179,25 +1305,26 @@ impl Client {
     }
     /**Readiness probe
 
-    Checks that the service's dependencies answer: PostgreSQL (the source of truth for
-    exports) and Redis (the job queue). `200` when both are reachable; `503
-    service_unavailable` otherwise, with one entry in `error.details` per failing check
-    (`field` is the check name, `postgres` or `redis`) and a `Retry-After` header. Use it
-    to route traffic, not to restart the process. No authentication.
+Checks that the service's dependencies answer: PostgreSQL (the source of truth for
+exports) and Redis (the job queue). `200` when both are reachable; `503
+service_unavailable` otherwise, with one entry in `error.details` per failing check
+(`field` is the check name, `postgres` or `redis`) and a `Retry-After` header. Use it
+to route traffic, not to restart the process. No authentication.
 
 
-    Sends a `GET` request to `/health/ready`
+Sends a `GET` request to `/health/ready`
 
-    */
+*/
     pub async fn readiness<'a>(
         &'a self,
     ) -> Result<ResponseValue<types::Readiness>, Error<types::ErrorResponse>> {
         let url = format!("{}/health/ready", self.baseurl,);
         let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
-        header_map.append(
-            ::reqwest::header::HeaderName::from_static("api-version"),
-            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
-        );
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
         #[allow(unused_mut)]
         let mut request = self
             .client
@@ -1217,9 +1344,9 @@ impl Client {
         let response = result?;
         match response.status().as_u16() {
             200u16 => ResponseValue::from_response(response).await,
-            503u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }

@@ -25,7 +25,10 @@
 //! Errors come back as [`Error::ErrorResponse`] holding the API's error envelope;
 //! `retry_after_seconds` in it repeats the `Retry-After` header of a 429.
 
+// Left as progenitor and prettyplease write it: rustfmt would re-indent the doc comments
+// into Markdown code blocks.
 #[allow(clippy::all, clippy::pedantic)]
+#[rustfmt::skip]
 mod generated;
 
 pub use generated::*;

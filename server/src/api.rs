@@ -151,7 +151,7 @@ pub mod imp {
 
     /// Runs an operation for an authenticated caller holding `scope`: the time limit, the
     /// request id in errors, and the one log line per request.
-    async fn authorized<T>(
+    async fn authorized<T: SuccessStatus>(
         rqctx: &RequestContext<AppState>,
         operation: &'static str,
         scope: &'static str,
@@ -175,7 +175,7 @@ pub mod imp {
         finish(outcome, &request_id, operation, user_id, started)
     }
 
-    async fn public<T>(
+    async fn public<T: SuccessStatus>(
         rqctx: &RequestContext<AppState>,
         operation: &'static str,
         run: impl AsyncFnOnce(&AppState) -> Result<T, ApiError>,
@@ -189,7 +189,27 @@ pub mod imp {
         finish(outcome, &request_id, operation, None, started)
     }
 
-    fn finish<T>(
+    /// The status of a successful response, for the request log.
+    trait SuccessStatus {
+        fn status_code(&self) -> u16;
+    }
+
+    impl<T: dropshot::HttpCodedResponse> SuccessStatus for T {
+        fn status_code(&self) -> u16 {
+            T::STATUS_CODE.as_u16()
+        }
+    }
+
+    /// A file download (a free-form response, which has no status of its own type).
+    struct FileResponse(Response<Body>);
+
+    impl SuccessStatus for FileResponse {
+        fn status_code(&self) -> u16 {
+            self.0.status().as_u16()
+        }
+    }
+
+    fn finish<T: SuccessStatus>(
         outcome: Result<T, ApiError>,
         request_id: &str,
         operation: &'static str,
@@ -199,14 +219,10 @@ pub mod imp {
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let user_id = user_id.map(|id| id.to_string());
         match &outcome {
-            Ok(_) => tracing::info!(
-                request_id,
-                operation,
-                user_id,
-                status = 200u16,
-                duration_ms,
-                "request"
-            ),
+            Ok(response) => {
+                let status = response.status_code();
+                tracing::info!(request_id, operation, user_id, status, duration_ms, "request")
+            }
             Err(error) if error.status().is_server_error() => tracing::error!(
                 request_id, operation, user_id, status = error.status().as_u16(), duration_ms,
                 error = %error, "request failed"
@@ -230,11 +246,12 @@ pub mod imp {
                 let body = body.into_inner();
                 let request = validate_create_export(&body.value).map_err(ApiError::invalid_request)?;
                 let filters = request.filters.clone().unwrap_or_default();
-                let mut client = state.pool.get().await.map_err(ApiError::internal)?;
-                let rows_total = store::count_matching_users(&client, &filters).await.map_err(ApiError::internal)?;
+                let client = state.pool.get().await.map_err(ApiError::internal)?;
+                let rows_total =
+                    state.matching_users.count(&client, &filters).await.map_err(ApiError::internal)?;
                 let rates = state.throughput.rates(&client).await;
                 let limit = state.settings.max_pending_per_user;
-                let created = store::create_export(&mut client, principal.user_id, &request, rows_total, limit)
+                let created = store::create_export(&client, principal.user_id, &request, rows_total, limit)
                     .await
                     .map_err(ApiError::internal)?;
                 drop(client);
@@ -357,6 +374,7 @@ pub mod imp {
                 }
             })
             .await
+            .map(|FileResponse(response)| response)
         }
 
         async fn cancel_export(

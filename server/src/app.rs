@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use crate::api::{exports_api_mod, imp::ExportsImpl};
 use crate::edge::{Edge, EdgeSettings};
 use crate::queue::JobQueue;
+use crate::store::MatchingUsers;
 use crate::throughput::Throughput;
 
 #[derive(Debug, Clone)]
@@ -37,6 +38,7 @@ pub struct AppState {
     pub pool: deadpool_postgres::Pool,
     pub queue: JobQueue,
     pub throughput: Throughput,
+    pub matching_users: MatchingUsers,
     pub settings: ApiSettings,
 }
 
@@ -58,6 +60,7 @@ impl RunningApi {
             pool,
             queue,
             throughput: Throughput::default(),
+            matching_users: MatchingUsers::default(),
             settings: settings.clone(),
         };
         let config = dropshot::ConfigDropshot {

@@ -58,6 +58,12 @@ impl JobQueue {
         Ok(entry_id)
     }
 
+    /// Removes the stream and every job on it (benchmarks and tests clean up with this).
+    pub async fn delete_stream(&self) -> Result<()> {
+        let _: i64 = self.redis.del(&self.stream).await?;
+        Ok(())
+    }
+
     pub async fn ping(&self) -> Result<()> {
         let _: String = self.redis.ping(None).await?;
         Ok(())

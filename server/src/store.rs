@@ -1,5 +1,9 @@
 //! The `exports` table: creating, reading, listing and cancelling exports.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -98,6 +102,42 @@ pub async fn count_matching_users(
     Ok(row.get::<_, i64>(0).max(0) as u64)
 }
 
+/// How long a count of matching users is reused, and for how many distinct filters at most.
+const COUNT_REUSE: Duration = Duration::from_secs(5);
+const MAX_COUNTED_FILTERS: usize = 4096;
+
+/// Matching-user counts per filter, reused for a few seconds: a count scans the users table,
+/// too costly to repeat for every export created under load, and it only sizes the estimate
+/// and the progress (the worker records the rows it actually writes).
+#[derive(Default)]
+pub struct MatchingUsers {
+    counted: Mutex<HashMap<UserExportFilters, (Instant, u64)>>,
+}
+
+impl MatchingUsers {
+    pub async fn count(
+        &self,
+        client: &tokio_postgres::Client,
+        filters: &UserExportFilters,
+    ) -> Result<u64, tokio_postgres::Error> {
+        if let Some((at, rows)) = self.counted.lock().expect("counts lock").get(filters) {
+            if at.elapsed() < COUNT_REUSE {
+                return Ok(*rows);
+            }
+        }
+        let rows = count_matching_users(client, filters).await?;
+        let mut counted = self.counted.lock().expect("counts lock");
+        if counted.len() >= MAX_COUNTED_FILTERS {
+            counted.retain(|_, (at, _)| at.elapsed() < COUNT_REUSE);
+            if counted.len() >= MAX_COUNTED_FILTERS {
+                counted.clear();
+            }
+        }
+        counted.insert(filters.clone(), (Instant::now(), rows));
+        Ok(rows)
+    }
+}
+
 /// The caller already has `limit` pending or processing exports.
 #[derive(Debug)]
 pub struct LimitReached {
@@ -106,57 +146,53 @@ pub struct LimitReached {
     pub active: Vec<(ExportFormat, u64)>,
 }
 
-/// Records a pending export unless the user is at their limit of active exports. The user's
-/// row is locked for the check-and-insert, so concurrent requests of one user are serialised
-/// and the limit holds; other users are not blocked.
+/// Records a pending export unless the user is at their limit of active exports; the check
+/// and the insert are one statement (`create_export_within_limit`, migration V3), so the limit
+/// holds under concurrency.
 pub async fn create_export(
-    client: &mut deadpool_postgres::Client,
+    client: &deadpool_postgres::Client,
     user_id: Uuid,
     request: &CreateUserExport,
     rows_total: u64,
     limit: u32,
 ) -> anyhow::Result<Result<Uuid, LimitReached>> {
-    let transaction = client.transaction().await?;
-    let locked = transaction
-        .query_opt("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&user_id])
-        .await?;
-    anyhow::ensure!(locked.is_some(), "the API key's user {user_id} does not exist");
-
-    let active = transaction
-        .query(
-            "SELECT format, rows_total - rows_written FROM exports
-             WHERE user_id = $1 AND status IN ('pending', 'processing')",
-            &[&user_id],
-        )
-        .await?;
-    if active.len() >= limit as usize {
-        let active = active
-            .iter()
-            .map(|row| {
-                let format = ExportFormat::parse(row.get(0)).unwrap_or(ExportFormat::Xlsx);
-                (format, row.get::<_, i64>(1).max(0) as u64)
-            })
-            .collect();
-        return Ok(Err(LimitReached { limit, active }));
-    }
-
     let id = Uuid::new_v4();
     let filters = serde_json::to_value(request.filters.clone().unwrap_or_default())?;
-    transaction
-        .execute(
-            "INSERT INTO exports (id, user_id, type, format, status, filters, rows_total)
-             VALUES ($1, $2, 'users', $3, 'pending', $4, $5)",
+    let statement = client
+        .prepare_cached("SELECT create_export_within_limit($1, $2, $3, $4, $5, $6)")
+        .await?;
+    let limit_param = i32::try_from(limit).unwrap_or(i32::MAX);
+    let created: bool = client
+        .query_one(
+            &statement,
             &[
                 &id,
                 &user_id,
                 &request.format.as_str(),
                 &filters,
                 &(rows_total as i64),
+                &limit_param,
             ],
         )
-        .await?;
-    transaction.commit().await?;
-    Ok(Ok(id))
+        .await?
+        .get(0);
+    if created {
+        return Ok(Ok(id));
+    }
+    let active = client
+        .query(
+            "SELECT format, rows_total - rows_written FROM exports
+             WHERE user_id = $1 AND status IN ('pending', 'processing')",
+            &[&user_id],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let format = ExportFormat::parse(row.get(0)).unwrap_or(ExportFormat::Xlsx);
+            (format, row.get::<_, i64>(1).max(0) as u64)
+        })
+        .collect();
+    Ok(Err(LimitReached { limit, active }))
 }
 
 pub async fn get_export(

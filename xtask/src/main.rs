@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+
+mod bench;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -21,6 +23,30 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
+    /// Benchmarks; each prints figures and ends with one JSON line.
+    Bench {
+        #[command(subcommand)]
+        target: BenchTarget,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchTarget {
+    /// Requests/s and p50/p99 latency of create, get and list beside a no-op endpoint.
+    Api {
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Seconds of load per operation.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Users in the table (the create operation counts the matching ones).
+        #[arg(long, default_value_t = 10_000)]
+        users: i64,
+        /// Distinct API users the create requests are spread over.
+        #[arg(long, default_value_t = 100)]
+        callers: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -36,6 +62,26 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.task {
         Task::Client { check } => client(check),
+        Task::Bench {
+            target:
+                BenchTarget::Api {
+                    connections,
+                    seconds,
+                    users,
+                    callers,
+                },
+        } => {
+            bench::run(
+                &workspace_root(),
+                bench::ApiBenchOptions {
+                    connections,
+                    seconds,
+                    users,
+                    callers,
+                },
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -60,29 +106,7 @@ fn generate_client(spec_yaml: &str) -> Result<String> {
         .generate_tokens(&spec)
         .context("generating the client")?;
     let file: syn::File = syn::parse2(tokens).context("parsing the generated client")?;
-    rustfmt(&format!("{GENERATED_HEADER}\n{}", prettyplease::unparse(&file)))
-}
-
-/// Formats like `cargo fmt` does (same rustfmt.toml), so formatting the workspace leaves the
-/// generated file as generated.
-fn rustfmt(source: &str) -> Result<String> {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("rustfmt")
-        .args(["--edition", "2021", "--emit", "stdout", "--config-path"])
-        .arg(workspace_root().join("rustfmt.toml"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("running rustfmt")?;
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(source.as_bytes())?;
-    let output = child.wait_with_output()?;
-    anyhow::ensure!(output.status.success(), "rustfmt failed on the generated client");
-    Ok(String::from_utf8(output.stdout)?)
+    Ok(format!("{GENERATED_HEADER}\n{}", prettyplease::unparse(&file)))
 }
 
 fn client(check: bool) -> Result<ExitCode> {
