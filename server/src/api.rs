@@ -125,7 +125,7 @@ pub mod imp {
     use http::Response;
 
     use super::ExportsApi;
-    use crate::app::AppState;
+    use crate::app::{AppState, DEPENDENCY_RETRY_AFTER_SECONDS};
     use crate::auth::{self, Principal, SCOPE_READ, SCOPE_WRITE};
     use crate::error::{ApiError, ErrorDetail};
     use crate::model::*;
@@ -133,6 +133,7 @@ pub mod imp {
 
     /// Largest page of `listExports`, also its default (dropshot's default when `limit` is absent).
     const MAX_PAGE_SIZE: u32 = 100;
+    const READINESS_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
     /// Bounds of `Retry-After` when a user is at their limit of pending exports.
     const RETRY_AFTER_BOUNDS: (u64, u64) = (1, 3600);
 
@@ -163,7 +164,7 @@ pub mod imp {
         let mut user_id = None;
         let outcome = tokio::time::timeout(state.settings.request_timeout, async {
             let token = auth::bearer_token(rqctx.request.headers())?;
-            let client = state.pool.get().await.map_err(ApiError::internal)?;
+            let client = state.database().await?;
             let principal = auth::authenticate(&client, token).await?;
             drop(client);
             user_id = Some(principal.user_id);
@@ -246,7 +247,7 @@ pub mod imp {
                 let body = body.into_inner();
                 let request = validate_create_export(&body.value).map_err(ApiError::invalid_request)?;
                 let filters = request.filters.clone().unwrap_or_default();
-                let client = state.pool.get().await.map_err(ApiError::internal)?;
+                let client = state.database().await?;
                 let rows_total =
                     state.matching_users.count(&client, &filters).await.map_err(ApiError::internal)?;
                 let rates = state.throughput.rates(&client).await;
@@ -305,7 +306,7 @@ pub mod imp {
                     WhichPage::First(_) => None,
                     WhichPage::Next(selector) => Some((selector.created_at, selector.id)),
                 };
-                let client = state.pool.get().await.map_err(ApiError::internal)?;
+                let client = state.database().await?;
                 let rows = store::list_exports(&client, principal.user_id, after, limit)
                     .await
                     .map_err(ApiError::internal)?;
@@ -333,7 +334,7 @@ pub mod imp {
             let path = path.into_inner();
             authorized(&rqctx, "getExport", SCOPE_READ, async |state, principal| {
                 let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
-                let client = state.pool.get().await.map_err(ApiError::internal)?;
+                let client = state.database().await?;
                 let row = store::get_export(&client, principal.user_id, id)
                     .await
                     .map_err(ApiError::internal)?
@@ -351,7 +352,7 @@ pub mod imp {
             let path = path.into_inner();
             authorized(&rqctx, "downloadExport", SCOPE_READ, async |state, principal| {
                 let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
-                let client = state.pool.get().await.map_err(ApiError::internal)?;
+                let client = state.database().await?;
                 let row = store::get_export(&client, principal.user_id, id)
                     .await
                     .map_err(ApiError::internal)?
@@ -384,7 +385,7 @@ pub mod imp {
             let path = path.into_inner();
             authorized(&rqctx, "cancelExport", SCOPE_WRITE, async |state, principal| {
                 let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
-                let client = state.pool.get().await.map_err(ApiError::internal)?;
+                let client = state.database().await?;
                 match store::cancel_export(&client, principal.user_id, id)
                     .await
                     .map_err(ApiError::internal)?
@@ -417,21 +418,27 @@ pub mod imp {
 
         async fn readiness(rqctx: RequestContext<AppState>) -> Result<HttpResponseOk<Readiness>, ApiError> {
             public(&rqctx, "readiness", async |state| {
-                let postgres = async {
-                    let client = state.pool.get().await.map_err(|e| e.to_string())?;
-                    client.simple_query("SELECT 1").await.map_err(|e| e.to_string())?;
-                    Ok::<_, String>(())
-                };
-                let (postgres, redis) = tokio::join!(postgres, state.queue.ping());
+                // Each check is bounded, so readiness answers quickly when a dependency hangs.
+                let postgres = tokio::time::timeout(READINESS_CHECK_TIMEOUT, async {
+                    let client = state.pool.get().await?;
+                    client.simple_query("SELECT 1").await?;
+                    Ok::<_, anyhow::Error>(())
+                });
+                let redis = tokio::time::timeout(READINESS_CHECK_TIMEOUT, state.queue.ping());
+                let (postgres, redis) = tokio::join!(postgres, redis);
                 let mut failing = Vec::new();
-                if let Err(error) = postgres {
-                    failing.push(ErrorDetail::new("postgres", format!("unreachable: {error}")));
-                }
-                if let Err(error) = redis {
-                    failing.push(ErrorDetail::new("redis", format!("unreachable: {error:#}")));
+                for (name, outcome) in [("postgres", postgres), ("redis", redis)] {
+                    let error = match outcome {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(error)) => format!("{error:#}"),
+                        Err(_) => "timed out".to_string(),
+                    };
+                    // The cause goes to the log; this endpoint needs no key, so it names no hosts.
+                    tracing::warn!(dependency = name, %error, "readiness check failed");
+                    failing.push(ErrorDetail::new(name, "unreachable"));
                 }
                 if !failing.is_empty() {
-                    return Err(ApiError::unavailable(failing, 5));
+                    return Err(ApiError::unavailable(failing, DEPENDENCY_RETRY_AFTER_SECONDS));
                 }
                 Ok(HttpResponseOk(Readiness {
                     status: HealthStatus::Ok,

@@ -7,9 +7,13 @@ use anyhow::{Context, Result};
 
 use crate::api::{exports_api_mod, imp::ExportsImpl};
 use crate::edge::{Edge, EdgeSettings};
+use crate::error::{ApiError, ErrorDetail};
 use crate::queue::JobQueue;
 use crate::store::MatchingUsers;
 use crate::throughput::Throughput;
+
+/// `Retry-After` when PostgreSQL or Redis is unreachable.
+pub const DEPENDENCY_RETRY_AFTER_SECONDS: u64 = 5;
 
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
@@ -40,6 +44,19 @@ pub struct AppState {
     pub throughput: Throughput,
     pub matching_users: MatchingUsers,
     pub settings: ApiSettings,
+}
+
+impl AppState {
+    /// A pooled connection; an unreachable PostgreSQL is a 503 the client may retry, not a 500.
+    pub async fn database(&self) -> Result<deadpool_postgres::Client, ApiError> {
+        self.pool.get().await.map_err(|error| {
+            tracing::error!(error = %error, "no PostgreSQL connection");
+            ApiError::unavailable(
+                vec![ErrorDetail::new("postgres", "unreachable")],
+                DEPENDENCY_RETRY_AFTER_SECONDS,
+            )
+        })
+    }
 }
 
 pub struct RunningApi {

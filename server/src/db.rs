@@ -12,6 +12,8 @@ mod embedded {
 /// Any fixed key: every process that migrates this database takes the same lock.
 const MIGRATION_LOCK_KEY: i64 = 0x0065_7870_6f72_7473; // "exports" in ASCII
 
+const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Rollback scripts, newest first; each undoes the migration of the same version and removes
 /// it from refinery's history.
 const ROLLBACKS: &[(i32, &str)] = &[
@@ -29,7 +31,14 @@ pub fn pool(database_url: &str, max_size: usize) -> Result<Pool> {
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Ok(Pool::builder(manager).max_size(max_size).build()?)
+    // Bounded waits: with PostgreSQL down, requests fail fast (503) instead of hanging.
+    Ok(Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(POOL_TIMEOUT))
+        .create_timeout(Some(POOL_TIMEOUT))
+        .recycle_timeout(Some(POOL_TIMEOUT))
+        .build()?)
 }
 
 async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client> {

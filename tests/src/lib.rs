@@ -94,9 +94,25 @@ impl TestEnv {
 
     /// Starts with the default settings as changed by `configure`.
     pub async fn start_with(configure: impl FnOnce(&mut ApiSettings)) -> Result<Self> {
+        Self::start_inner(configure, None).await
+    }
+
+    /// A server whose PostgreSQL is unreachable (nothing listens at its address).
+    pub async fn start_with_unreachable_postgres() -> Result<Self> {
+        Self::start_inner(|_| {}, Some("postgres://postgres@127.0.0.1:1/unreachable")).await
+    }
+
+    async fn start_inner(
+        configure: impl FnOnce(&mut ApiSettings),
+        server_database: Option<&str>,
+    ) -> Result<Self> {
         let database = TestDatabase::create().await?;
         db::migrate(&database.url).await?;
         let pool = db::pool(&database.url, 8)?;
+        let server_pool = match server_database {
+            Some(url) => db::pool(url, 2)?,
+            None => pool.clone(),
+        };
         let redis = queue::connect(&redis_url(), 2).await?;
         let redis_prefix = format!("exports:test:{}:", Uuid::new_v4().simple());
         let queue = JobQueue::new(redis.clone(), &redis_prefix);
@@ -105,7 +121,7 @@ impl TestEnv {
             ..ApiSettings::default()
         };
         configure(&mut settings);
-        let api = RunningApi::start(settings, pool.clone(), queue.clone()).await?;
+        let api = RunningApi::start(settings, server_pool, queue.clone()).await?;
         let server_addr = api.local_addr;
         let checker = Arc::new(ResponseChecker::default());
         let proxy_addr = start_validating_proxy(server_addr, checker.clone()).await?;

@@ -107,3 +107,30 @@ async fn health_endpoints_need_no_key() -> anyhow::Result<()> {
     assert!(env.validated_responses() >= 2);
     env.finish().await
 }
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_503_with_retry_after() -> anyhow::Result<()> {
+    let env = TestEnv::start_with_unreachable_postgres().await?;
+    let user_key = "exk_any-key-the-server-cannot-check";
+    for response in [
+        env.raw().get(env.url("/health/ready")).send().await?,
+        env.raw()
+            .post(env.url("/api/v1/exports/users"))
+            .bearer_auth(user_key)
+            .json(&serde_json::json!({"format": "csv"}))
+            .send()
+            .await?,
+    ] {
+        assert_eq!(response.status().as_u16(), 503);
+        assert_eq!(response.headers()["retry-after"], "5");
+        let body: Value = response.json().await?;
+        assert_eq!(body["error"]["code"], "service_unavailable");
+        assert_eq!(body["error"]["details"][0]["field"], "postgres");
+        assert_eq!(
+            body["error"]["details"][0]["issue"], "unreachable",
+            "no internal detail leaks"
+        );
+    }
+    assert_eq!(env.validated_responses(), 2);
+    env.finish().await
+}
