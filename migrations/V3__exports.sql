@@ -26,6 +26,9 @@ CREATE TABLE exports (
 -- Listing a user's exports newest first (keyset pagination on created_at, id).
 CREATE INDEX exports_user_id_created_at_idx ON exports (user_id, created_at DESC, id DESC);
 CREATE INDEX exports_status_idx ON exports (status);
+-- The per-user limit counts a user's active exports on every create: this keeps that count
+-- bounded by the limit, however many finished exports the user has.
+CREATE INDEX exports_active_user_id_idx ON exports (user_id) WHERE status IN ('pending', 'processing');
 CREATE INDEX exports_expires_at_idx ON exports (expires_at);
 
 -- Records a pending export unless the user already has `max_active` pending or processing

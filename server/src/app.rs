@@ -100,7 +100,7 @@ impl RunningApi {
         })
         .await?;
         let local_addr = edge.local_addr();
-        tracing::info!(%local_addr, "API listening");
+        tracing::info!(%local_addr, dropshot_addr = %server.local_addr(), "API listening");
         Ok(Self {
             local_addr,
             edge,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
+use futures::StreamExt;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -24,6 +25,8 @@ pub struct ApiBenchOptions {
 
 struct Scenario {
     name: &'static str,
+    /// Where to send the requests when not to the public address.
+    target: Option<std::net::SocketAddr>,
     method: http::Method,
     path: String,
     body: Option<&'static str>,
@@ -89,19 +92,16 @@ async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<()>
     db::ensure_database(&database_url).await?;
     let result = async {
         db::migrate(&database_url).await?;
-        let pool = db::pool(&database_url, 2)?;
+        let pool = db::pool(&database_url, 8)?;
         let client = pool.get().await?;
         users::seed_demo_users(&client, options.users).await?;
-        let scopes: Vec<String> = auth::SCOPES.iter().map(|s| s.to_string()).collect();
-        let mut keys = Vec::new();
-        for caller in 0..options.callers.max(1) {
-            let user_id = users::ensure_user(&client, &format!("bench{caller}@example.com"), "Bench").await?;
-            keys.push(auth::issue_key(&client, user_id, "bench", &scopes).await?.token);
-        }
-        let key = keys[0].clone();
+        drop(client);
+        let mut keys = issue_keys(&pool, options.callers.max(1) + 1).await?;
+        // The reading operations use a user of their own, outside the creates' rotation.
+        let key = keys.pop().expect("one key at least");
 
         let port = free_port()?;
-        let server = ServerProcess(
+        let mut server = ServerProcess(
             Command::new(binary)
                 .args([
                     "--database-url",
@@ -111,13 +111,11 @@ async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<()>
                     &format!("127.0.0.1:{port}"),
                 ])
                 .args(["--redis-prefix", &redis_prefix, "--redis-url", redis_url])
-                // The benchmark measures creating exports, not the per-user limit.
-                .args(["--max-pending-per-user", "100000000"])
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .spawn()
                 .context("starting exports-server")?,
         );
+        let dropshot_addr = dropshot_address(&mut server.0)?;
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
         wait_until_ready(addr).await?;
 
@@ -142,6 +140,7 @@ async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<()>
         let one = vec![key.clone()];
         let create = |name, keys| Scenario {
             name,
+            target: None,
             method: http::Method::POST,
             path: "/api/v1/exports/users".into(),
             body: Some(CREATE_BODY),
@@ -150,6 +149,7 @@ async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<()>
         };
         let get = |name, path: String| Scenario {
             name,
+            target: None,
             method: http::Method::GET,
             path,
             body: None,
@@ -158,10 +158,13 @@ async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<()>
         };
         let scenarios = [
             get("noop", "/health/live".into()),
+            // The same no-op straight to dropshot, past the edge: the difference is the edge's cost.
+            Scenario {
+                name: "noop_without_edge",
+                target: Some(dropshot_addr),
+                ..get("", "/health/live".into())
+            },
             create("create", keys.clone()),
-            // One user's creates are serialised by the per-user limit's lock, so each waits
-            // for the previous commit: shown for reference, not the API's throughput.
-            create("create_one_user", one.clone()),
             get("get", format!("/api/v1/exports/users/{export_id}")),
             get("list", "/api/v1/exports/users?limit=20".into()),
         ];
@@ -205,7 +208,43 @@ async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<()>
     result
 }
 
+/// Users with a key each, issued over a few connections at once.
+async fn issue_keys(pool: &deadpool_postgres::Pool, count: usize) -> Result<Vec<String>> {
+    let scopes: Vec<String> = auth::SCOPES.iter().map(|s| s.to_string()).collect();
+    let issue = |caller: usize| {
+        let (pool, scopes) = (pool.clone(), scopes.clone());
+        async move {
+            let client = pool.get().await?;
+            let email = format!("bench{caller}@example.com");
+            let user_id = users::ensure_user(&client, &email, "Bench").await?;
+            Ok::<_, anyhow::Error>(auth::issue_key(&client, user_id, "bench", &scopes).await?.token)
+        }
+    };
+    let keys = futures::stream::iter((0..count).map(issue))
+        .buffered(8)
+        .collect::<Vec<_>>()
+        .await;
+    keys.into_iter().collect()
+}
+
 const CREATE_BODY: &str = r#"{"format":"csv","filters":{"status":"active"}}"#;
+
+/// Reads the server's log until it names dropshot's loopback address, then keeps draining it.
+fn dropshot_address(server: &mut Child) -> Result<std::net::SocketAddr> {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(server.stdout.take().context("server stdout")?).lines();
+    for line in lines.by_ref() {
+        let line = line?;
+        if let Ok(record) = serde_json::from_str::<serde_json::Value>(&line) {
+            if let Some(addr) = record["dropshot_addr"].as_str() {
+                let addr = addr.parse()?;
+                std::thread::spawn(move || lines.for_each(drop));
+                return Ok(addr);
+            }
+        }
+    }
+    bail!("the server exited before listening")
+}
 
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -274,6 +313,7 @@ async fn load(
     connections: usize,
     duration: Duration,
 ) -> Result<Outcome> {
+    let addr = scenario.target.unwrap_or(addr);
     let started = Instant::now();
     let deadline = started + duration;
     let keys: Arc<[String]> = scenario.keys.clone().into();
@@ -291,7 +331,8 @@ async fn load(
             let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             let (mut requests, mut errors) = (0u64, 0u64);
             while Instant::now() < deadline {
-                let key = &keys[(connection + requests as usize) % keys.len()];
+                // Connections interleave, so a run goes through every key before reusing one.
+                let key = &keys[(requests as usize * connections + connection) % keys.len()];
                 let sent = Instant::now();
                 let ok = match sender
                     .send_request(build_request(addr, key, &method, &path, body))
