@@ -115,6 +115,14 @@ pub fn stub_description() -> dropshot::ApiDescription<dropshot::StubContext> {
     exports_api_mod::stub_api_description().expect("the API description is valid")
 }
 
+/// The OpenAPI document dropshot generates from the API trait (no database or Redis needed).
+pub fn openapi_document() -> serde_json::Value {
+    stub_description()
+        .openapi("Exports API", semver::Version::new(1, 0, 0))
+        .json()
+        .expect("the OpenAPI document serialises")
+}
+
 pub mod imp {
     use std::time::Instant;
 

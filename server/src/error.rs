@@ -28,8 +28,10 @@ pub struct ErrorBody {
     pub details: Vec<ErrorDetail>,
     /// The request id, also sent as the `X-Request-Id` response header.
     pub request_id: String,
-    /// Seconds to wait before retrying; the same value as the `Retry-After` header.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Seconds to wait before retrying; the same value as the `Retry-After` header. Left out
+    /// (never null) when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::model::count")]
     pub retry_after_seconds: Option<u64>,
 }
 
@@ -39,8 +41,9 @@ pub struct ErrorDetail {
     pub field: String,
     /// What is wrong with it.
     pub issue: String,
-    /// The allowed values, when the field is an enumeration.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The allowed values, when the field is an enumeration. Left out (never null) otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Vec<String>")]
     pub allowed: Option<Vec<String>>,
 }
 
@@ -209,10 +212,7 @@ impl From<HttpError> for ApiError {
                 "The request body is too large: {}.",
                 message.trim_start_matches("request body ")
             )),
-            400 => {
-                let field = extractor_error_field(&message);
-                Self::invalid_request(vec![ErrorDetail::new(field, message.clone())])
-            }
+            400 => Self::invalid_request(vec![extractor_error_detail(&message)]),
             415 => Self::new(status, "unsupported_media_type", message.clone()),
             404 => Self::new(status, "not_found", "No such resource.".to_string()),
             405 => Self::new(status, "method_not_allowed", message.clone()),
@@ -226,16 +226,22 @@ impl From<HttpError> for ApiError {
     }
 }
 
-/// Which part of the request a dropshot extractor error is about, from its message.
-fn extractor_error_field(message: &str) -> &'static str {
-    if message.contains("query") {
-        "query"
-    } else if message.contains("path") {
-        "path"
-    } else if message.contains("content type") || message.contains("Content-Type") {
-        "Content-Type"
+/// The problem a dropshot extractor reported, named by field where its message allows.
+fn extractor_error_detail(message: &str) -> ErrorDetail {
+    if message.contains("pagination token") {
+        ErrorDetail::new(
+            "page_token",
+            "is not a valid page token; pass next_page from the previous page unchanged",
+        )
+    } else if let Some(cause) = message.strip_prefix("unable to parse query string: ") {
+        // `limit` is the only typed query parameter of the API (listExports).
+        ErrorDetail::new("limit", format!("must be an integer from 1 to 100 ({cause})"))
+    } else if message.contains("content-type") || message.contains("content type") {
+        ErrorDetail::new("Content-Type", format!("must be application/json ({message})"))
+    } else if message.contains("URL path") {
+        ErrorDetail::new("path", message)
     } else {
-        "body"
+        ErrorDetail::new("body", message)
     }
 }
 
@@ -261,6 +267,26 @@ mod tests {
         ));
         assert_eq!(error.status(), http::StatusCode::BAD_REQUEST);
         assert_eq!(error.error.details[0].field, "body");
+    }
+
+    #[test]
+    fn query_errors_name_the_parameter() {
+        let detail = |message: &str| {
+            ApiError::from(HttpError::for_bad_request(None, message.to_string()))
+                .error
+                .details[0]
+                .clone()
+        };
+        let token = detail("unable to parse query string: failed to parse pagination token: Invalid padding");
+        assert_eq!(token.field, "page_token");
+        let limit =
+            detail("unable to parse query string: invalid value: integer `0`, expected a nonzero u32");
+        assert_eq!(limit.field, "limit");
+        assert!(limit.issue.starts_with("must be an integer from 1 to 100"));
+        assert_eq!(
+            detail("unsupported content-type: text/plain").field,
+            "Content-Type"
+        );
     }
 
     #[test]

@@ -80,14 +80,19 @@ impl ExportStatus {
 }
 
 /// Which users an export contains. Absent filters mean all users.
+///
+/// Absent fields are left out rather than sent as null, so the schema says "optional", not
+/// "nullable" (`schemars(with)`): the OpenAPI document must not promise nulls we never send.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserExportFilters {
     /// Only users created on or after this day (UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "NaiveDate")]
     pub created_after: Option<NaiveDate>,
     /// Only users with this status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "UserStatus")]
     pub status: Option<UserStatus>,
 }
 
@@ -97,6 +102,7 @@ pub struct UserExportFilters {
 pub struct CreateUserExport {
     pub format: ExportFormat,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "UserExportFilters")]
     pub filters: Option<UserExportFilters>,
 }
 
@@ -105,15 +111,20 @@ pub struct ExportAccepted {
     pub export_id: Uuid,
     pub status: ExportStatus,
     /// Derived from the number of matching rows and the measured worker throughput.
+    #[schemars(schema_with = "count")]
     pub estimated_seconds: u64,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ExportProgress {
+    #[schemars(schema_with = "count")]
     pub rows_written: u64,
+    #[schemars(schema_with = "count")]
     pub rows_total: u64,
+    #[schemars(range(min = 0, max = 100))]
     pub percent: f64,
     /// Null unless the export is pending or processing.
+    #[schemars(schema_with = "nullable_count")]
     pub estimated_seconds_remaining: Option<u64>,
 }
 
@@ -126,13 +137,55 @@ pub struct Export {
     pub status: ExportStatus,
     pub filters: UserExportFilters,
     pub progress: ExportProgress,
+    #[schemars(schema_with = "nullable_uri")]
     pub download_url: Option<String>,
     pub download_expires_at: Option<DateTime<Utc>>,
     pub error_message: Option<String>,
+    #[schemars(schema_with = "nullable_count")]
     pub file_size_bytes: Option<u64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Counts and durations are `u64` here and `int64` (non-negative) on the wire: every one comes
+/// from a PostgreSQL `bigint` or a bounded computation, and `int64` is the format clients of
+/// every language read natively.
+pub fn count(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+    use schemars::schema::{InstanceType, NumberValidation, SchemaObject};
+    SchemaObject {
+        instance_type: Some(InstanceType::Integer.into()),
+        format: Some("int64".into()),
+        number: Some(Box::new(NumberValidation {
+            minimum: Some(0.0),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+    .into()
+}
+
+pub fn nullable_count(generator: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+    nullable(count(generator))
+}
+
+fn nullable_uri(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+    use schemars::schema::{InstanceType, SchemaObject};
+    let uri = SchemaObject {
+        instance_type: Some(InstanceType::String.into()),
+        format: Some("uri".into()),
+        ..Default::default()
+    };
+    nullable(uri.into())
+}
+
+/// OpenAPI 3.0's `nullable: true`, the way dropshot's schema settings express it.
+fn nullable(schema: schemars::schema::Schema) -> schemars::schema::Schema {
+    let mut object = schema.into_object();
+    object
+        .extensions
+        .insert("nullable".into(), serde_json::Value::Bool(true));
+    object.into()
 }
 
 /// Position of the last export of a page: the next page starts after it (newest first).

@@ -36,7 +36,11 @@ impl Spec {
     }
 
     pub fn parse(yaml: &str) -> Result<Self> {
-        let document: Value = serde_yaml_ng::from_str(yaml)?;
+        Self::from_value(serde_yaml_ng::from_str(yaml)?)
+    }
+
+    /// Any OpenAPI 3.0 document as JSON, such as the one dropshot generates.
+    pub fn from_value(document: Value) -> Result<Self> {
         if !document
             .get("openapi")
             .and_then(Value::as_str)
@@ -93,6 +97,69 @@ impl Spec {
             }
         }
         operations
+    }
+
+    /// Every example of a response or request body, with its schema and where it stands:
+    /// (operation id, JSON pointer of the example, schema, example value).
+    pub fn examples(&self) -> Vec<(String, String, &Value, Value)> {
+        let mut found = Vec::new();
+        for operation in self.operations() {
+            let base = format!(
+                "/paths/{}/{}",
+                escape(operation.path),
+                operation.method.to_lowercase()
+            );
+            let mut bodies: Vec<(String, &Value)> = Vec::new();
+            if let Some(body) = operation.definition.get("requestBody") {
+                bodies.push((format!("{base}/requestBody"), body));
+            }
+            for (status, response) in operation.definition["responses"]
+                .as_object()
+                .into_iter()
+                .flatten()
+            {
+                bodies.push((format!("{base}/responses/{status}"), response));
+            }
+            for (pointer, body) in bodies {
+                let Ok(body) = self.resolve(body) else { continue };
+                for (media_type, media) in body
+                    .get("content")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                {
+                    let Some(schema) = media.get("schema") else {
+                        continue;
+                    };
+                    let at = format!("{pointer}/content/{}", escape(media_type));
+                    if let Some(example) = media.get("example") {
+                        found.push((
+                            operation.id.to_string(),
+                            format!("{at}/example"),
+                            schema,
+                            example.clone(),
+                        ));
+                    }
+                    for (name, example) in media
+                        .get("examples")
+                        .and_then(Value::as_object)
+                        .into_iter()
+                        .flatten()
+                    {
+                        let value = self.resolve(example).ok().and_then(|e| e.get("value")).cloned();
+                        if let Some(value) = value {
+                            found.push((
+                                operation.id.to_string(),
+                                format!("{at}/examples/{name}"),
+                                schema,
+                                value,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        found
     }
 
     /// The operation serving a concrete request path (`{param}` matches one segment).
@@ -254,6 +321,11 @@ impl Spec {
     }
 }
 
+/// A JSON pointer token: `~` and `/` escaped.
+pub fn escape(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
 /// A header's text as the JSON value its schema describes (headers are all text on the wire).
 fn header_value(schema: &Value, text: &str) -> Value {
     match schema.get("type").and_then(Value::as_str) {
@@ -406,39 +478,15 @@ mod tests {
     #[test]
     fn every_example_matches_its_schema() {
         let spec = Spec::bundled();
-        let mut checked = 0;
-        for operation in spec.operations() {
-            for (_, response) in operation.definition["responses"].as_object().unwrap() {
-                let response = spec.resolve(response).unwrap();
-                for (_, media) in response
-                    .get("content")
-                    .and_then(Value::as_object)
-                    .into_iter()
-                    .flatten()
-                {
-                    let Some(schema) = media.get("schema") else {
-                        continue;
-                    };
-                    let examples = media
-                        .get("examples")
-                        .and_then(Value::as_object)
-                        .map(|all| {
-                            all.values()
-                                .map(|e| spec.resolve(e).unwrap()["value"].clone())
-                                .collect::<Vec<_>>()
-                        })
-                        .unwrap_or_else(|| media.get("example").cloned().into_iter().collect());
-                    for example in examples {
-                        if example.is_string() && spec.resolve(schema).unwrap()["format"] == "binary" {
-                            continue;
-                        }
-                        spec.validate(schema, &example)
-                            .unwrap_or_else(|e| panic!("{}: {e:?}", operation.id));
-                        checked += 1;
-                    }
-                }
+        let examples = spec.examples();
+        assert!(examples.len() > 20, "only {} examples", examples.len());
+        for (operation, pointer, schema, example) in examples {
+            let binary = spec.resolve(schema).unwrap()["format"] == "binary";
+            if binary && example.is_string() {
+                continue;
             }
+            spec.validate(schema, &example)
+                .unwrap_or_else(|e| panic!("{operation} {pointer}: {e:?}"));
         }
-        assert!(checked > 20, "only {checked} examples checked");
     }
 }

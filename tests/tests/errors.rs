@@ -161,20 +161,17 @@ async fn invalid_ids_in_paths_are_400s() -> anyhow::Result<()> {
         let body: Value = response.json().await?;
         assert_eq!(fields(&body), ["export_id"], "{path}");
     }
-    let response = env
-        .raw()
-        .get(env.url("/api/v1/exports/users?page_token=garbage"))
-        .bearer_auth(&user.key)
-        .send()
-        .await?;
-    assert_eq!(response.status().as_u16(), 400);
-    let response = env
-        .raw()
-        .get(env.url("/api/v1/exports/users?limit=0"))
-        .bearer_auth(&user.key)
-        .send()
-        .await?;
-    assert_eq!(response.status().as_u16(), 400);
+    for (query, field) in [
+        ("page_token=garbage", "page_token"),
+        ("limit=0", "limit"),
+        ("limit=many", "limit"),
+    ] {
+        let url = env.url(&format!("/api/v1/exports/users?{query}"));
+        let response = env.raw().get(url).bearer_auth(&user.key).send().await?;
+        assert_eq!(response.status().as_u16(), 400, "{query}");
+        let body: Value = response.json().await?;
+        assert_eq!(fields(&body), [field], "{query}: {body}");
+    }
     env.finish().await
 }
 

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 mod bench;
+mod contract;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -23,11 +24,28 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
+    /// Contract checks of spec/openapi.yaml.
+    Spec {
+        #[command(subcommand)]
+        command: SpecCommand,
+    },
     /// Benchmarks; each prints figures and ends with one JSON line.
     Bench {
         #[command(subcommand)]
         target: BenchTarget,
     },
+}
+
+#[derive(Subcommand)]
+enum SpecCommand {
+    /// Compare the document dropshot generates from the server with the spec, by meaning.
+    Check {
+        /// Also list, one by one, what is verified at runtime.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// The spec's own rules: operationIds, summaries, examples, the error envelope.
+    Lint,
 }
 
 #[derive(Subcommand)]
@@ -63,6 +81,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.task {
         Task::Client { check } => client(check),
+        Task::Spec {
+            command: SpecCommand::Check { verbose },
+        } => spec_check(verbose),
+        Task::Spec {
+            command: SpecCommand::Lint,
+        } => spec_lint(),
         Task::Bench {
             target:
                 BenchTarget::Api {
@@ -108,6 +132,49 @@ fn generate_client(spec_yaml: &str) -> Result<String> {
         .context("generating the client")?;
     let file: syn::File = syn::parse2(tokens).context("parsing the generated client")?;
     Ok(format!("{GENERATED_HEADER}\n{}", prettyplease::unparse(&file)))
+}
+
+fn load_spec() -> Result<exports_spec::Spec> {
+    exports_spec::Spec::load(workspace_root().join("spec/openapi.yaml"))
+}
+
+fn spec_check(verbose: bool) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let spec = load_spec()?;
+    let server = exports_spec::Spec::from_value(exports_server::api::openapi_document())?;
+    let findings = contract::check(&spec, &server);
+    for finding in findings
+        .iter()
+        .filter(|f| verbose || f.severity != contract::Severity::Runtime)
+    {
+        println!("{finding}");
+    }
+    let count = |severity| findings.iter().filter(|f| f.severity == severity).count();
+    let drift = count(contract::Severity::Drift);
+    println!(
+        "\nspec check: {drift} drift, {} warnings, {} verified at runtime (--verbose lists them) ({} ms)",
+        count(contract::Severity::Warning),
+        count(contract::Severity::Runtime),
+        started.elapsed().as_millis()
+    );
+    Ok(if drift == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn spec_lint() -> Result<ExitCode> {
+    let problems = contract::lint(&load_spec()?);
+    for problem in &problems {
+        println!("{problem}");
+    }
+    println!("spec lint: {} problems", problems.len());
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn client(check: bool) -> Result<ExitCode> {
