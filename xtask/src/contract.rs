@@ -123,10 +123,54 @@ fn runtime_test(key: &str) -> Option<&'static str> {
         .map(|(_, test)| *test)
 }
 
+/// What is compared with what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The server's generated document against the spec (`spec check`).
+    ServerAgainstSpec,
+    /// A new spec against an old one, from a client's point of view (`spec diff`): anything
+    /// an existing client relies on that the new spec removes or narrows is breaking.
+    NewAgainstOld,
+}
+
 pub fn check(spec: &Spec, server: &Spec) -> Vec<Finding> {
+    compare(spec, server, Mode::ServerAgainstSpec)
+}
+
+/// Breaking changes from `old` to `new` (reported as `Drift`; warnings are left out).
+pub fn diff(old: &Spec, new: &Spec) -> Vec<Finding> {
+    let mut breaking = compare(old, new, Mode::NewAgainstOld);
+    breaking.retain(|finding| finding.severity == Severity::Drift);
+    for finding in &mut breaking {
+        // The comparison speaks of "the spec" and "the server"; here they are two versions.
+        finding.reason = finding
+            .reason
+            .replace("on the server", "in the new version")
+            .replace("in the spec", "in the old version")
+            .replace("by the server", "by the new version")
+            .replace("by the spec", "by the old version")
+            .replace("the server", "the new version")
+            .replace("the spec", "the old version")
+            .replace("spec's", "old version's");
+    }
+    breaking
+}
+
+/// Whether `info.version`'s major number went up from `old` to `new` (breaking changes are
+/// then announced, and allowed).
+pub fn major_raised(old: &Spec, new: &Spec) -> bool {
+    let major = |spec: &Spec| -> Option<u64> {
+        let version = spec.document().pointer("/info/version")?.as_str()?;
+        version.trim_start_matches('v').split('.').next()?.parse().ok()
+    };
+    matches!((major(old), major(new)), (Some(old), Some(new)) if new > old)
+}
+
+fn compare(spec: &Spec, server: &Spec, mode: Mode) -> Vec<Finding> {
     let mut checker = Checker {
         spec,
         server,
+        mode,
         findings: Vec::new(),
     };
     checker.run();
@@ -136,9 +180,11 @@ pub fn check(spec: &Spec, server: &Spec) -> Vec<Finding> {
     findings
 }
 
+/// Between versions, `spec` is the old document and `server` the new one.
 struct Checker<'a> {
     spec: &'a Spec,
     server: &'a Spec,
+    mode: Mode,
     findings: Vec<Finding>,
 }
 
@@ -150,7 +196,19 @@ struct At<'a> {
 }
 
 impl<'a> Checker<'a> {
+    /// Something the spec has and the other side lacks, where lacking it is allowed of a
+    /// server but breaks clients when a new version drops it.
+    fn removal(&self) -> Severity {
+        match self.mode {
+            Mode::ServerAgainstSpec => Severity::Warning,
+            Mode::NewAgainstOld => Severity::Drift,
+        }
+    }
+
     fn report(&mut self, severity: Severity, operation: &str, spec: &str, server: &str, reason: String) {
+        if self.mode == Mode::NewAgainstOld && severity == Severity::Runtime {
+            return; // Both sides are specs: nothing is left to runtime.
+        }
         self.findings.push(Finding {
             severity,
             operation: operation.to_string(),
@@ -231,6 +289,9 @@ impl<'a> Checker<'a> {
             .keys()
             .filter(|name| !spec_operations.contains_key(*name))
         {
+            if self.mode == Mode::NewAgainstOld {
+                break; // A new operation breaks no existing client.
+            }
             let operation = &server_operations[name];
             let pointer = format!(
                 "/paths/{}/{}",
@@ -258,7 +319,7 @@ impl<'a> Checker<'a> {
                     let severity = if required(spec_parameter) || location == "path" {
                         Severity::Drift
                     } else {
-                        Severity::Warning
+                        self.removal()
                     };
                     self.report(
                         severity,
@@ -406,9 +467,7 @@ impl<'a> Checker<'a> {
                         Severity::Drift,
                         format!("the server does not accept {media_type}"),
                     ),
-                    Direction::Response => {
-                        (Severity::Warning, format!("the server never sends {media_type}"))
-                    }
+                    Direction::Response => (self.removal(), format!("the server never sends {media_type}")),
                 };
                 self.report(severity, operation, &spec_at, server.pointer, reason);
                 continue;
@@ -525,6 +584,29 @@ impl<'a> Checker<'a> {
             let Ok(spec_response) = self.spec.resolve(spec_response) else {
                 continue;
             };
+            if self.mode == Mode::NewAgainstOld {
+                // Specific statuses on both sides: compare those kept; adding or dropping an
+                // error status changes no client type (progenitor shares one error type).
+                if let Some(Ok(new_response)) = server_responses
+                    .get(status.as_str())
+                    .map(|r| self.server.resolve(r))
+                {
+                    let server_at = pointer(server_op, status);
+                    self.content(
+                        operation,
+                        At {
+                            value: spec_response,
+                            pointer: &spec_at,
+                        },
+                        At {
+                            value: new_response,
+                            pointer: &server_at,
+                        },
+                        Direction::Response,
+                    );
+                }
+                continue;
+            }
             if server_responses.contains_key("default") {
                 // dropshot documents only `default` for a free-form (download) response.
                 let reason = match runtime_test(status) {
@@ -917,14 +999,14 @@ impl<'a> Checker<'a> {
                             format!("the spec requires {name:?}; the server never sends it"),
                         ),
                         Direction::Response => (
-                            Severity::Warning,
+                            self.removal(),
                             format!("the spec documents {name:?}; the server never sends it"),
                         ),
                         Direction::Request if closed(server) => (
                             Severity::Drift,
                             format!("the server rejects {name:?}, which the spec allows"),
                         ),
-                        Direction::Request => (Severity::Warning, format!("the server ignores {name:?}")),
+                        Direction::Request => (self.removal(), format!("the server ignores {name:?}")),
                     };
                     self.report(severity, operation, &spec_at, server_pointer, reason);
                 }
@@ -1266,6 +1348,164 @@ mod tests {
             "/components/schemas/ExportAccepted/properties/estimated_seconds"
         );
         assert!(finding.reason.contains("type"), "{}", finding.reason);
+    }
+
+    fn breaking(new: Value) -> Vec<Finding> {
+        diff(&Spec::bundled(), &Spec::from_value(new).unwrap())
+    }
+
+    /// Each change breaks a client generated from the old spec.
+    #[test]
+    fn breaking_changes_are_caught() {
+        type Change = Box<dyn Fn(&mut Value)>;
+        let changes: Vec<(&str, Change)> = vec![
+            (
+                "remove a response property",
+                Box::new(|s| {
+                    at(s, "/components/schemas/Export/properties")
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("error_message");
+                }),
+            ),
+            (
+                "add a required request property",
+                Box::new(|s| {
+                    at(s, "/components/schemas/CreateUserExport/properties")
+                        .as_object_mut()
+                        .unwrap()
+                        .insert("reason".into(), json!({"type": "string"}));
+                    *at(s, "/components/schemas/CreateUserExport/required") = json!(["format", "reason"]);
+                }),
+            ),
+            (
+                "make an optional parameter required",
+                Box::new(|s| {
+                    *at(s, "/components/parameters/Limit/required") = json!(true);
+                }),
+            ),
+            (
+                "drop an enum value accepted in requests",
+                Box::new(|s| *at(s, "/components/schemas/UserStatus/enum") = json!(["active"])),
+            ),
+            (
+                "add an enum value to a response",
+                Box::new(|s| {
+                    at(s, "/components/schemas/ExportStatus/enum")
+                        .as_array_mut()
+                        .unwrap()
+                        .push(json!("queued"));
+                }),
+            ),
+            (
+                "change a type",
+                Box::new(|s| {
+                    *at(s, "/components/schemas/ExportProgress/properties/rows_total/type") = json!("string")
+                }),
+            ),
+            (
+                "change a success status",
+                Box::new(|s| {
+                    let responses = at(s, "/paths/~1api~1v1~1exports~1users/post/responses")
+                        .as_object_mut()
+                        .unwrap();
+                    let accepted = responses.remove("202").unwrap();
+                    responses.insert("201".into(), accepted);
+                }),
+            ),
+            (
+                "remove an operation",
+                Box::new(|s| {
+                    at(s, "/paths/~1api~1v1~1exports~1users~1{export_id}~1cancel")
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("post");
+                }),
+            ),
+            (
+                "make a response property optional",
+                Box::new(|s| {
+                    at(s, "/components/schemas/Export/required")
+                        .as_array_mut()
+                        .unwrap()
+                        .retain(|v| v != "status");
+                }),
+            ),
+            (
+                "make a response property nullable",
+                Box::new(|s| {
+                    at(
+                        s,
+                        "/components/schemas/ExportAccepted/properties/estimated_seconds",
+                    )
+                    .as_object_mut()
+                    .unwrap()
+                    .insert("nullable".into(), json!(true));
+                }),
+            ),
+            (
+                "narrow a request range",
+                Box::new(|s| *at(s, "/components/parameters/Limit/schema/maximum") = json!(10)),
+            ),
+            (
+                "remove an optional query parameter",
+                Box::new(|s| {
+                    at(s, "/paths/~1api~1v1~1exports~1users/get/parameters")
+                        .as_array_mut()
+                        .unwrap()
+                        .remove(1);
+                }),
+            ),
+        ];
+        for (name, change) in changes {
+            let mut spec = spec_value();
+            change(&mut spec);
+            assert!(!breaking(spec).is_empty(), "not caught: {name}");
+        }
+    }
+
+    #[test]
+    fn compatible_changes_are_not_breaking() {
+        let mut spec = spec_value();
+        // A new optional property of a request-only object, a new operation, a wider limit.
+        // (The same property on UserExportFilters would break: responses carry that closed
+        // object too, and clients generated from it reject unknown fields.)
+        at(&mut spec, "/components/schemas/CreateUserExport/properties")
+            .as_object_mut()
+            .unwrap()
+            .insert("note".into(), json!({"type": "string"}));
+        let ping = json!({"get": {"operationId": "ping", "summary": "Ping", "responses": {"204": {"description": "pong"}}}});
+        at(&mut spec, "/paths")
+            .as_object_mut()
+            .unwrap()
+            .insert("/ping".into(), ping);
+        *at(&mut spec, "/components/parameters/Limit/schema/maximum") = json!(1000);
+        at(&mut spec, "/components/schemas/UserStatus/enum")
+            .as_array_mut()
+            .unwrap()
+            .push(json!("suspended"));
+        let changes = breaking(spec.clone());
+        // A new enum value is compatible in requests but reaches clients in responses.
+        assert!(
+            changes.iter().all(|c| c.reason.contains("suspended")),
+            "{changes:?}"
+        );
+        at(&mut spec, "/components/schemas/UserStatus/enum")
+            .as_array_mut()
+            .unwrap()
+            .pop();
+        assert!(breaking(spec).is_empty());
+        assert!(breaking(spec_value()).is_empty());
+    }
+
+    #[test]
+    fn a_new_major_version_announces_breaking_changes() {
+        let old = Spec::bundled();
+        let mut next = spec_value();
+        *at(&mut next, "/info/version") = json!("2.0.0");
+        assert!(major_raised(&old, &Spec::from_value(next.clone()).unwrap()));
+        *at(&mut next, "/info/version") = json!("1.9.0");
+        assert!(!major_raised(&old, &Spec::from_value(next).unwrap()));
     }
 
     #[test]

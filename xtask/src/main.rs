@@ -46,6 +46,12 @@ enum SpecCommand {
     },
     /// The spec's own rules: operationIds, summaries, examples, the error envelope.
     Lint,
+    /// Breaking changes for clients between the spec at a git revision and now.
+    Diff {
+        /// The revision to compare with (a commit, branch or tag).
+        #[arg(long)]
+        base: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -87,6 +93,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Task::Spec {
             command: SpecCommand::Lint,
         } => spec_lint(),
+        Task::Spec {
+            command: SpecCommand::Diff { base },
+        } => spec_diff(&base),
         Task::Bench {
             target:
                 BenchTarget::Api {
@@ -162,6 +171,44 @@ fn spec_check(verbose: bool) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn spec_diff(base: &str) -> Result<ExitCode> {
+    let output = std::process::Command::new("git")
+        .args(["show", &format!("{base}:spec/openapi.yaml")])
+        .current_dir(workspace_root())
+        .output()
+        .context("running git")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "git show {base}:spec/openapi.yaml: {}",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    let old = exports_spec::Spec::parse(&String::from_utf8(output.stdout)?)?;
+    let new = load_spec()?;
+    let breaking = contract::diff(&old, &new);
+    for change in &breaking {
+        println!(
+            "breaking: {}: {}\n    before: {}\n    after:  {}",
+            change.operation, change.reason, change.spec_pointer, change.server_pointer
+        );
+    }
+    if breaking.is_empty() {
+        println!("spec diff: no breaking changes since {base}");
+        Ok(ExitCode::SUCCESS)
+    } else if contract::major_raised(&old, &new) {
+        println!(
+            "spec diff: {} breaking changes since {base}, announced by a new major info.version",
+            breaking.len()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "spec diff: {} breaking changes since {base}; raise info.version's major to announce them",
+            breaking.len()
+        );
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 fn spec_lint() -> Result<ExitCode> {
