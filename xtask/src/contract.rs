@@ -1089,6 +1089,55 @@ fn num(value: Option<f64>) -> String {
     value.map_or("(none)".to_string(), |v| v.to_string())
 }
 
+fn check_example(
+    spec: &Spec,
+    operation: &str,
+    pointer: &str,
+    schema: &Value,
+    example: &Value,
+    problems: &mut Vec<String>,
+) {
+    let binary = spec.resolve(schema).is_ok_and(|s| s["format"] == "binary");
+    if binary && example.is_string() {
+        return;
+    }
+    if let Err(errors) = spec.validate(schema, example) {
+        problems.push(format!(
+            "{operation}: example {pointer} does not match its schema: {}",
+            errors.join("; ")
+        ));
+    }
+}
+
+fn walk_examples(spec: &Spec, node: &Value, pointer: String, problems: &mut Vec<String>) {
+    match node {
+        Value::Object(object) => {
+            if let Some(example) = object.get("example") {
+                let schema_like = ["type", "$ref", "properties", "enum", "allOf", "oneOf", "anyOf"]
+                    .iter()
+                    .any(|key| object.contains_key(*key));
+                let at = format!("{pointer}/example");
+                if let Some(schema) = object.get("schema") {
+                    check_example(spec, "spec", &at, schema, example, problems);
+                } else if schema_like {
+                    check_example(spec, "spec", &at, node, example, problems);
+                }
+            }
+            for (key, child) in object {
+                if key != "example" && key != "examples" {
+                    walk_examples(spec, child, format!("{pointer}/{}", escape(key)), problems);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (index, child) in items.iter().enumerate() {
+                walk_examples(spec, child, format!("{pointer}/{index}"), problems);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The spec's own rules: every operation has an `operationId` and a summary, every response
 /// an example, every 4xx/5xx the error envelope, and every example matches its schema.
 pub fn lint(spec: &Spec) -> Vec<String> {
@@ -1145,18 +1194,15 @@ pub fn lint(spec: &Spec) -> Vec<String> {
             }
         }
     }
+    // Named examples of request and response bodies.
     for (operation, pointer, schema, example) in spec.examples() {
-        let binary = spec.resolve(schema).is_ok_and(|s| s["format"] == "binary");
-        if binary && example.is_string() {
-            continue;
-        }
-        if let Err(errors) = spec.validate(schema, &example) {
-            problems.push(format!(
-                "{operation}: example {pointer} does not match its schema: {}",
-                errors.join("; ")
-            ));
+        if pointer.contains("/examples/") {
+            check_example(spec, &operation, &pointer, schema, &example, &mut problems);
         }
     }
+    // Every single `example` anywhere: of a media type, parameter or header (against its
+    // `schema`), or of a schema itself.
+    walk_examples(spec, spec.document(), String::new(), &mut problems);
     problems
 }
 
@@ -1506,6 +1552,82 @@ mod tests {
         assert!(major_raised(&old, &Spec::from_value(next.clone()).unwrap()));
         *at(&mut next, "/info/version") = json!("1.9.0");
         assert!(!major_raised(&old, &Spec::from_value(next).unwrap()));
+    }
+
+    #[test]
+    fn lint_finds_missing_examples_summaries_and_bad_examples() {
+        let mut spec = spec_value();
+        at(&mut spec, "/paths/~1health~1live/get")
+            .as_object_mut()
+            .unwrap()
+            .remove("summary");
+        at(&mut spec, "/paths/~1health~1live/get")
+            .as_object_mut()
+            .unwrap()
+            .remove("operationId");
+        let accepted = at(
+            &mut spec,
+            "/paths/~1api~1v1~1exports~1users/post/responses/202/content/application~1json",
+        );
+        accepted.as_object_mut().unwrap().remove("example");
+        accepted.as_object_mut().unwrap().remove("examples");
+        *at(&mut spec, "/components/schemas/ExportStatus/example") = json!("nope");
+        *at(&mut spec, "/components/schemas/Health/properties/status/enum") = json!(["fine"]);
+        let problems = lint(&Spec::from_value(spec).unwrap()).join("\n");
+        assert!(
+            problems.contains("GET /health/live: no operationId"),
+            "{problems}"
+        );
+        assert!(problems.contains("GET /health/live: no summary"), "{problems}");
+        assert!(problems.contains("response 202 has no example"), "{problems}");
+        assert!(
+            problems.contains(
+                "/paths/~1health~1live/get/responses/200/content/application~1json/example does not match"
+            ),
+            "a response example that no longer matches: {problems}"
+        );
+        assert!(
+            problems.contains("/components/schemas/ExportStatus/example does not match"),
+            "a schema example that does not match: {problems}"
+        );
+    }
+
+    /// xtask/fixtures/contract: hand-made pairs of documents with the expected verdict.
+    #[test]
+    fn fixture_pairs_get_their_verdicts() {
+        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/contract");
+        let mut cases = 0;
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+                continue;
+            }
+            let case: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let spec = Spec::from_value(case["spec"].clone()).unwrap();
+            let server = Spec::from_value(case["server"].clone()).unwrap();
+            let findings = check(&spec, &server);
+            let drift = findings.iter().any(|f| f.severity == Severity::Drift);
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            let listed = findings
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert_eq!(drift, case["verdict"] == "drift", "{name}:\n{listed}");
+            let expect = case["expect"].as_str().unwrap();
+            assert!(
+                findings.iter().any(|f| f.reason.contains(expect)) || expect.is_empty(),
+                "{name}: no finding says {expect:?}:\n{listed}"
+            );
+            if expect.is_empty() {
+                assert!(
+                    findings.iter().all(|f| f.severity == Severity::Runtime),
+                    "{name}:\n{listed}"
+                );
+            }
+            cases += 1;
+        }
+        assert!(cases >= 12, "only {cases} fixtures");
     }
 
     #[test]
