@@ -188,21 +188,33 @@ impl Spec {
 
     /// Checks a value against an OpenAPI schema of this document.
     pub fn validate(&self, schema: &Value, instance: &Value) -> Result<(), Vec<String>> {
-        let root = self.json_schema_root(schema);
-        let validator = jsonschema::options()
-            .with_draft(jsonschema::Draft::Draft202012)
-            .should_validate_formats(true)
-            .build(&root)
-            .map_err(|error| vec![format!("the schema does not compile: {error}")])?;
-        let errors: Vec<String> = validator
-            .iter_errors(instance)
-            .map(|error| format!("at {:?}: {error}", error.instance_path().as_str()))
+        let errors: Vec<String> = self
+            .schema_errors(schema, instance)
+            .into_iter()
+            .map(|(pointer, message)| format!("at {pointer:?}: {message}"))
             .collect();
         if errors.is_empty() {
             Ok(())
         } else {
             Err(errors)
         }
+    }
+
+    /// Every way a value breaks an OpenAPI schema: (JSON pointer in the value, message).
+    pub fn schema_errors(&self, schema: &Value, instance: &Value) -> Vec<(String, String)> {
+        let root = self.json_schema_root(schema);
+        let validator = match jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&root)
+        {
+            Ok(validator) => validator,
+            Err(error) => return vec![(String::new(), format!("the schema does not compile: {error}"))],
+        };
+        validator
+            .iter_errors(instance)
+            .map(|error| (error.instance_path().as_str().to_string(), error.to_string()))
+            .collect()
     }
 
     /// A JSON Schema (2020-12) whose root is `schema` and which carries every component schema,

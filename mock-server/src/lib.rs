@@ -1,0 +1,620 @@
+//! A mock of the API driven only by `spec/openapi.yaml`: it routes every operation the spec
+//! has, validates requests against it, and answers with the spec's examples. Prism's request
+//! selectors work the same: `Prefer: code=429`, `Prefer: example=name`.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use exports_spec::{Operation, Spec};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Request bodies larger than this are refused before validation.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+pub struct RunningMock {
+    pub local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningMock {
+    pub async fn start(spec: Spec, listen: SocketAddr) -> Result<Self> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        let local_addr = listener.local_addr()?;
+        let spec = Arc::new(spec);
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let spec = spec.clone();
+                        let service = hyper::service::service_fn(move |request| {
+                            let spec = spec.clone();
+                            async move { Ok::<_, Infallible>(handle(&spec, request).await) }
+                        });
+                        tokio::spawn(
+                            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
+                        );
+                    }
+                    _ = stopped.changed() => break,
+                }
+            }
+        });
+        Ok(Self {
+            local_addr,
+            stop,
+            task,
+        })
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// What a request asked for with `Prefer`.
+#[derive(Debug, Default, PartialEq)]
+struct Preferences {
+    code: Option<u16>,
+    example: Option<String>,
+}
+
+fn preferences(headers: &http::HeaderMap) -> Preferences {
+    let mut preferences = Preferences::default();
+    for value in headers.get_all("prefer").iter().filter_map(|v| v.to_str().ok()) {
+        for item in value.split([',', ';']) {
+            match item.trim().split_once('=') {
+                Some(("code", code)) => preferences.code = code.trim().parse().ok(),
+                Some(("example", name)) => {
+                    preferences.example = Some(name.trim().trim_matches('"').to_string())
+                }
+                _ => {}
+            }
+        }
+    }
+    preferences
+}
+
+async fn handle(spec: &Spec, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let (parts, body) = request.into_parts();
+    let mut response = if parts.method == Method::OPTIONS
+        && parts.headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        preflight(spec, &parts)
+    } else {
+        match Limited::new(body, MAX_BODY_BYTES).collect().await {
+            Ok(body) => respond(spec, &parts, &body.to_bytes(), &request_id),
+            Err(_) => envelope(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                &format!("The request body is larger than {MAX_BODY_BYTES} bytes."),
+                vec![],
+                &request_id,
+            ),
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        "x-request-id",
+        HeaderValue::from_str(&request_id).expect("a uuid is a valid header"),
+    );
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    // Browsers send credentials-free bearer tokens; the Origin is echoed, never `*`, so the
+    // answer stays right for credentialed requests too.
+    if let Some(origin) = origin {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("x-request-id, retry-after, content-disposition"),
+        );
+    }
+    tracing::info!(request_id, method = %parts.method, path = parts.uri.path(), status = response.status().as_u16(), "request");
+    response
+}
+
+/// Operations whose path template matches, with the path parameters of the match.
+fn routes<'s>(spec: &'s Spec, path: &str) -> Vec<(Operation<'s>, BTreeMap<String, String>)> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    spec.operations()
+        .into_iter()
+        .filter_map(|operation| {
+            let template: Vec<&str> = operation.path.split('/').collect();
+            if template.len() != segments.len() {
+                return None;
+            }
+            let mut parameters = BTreeMap::new();
+            for (part, segment) in template.iter().zip(&segments) {
+                match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                    Some(name) if !segment.is_empty() => {
+                        let value = percent_decode(segment);
+                        parameters.insert(name.to_string(), value);
+                    }
+                    _ if part == segment => {}
+                    _ => return None,
+                }
+            }
+            Some((operation, parameters))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    form_urlencoded::parse(format!("v={}", text.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn preflight(spec: &Spec, parts: &http::request::Parts) -> Response<Full<Bytes>> {
+    let methods: Vec<String> = routes(spec, parts.uri.path())
+        .into_iter()
+        .map(|(op, _)| op.method)
+        .collect();
+    let mut response = Response::builder().status(StatusCode::NO_CONTENT);
+    if !methods.is_empty() {
+        let requested = parts
+            .headers
+            .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("authorization, content-type"));
+        response = response
+            .header(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                format!("{}, OPTIONS", methods.join(", ")),
+            )
+            .header(header::ACCESS_CONTROL_ALLOW_HEADERS, requested)
+            .header(header::ACCESS_CONTROL_MAX_AGE, "600");
+    }
+    response.body(Full::new(Bytes::new())).expect("valid response")
+}
+
+fn respond(
+    spec: &Spec,
+    parts: &http::request::Parts,
+    body: &[u8],
+    request_id: &str,
+) -> Response<Full<Bytes>> {
+    let path = parts.uri.path();
+    let matches = routes(spec, path);
+    if matches.is_empty() {
+        return envelope(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("No operation at {path}."),
+            vec![],
+            request_id,
+        );
+    }
+    let Some((operation, path_parameters)) = matches
+        .iter()
+        .find(|(op, _)| op.method.eq_ignore_ascii_case(parts.method.as_str()))
+    else {
+        let allowed: Vec<&str> = matches.iter().map(|(op, _)| op.method.as_str()).collect();
+        let mut response = envelope(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            &format!("{path} does not support {}.", parts.method),
+            vec![],
+            request_id,
+        );
+        response.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_str(&allowed.join(", ")).expect("methods"),
+        );
+        return response;
+    };
+
+    let accept = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if needs_bearer(spec, operation) && !has_bearer(&parts.headers) {
+        let unauthorized = Preferences {
+            code: Some(401),
+            example: None,
+        };
+        return answer(spec, operation, &unauthorized, accept, request_id);
+    }
+    let problems = validate_request(spec, operation, path_parameters, parts, body);
+    if !problems.is_empty() {
+        let message = format!("Invalid request: {} problem(s), see details.", problems.len());
+        return envelope(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &message,
+            problems,
+            request_id,
+        );
+    }
+    answer(spec, operation, &preferences(&parts.headers), accept, request_id)
+}
+
+/// The spec's security for the operation (its own, else the document's) asks for a bearer key.
+fn needs_bearer(spec: &Spec, operation: &Operation) -> bool {
+    let security = operation
+        .definition
+        .get("security")
+        .or_else(|| spec.document().get("security"));
+    security.and_then(Value::as_array).is_some_and(|requirements| {
+        !requirements.is_empty()
+            && requirements
+                .iter()
+                .all(|r| r.as_object().is_some_and(|r| !r.is_empty()))
+    })
+}
+
+fn has_bearer(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .is_some_and(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+}
+
+/// A problem for the error envelope's `details`.
+fn detail(field: &str, issue: &str) -> Value {
+    json!({"field": field, "issue": issue})
+}
+
+fn validate_request(
+    spec: &Spec,
+    operation: &Operation,
+    path_parameters: &BTreeMap<String, String>,
+    parts: &http::request::Parts,
+    body: &[u8],
+) -> Vec<Value> {
+    let mut problems = Vec::new();
+    let query: BTreeMap<String, String> = parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    for parameter in operation
+        .definition
+        .get("parameters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Ok(parameter) = spec.resolve(parameter) else {
+            continue;
+        };
+        let (Some(name), Some(location)) = (
+            parameter.get("name").and_then(Value::as_str),
+            parameter.get("in").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        let value = match location {
+            "path" => path_parameters.get(name).cloned(),
+            "query" => query.get(name).cloned(),
+            "header" => parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            _ => continue,
+        };
+        let required = parameter
+            .get("required")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        match (value, parameter.get("schema")) {
+            (None, _) if required => problems.push(detail(name, "is required")),
+            (Some(text), Some(schema)) => {
+                let typed = typed_parameter(spec, schema, &text);
+                for (_, message) in spec.schema_errors(schema, &typed) {
+                    problems.push(detail(name, &message));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    let Some(request_body) = operation
+        .definition
+        .get("requestBody")
+        .and_then(|b| spec.resolve(b).ok())
+    else {
+        return problems;
+    };
+    let required = request_body
+        .get("required")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if body.is_empty() {
+        if required {
+            problems.push(detail("body", "is required"));
+        }
+        return problems;
+    }
+    let media_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let Some(media) = request_body.get("content").and_then(|c| c.get(&media_type)) else {
+        problems.push(detail(
+            "Content-Type",
+            &format!("{media_type:?} is not a media type this operation accepts"),
+        ));
+        return problems;
+    };
+    if media_type != "application/json" {
+        return problems;
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Err(error) => problems.push(detail("body", &format!("is not valid JSON: {error}"))),
+        Ok(value) => {
+            if let Some(schema) = media.get("schema") {
+                for (pointer, message) in spec.schema_errors(schema, &value) {
+                    problems.push(detail(&field_name(&pointer, &message), &message));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// A query, path or header value as the JSON its schema describes.
+fn typed_parameter(spec: &Spec, schema: &Value, text: &str) -> Value {
+    let schema = spec.resolve(schema).unwrap_or(schema);
+    let parsed = match schema.get("type").and_then(Value::as_str) {
+        Some("integer") => text.parse::<i64>().ok().map(Value::from),
+        Some("number") => text.parse::<f64>().ok().map(Value::from),
+        Some("boolean") => text.parse::<bool>().ok().map(Value::from),
+        _ => None,
+    };
+    parsed.unwrap_or_else(|| Value::from(text))
+}
+
+/// A JSON pointer in the body as a dotted field name; a missing property is named itself.
+fn field_name(pointer: &str, message: &str) -> String {
+    let mut parts: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|p| p.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    if message.ends_with("is a required property") {
+        if let Some(name) = message.split('"').nth(1) {
+            parts.push(name.to_string());
+        }
+    }
+    if parts.is_empty() {
+        "body".to_string()
+    } else {
+        parts.join(".")
+    }
+}
+
+/// The operation's documented response for the preferred status (else its first success),
+/// with the preferred example (else the first one).
+fn answer(
+    spec: &Spec,
+    operation: &Operation,
+    preferences: &Preferences,
+    accept: Option<&str>,
+    request_id: &str,
+) -> Response<Full<Bytes>> {
+    let (code, example_name) = (preferences.code, preferences.example.as_deref());
+    let responses = operation.definition.get("responses").and_then(Value::as_object);
+    let statuses: Vec<&String> = responses.map(|r| r.keys().collect()).unwrap_or_default();
+    let status = match code {
+        Some(code) => match statuses.iter().find(|s| s.as_str() == code.to_string()) {
+            Some(status) => status.to_string(),
+            None => {
+                return mock_error(
+                    &format!(
+                        "{} documents no {code} response (it has {statuses:?})",
+                        operation.id
+                    ),
+                    request_id,
+                )
+            }
+        },
+        None => match statuses
+            .iter()
+            .filter(|s| s.starts_with('2'))
+            .min()
+            .or(statuses.first())
+        {
+            Some(status) => status.to_string(),
+            None => return mock_error(&format!("{} documents no response", operation.id), request_id),
+        },
+    };
+    let Some(response) = responses
+        .and_then(|r| r.get(&status))
+        .and_then(|r| spec.resolve(r).ok())
+    else {
+        return mock_error(
+            &format!("{} response {status} cannot be resolved", operation.id),
+            request_id,
+        );
+    };
+    let status_code = status
+        .parse()
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let mut builder = Response::builder().status(status_code);
+
+    for (name, header) in response
+        .get("headers")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let Ok(header) = spec.resolve(header) else {
+            continue;
+        };
+        let value = if name.eq_ignore_ascii_case("x-request-id") {
+            Some(request_id.to_string())
+        } else {
+            header
+                .get("example")
+                .or_else(|| {
+                    header
+                        .get("schema")
+                        .and_then(|s| spec.resolve(s).ok())
+                        .and_then(|s| s.get("example"))
+                })
+                .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+        };
+        if let (Some(value), Ok(name)) = (value, HeaderName::try_from(name.as_str())) {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                builder = builder.header(name, value);
+            }
+        }
+    }
+
+    let Some(content) = response.get("content").and_then(Value::as_object) else {
+        return builder.body(Full::new(Bytes::new())).expect("valid response");
+    };
+    // The media type the client accepts, else JSON, else any that has an example to serve.
+    let has_example = |media: &Value| media.get("example").is_some() || media.get("examples").is_some();
+    let (media_type, media) = content
+        .iter()
+        .find(|(m, _)| accept.is_some_and(|accept| accept.contains(m.as_str())))
+        .or_else(|| content.iter().find(|(m, _)| m.as_str() == "application/json"))
+        .or_else(|| content.iter().find(|(_, media)| has_example(media)))
+        .or_else(|| content.iter().next())
+        .expect("content has a media type");
+    let example = match example_name {
+        Some(name) => match media.get("examples").and_then(|e| e.get(name)) {
+            Some(example) => spec.resolve(example).ok().and_then(|e| e.get("value")).cloned(),
+            None => {
+                let names: Vec<&String> = media
+                    .get("examples")
+                    .and_then(Value::as_object)
+                    .map(|e| e.keys().collect())
+                    .unwrap_or_default();
+                return mock_error(
+                    &format!(
+                        "{} response {status} has no example named {name:?} (it has {names:?})",
+                        operation.id
+                    ),
+                    request_id,
+                );
+            }
+        },
+        None => media
+            .get("examples")
+            .and_then(Value::as_object)
+            .and_then(|e| e.values().next())
+            .and_then(|e| spec.resolve(e).ok())
+            .and_then(|e| e.get("value"))
+            .or_else(|| media.get("example"))
+            .or_else(|| {
+                media
+                    .get("schema")
+                    .and_then(|s| spec.resolve(s).ok())
+                    .and_then(|s| s.get("example"))
+            })
+            .cloned(),
+    };
+    let Some(mut example) = example else {
+        return mock_error(
+            &format!(
+                "{} response {status} ({media_type}) has no example to serve",
+                operation.id
+            ),
+            request_id,
+        );
+    };
+    // Error envelopes carry the request's own id, as the real server's do.
+    if let Some(id) = example.pointer_mut("/error/request_id") {
+        *id = Value::from(request_id);
+    }
+    let body = match (&example, media_type.as_str()) {
+        (Value::String(text), media) if media != "application/json" => Bytes::from(text.clone()),
+        _ => Bytes::from(serde_json::to_vec(&example).expect("JSON serialises")),
+    };
+    builder
+        .header(header::CONTENT_TYPE, media_type.as_str())
+        .body(Full::new(body))
+        .expect("valid response")
+}
+
+/// The mock cannot answer as asked: a 500 that says why.
+fn mock_error(why: &str, request_id: &str) -> Response<Full<Bytes>> {
+    envelope(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "mock_cannot_answer",
+        why,
+        vec![],
+        request_id,
+    )
+}
+
+fn envelope(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    details: Vec<Value>,
+    request_id: &str,
+) -> Response<Full<Bytes>> {
+    let body =
+        json!({"error": {"code": code, "message": message, "details": details, "request_id": request_id}});
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_prism_style_preferences() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("prefer", "code=429, example=limit_reached".parse().unwrap());
+        assert_eq!(
+            preferences(&headers),
+            Preferences {
+                code: Some(429),
+                example: Some("limit_reached".into())
+            }
+        );
+        assert_eq!(preferences(&http::HeaderMap::new()), Preferences::default());
+    }
+
+    #[test]
+    fn names_body_fields() {
+        assert_eq!(
+            field_name("/filters/status", "\"x\" is not one of ..."),
+            "filters.status"
+        );
+        assert_eq!(field_name("", "\"format\" is a required property"), "format");
+        assert_eq!(field_name("", "null is not of type \"object\""), "body");
+    }
+
+    #[test]
+    fn routes_by_template() {
+        let spec = Spec::bundled();
+        let found = routes(&spec, "/api/v1/exports/users/abc");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].1["export_id"], "abc");
+        assert!(routes(&spec, "/nowhere").is_empty());
+    }
+}

@@ -1,0 +1,31 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Parser;
+use exports_mock::RunningMock;
+use exports_spec::Spec;
+
+/// A mock of the exports API for frontend developers, driven by spec/openapi.yaml.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// The OpenAPI document to serve.
+    #[arg(long, env = "EXPORTS_MOCK_SPEC", default_value = "spec/openapi.yaml")]
+    spec: PathBuf,
+    /// Port to listen on (on 127.0.0.1).
+    #[arg(long, env = "EXPORTS_MOCK_PORT", default_value_t = 4010)]
+    port: u16,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt().json().flatten_event(true).init();
+    let cli = Cli::parse();
+    let spec = Spec::load(&cli.spec)?;
+    let running = RunningMock::start(spec, SocketAddr::from(([127, 0, 0, 1], cli.port))).await?;
+    tracing::info!(address = %running.local_addr, spec = %cli.spec.display(), "mock server listening");
+    tokio::signal::ctrl_c().await?;
+    running.shutdown().await;
+    Ok(())
+}
