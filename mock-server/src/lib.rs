@@ -2,10 +2,11 @@
 //! has, validates requests against it, and answers with the spec's examples. Prism's request
 //! selectors work the same: `Prefer: code=429`, `Prefer: example=name`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -19,6 +20,35 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+mod stateful;
+
+/// How the mock behaves beyond the spec itself.
+#[derive(Debug, Clone)]
+pub struct MockOptions {
+    /// Remember created exports and play their lifecycle (off: every answer is an example).
+    pub stateful: bool,
+    /// How much faster than their `estimated_seconds` exports finish.
+    pub speed: f64,
+    /// Added to every response (a request can ask for its own with `Prefer: latency=<ms>`).
+    pub latency: Duration,
+}
+
+impl Default for MockOptions {
+    fn default() -> Self {
+        Self {
+            stateful: true,
+            speed: 1.0,
+            latency: Duration::ZERO,
+        }
+    }
+}
+
+struct Mock {
+    spec: Spec,
+    options: MockOptions,
+    exports: stateful::Exports,
+}
+
 /// Request bodies larger than this are refused before validation.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -29,12 +59,17 @@ pub struct RunningMock {
 }
 
 impl RunningMock {
-    pub async fn start(spec: Spec, listen: SocketAddr) -> Result<Self> {
+    pub async fn start(spec: Spec, listen: SocketAddr, options: MockOptions) -> Result<Self> {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;
         let local_addr = listener.local_addr()?;
-        let spec = Arc::new(spec);
+        let exports = stateful::Exports::new(options.speed);
+        let spec = Arc::new(Mock {
+            spec,
+            options,
+            exports,
+        });
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
@@ -72,6 +107,7 @@ impl RunningMock {
 struct Preferences {
     code: Option<u16>,
     example: Option<String>,
+    latency: Option<Duration>,
 }
 
 fn preferences(headers: &http::HeaderMap) -> Preferences {
@@ -83,6 +119,9 @@ fn preferences(headers: &http::HeaderMap) -> Preferences {
                 Some(("example", name)) => {
                     preferences.example = Some(name.trim().trim_matches('"').to_string())
                 }
+                Some(("latency", ms)) => {
+                    preferences.latency = ms.trim().parse().ok().map(Duration::from_millis)
+                }
                 _ => {}
             }
         }
@@ -90,8 +129,15 @@ fn preferences(headers: &http::HeaderMap) -> Preferences {
     preferences
 }
 
-async fn handle(spec: &Spec, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(mock: &Mock, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let spec = &mock.spec;
     let request_id = uuid::Uuid::new_v4().to_string();
+    let latency = preferences(request.headers())
+        .latency
+        .unwrap_or(mock.options.latency);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let origin = request.headers().get(header::ORIGIN).cloned();
     let (parts, body) = request.into_parts();
     let mut response = if parts.method == Method::OPTIONS
@@ -100,7 +146,7 @@ async fn handle(spec: &Spec, request: Request<Incoming>) -> Response<Full<Bytes>
         preflight(spec, &parts)
     } else {
         match Limited::new(body, MAX_BODY_BYTES).collect().await {
-            Ok(body) => respond(spec, &parts, &body.to_bytes(), &request_id),
+            Ok(body) => respond(mock, &parts, &body.to_bytes(), &request_id),
             Err(_) => envelope(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
@@ -190,11 +236,12 @@ fn preflight(spec: &Spec, parts: &http::request::Parts) -> Response<Full<Bytes>>
 }
 
 fn respond(
-    spec: &Spec,
+    mock: &Mock,
     parts: &http::request::Parts,
     body: &[u8],
     request_id: &str,
 ) -> Response<Full<Bytes>> {
+    let spec = &mock.spec;
     let path = parts.uri.path();
     let matches = routes(spec, path);
     if matches.is_empty() {
@@ -229,7 +276,7 @@ fn respond(
     if needs_bearer(spec, operation) && !has_bearer(&parts.headers) {
         let unauthorized = Preferences {
             code: Some(401),
-            example: None,
+            ..Default::default()
         };
         return answer(spec, operation, &unauthorized, accept, request_id);
     }
@@ -244,7 +291,128 @@ fn respond(
             request_id,
         );
     }
-    answer(spec, operation, &preferences(&parts.headers), accept, request_id)
+    let preferences = preferences(&parts.headers);
+    let canned = preferences.code.is_some() || preferences.example.is_some();
+    if mock.options.stateful && !canned {
+        if let Some(response) = play(mock, operation, path_parameters, parts, body, accept, request_id) {
+            return response;
+        }
+    }
+    answer(spec, operation, &preferences, accept, request_id)
+}
+
+/// The stateful flow's answer, if the operation is one of the exports flow's.
+fn play(
+    mock: &Mock,
+    operation: &Operation,
+    path_parameters: &BTreeMap<String, String>,
+    parts: &http::request::Parts,
+    body: &[u8],
+    accept: Option<&str>,
+    request_id: &str,
+) -> Option<Response<Full<Bytes>>> {
+    let spec = &mock.spec;
+    let owner = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let query: HashMap<String, String> = parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let body: Option<Value> = serde_json::from_slice(body).ok();
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let example_estimate = first_example(spec, operation).and_then(|e| e.get("estimated_seconds")?.as_u64());
+    let base_url = format!("http://{host}");
+    let outcome = mock.exports.handle(&stateful::Call {
+        operation_id: operation.id,
+        owner,
+        export_id: path_parameters.get("export_id").map(String::as_str),
+        query: &query,
+        body: body.as_ref(),
+        base_url: &base_url,
+        example_estimate,
+    })?;
+    let canned = |code| {
+        answer(
+            spec,
+            operation,
+            &Preferences {
+                code: Some(code),
+                ..Default::default()
+            },
+            accept,
+            request_id,
+        )
+    };
+    Some(match outcome {
+        stateful::Outcome::Canned(code) => canned(code),
+        stateful::Outcome::Json(status, value) => {
+            let bytes = serde_json::to_vec(&value).expect("JSON serialises");
+            let headers = BTreeMap::from([
+                ("content-type".to_string(), "application/json".to_string()),
+                ("x-request-id".to_string(), request_id.to_string()),
+            ]);
+            if let Err(problems) =
+                spec.validate_response(&operation.method, parts.uri.path(), status, &headers, &bytes)
+            {
+                tracing::warn!(
+                    operation = operation.id,
+                    ?problems,
+                    "the stateful answer breaks the spec; serving its example"
+                );
+                return Some(canned(status));
+            }
+            Response::builder()
+                .status(status)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(bytes)))
+                .expect("valid response")
+        }
+        stateful::Outcome::File {
+            format,
+            filename,
+            bytes,
+        } => {
+            let media_type = match format.as_str() {
+                "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                _ => "text/csv",
+            };
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, media_type)
+                .header(
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{filename}\""),
+                )
+                .body(Full::new(Bytes::from(bytes)))
+                .expect("valid response")
+        }
+    })
+}
+
+/// The first example of an operation's first success response.
+fn first_example<'s>(spec: &'s Spec, operation: &Operation<'s>) -> Option<&'s Value> {
+    let responses = operation.definition.get("responses")?.as_object()?;
+    let (_, response) = responses
+        .iter()
+        .filter(|(s, _)| s.starts_with('2'))
+        .min_by_key(|(s, _)| s.as_str())?;
+    let media = spec
+        .resolve(response)
+        .ok()?
+        .get("content")?
+        .get("application/json")?;
+    media.get("example").or_else(|| {
+        let first = media.get("examples")?.as_object()?.values().next()?;
+        spec.resolve(first).ok()?.get("value")
+    })
 }
 
 /// The spec's security for the operation (its own, else the document's) asks for a bearer key.
@@ -589,11 +757,13 @@ mod tests {
     fn reads_prism_style_preferences() {
         let mut headers = http::HeaderMap::new();
         headers.insert("prefer", "code=429, example=limit_reached".parse().unwrap());
+        headers.append("prefer", "latency=250".parse().unwrap());
         assert_eq!(
             preferences(&headers),
             Preferences {
                 code: Some(429),
-                example: Some("limit_reached".into())
+                example: Some("limit_reached".into()),
+                latency: Some(Duration::from_millis(250)),
             }
         );
         assert_eq!(preferences(&http::HeaderMap::new()), Preferences::default());

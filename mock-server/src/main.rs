@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
-use exports_mock::RunningMock;
+use exports_mock::{MockOptions, RunningMock};
 use exports_spec::Spec;
 
 /// A mock of the exports API for frontend developers, driven by spec/openapi.yaml.
@@ -16,6 +16,15 @@ struct Cli {
     /// Port to listen on (on 127.0.0.1).
     #[arg(long, env = "EXPORTS_MOCK_PORT", default_value_t = 4010)]
     port: u16,
+    /// Answer every request with the spec's examples only (no remembered exports).
+    #[arg(long)]
+    stateless: bool,
+    /// Exports finish this many times faster than their estimated_seconds.
+    #[arg(long, env = "EXPORTS_MOCK_SPEED", default_value_t = 1.0)]
+    speed: f64,
+    /// Milliseconds added to every response (`Prefer: latency=<ms>` sets it per request).
+    #[arg(long, env = "EXPORTS_MOCK_LATENCY_MS", default_value_t = 0)]
+    latency_ms: u64,
 }
 
 #[tokio::main]
@@ -23,7 +32,12 @@ async fn main() -> Result<()> {
     tracing_subscriber::fmt().json().flatten_event(true).init();
     let cli = Cli::parse();
     let spec = Spec::load(&cli.spec)?;
-    let running = RunningMock::start(spec, SocketAddr::from(([127, 0, 0, 1], cli.port))).await?;
+    let options = MockOptions {
+        stateful: !cli.stateless,
+        speed: cli.speed,
+        latency: std::time::Duration::from_millis(cli.latency_ms),
+    };
+    let running = RunningMock::start(spec, SocketAddr::from(([127, 0, 0, 1], cli.port)), options).await?;
     tracing::info!(address = %running.local_addr, spec = %cli.spec.display(), "mock server listening");
     tokio::signal::ctrl_c().await?;
     running.shutdown().await;

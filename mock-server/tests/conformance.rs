@@ -3,12 +3,16 @@
 
 use std::collections::BTreeMap;
 
-use exports_mock::RunningMock;
+use exports_mock::{MockOptions, RunningMock};
 use exports_spec::Spec;
 use serde_json::{json, Value};
 
 async fn start(spec: Spec) -> (RunningMock, String) {
-    let mock = RunningMock::start(spec, "127.0.0.1:0".parse().unwrap())
+    start_with(spec, MockOptions::default()).await
+}
+
+async fn start_with(spec: Spec, options: MockOptions) -> (RunningMock, String) {
+    let mock = RunningMock::start(spec, "127.0.0.1:0".parse().unwrap(), options)
         .await
         .unwrap();
     let base = format!("http://{}", mock.local_addr);
@@ -256,5 +260,183 @@ async fn a_browser_on_another_origin_passes_preflight() {
         "http://localhost:5173"
     );
     assert_ne!(response_headers["access-control-allow-origin"], "*");
+    mock.shutdown().await;
+}
+
+/// Checks a live response against the spec and returns its JSON body.
+async fn conforming(spec: &Spec, method: &str, path: &str, response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let headers: BTreeMap<String, String> = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let bytes = response.bytes().await.unwrap();
+    if let Err(problems) = spec.validate_response(method, path, status, &headers, &bytes) {
+        panic!("{method} {path} {status}: {problems:#?}");
+    }
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn exports_play_their_lifecycle() {
+    let spec = Spec::bundled();
+    let options = MockOptions {
+        speed: 40.0,
+        ..MockOptions::default()
+    };
+    let (mock, base) = start_with(Spec::bundled(), options).await;
+    let http = reqwest::Client::new();
+    let (alice, bob) = ("Bearer alice", "Bearer bob");
+    let create = "/api/v1/exports/users";
+    let post = |who: &'static str, format: &str| {
+        http.post(format!("{base}{create}"))
+            .header("authorization", who)
+            .json(&json!({"format": format, "filters": {"status": "inactive"}}))
+            .send()
+    };
+
+    let (status, accepted) = conforming(&spec, "POST", create, post(alice, "csv").await.unwrap()).await;
+    assert_eq!(status, 202);
+    let id = accepted["export_id"].as_str().unwrap().to_string();
+    let path = format!("{create}/{id}");
+    let get = |who: &'static str, path: String| {
+        http.get(format!("{base}{path}"))
+            .header("authorization", who)
+            .send()
+    };
+
+    let (status, export) = conforming(&spec, "GET", &path, get(alice, path.clone()).await.unwrap()).await;
+    assert_eq!((status, export["status"].as_str()), (200, Some("processing")));
+    assert_eq!(export["filters"], json!({"status": "inactive"}));
+    let download = format!("{path}/download");
+    let (status, early) = conforming(
+        &spec,
+        "GET",
+        &download,
+        get(alice, download.clone()).await.unwrap(),
+    )
+    .await;
+    assert_eq!(status, 409, "{early}");
+    let (status, _) = conforming(&spec, "GET", &path, get(bob, path.clone()).await.unwrap()).await;
+    assert_eq!(status, 404, "another caller does not see it");
+
+    let (_, listed) = conforming(
+        &spec,
+        "GET",
+        create,
+        get(alice, create.to_string()).await.unwrap(),
+    )
+    .await;
+    assert_eq!(listed["items"][0]["export_id"], id.as_str());
+    let (_, listed) = conforming(&spec, "GET", create, get(bob, create.to_string()).await.unwrap()).await;
+    assert_eq!(listed["items"], json!([]));
+
+    tokio::time::sleep(std::time::Duration::from_millis(
+        accepted["estimated_seconds"].as_u64().unwrap() * 1000 + 100,
+    ))
+    .await;
+    let (_, export) = conforming(&spec, "GET", &path, get(alice, path.clone()).await.unwrap()).await;
+    assert_eq!(export["status"], "done");
+    assert_eq!(export["progress"]["percent"], 100.0);
+    assert!(export["download_url"].as_str().unwrap().ends_with(&download));
+
+    let file = get(alice, download.clone()).await.unwrap();
+    assert_eq!(file.status().as_u16(), 200);
+    assert_eq!(file.headers()["content-type"], "text/csv");
+    assert!(file.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .contains(".csv"));
+    let csv = file.text().await.unwrap();
+    assert!(csv.starts_with("id,email,name,status,created_at"));
+    assert!(
+        csv.lines().skip(1).all(|line| line.contains(",inactive,")),
+        "the filter applies: {csv}"
+    );
+    assert_eq!(
+        csv.lines().count() as u64 - 1,
+        export["progress"]["rows_total"].as_u64().unwrap()
+    );
+
+    let cancel = format!("{path}/cancel");
+    let cancel_done = http
+        .post(format!("{base}{cancel}"))
+        .header("authorization", alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(conforming(&spec, "POST", &cancel, cancel_done).await.0, 409);
+
+    let (_, second) = conforming(&spec, "POST", create, post(alice, "xlsx").await.unwrap()).await;
+    let second_cancel = format!("{create}/{}/cancel", second["export_id"].as_str().unwrap());
+    let cancelled = http
+        .post(format!("{base}{second_cancel}"))
+        .header("authorization", alice)
+        .send()
+        .await
+        .unwrap();
+    let (status, cancelled) = conforming(&spec, "POST", &second_cancel, cancelled).await;
+    assert_eq!((status, cancelled["status"].as_str()), (200, Some("cancelled")));
+    mock.shutdown().await;
+}
+
+#[tokio::test]
+async fn xlsx_downloads_are_spreadsheets() {
+    let options = MockOptions {
+        speed: 1000.0,
+        ..MockOptions::default()
+    };
+    let (mock, base) = start_with(Spec::bundled(), options).await;
+    let http = reqwest::Client::new();
+    let accepted: Value = http
+        .post(format!("{base}/api/v1/exports/users"))
+        .bearer_auth("k")
+        .json(&json!({"format": "xlsx"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let url = format!(
+        "{base}/api/v1/exports/users/{}/download",
+        accepted["export_id"].as_str().unwrap()
+    );
+    let file = http.get(url).bearer_auth("k").send().await.unwrap();
+    assert_eq!(file.status().as_u16(), 200);
+    assert_eq!(
+        file.headers()["content-type"],
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    );
+    let bytes = file.bytes().await.unwrap();
+    assert_eq!(&bytes[..2], b"PK");
+    mock.shutdown().await;
+}
+
+#[tokio::test]
+async fn stateless_mode_and_latency() {
+    let spec = Spec::bundled();
+    let options = MockOptions {
+        stateful: false,
+        ..MockOptions::default()
+    };
+    let (mock, base) = start_with(Spec::bundled(), options).await;
+    let http = reqwest::Client::new();
+    let create = "/api/v1/exports/users";
+    let request = || {
+        http.post(format!("{base}{create}"))
+            .bearer_auth("k")
+            .json(&json!({"format": "csv"}))
+    };
+    let (_, first) = conforming(&spec, "POST", create, request().send().await.unwrap()).await;
+    let (_, second) = conforming(&spec, "POST", create, request().send().await.unwrap()).await;
+    assert_eq!(first, second, "without state every answer is the spec's example");
+
+    let started = std::time::Instant::now();
+    let slow = request().header("prefer", "latency=300").send().await.unwrap();
+    assert_eq!(slow.status().as_u16(), 202);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
     mock.shutdown().await;
 }
