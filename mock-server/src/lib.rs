@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+mod docs;
 mod stateful;
 
 /// How the mock behaves beyond the spec itself.
@@ -31,6 +32,8 @@ pub struct MockOptions {
     pub speed: f64,
     /// Added to every response (a request can ask for its own with `Prefer: latency=<ms>`).
     pub latency: Duration,
+    /// Reload the spec when this file changes; a broken edit keeps the last good spec.
+    pub watch: Option<std::path::PathBuf>,
 }
 
 impl Default for MockOptions {
@@ -39,12 +42,14 @@ impl Default for MockOptions {
             stateful: true,
             speed: 1.0,
             latency: Duration::ZERO,
+            watch: None,
         }
     }
 }
 
 struct Mock {
-    spec: Spec,
+    /// The current spec; replaced whole when the watched file changes and parses.
+    spec: std::sync::RwLock<Arc<Spec>>,
     options: MockOptions,
     exports: stateful::Exports,
 }
@@ -66,11 +71,14 @@ impl RunningMock {
         let local_addr = listener.local_addr()?;
         let exports = stateful::Exports::new(options.speed);
         let spec = Arc::new(Mock {
-            spec,
+            spec: std::sync::RwLock::new(Arc::new(spec)),
             options,
             exports,
         });
         let (stop, mut stopped) = watch::channel(false);
+        if let Some(path) = spec.options.watch.clone() {
+            tokio::spawn(watch_spec(spec.clone(), path, stop.subscribe()));
+        }
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -102,6 +110,36 @@ impl RunningMock {
     }
 }
 
+/// How often the watched spec file is looked at.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// Polls the spec file's modification time (no platform watcher to set up) and swaps in each
+/// version that parses; a broken one is logged and the last good spec keeps serving.
+async fn watch_spec(mock: Arc<Mock>, path: std::path::PathBuf, mut stopped: watch::Receiver<bool>) {
+    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut seen = modified(&path);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(WATCH_EVERY) => {}
+            _ = stopped.changed() => return,
+        }
+        let now = modified(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match Spec::load(&path) {
+            Ok(spec) => {
+                *mock.spec.write().expect("spec lock") = Arc::new(spec);
+                tracing::info!(spec = %path.display(), "spec reloaded");
+            }
+            Err(error) => {
+                tracing::warn!(spec = %path.display(), error = format!("{error:#}"), "spec not reloaded: keeping the last good one");
+            }
+        }
+    }
+}
+
 /// What a request asked for with `Prefer`.
 #[derive(Debug, Default, PartialEq)]
 struct Preferences {
@@ -130,7 +168,8 @@ fn preferences(headers: &http::HeaderMap) -> Preferences {
 }
 
 async fn handle(mock: &Mock, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let spec = &mock.spec;
+    let spec = mock.spec.read().expect("spec lock").clone();
+    let spec = spec.as_ref();
     let request_id = uuid::Uuid::new_v4().to_string();
     let latency = preferences(request.headers())
         .latency
@@ -146,7 +185,7 @@ async fn handle(mock: &Mock, request: Request<Incoming>) -> Response<Full<Bytes>
         preflight(spec, &parts)
     } else {
         match Limited::new(body, MAX_BODY_BYTES).collect().await {
-            Ok(body) => respond(mock, &parts, &body.to_bytes(), &request_id),
+            Ok(body) => respond(mock, spec, &parts, &body.to_bytes(), &request_id),
             Err(_) => envelope(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
@@ -237,13 +276,19 @@ fn preflight(spec: &Spec, parts: &http::request::Parts) -> Response<Full<Bytes>>
 
 fn respond(
     mock: &Mock,
+    spec: &Spec,
     parts: &http::request::Parts,
     body: &[u8],
     request_id: &str,
 ) -> Response<Full<Bytes>> {
-    let spec = &mock.spec;
     let path = parts.uri.path();
     let matches = routes(spec, path);
+    if matches.is_empty() && path == "/docs" && parts.method == Method::GET {
+        return Response::builder()
+            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+            .body(Full::new(Bytes::from(docs::render(spec))))
+            .expect("valid response");
+    }
     if matches.is_empty() {
         return envelope(
             StatusCode::NOT_FOUND,
@@ -294,7 +339,7 @@ fn respond(
     let preferences = preferences(&parts.headers);
     let canned = preferences.code.is_some() || preferences.example.is_some();
     if mock.options.stateful && !canned {
-        if let Some(response) = play(mock, operation, path_parameters, parts, body, accept, request_id) {
+        if let Some(response) = play(mock, spec, operation, path_parameters, parts, body, request_id) {
             return response;
         }
     }
@@ -304,14 +349,14 @@ fn respond(
 /// The stateful flow's answer, if the operation is one of the exports flow's.
 fn play(
     mock: &Mock,
+    spec: &Spec,
     operation: &Operation,
     path_parameters: &BTreeMap<String, String>,
     parts: &http::request::Parts,
     body: &[u8],
-    accept: Option<&str>,
     request_id: &str,
 ) -> Option<Response<Full<Bytes>>> {
-    let spec = &mock.spec;
+    let accept = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let owner = parts
         .headers
         .get(header::AUTHORIZATION)

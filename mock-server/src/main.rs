@@ -25,6 +25,9 @@ struct Cli {
     /// Milliseconds added to every response (`Prefer: latency=<ms>` sets it per request).
     #[arg(long, env = "EXPORTS_MOCK_LATENCY_MS", default_value_t = 0)]
     latency_ms: u64,
+    /// Do not reload the spec when its file changes.
+    #[arg(long)]
+    no_watch: bool,
 }
 
 #[tokio::main]
@@ -36,6 +39,7 @@ async fn main() -> Result<()> {
         stateful: !cli.stateless,
         speed: cli.speed,
         latency: std::time::Duration::from_millis(cli.latency_ms),
+        watch: (!cli.no_watch).then(|| cli.spec.clone()),
     };
     let running = RunningMock::start(spec, SocketAddr::from(([127, 0, 0, 1], cli.port)), options).await?;
     tracing::info!(address = %running.local_addr, spec = %cli.spec.display(), "mock server listening");

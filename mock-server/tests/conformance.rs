@@ -440,3 +440,57 @@ async fn stateless_mode_and_latency() {
     assert!(started.elapsed() >= std::time::Duration::from_millis(300));
     mock.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_spec_file_is_watched_and_reloaded() {
+    let folder = std::env::temp_dir().join(format!("exports-mock-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let path = folder.join("openapi.yaml");
+    std::fs::write(&path, exports_spec::OPENAPI_YAML).unwrap();
+    let options = MockOptions {
+        watch: Some(path.clone()),
+        ..MockOptions::default()
+    };
+    let (mock, base) = start_with(Spec::load(&path).unwrap(), options).await;
+    let status = |url: String| async move { reqwest::get(url).await.unwrap().status().as_u16() };
+    assert_eq!(status(format!("{base}/health/alive")).await, 404);
+
+    // A broken edit: logged, and the last good spec keeps serving.
+    std::fs::write(&path, "openapi: [this is not").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert_eq!(status(format!("{base}/health/live")).await, 200);
+
+    // A good edit with a new operation: served without a restart.
+    let renamed = exports_spec::OPENAPI_YAML.replace("/health/live:", "/health/alive:");
+    std::fs::write(&path, renamed).unwrap();
+    let mut served = false;
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if status(format!("{base}/health/alive")).await == 200 {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "the new path was not picked up");
+    assert_eq!(status(format!("{base}/health/live")).await, 404);
+    mock.shutdown().await;
+    std::fs::remove_dir_all(&folder).unwrap();
+}
+
+#[tokio::test]
+async fn docs_page_renders_the_spec() {
+    let (mock, base) = start(Spec::bundled()).await;
+    let response = reqwest::get(format!("{base}/docs")).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = response.text().await.unwrap();
+    assert!(html.contains("createUserExport") && html.contains("/api/v1/exports/users/{export_id}/cancel"));
+    assert!(
+        !html.contains("<script") && !html.contains("<link"),
+        "self-contained, works offline"
+    );
+    mock.shutdown().await;
+}
