@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 mod docs;
+mod dynamic;
 mod stateful;
 
 /// How the mock behaves beyond the spec itself.
@@ -34,6 +35,8 @@ pub struct MockOptions {
     pub latency: Duration,
     /// Reload the spec when this file changes; a broken edit keeps the last good spec.
     pub watch: Option<std::path::PathBuf>,
+    /// Seed of `Prefer: dynamic=true` data: the same seed gives the same answers.
+    pub seed: u64,
 }
 
 impl Default for MockOptions {
@@ -43,6 +46,7 @@ impl Default for MockOptions {
             speed: 1.0,
             latency: Duration::ZERO,
             watch: None,
+            seed: 0,
         }
     }
 }
@@ -146,6 +150,7 @@ struct Preferences {
     code: Option<u16>,
     example: Option<String>,
     latency: Option<Duration>,
+    dynamic: bool,
 }
 
 fn preferences(headers: &http::HeaderMap) -> Preferences {
@@ -157,6 +162,7 @@ fn preferences(headers: &http::HeaderMap) -> Preferences {
                 Some(("example", name)) => {
                     preferences.example = Some(name.trim().trim_matches('"').to_string())
                 }
+                Some(("dynamic", flag)) => preferences.dynamic = flag.trim() == "true",
                 Some(("latency", ms)) => {
                     preferences.latency = ms.trim().parse().ok().map(Duration::from_millis)
                 }
@@ -323,7 +329,14 @@ fn respond(
             code: Some(401),
             ..Default::default()
         };
-        return answer(spec, operation, &unauthorized, accept, request_id);
+        return answer(
+            spec,
+            operation,
+            &unauthorized,
+            accept,
+            mock.options.seed,
+            request_id,
+        );
     }
     let problems = validate_request(spec, operation, path_parameters, parts, body);
     if !problems.is_empty() {
@@ -337,13 +350,20 @@ fn respond(
         );
     }
     let preferences = preferences(&parts.headers);
-    let canned = preferences.code.is_some() || preferences.example.is_some();
+    let canned = preferences.code.is_some() || preferences.example.is_some() || preferences.dynamic;
     if mock.options.stateful && !canned {
         if let Some(response) = play(mock, spec, operation, path_parameters, parts, body, request_id) {
             return response;
         }
     }
-    answer(spec, operation, &preferences, accept, request_id)
+    answer(
+        spec,
+        operation,
+        &preferences,
+        accept,
+        mock.options.seed,
+        request_id,
+    )
 }
 
 /// The stateful flow's answer, if the operation is one of the exports flow's.
@@ -393,6 +413,7 @@ fn play(
                 ..Default::default()
             },
             accept,
+            mock.options.seed,
             request_id,
         )
     };
@@ -626,6 +647,7 @@ fn answer(
     operation: &Operation,
     preferences: &Preferences,
     accept: Option<&str>,
+    seed: u64,
     request_id: &str,
 ) -> Response<Full<Bytes>> {
     let (code, example_name) = (preferences.code, preferences.example.as_deref());
@@ -711,38 +733,55 @@ fn answer(
         .or_else(|| content.iter().find(|(_, media)| has_example(media)))
         .or_else(|| content.iter().next())
         .expect("content has a media type");
-    let example = match example_name {
-        Some(name) => match media.get("examples").and_then(|e| e.get(name)) {
-            Some(example) => spec.resolve(example).ok().and_then(|e| e.get("value")).cloned(),
-            None => {
-                let names: Vec<&String> = media
-                    .get("examples")
-                    .and_then(Value::as_object)
-                    .map(|e| e.keys().collect())
-                    .unwrap_or_default();
-                return mock_error(
-                    &format!(
-                        "{} response {status} has no example named {name:?} (it has {names:?})",
-                        operation.id
-                    ),
-                    request_id,
-                );
-            }
-        },
-        None => media
-            .get("examples")
-            .and_then(Value::as_object)
-            .and_then(|e| e.values().next())
-            .and_then(|e| spec.resolve(e).ok())
-            .and_then(|e| e.get("value"))
-            .or_else(|| media.get("example"))
-            .or_else(|| {
-                media
-                    .get("schema")
-                    .and_then(|s| spec.resolve(s).ok())
-                    .and_then(|s| s.get("example"))
-            })
-            .cloned(),
+    let example = if preferences.dynamic {
+        let schema = media.get("schema");
+        let generated = schema.and_then(|schema| {
+            dynamic::generate(spec, schema, &mut dynamic::rng(seed, operation.id, &status), 0)
+        });
+        if generated.is_none() {
+            return mock_error(
+                &format!(
+                    "{} response {status} ({media_type}) has no schema to generate data from",
+                    operation.id
+                ),
+                request_id,
+            );
+        }
+        generated
+    } else {
+        match example_name {
+            Some(name) => match media.get("examples").and_then(|e| e.get(name)) {
+                Some(example) => spec.resolve(example).ok().and_then(|e| e.get("value")).cloned(),
+                None => {
+                    let names: Vec<&String> = media
+                        .get("examples")
+                        .and_then(Value::as_object)
+                        .map(|e| e.keys().collect())
+                        .unwrap_or_default();
+                    return mock_error(
+                        &format!(
+                            "{} response {status} has no example named {name:?} (it has {names:?})",
+                            operation.id
+                        ),
+                        request_id,
+                    );
+                }
+            },
+            None => media
+                .get("examples")
+                .and_then(Value::as_object)
+                .and_then(|e| e.values().next())
+                .and_then(|e| spec.resolve(e).ok())
+                .and_then(|e| e.get("value"))
+                .or_else(|| media.get("example"))
+                .or_else(|| {
+                    media
+                        .get("schema")
+                        .and_then(|s| spec.resolve(s).ok())
+                        .and_then(|s| s.get("example"))
+                })
+                .cloned(),
+        }
     };
     let Some(mut example) = example else {
         return mock_error(
@@ -809,6 +848,7 @@ mod tests {
                 code: Some(429),
                 example: Some("limit_reached".into()),
                 latency: Some(Duration::from_millis(250)),
+                dynamic: false,
             }
         );
         assert_eq!(preferences(&http::HeaderMap::new()), Preferences::default());

@@ -25,6 +25,9 @@ struct Cli {
     /// Milliseconds added to every response (`Prefer: latency=<ms>` sets it per request).
     #[arg(long, env = "EXPORTS_MOCK_LATENCY_MS", default_value_t = 0)]
     latency_ms: u64,
+    /// Seed of the data `Prefer: dynamic=true` generates (same seed, same data).
+    #[arg(long, env = "EXPORTS_MOCK_SEED", default_value_t = 0)]
+    seed: u64,
     /// Do not reload the spec when its file changes.
     #[arg(long)]
     no_watch: bool,
@@ -40,6 +43,7 @@ async fn main() -> Result<()> {
         speed: cli.speed,
         latency: std::time::Duration::from_millis(cli.latency_ms),
         watch: (!cli.no_watch).then(|| cli.spec.clone()),
+        seed: cli.seed,
     };
     let running = RunningMock::start(spec, SocketAddr::from(([127, 0, 0, 1], cli.port)), options).await?;
     tracing::info!(address = %running.local_addr, spec = %cli.spec.display(), "mock server listening");
