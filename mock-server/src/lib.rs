@@ -258,7 +258,7 @@ fn percent_decode(text: &str) -> String {
 }
 
 fn preflight(spec: &Spec, parts: &http::request::Parts) -> Response<Full<Bytes>> {
-    let methods: Vec<String> = routes(spec, parts.uri.path())
+    let methods: Vec<&str> = routes(spec, parts.uri.path())
         .into_iter()
         .map(|(op, _)| op.method)
         .collect();
@@ -308,7 +308,7 @@ fn respond(
         .iter()
         .find(|(op, _)| op.method.eq_ignore_ascii_case(parts.method.as_str()))
     else {
-        let allowed: Vec<&str> = matches.iter().map(|(op, _)| op.method.as_str()).collect();
+        let allowed: Vec<&str> = matches.iter().map(|(op, _)| op.method).collect();
         let mut response = envelope(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -426,7 +426,7 @@ fn play(
                 ("x-request-id".to_string(), request_id.to_string()),
             ]);
             if let Err(problems) =
-                spec.validate_response(&operation.method, parts.uri.path(), status, &headers, &bytes)
+                spec.validate_operation_response(operation, parts.uri.path(), status, &headers, &bytes)
             {
                 tracing::warn!(
                     operation = operation.id,

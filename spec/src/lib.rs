@@ -2,8 +2,9 @@
 //! its OpenAPI 3.0 schemas (`nullable`, formats). The tests validate live responses with it;
 //! xtask compares and lints with it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{Map, Value};
@@ -11,15 +12,31 @@ use serde_json::{Map, Value};
 /// The contract, as committed beside this crate.
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
 
+/// The operation keys of a path item, with their methods as sent.
+const METHODS: [(&str, &str); 8] = [
+    ("get", "GET"),
+    ("put", "PUT"),
+    ("post", "POST"),
+    ("delete", "DELETE"),
+    ("options", "OPTIONS"),
+    ("head", "HEAD"),
+    ("patch", "PATCH"),
+    ("trace", "TRACE"),
+];
+
 pub struct Spec {
     document: Value,
+    /// Compiled validators by schema: compiling translates every component schema, far too
+    /// slow to repeat for each request a mock server validates.
+    validators: RwLock<HashMap<String, Arc<jsonschema::Validator>>>,
 }
 
 /// One operation: `GET /api/v1/exports/users/{export_id}` and its definition.
 #[derive(Debug, Clone)]
 pub struct Operation<'a> {
     pub id: &'a str,
-    pub method: String,
+    /// Upper case, as on the wire.
+    pub method: &'static str,
     pub path: &'a str,
     pub definition: &'a Value,
 }
@@ -48,7 +65,10 @@ impl Spec {
         {
             bail!("not an OpenAPI 3.0 document");
         }
-        Ok(Self { document })
+        Ok(Self {
+            document,
+            validators: RwLock::default(),
+        })
     }
 
     pub fn document(&self) -> &Value {
@@ -80,16 +100,14 @@ impl Spec {
             return operations;
         };
         for (path, item) in paths {
-            for method in [
-                "get", "put", "post", "delete", "options", "head", "patch", "trace",
-            ] {
+            for (method, wire) in METHODS {
                 if let Some(definition) = item.get(method) {
                     operations.push(Operation {
                         id: definition
                             .get("operationId")
                             .and_then(Value::as_str)
                             .unwrap_or(""),
-                        method: method.to_uppercase(),
+                        method: wire,
                         path,
                         definition,
                     });
@@ -202,19 +220,32 @@ impl Spec {
 
     /// Every way a value breaks an OpenAPI schema: (JSON pointer in the value, message).
     pub fn schema_errors(&self, schema: &Value, instance: &Value) -> Vec<(String, String)> {
-        let root = self.json_schema_root(schema);
-        let validator = match jsonschema::options()
-            .with_draft(jsonschema::Draft::Draft202012)
-            .should_validate_formats(true)
-            .build(&root)
-        {
+        let validator = match self.validator(schema) {
             Ok(validator) => validator,
-            Err(error) => return vec![(String::new(), format!("the schema does not compile: {error}"))],
+            Err(error) => return vec![(String::new(), error)],
         };
         validator
             .iter_errors(instance)
             .map(|error| (error.instance_path().as_str().to_string(), error.to_string()))
             .collect()
+    }
+
+    fn validator(&self, schema: &Value) -> Result<Arc<jsonschema::Validator>, String> {
+        let key = schema.to_string();
+        if let Some(validator) = self.validators.read().expect("validators lock").get(&key) {
+            return Ok(validator.clone());
+        }
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&self.json_schema_root(schema))
+            .map_err(|error| format!("the schema does not compile: {error}"))?;
+        let validator = Arc::new(validator);
+        self.validators
+            .write()
+            .expect("validators lock")
+            .insert(key, validator.clone());
+        Ok(validator)
     }
 
     /// A JSON Schema (2020-12) whose root is `schema` and which carries every component schema,
@@ -256,9 +287,22 @@ impl Spec {
         let operation = self
             .find_operation(method, path)
             .ok_or_else(|| vec![format!("{method} {path} is not an operation of the spec")])?;
+        self.validate_operation_response(&operation, path, status, headers, body)
+    }
+
+    /// [`Spec::validate_response`] for an operation already found.
+    pub fn validate_operation_response(
+        &self,
+        operation: &Operation,
+        path: &str,
+        status: u16,
+        headers: &BTreeMap<String, String>,
+        body: &[u8],
+    ) -> Result<(), Vec<String>> {
+        let method = operation.method;
         let context = format!("{} ({method} {path}) answered {status}", operation.id);
         let response = self
-            .response_for(&operation, status)
+            .response_for(operation, status)
             .ok_or_else(|| vec![format!("{context}: status not documented")])?;
         let mut problems = Vec::new();
 

@@ -23,19 +23,19 @@ pub struct ApiBenchOptions {
     pub callers: usize,
 }
 
-struct Scenario {
-    name: &'static str,
+pub(crate) struct Scenario {
+    pub(crate) name: &'static str,
     /// Where to send the requests when not to the public address.
-    target: Option<std::net::SocketAddr>,
-    method: http::Method,
-    path: String,
-    body: Option<&'static str>,
-    expect: u16,
+    pub(crate) target: Option<std::net::SocketAddr>,
+    pub(crate) method: http::Method,
+    pub(crate) path: String,
+    pub(crate) body: Option<&'static str>,
+    pub(crate) expect: u16,
     /// API keys the requests take turns with.
-    keys: Vec<String>,
+    pub(crate) keys: Vec<String>,
 }
 
-struct Outcome {
+pub(crate) struct Outcome {
     requests: u64,
     errors: u64,
     elapsed: Duration,
@@ -43,7 +43,7 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn figures(&self) -> serde_json::Value {
+    pub(crate) fn figures(&self) -> serde_json::Value {
         let ms = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
         json!({
             "requests_per_second": (self.requests as f64 / self.elapsed.as_secs_f64()).round(),
@@ -71,7 +71,7 @@ pub fn run(root: &std::path::Path, options: ApiBenchOptions) -> Result<()> {
 }
 
 /// The server process; killed (and its database dropped by the caller) however the run ends.
-struct ServerProcess(Child);
+pub(crate) struct ServerProcess(pub(crate) Child);
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
@@ -117,7 +117,7 @@ async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<()>
         );
         let dropshot_addr = dropshot_address(&mut server.0)?;
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        wait_until_ready(addr).await?;
+        wait_until_ready(addr, "/health/ready", 10).await?;
 
         let export_id: uuid::Uuid = {
             let (status, body) = request_once(
@@ -227,7 +227,7 @@ async fn issue_keys(pool: &deadpool_postgres::Pool, count: usize) -> Result<Vec<
     keys.into_iter().collect()
 }
 
-const CREATE_BODY: &str = r#"{"format":"csv","filters":{"status":"active"}}"#;
+pub(crate) const CREATE_BODY: &str = r#"{"format":"csv","filters":{"status":"active"}}"#;
 
 /// Reads the server's log until it names dropshot's loopback address, then keeps draining it.
 fn dropshot_address(server: &mut Child) -> Result<std::net::SocketAddr> {
@@ -246,13 +246,13 @@ fn dropshot_address(server: &mut Child) -> Result<std::net::SocketAddr> {
     bail!("the server exited before listening")
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-async fn wait_until_ready(addr: std::net::SocketAddr) -> Result<()> {
-    for _ in 0..100 {
-        if let Ok((200, _)) = request_once(addr, "", http::Method::GET, "/health/ready", None).await {
+pub(crate) async fn wait_until_ready(addr: std::net::SocketAddr, path: &str, seconds: u64) -> Result<()> {
+    for _ in 0..seconds * 10 {
+        if let Ok((200, _)) = request_once(addr, "", http::Method::GET, path, None).await {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -307,7 +307,7 @@ async fn request_once(
 }
 
 /// `connections` keep-alive connections, each sending requests back to back for `duration`.
-async fn load(
+pub(crate) async fn load(
     addr: std::net::SocketAddr,
     scenario: &Scenario,
     connections: usize,

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 mod bench;
+mod bench_mock;
 mod contract;
 use clap::{Parser, Subcommand};
 
@@ -56,6 +57,13 @@ enum SpecCommand {
 
 #[derive(Subcommand)]
 enum BenchTarget {
+    /// The mock server: a static GET and a validated POST, beside Prism on the same spec.
+    Mock {
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Requests/s and p50/p99 latency of create, get and list beside a no-op endpoint.
     Api {
         /// Concurrent keep-alive connections.
@@ -96,6 +104,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Task::Spec {
             command: SpecCommand::Diff { base },
         } => spec_diff(&base),
+        Task::Bench {
+            target: BenchTarget::Mock { connections, seconds },
+        } => {
+            bench_mock::run(
+                &workspace_root(),
+                bench_mock::MockBenchOptions { connections, seconds },
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
         Task::Bench {
             target:
                 BenchTarget::Api {

@@ -1,0 +1,200 @@
+//! `cargo xtask bench mock`: requests/s, p50/p99 and peak RSS of the mock server for a static
+//! GET and a validated POST under concurrent connections, and the same load against Prism
+//! (Stoplight's Node mock server, installed from the npm registry into ~/.cache/exports/prism)
+//! on the same spec, for the ratio.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+
+use crate::bench::{free_port, load, wait_until_ready, Scenario, ServerProcess, CREATE_BODY};
+
+pub struct MockBenchOptions {
+    pub connections: usize,
+    pub seconds: u64,
+}
+
+const PRISM_VERSION: &str = "5.16.0";
+
+fn scenarios() -> [Scenario; 2] {
+    let key = vec!["exk_benchmark".to_string()];
+    [
+        Scenario {
+            name: "static_get",
+            target: None,
+            method: http::Method::GET,
+            path: "/health/live".into(),
+            body: None,
+            expect: 200,
+            keys: key.clone(),
+        },
+        Scenario {
+            name: "validated_post",
+            target: None,
+            method: http::Method::POST,
+            path: "/api/v1/exports/users".into(),
+            body: Some(CREATE_BODY),
+            expect: 202,
+            keys: key,
+        },
+    ]
+}
+
+/// The peak resident set of a process, in MiB (Linux `VmHWM`).
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some((kib / 1024.0 * 10.0).round() / 10.0)
+}
+
+async fn measure(
+    addr: std::net::SocketAddr,
+    options: &MockBenchOptions,
+    label: &str,
+) -> Result<serde_json::Map<String, Value>> {
+    let mut figures = serde_json::Map::new();
+    for scenario in &scenarios() {
+        load(addr, scenario, options.connections, Duration::from_secs(1)).await?;
+        let outcome = load(
+            addr,
+            scenario,
+            options.connections,
+            Duration::from_secs(options.seconds),
+        )
+        .await?;
+        let f = outcome.figures();
+        println!(
+            "{label:>6} {:>15}: {:>8} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
+            scenario.name,
+            f["requests_per_second"],
+            f["p50_ms"].as_f64().unwrap_or(0.0),
+            f["p99_ms"].as_f64().unwrap_or(0.0),
+            f["errors"]
+        );
+        figures.insert(scenario.name.to_string(), f);
+    }
+    Ok(figures)
+}
+
+/// Prism's launcher, installed on first use; `None` (and why) when it cannot be had.
+fn prism(cache: &Path) -> Result<PathBuf> {
+    let launcher = cache.join("node_modules/.bin/prism");
+    if !launcher.exists() {
+        println!(
+            "installing Prism {PRISM_VERSION} from the npm registry into {} ...",
+            cache.display()
+        );
+        std::fs::create_dir_all(cache)?;
+        let status = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(cache)
+            .arg(format!("@stoplight/prism-cli@{PRISM_VERSION}"))
+            .stdout(Stdio::null())
+            .status()
+            .context("running npm")?;
+        anyhow::ensure!(
+            status.success() && launcher.exists(),
+            "npm could not install Prism"
+        );
+    }
+    Ok(launcher)
+}
+
+pub fn run(root: &Path, options: MockBenchOptions) -> Result<()> {
+    println!("building the release mock server ...");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "-p", "exports-mock"])
+        .current_dir(root)
+        .status()?;
+    anyhow::ensure!(status.success(), "building exports-mock failed");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    let spec = root.join("spec/openapi.yaml");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        println!(
+            "{} connections, {} s per operation",
+            options.connections, options.seconds
+        );
+        let port = free_port()?;
+        let mock = ServerProcess(
+            Command::new(target.join("release/exports-mock"))
+                .arg("--spec")
+                .arg(&spec)
+                .args(["--port", &port.to_string()])
+                .stdout(Stdio::null())
+                .spawn()
+                .context("starting exports-mock")?,
+        );
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        wait_until_ready(addr, "/health/live", 10).await?;
+        let mut ours = measure(addr, &options, "mock").await?;
+        let rss = peak_rss_mib(mock.0.id());
+        println!(
+            "  mock peak RSS: {} MiB",
+            rss.map_or("unknown".into(), |r| r.to_string())
+        );
+        ours.insert("peak_rss_mib".into(), json!(rss));
+        drop(mock);
+
+        let cache = std::env::var("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default()
+            .join(".cache/exports/prism");
+        let theirs = match prism(&cache) {
+            Err(error) => {
+                println!("Prism unavailable: {error:#}");
+                None
+            }
+            Ok(launcher) => {
+                let port = free_port()?;
+                let prism = ServerProcess(
+                    Command::new(launcher)
+                        .args(["mock", "--host", "127.0.0.1", "--port", &port.to_string()])
+                        .arg(&spec)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .context("starting Prism")?,
+                );
+                let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+                wait_until_ready(addr, "/health/live", 60).await?;
+                let figures = measure(addr, &options, "prism").await?;
+                drop(prism);
+                Some(figures)
+            }
+        };
+        let ratio = |name: &str| -> Value {
+            let rate =
+                |figures: &serde_json::Map<String, Value>| figures[name]["requests_per_second"].as_f64();
+            match (rate(&ours), theirs.as_ref().and_then(rate)) {
+                (Some(ours), Some(theirs)) if theirs > 0.0 => json!((ours / theirs * 10.0).round() / 10.0),
+                _ => Value::Null,
+            }
+        };
+        let summary = json!({
+            "connections": options.connections,
+            "seconds": options.seconds,
+            "mock": ours,
+            "prism": theirs,
+            "ratio_to_prism": {"static_get": ratio("static_get"), "validated_post": ratio("validated_post")},
+        });
+        println!(
+            "ratio to Prism: static GET {}x, validated POST {}x",
+            summary["ratio_to_prism"]["static_get"], summary["ratio_to_prism"]["validated_post"]
+        );
+        println!("{summary}");
+        Ok(())
+    })
+}
