@@ -107,7 +107,7 @@ async fn every_status_and_example_conforms() {
                 let (got, headers, bytes) = send(
                     &http,
                     &base,
-                    &op.method,
+                    op.method,
                     &path,
                     body.as_ref(),
                     Some(prefer.clone()),
@@ -120,7 +120,7 @@ async fn every_status_and_example_conforms() {
                     op.id,
                     String::from_utf8_lossy(&bytes)
                 );
-                if let Err(problems) = spec.validate_response(&op.method, &path, got, &headers, &bytes) {
+                if let Err(problems) = spec.validate_response(op.method, &path, got, &headers, &bytes) {
                     panic!("{} {prefer}: {problems:#?}", op.id);
                 }
                 checked += 1;
@@ -523,7 +523,7 @@ async fn dynamic_data_conforms_and_follows_the_seed() {
                 }
                 let prefer = format!("code={status}, dynamic=true");
                 let (got, headers, bytes) =
-                    send(&http, &base, &op.method, &path, body.as_ref(), Some(prefer)).await;
+                    send(&http, &base, op.method, &path, body.as_ref(), Some(prefer)).await;
                 assert_eq!(
                     got.to_string(),
                     *status,
@@ -531,7 +531,7 @@ async fn dynamic_data_conforms_and_follows_the_seed() {
                     op.id,
                     String::from_utf8_lossy(&bytes)
                 );
-                if let Err(problems) = spec.validate_response(&op.method, &path, got, &headers, &bytes) {
+                if let Err(problems) = spec.validate_response(op.method, &path, got, &headers, &bytes) {
                     panic!("{} {status} dynamic: {problems:#?}", op.id);
                 }
                 // The error envelope carries each request's own id; the rest is generated.

@@ -224,13 +224,13 @@ impl<'a> Checker<'a> {
             .spec
             .operations()
             .into_iter()
-            .map(|op| (key(&op.method, op.path), op))
+            .map(|op| (key(op.method, op.path), op))
             .collect();
         let server_operations: BTreeMap<String, _> = self
             .server
             .operations()
             .into_iter()
-            .map(|op| (key(&op.method, op.path), op))
+            .map(|op| (key(op.method, op.path), op))
             .collect();
 
         for (name, operation) in &spec_operations {
