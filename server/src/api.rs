@@ -460,3 +460,31 @@ pub mod imp {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_document_describes_what_the_server_sends() {
+        let document = super::openapi_document();
+        let schemas = &document["components"]["schemas"];
+        let rows = &schemas["ExportProgress"]["properties"]["rows_total"];
+        assert_eq!(
+            (rows["type"].as_str(), rows["format"].as_str()),
+            (Some("integer"), Some("int64"))
+        );
+        assert_eq!(rows["minimum"], 0.0);
+        let remaining = &schemas["ExportProgress"]["properties"]["estimated_seconds_remaining"];
+        assert_eq!(remaining["nullable"], true);
+        let url = &schemas["Export"]["properties"]["download_url"];
+        assert_eq!(
+            (url["format"].as_str(), url["nullable"].as_bool()),
+            (Some("uri"), Some(true))
+        );
+        // Fields left out when empty are optional, not nullable.
+        let filters = &schemas["UserExportFilters"]["properties"]["created_after"];
+        assert!(filters.get("nullable").is_none(), "{filters}");
+        let body =
+            &document["paths"]["/api/v1/exports/users"]["post"]["requestBody"]["content"]["application/json"];
+        assert_eq!(body["schema"]["$ref"], "#/components/schemas/CreateUserExport");
+    }
+}
