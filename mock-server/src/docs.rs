@@ -59,6 +59,26 @@ fn first_example(spec: &Spec, media: &Value) -> Option<Value> {
     })
 }
 
+/// A request body's or response's media types, each with its schema and first example.
+fn render_content(spec: &Spec, body: &Value, html: &mut String) {
+    for (media_type, media) in body
+        .get("content")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let schema = media.get("schema").map(schema_summary).unwrap_or_default();
+        html.push_str(&format!(
+            "<p><code>{}</code>: {}</p>",
+            escape(media_type),
+            escape(&schema)
+        ));
+        if let Some(example) = first_example(spec, media) {
+            html.push_str(&format!("<pre>{}</pre>", escape(&pretty(&example))));
+        }
+    }
+}
+
 pub fn render(spec: &Spec) -> String {
     let document = spec.document();
     let info = &document["info"];
@@ -129,22 +149,7 @@ pub fn render(spec: &Spec) -> String {
             .and_then(|b| spec.resolve(b).ok())
         {
             html.push_str("<h3>Request body</h3>");
-            for (media_type, media) in body
-                .get("content")
-                .and_then(Value::as_object)
-                .into_iter()
-                .flatten()
-            {
-                let schema = media.get("schema").map(schema_summary).unwrap_or_default();
-                html.push_str(&format!(
-                    "<p><code>{}</code>: {}</p>",
-                    escape(media_type),
-                    escape(&schema)
-                ));
-                if let Some(example) = first_example(spec, media) {
-                    html.push_str(&format!("<pre>{}</pre>", escape(&pretty(&example))));
-                }
-            }
+            render_content(spec, body, &mut html);
         }
         html.push_str("<h3>Responses</h3>");
         for (status, response) in op
@@ -162,22 +167,7 @@ pub fn render(spec: &Spec) -> String {
                 escape(status),
                 escape(text(response, "description").lines().next().unwrap_or(""))
             ));
-            for (media_type, media) in response
-                .get("content")
-                .and_then(Value::as_object)
-                .into_iter()
-                .flatten()
-            {
-                let schema = media.get("schema").map(schema_summary).unwrap_or_default();
-                html.push_str(&format!(
-                    "<p><code>{}</code>: {}</p>",
-                    escape(media_type),
-                    escape(&schema)
-                ));
-                if let Some(example) = first_example(spec, media) {
-                    html.push_str(&format!("<pre>{}</pre>", escape(&pretty(&example))));
-                }
-            }
+            render_content(spec, response, &mut html);
         }
         html.push_str("</section>");
     }

@@ -175,28 +175,7 @@ async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<()>
             options.users,
             keys.len()
         );
-        let mut figures = serde_json::Map::new();
-        for scenario in &scenarios {
-            // A short warm-up fills connection pools and statement caches.
-            load(addr, scenario, options.connections, Duration::from_secs(1)).await?;
-            let outcome = load(
-                addr,
-                scenario,
-                options.connections,
-                Duration::from_secs(options.seconds),
-            )
-            .await?;
-            let f = outcome.figures();
-            println!(
-                "{:>7}: {:>7} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
-                scenario.name,
-                f["requests_per_second"],
-                f["p50_ms"].as_f64().unwrap_or(0.0),
-                f["p99_ms"].as_f64().unwrap_or(0.0),
-                f["errors"]
-            );
-            figures.insert(scenario.name.to_string(), f);
-        }
+        let mut figures = measure(addr, &scenarios, options.connections, options.seconds, "").await?;
         drop(server);
         figures.insert("connections".into(), json!(options.connections));
         figures.insert("seconds".into(), json!(options.seconds));
@@ -244,6 +223,33 @@ fn dropshot_address(server: &mut Child) -> Result<std::net::SocketAddr> {
         }
     }
     bail!("the server exited before listening")
+}
+
+/// Each scenario in turn, after a short warm-up (which fills connection pools and statement
+/// caches): prints a line of figures per scenario and returns them by name.
+pub(crate) async fn measure(
+    addr: std::net::SocketAddr,
+    scenarios: &[Scenario],
+    connections: usize,
+    seconds: u64,
+    label: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let mut figures = serde_json::Map::new();
+    for scenario in scenarios {
+        load(addr, scenario, connections, Duration::from_secs(1)).await?;
+        let outcome = load(addr, scenario, connections, Duration::from_secs(seconds)).await?;
+        let f = outcome.figures();
+        println!(
+            "{label:>6} {:>17}: {:>8} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
+            scenario.name,
+            f["requests_per_second"],
+            f["p50_ms"].as_f64().unwrap_or(0.0),
+            f["p99_ms"].as_f64().unwrap_or(0.0),
+            f["errors"]
+        );
+        figures.insert(scenario.name.to_string(), f);
+    }
+    Ok(figures)
 }
 
 pub(crate) fn free_port() -> Result<u16> {

@@ -5,12 +5,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-use crate::bench::{free_port, load, wait_until_ready, Scenario, ServerProcess, CREATE_BODY};
+use crate::bench::{free_port, measure, wait_until_ready, Scenario, ServerProcess, CREATE_BODY};
 
 pub struct MockBenchOptions {
     pub connections: usize,
@@ -55,35 +54,6 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
         .parse()
         .ok()?;
     Some((kib / 1024.0 * 10.0).round() / 10.0)
-}
-
-async fn measure(
-    addr: std::net::SocketAddr,
-    options: &MockBenchOptions,
-    label: &str,
-) -> Result<serde_json::Map<String, Value>> {
-    let mut figures = serde_json::Map::new();
-    for scenario in &scenarios() {
-        load(addr, scenario, options.connections, Duration::from_secs(1)).await?;
-        let outcome = load(
-            addr,
-            scenario,
-            options.connections,
-            Duration::from_secs(options.seconds),
-        )
-        .await?;
-        let f = outcome.figures();
-        println!(
-            "{label:>6} {:>15}: {:>8} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
-            scenario.name,
-            f["requests_per_second"],
-            f["p50_ms"].as_f64().unwrap_or(0.0),
-            f["p99_ms"].as_f64().unwrap_or(0.0),
-            f["errors"]
-        );
-        figures.insert(scenario.name.to_string(), f);
-    }
-    Ok(figures)
 }
 
 /// Prism's launcher, installed on first use; `None` (and why) when it cannot be had.
@@ -139,7 +109,7 @@ pub fn run(root: &Path, options: MockBenchOptions) -> Result<()> {
         );
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
         wait_until_ready(addr, "/health/live", 10).await?;
-        let mut ours = measure(addr, &options, "mock").await?;
+        let mut ours = measure(addr, &scenarios(), options.connections, options.seconds, "mock").await?;
         let rss = peak_rss_mib(mock.0.id());
         println!(
             "  mock peak RSS: {} MiB",
@@ -170,7 +140,8 @@ pub fn run(root: &Path, options: MockBenchOptions) -> Result<()> {
                 );
                 let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
                 wait_until_ready(addr, "/health/live", 60).await?;
-                let figures = measure(addr, &options, "prism").await?;
+                let figures =
+                    measure(addr, &scenarios(), options.connections, options.seconds, "prism").await?;
                 drop(prism);
                 Some(figures)
             }
