@@ -226,26 +226,15 @@ async fn handle(mock: &Mock, request: Request<Incoming>) -> Response<Full<Bytes>
 
 /// Operations whose path template matches, with the path parameters of the match.
 fn routes<'s>(spec: &'s Spec, path: &str) -> Vec<(Operation<'s>, BTreeMap<String, String>)> {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     spec.operations()
         .into_iter()
         .filter_map(|operation| {
-            let template: Vec<&str> = operation.path.split('/').collect();
-            if template.len() != segments.len() {
-                return None;
-            }
-            let mut parameters = BTreeMap::new();
-            for (part, segment) in template.iter().zip(&segments) {
-                match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-                    Some(name) if !segment.is_empty() => {
-                        let value = percent_decode(segment);
-                        parameters.insert(name.to_string(), value);
-                    }
-                    _ if part == segment => {}
-                    _ => return None,
-                }
-            }
-            Some((operation, parameters))
+            let parameters = exports_spec::path_parameters(operation.path, path)?;
+            let decoded = parameters
+                .into_iter()
+                .map(|(name, value)| (name, percent_decode(value)))
+                .collect();
+            Some((operation, decoded))
         })
         .collect()
 }
@@ -323,7 +312,8 @@ fn respond(
         return response;
     };
 
-    let accept = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let request = Parsed::new(parts, path_parameters, body);
+    let accept = request.accept;
     if needs_bearer(spec, operation) && !has_bearer(&parts.headers) {
         let unauthorized = Preferences {
             code: Some(401),
@@ -338,7 +328,7 @@ fn respond(
             request_id,
         );
     }
-    let problems = validate_request(spec, operation, path_parameters, parts, body);
+    let problems = validate_request(spec, operation, &request);
     if !problems.is_empty() {
         let message = format!("Invalid request: {} problem(s), see details.", problems.len());
         return envelope(
@@ -352,7 +342,7 @@ fn respond(
     let preferences = preferences(&parts.headers);
     let canned = preferences.code.is_some() || preferences.example.is_some() || preferences.dynamic;
     if mock.options.stateful && !canned {
-        if let Some(response) = play(mock, spec, operation, path_parameters, parts, body, request_id) {
+        if let Some(response) = play(mock, spec, operation, &request, request_id) {
             return response;
         }
     }
@@ -371,23 +361,15 @@ fn play(
     mock: &Mock,
     spec: &Spec,
     operation: &Operation,
-    path_parameters: &BTreeMap<String, String>,
-    parts: &http::request::Parts,
-    body: &[u8],
+    request: &Parsed,
     request_id: &str,
 ) -> Option<Response<Full<Bytes>>> {
-    let accept = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (parts, accept) = (request.parts, request.accept);
     let owner = parts
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let query: HashMap<String, String> = parts
-        .uri
-        .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
-    let body: Option<Value> = serde_json::from_slice(body).ok();
     let host = parts
         .headers
         .get(header::HOST)
@@ -398,9 +380,9 @@ fn play(
     let outcome = mock.exports.handle(&stateful::Call {
         operation_id: operation.id,
         owner,
-        export_id: path_parameters.get("export_id").map(String::as_str),
-        query: &query,
-        body: body.as_ref(),
+        export_id: request.path_parameters.get("export_id").map(String::as_str),
+        query: &request.query,
+        body: request.json.as_ref().and_then(|json| json.as_ref().ok()),
         base_url: &base_url,
         example_estimate,
     })?;
@@ -503,24 +485,52 @@ fn has_bearer(headers: &http::HeaderMap) -> bool {
         .is_some_and(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
 }
 
+/// What the handlers read of a request, parsed once.
+struct Parsed<'r> {
+    parts: &'r http::request::Parts,
+    path_parameters: &'r BTreeMap<String, String>,
+    query: HashMap<String, String>,
+    body: &'r [u8],
+    /// The body as JSON, when there is one (an error when it is not JSON).
+    json: Option<serde_json::Result<Value>>,
+    accept: Option<&'r str>,
+}
+
+impl<'r> Parsed<'r> {
+    fn new(
+        parts: &'r http::request::Parts,
+        path_parameters: &'r BTreeMap<String, String>,
+        body: &'r [u8],
+    ) -> Self {
+        Self {
+            parts,
+            path_parameters,
+            query: parts
+                .uri
+                .query()
+                .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+                .unwrap_or_default(),
+            body,
+            json: (!body.is_empty()).then(|| serde_json::from_slice(body)),
+            accept: parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+        }
+    }
+}
+
 /// A problem for the error envelope's `details`.
 fn detail(field: &str, issue: &str) -> Value {
     json!({"field": field, "issue": issue})
 }
 
-fn validate_request(
-    spec: &Spec,
-    operation: &Operation,
-    path_parameters: &BTreeMap<String, String>,
-    parts: &http::request::Parts,
-    body: &[u8],
-) -> Vec<Value> {
+fn validate_request(spec: &Spec, operation: &Operation, request: &Parsed) -> Vec<Value> {
+    let Parsed {
+        parts,
+        path_parameters,
+        query,
+        body,
+        ..
+    } = request;
     let mut problems = Vec::new();
-    let query: BTreeMap<String, String> = parts
-        .uri
-        .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
     for parameter in operation
         .definition
         .get("parameters")
@@ -584,7 +594,7 @@ fn validate_request(
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(exports_spec::media_type)
         .unwrap_or_default();
     let Some(media) = request_body.get("content").and_then(|c| c.get(&media_type)) else {
         problems.push(detail(
@@ -596,11 +606,12 @@ fn validate_request(
     if media_type != "application/json" {
         return problems;
     }
-    match serde_json::from_slice::<Value>(body) {
-        Err(error) => problems.push(detail("body", &format!("is not valid JSON: {error}"))),
-        Ok(value) => {
+    match &request.json {
+        None => {}
+        Some(Err(error)) => problems.push(detail("body", &format!("is not valid JSON: {error}"))),
+        Some(Ok(value)) => {
             if let Some(schema) = media.get("schema") {
-                for (pointer, message) in spec.schema_errors(schema, &value) {
+                for (pointer, message) in spec.schema_errors(schema, value) {
                     problems.push(detail(&field_name(&pointer, &message), &message));
                 }
             }

@@ -5,7 +5,7 @@
 //! spec no longer allows falls back to the spec's own example.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -38,6 +38,15 @@ struct Record {
     created_at: DateTime<Utc>,
     estimated_seconds: u64,
     cancelled_at: Option<DateTime<Utc>>,
+    /// The finished file, made once on first need (for its size or its download) and shared
+    /// by the record's copies.
+    file: Arc<OnceLock<Vec<u8>>>,
+}
+
+impl Record {
+    fn file(&self) -> &[u8] {
+        self.file.get_or_init(|| fake_file(&self.format, &self.filters))
+    }
 }
 
 /// One request, as the flow needs it.
@@ -114,6 +123,7 @@ impl Exports {
                     created_at: Utc::now(),
                     estimated_seconds: example_estimate.unwrap_or(DEFAULT_SECONDS),
                     cancelled_at: None,
+                    file: Arc::default(),
                 };
                 let accepted = json!({
                     "export_id": record.id,
@@ -145,7 +155,7 @@ impl Exports {
             },
             "downloadExport" => match found {
                 Some(record) if self.status(&record) == "done" => {
-                    let bytes = fake_file(&record.format, &record.filters);
+                    let bytes = record.file().to_vec();
                     Outcome::File {
                         filename: format!("users-{}.{}", record.id, record.format),
                         format: record.format,
@@ -217,7 +227,7 @@ impl Exports {
         let updated_at = record
             .cancelled_at
             .unwrap_or(if done { done_at } else { Utc::now() });
-        let size = done.then(|| fake_file(&record.format, &record.filters).len());
+        let size = done.then(|| record.file().len());
         json!({
             "export_id": record.id,
             "type": "users",

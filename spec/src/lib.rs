@@ -182,15 +182,8 @@ impl Spec {
 
     /// The operation serving a concrete request path (`{param}` matches one segment).
     pub fn find_operation(&self, method: &str, path: &str) -> Option<Operation<'_>> {
-        let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
         self.operations().into_iter().find(|operation| {
-            let template: Vec<&str> = operation.path.split('/').collect();
-            operation.method.eq_ignore_ascii_case(method)
-                && template.len() == segments.len()
-                && template
-                    .iter()
-                    .zip(&segments)
-                    .all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}') && !s.is_empty()))
+            operation.method.eq_ignore_ascii_case(method) && path_parameters(operation.path, path).is_some()
         })
     }
 
@@ -344,7 +337,7 @@ impl Spec {
             Some(content) => {
                 let media_type = headers
                     .get("content-type")
-                    .map(|value| value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+                    .map(|value| media_type(value))
                     .unwrap_or_default();
                 match content.get(&media_type) {
                     None => problems.push(format!(
@@ -375,6 +368,35 @@ impl Spec {
             Err(problems)
         }
     }
+}
+
+/// The path parameters of a concrete path that matches a template such as
+/// `/api/v1/exports/users/{export_id}` (`{param}` matches one non-empty segment, as sent, not
+/// percent-decoded); `None` when it does not match.
+pub fn path_parameters<'p>(template: &str, path: &'p str) -> Option<BTreeMap<String, &'p str>> {
+    let mut segments = path.trim_end_matches('/').split('/');
+    let mut parameters = BTreeMap::new();
+    for part in template.split('/') {
+        let segment = segments.next()?;
+        match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            Some(name) if !segment.is_empty() => {
+                parameters.insert(name.to_string(), segment);
+            }
+            _ if part == segment => {}
+            _ => return None,
+        }
+    }
+    segments.next().is_none().then_some(parameters)
+}
+
+/// The media type of a `Content-Type` value, without parameters, in lower case.
+pub fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// A JSON pointer token: `~` and `/` escaped.
