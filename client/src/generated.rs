@@ -30,6 +30,8 @@ status. Current codes:
 | `invalid_request`          | 400    | Invalid body, path or query parameter; see `details`.            |
 | `unauthorized`             | 401    | Missing, unknown or revoked API key.                             |
 | `forbidden`                | 403    | The API key lacks the scope the operation needs.                 |
+| `invalid_download_link`    | 403    | A download link that was altered; get a fresh one.               |
+| `download_link_expired`    | 403    | A download link past `download_expires_at`; get a fresh one.     |
 | `not_found`                | 404    | No such export for this user (or no such route).                 |
 | `method_not_allowed`       | 405    | The route exists but not with this HTTP method.                  |
 | `export_not_ready`         | 409    | Download of an export that is not `done`.                        |
@@ -761,7 +763,7 @@ server generates one. The same id appears in every error body as `error.request_
 in the server logs: quote it when reporting a problem.
 
 
-Version: 1.0.0*/
+Version: 1.1.0*/
 pub struct Client {
     pub(crate) baseurl: String,
     pub(crate) client: reqwest::Client,
@@ -797,7 +799,7 @@ impl Client {
 }
 impl ClientInfo<()> for Client {
     fn api_version() -> &'static str {
-        "1.0.0"
+        "1.1.0"
     }
     fn baseurl(&self) -> &str {
         self.baseurl.as_str()
@@ -1127,7 +1129,16 @@ forward the `Authorization` header to storage) behave. For a link to hand to a b
 instead, use `download_url` from `getExport`.
 
 CSV files are UTF-8 with a header row `id,email,name,status,created_at`; `created_at`
-is RFC 3339 in UTC. XLSX files hold one sheet with the same columns.
+is RFC 3339 in UTC. XLSX files have the same columns, `created_at` as a date-time cell
+(UTC); a sheet holds at most 1,048,575 users under its header row (Excel's limit) and
+larger exports continue on `Sheet2`, `Sheet3` and so on. Rows are ordered by
+`created_at`, then `id`.
+
+In both formats a cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return
+gets a leading `'`, so that spreadsheet programs show it as text instead of running it
+as a formula (CSV injection). An XLSX cell holds at most 32,767 characters (Excel's
+limit): a longer value is cut to 32,766 characters followed by `…`; the CSV file keeps
+it whole.
 
 - Not `done` yet (or `failed` / `cancelled`, which never produce a file):
   `409 export_not_ready`; check `getExport`.
@@ -1270,6 +1281,136 @@ Arguments:
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             504u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**Download a finished export through its link
+
+The target of `download_url` when the server stores files itself (its local-directory
+storage; with S3 storage, `download_url` points at S3 instead). The link is signed and
+short-lived: it needs no API key, so it can be handed to a browser, and it stops
+working at `download_expires_at`. Fetch the export again for a fresh one.
+
+The response is the same file, with the same headers, as `downloadExport`'s.
+
+- Altered link: `403 invalid_download_link`; expired link:
+  `403 download_link_expired`.
+- Export not `done`: `409 export_not_ready`; file deleted after `expires_at`:
+  `410 export_expired`.
+
+
+Sends a `GET` request to `/downloads/{export_id}`
+
+Arguments:
+- `export_id`: The export's id, as returned by `createUserExport` as `export_id`.
+- `expires`: When the link stops working, in seconds since the Unix epoch.
+- `signature`: The link's signature (hex); do not build it yourself.
+*/
+    pub async fn download_by_link<'a>(
+        &'a self,
+        export_id: &'a ::uuid::Uuid,
+        expires: i64,
+        signature: &'a str,
+    ) -> Result<ResponseValue<ByteStream>, Error<types::ErrorResponse>> {
+        let url = format!(
+            "{}/downloads/{}", self.baseurl, encode_path(& export_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .query(&progenitor_client::QueryParam::new("expires", &expires))
+            .query(&progenitor_client::QueryParam::new("signature", &signature))
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "download_by_link",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => Ok(ResponseValue::stream(response)),
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            404u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            409u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            410u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            504u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**Prometheus metrics
+
+The export jobs' metrics in Prometheus's text exposition format (0.0.4), for a
+Prometheus server to scrape. No authentication: expose it on an internal network only.
+
+| Metric | Type | Meaning |
+|---|---|---|
+| `exports_jobs_succeeded_total{format}` | counter | jobs that finished with a file |
+| `exports_jobs_failed_total{format}` | counter | jobs that failed for good |
+| `exports_job_retries_total{format}` | counter | failed attempts that were retried |
+| `exports_rows_written_total{format}` | counter | rows in finished files |
+| `exports_job_duration_seconds{format}` | histogram | start to stored file, successful jobs |
+| `exports_jobs_in_flight` | gauge | jobs this process is running now |
+| `exports_queue_depth` | gauge | exports waiting for a worker (`pending`), deployment-wide |
+
+Job metrics are counted by the process that runs the job: each worker process serves
+the same document on its own metrics address.
+
+
+Sends a `GET` request to `/metrics`
+
+*/
+    pub async fn metrics<'a>(
+        &'a self,
+    ) -> Result<ResponseValue<ByteStream>, Error<types::ErrorResponse>> {
+        let url = format!("{}/metrics", self.baseurl,);
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        #[allow(unused_mut)]
+        let mut request = self.client.get(url).headers(header_map).build()?;
+        let info = OperationInfo {
+            operation_id: "metrics",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => Ok(ResponseValue::stream(response)),
+            500u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             _ => Err(Error::UnexpectedResponse(response)),

@@ -9,7 +9,8 @@ use http::Response;
 
 use crate::error::ApiError;
 use crate::model::{
-    CreateUserExport, Export, ExportAccepted, ExportPageSelector, ExportPath, Health, Lenient, Readiness,
+    CreateUserExport, DownloadLinkQuery, Export, ExportAccepted, ExportPageSelector, ExportPath, Health,
+    Lenient, Readiness,
 };
 
 #[dropshot::api_description]
@@ -73,6 +74,22 @@ pub trait ExportsApi {
         path: Path<ExportPath>,
     ) -> Result<Response<Body>, ApiError>;
 
+    /// Download a finished export through its link
+    ///
+    /// The target of `download_url` for files stored by the server itself: signed and
+    /// short-lived, no API key.
+    #[endpoint {
+        method = GET,
+        path = "/downloads/{export_id}",
+        operation_id = "downloadByLink",
+        tags = ["exports"],
+    }]
+    async fn download_by_link(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<ExportPath>,
+        query: Query<DownloadLinkQuery>,
+    ) -> Result<Response<Body>, ApiError>;
+
     /// Cancel an export
     ///
     /// Stops a pending or processing export. Needs `exports:write`.
@@ -108,6 +125,17 @@ pub trait ExportsApi {
         tags = ["health"],
     }]
     async fn readiness(rqctx: RequestContext<Self::Context>) -> Result<HttpResponseOk<Readiness>, ApiError>;
+
+    /// Prometheus metrics
+    ///
+    /// The export jobs' metrics in Prometheus's text format.
+    #[endpoint {
+        method = GET,
+        path = "/metrics",
+        operation_id = "metrics",
+        tags = ["monitoring"],
+    }]
+    async fn metrics(rqctx: RequestContext<Self::Context>) -> Result<Response<Body>, ApiError>;
 }
 
 /// The API description without an implementation, for the OpenAPI document.
@@ -137,7 +165,11 @@ pub mod imp {
     use crate::auth::{self, Principal, SCOPE_READ, SCOPE_WRITE};
     use crate::error::{ApiError, ErrorDetail};
     use crate::model::*;
+    use crate::storage::LinkProblem;
     use crate::store::{self, CancelOutcome};
+    use crate::throughput::Rates;
+    use bytes::Bytes;
+    use futures::{StreamExt, TryStreamExt};
 
     /// Largest page of `listExports`, also its default (dropshot's default when `limit` is absent).
     const MAX_PAGE_SIZE: u32 = 100;
@@ -244,6 +276,82 @@ pub mod imp {
         outcome.map_err(|error| error.with_request_id(request_id))
     }
 
+    /// The file of a `done` export, streamed from storage; the errors of an export without one.
+    async fn file_response(state: &AppState, row: &store::ExportRow) -> Result<FileResponse, ApiError> {
+        match row.status {
+            ExportStatus::Pending | ExportStatus::Processing => Err(ApiError::conflict(
+                "export_not_ready",
+                format!("The export is {}; download it once it is done.", row.status.as_str()),
+            )),
+            ExportStatus::Failed | ExportStatus::Cancelled => Err(ApiError::conflict(
+                "export_not_ready",
+                format!("The export is {} and has no file.", row.status.as_str()),
+            )),
+            ExportStatus::Expired => {
+                Err(ApiError::gone("export_expired", "The export's file has expired and was deleted."))
+            }
+            ExportStatus::Done => {
+                let key = row.file_key.as_deref().ok_or_else(|| ApiError::internal("a done export without a file"))?;
+                let mut chunks = match state.storage.read(key).await {
+                    Ok(chunks) => chunks,
+                    Err(error) if is_not_found(&error) => {
+                        // Deleted by the expiry sweep an instant ago.
+                        return Err(ApiError::gone("export_expired", "The export's file has expired and was deleted."));
+                    }
+                    Err(error) => {
+                        tracing::error!(error = %format!("{error:#}"), "file storage unreachable");
+                        return Err(ApiError::unavailable(
+                            vec![ErrorDetail::new("storage", "unreachable")],
+                            DEPENDENCY_RETRY_AFTER_SECONDS,
+                        ));
+                    }
+                };
+                // The body is fed through a channel: the store's stream is not `Sync`, which
+                // dropshot's body must be.
+                let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+                tokio::spawn(async move {
+                    while let Some(chunk) = chunks.next().await {
+                        let chunk = chunk.map_err(std::io::Error::other);
+                        if sender.send(chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let frames = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+                    .map_ok(hyper::body::Frame::data);
+                let mut response = Response::builder()
+                    .header(http::header::CONTENT_TYPE, row.format.content_type())
+                    .header(http::header::CONTENT_DISPOSITION, row.format.content_disposition(row.id));
+                if let Some(size) = row.file_size_bytes {
+                    response = response.header(http::header::CONTENT_LENGTH, size);
+                }
+                let response = response
+                    .body(Body::wrap(http_body_util::StreamBody::new(frames)))
+                    .map_err(ApiError::internal)?;
+                Ok(FileResponse(response))
+            }
+        }
+    }
+
+    fn is_not_found(error: &anyhow::Error) -> bool {
+        matches!(error.downcast_ref::<object_store::Error>(), Some(object_store::Error::NotFound { .. }))
+    }
+
+    /// The API view of an export, with a freshly minted download link when it is done.
+    async fn export_view(state: &AppState, row: &store::ExportRow, rates: &Rates) -> Result<Export, ApiError> {
+        let mut export = row.to_api(rates);
+        if let (ExportStatus::Done, Some(key)) = (row.status, row.file_key.as_deref()) {
+            let link = state
+                .storage
+                .download_link(row.id, key, row.format, &state.public_url)
+                .await
+                .map_err(ApiError::internal)?;
+            export.download_url = Some(link.url);
+            export.download_expires_at = Some(link.expires_at);
+        }
+        Ok(export)
+    }
+
     impl ExportsApi for ExportsImpl {
         type Context = AppState;
 
@@ -319,7 +427,11 @@ pub mod imp {
                     .await
                     .map_err(ApiError::internal)?;
                 let rates = state.throughput.rates(&client).await;
-                let items: Vec<Export> = rows.iter().map(|row| row.to_api(&rates)).collect();
+                drop(client);
+                let mut items = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    items.push(export_view(state, row, &rates).await?);
+                }
                 // A short page is the last one: no token, so clients stop without an extra call.
                 let full = items.len() == limit as usize;
                 let mut page = ResultsPage::new(items, &EmptyScanParams {}, |export, _| ExportPageSelector {
@@ -348,7 +460,8 @@ pub mod imp {
                     .map_err(ApiError::internal)?
                     .ok_or_else(|| ApiError::not_found("Export"))?;
                 let rates = state.throughput.rates(&client).await;
-                Ok(HttpResponseOk(row.to_api(&rates)))
+                drop(client);
+                Ok(HttpResponseOk(export_view(state, &row, &rates).await?))
             })
             .await
         }
@@ -365,22 +478,52 @@ pub mod imp {
                     .await
                     .map_err(ApiError::internal)?
                     .ok_or_else(|| ApiError::not_found("Export"))?;
-                match row.status {
-                    ExportStatus::Pending | ExportStatus::Processing => Err(ApiError::conflict(
-                        "export_not_ready",
-                        format!("The export is {}; download it once it is done.", row.status.as_str()),
-                    )),
-                    ExportStatus::Failed | ExportStatus::Cancelled => Err(ApiError::conflict(
-                        "export_not_ready",
-                        format!("The export is {} and has no file.", row.status.as_str()),
-                    )),
-                    ExportStatus::Expired => {
-                        Err(ApiError::gone("export_expired", "The export's file has expired and was deleted."))
+                drop(client);
+                file_response(state, &row).await
+            })
+            .await
+            .map(|FileResponse(response)| response)
+        }
+
+        async fn download_by_link(
+            rqctx: RequestContext<AppState>,
+            path: Path<ExportPath>,
+            query: Query<DownloadLinkQuery>,
+        ) -> Result<Response<Body>, ApiError> {
+            let (path, query) = (path.into_inner(), query.into_inner());
+            public(&rqctx, "downloadByLink", async |state| {
+                let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
+                let (expires, signature) = query.parts().map_err(ApiError::invalid_request)?;
+                match state.storage.verify_served_link(id, expires, signature, chrono::Utc::now()) {
+                    Ok(()) => {}
+                    Err(LinkProblem::BadSignature) => {
+                        return Err(ApiError::new(
+                            dropshot::ErrorStatusCode::FORBIDDEN,
+                            "invalid_download_link",
+                            "This download link is not valid; get a fresh one from getExport.",
+                        )
+                        .with_details(vec![ErrorDetail::new("signature", "does not match the link")]))
                     }
-                    ExportStatus::Done => Err(ApiError::internal(
-                        "no file storage is configured on this server; finished exports need the worker's storage",
-                    )),
+                    Err(LinkProblem::Expired) => {
+                        let at = chrono::DateTime::from_timestamp(expires, 0).unwrap_or_default();
+                        return Err(ApiError::new(
+                            dropshot::ErrorStatusCode::FORBIDDEN,
+                            "download_link_expired",
+                            "This download link expired; get a fresh one from getExport.",
+                        )
+                        .with_details(vec![ErrorDetail::new(
+                            "expires",
+                            format!("the link expired at {}", at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                        )]));
+                    }
                 }
+                let client = state.database().await?;
+                let row = store::get_export_by_id(&client, id)
+                    .await
+                    .map_err(ApiError::internal)?
+                    .ok_or_else(|| ApiError::not_found("Export"))?;
+                drop(client);
+                file_response(state, &row).await
             })
             .await
             .map(|FileResponse(response)| response)
@@ -422,6 +565,19 @@ pub mod imp {
                 }))
             })
             .await
+        }
+
+        async fn metrics(rqctx: RequestContext<AppState>) -> Result<Response<Body>, ApiError> {
+            public(&rqctx, "metrics", async |state| {
+                let text = state.metrics.render(&state.pool).await;
+                Response::builder()
+                    .header(http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
+                    .body(Body::with_content(text))
+                    .map(FileResponse)
+                    .map_err(ApiError::internal)
+            })
+            .await
+            .map(|FileResponse(response)| response)
         }
 
         async fn readiness(rqctx: RequestContext<AppState>) -> Result<HttpResponseOk<Readiness>, ApiError> {

@@ -55,6 +55,10 @@ pub struct ApiArgs {
         value_delimiter = ','
     )]
     pub cors_allowed_origins: Vec<String>,
+    /// Base URL clients reach the API at, for download links to locally stored files
+    /// (default: `http://` and `--listen`).
+    #[arg(long, env = "EXPORTS_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 impl ApiArgs {
@@ -65,6 +69,7 @@ impl ApiArgs {
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             max_body_bytes: self.max_body_bytes,
             cors_allowed_origins: self.cors_allowed_origins.clone(),
+            public_url: self.public_url.clone(),
         }
     }
 }

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -44,7 +44,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct EdgeSettings {
-    pub listen: SocketAddr,
     pub upstream: SocketAddr,
     pub upstream_timeout: Duration,
     pub max_body_bytes: usize,
@@ -63,10 +62,7 @@ pub struct Edge {
 }
 
 impl Edge {
-    pub async fn start(settings: EdgeSettings) -> Result<Self> {
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("listening on {}", settings.listen))?;
+    pub async fn start(listener: TcpListener, settings: EdgeSettings) -> Result<Self> {
         let local_addr = listener.local_addr()?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);

@@ -1,16 +1,21 @@
 //! The exports service: a dropshot API that records export requests in PostgreSQL and queues
-//! them on a Redis stream.
+//! them on a Redis stream, and the worker that turns them into CSV or XLSX files in storage.
 
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod edge;
 pub mod error;
+pub mod export_file;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod queue;
+pub mod storage;
 pub mod store;
 pub mod throughput;
 pub mod users;
+pub mod worker;

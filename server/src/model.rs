@@ -70,6 +70,24 @@ wire_names!(ExportStatus {
     Expired => "expired",
 });
 
+impl ExportFormat {
+    pub fn file_extension(self) -> &'static str {
+        self.as_str()
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ExportFormat::Csv => "text/csv; charset=utf-8",
+            ExportFormat::Xlsx => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        }
+    }
+
+    /// `attachment` with the file name the spec promises: `users-<export_id>.<format>`.
+    pub fn content_disposition(self, export_id: Uuid) -> String {
+        format!("attachment; filename=\"users-{export_id}.{}\"", self.file_extension())
+    }
+}
+
 impl ExportStatus {
     /// Pending and processing exports count against the per-user limit and can be cancelled.
     pub const ACTIVE: [ExportStatus; 2] = [ExportStatus::Pending, ExportStatus::Processing];
@@ -255,6 +273,34 @@ impl ExportPath {
     pub fn id(&self) -> Result<Uuid, ErrorDetail> {
         Uuid::parse_str(&self.export_id)
             .map_err(|_| ErrorDetail::new("export_id", format!("must be a UUID, got {:?}", self.export_id)))
+    }
+}
+
+/// The query of a signed download link. Both fields are read as text and checked by hand, so
+/// a mangled link gets a field-level 400 rather than dropshot's generic message.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct DownloadLinkQuery {
+    /// When the link stops working, in seconds since the Unix epoch.
+    #[schemars(with = "i64")]
+    pub expires: Option<String>,
+    /// The link's signature (hex).
+    pub signature: Option<String>,
+}
+
+impl DownloadLinkQuery {
+    pub fn parts(&self) -> Result<(i64, &str), Vec<ErrorDetail>> {
+        let expires = self.expires.as_deref().and_then(|text| text.parse::<i64>().ok());
+        let mut problems = Vec::new();
+        if expires.is_none() {
+            problems.push(ErrorDetail::new("expires", "is required: an integer from the download link"));
+        }
+        if self.signature.is_none() {
+            problems.push(ErrorDetail::new("signature", "is required: the signature from the download link"));
+        }
+        match (expires, self.signature.as_deref()) {
+            (Some(expires), Some(signature)) => Ok((expires, signature)),
+            _ => Err(problems),
+        }
     }
 }
 

@@ -4,6 +4,9 @@
 use anyhow::{Context, Result};
 use fred::prelude::*;
 use fred::types::Builder;
+use fred::types::streams::{XReadResponse, XReadValue, XID};
+use fred::types::{Expiration, SetOptions, Value};
+use std::collections::HashSet;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -23,10 +26,36 @@ pub async fn connect(redis_url: &str, pool_size: usize) -> Result<Pool> {
     Ok(pool)
 }
 
+/// A Redis connection of its own, for blocking reads (which would hold a pooled one).
+pub async fn connect_dedicated(redis_url: &str, block: Duration) -> Result<Client> {
+    let config = Config::from_url(redis_url).context("parsing the Redis URL")?;
+    let client = Builder::from_config(config)
+        .with_connection_config(|connection| {
+            connection.connection_timeout = Duration::from_secs(2);
+            connection.internal_command_timeout = Duration::from_secs(2);
+        })
+        .with_performance_config(|performance| {
+            performance.default_command_timeout = block + Duration::from_secs(5);
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .build()?;
+    client.init().await.context("connecting to Redis")?;
+    Ok(client)
+}
+
 #[derive(Clone)]
 pub struct JobQueue {
     redis: Pool,
     stream: String,
+    group: String,
+}
+
+/// One job as read from the stream: its entry id and the export it names (None when the
+/// entry is malformed, which is acknowledged and dropped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub entry_id: String,
+    pub export_id: Option<Uuid>,
 }
 
 impl JobQueue {
@@ -35,6 +64,7 @@ impl JobQueue {
         Self {
             redis,
             stream: format!("{prefix}jobs"),
+            group: format!("{prefix}workers"),
         }
     }
 
@@ -58,9 +88,137 @@ impl JobQueue {
         Ok(entry_id)
     }
 
+    /// Creates the consumer group (and the stream) unless it exists. It starts at the stream's
+    /// beginning, so jobs queued before the first worker started are not skipped.
+    pub async fn ensure_group(&self) -> Result<()> {
+        let created: Result<Value, Error> = self.redis.xgroup_create(&self.stream, &self.group, "0", true).await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(error) if error.details().starts_with("BUSYGROUP") => Ok(()),
+            Err(error) => Err(error).context("creating the consumer group"),
+        }
+    }
+
+    /// The next new job for `consumer`, waiting up to `block` on the dedicated `reader`.
+    /// A stream or group that vanished (Redis restarted or flushed) is created again.
+    pub async fn read(&self, reader: &Client, consumer: &str, block: Duration) -> Result<Option<Job>> {
+        let read: Result<XReadResponse<String, String, String, String>, Error> = reader
+            .xreadgroup_map(
+                &self.group,
+                consumer,
+                Some(1),
+                Some(block.as_millis() as u64),
+                false,
+                &self.stream,
+                XID::NewInGroup,
+            )
+            .await;
+        let entries = match read {
+            Ok(entries) => entries,
+            Err(error) if error.details().starts_with("NOGROUP") => {
+                self.ensure_group().await?;
+                return Ok(None);
+            }
+            Err(error) => return Err(error).context("reading the job stream"),
+        };
+        Ok(entries.into_values().flatten().next().map(|(entry_id, fields)| Job {
+            export_id: fields.get("export_id").and_then(|id| Uuid::parse_str(id).ok()),
+            entry_id,
+        }))
+    }
+
+    /// Takes over one job that another consumer has held for longer than `min_idle` without
+    /// touching it: its worker died.
+    pub async fn claim_stale(&self, consumer: &str, min_idle: Duration) -> Result<Option<Job>> {
+        let claimed: Result<Value, Error> = self
+            .redis
+            .xautoclaim(&self.stream, &self.group, consumer, min_idle.as_millis() as u64, "0-0", Some(1), false)
+            .await;
+        let reply = match claimed {
+            Ok(reply) => reply,
+            Err(error) if error.details().starts_with("NOGROUP") => return Ok(None),
+            Err(error) => return Err(error).context("claiming stale jobs"),
+        };
+        // [next-start, [[id, [field, value, ...]], ...], deleted-ids]
+        let Value::Array(mut parts) = reply else {
+            return Ok(None);
+        };
+        if parts.len() < 2 {
+            return Ok(None);
+        }
+        let Value::Array(entries) = parts.swap_remove(1) else {
+            return Ok(None);
+        };
+        Ok(entries.into_iter().find_map(|entry| {
+            let Value::Array(mut entry) = entry else { return None };
+            if entry.len() != 2 {
+                return None;
+            }
+            let fields = entry.pop()?.into_array();
+            let entry_id = entry.pop()?.as_string()?;
+            let export_id = fields
+                .chunks(2)
+                .find(|pair| pair[0].as_str().as_deref() == Some("export_id"))
+                .and_then(|pair| pair.get(1)?.as_string())
+                .and_then(|id| Uuid::parse_str(&id).ok());
+            Some(Job { entry_id, export_id })
+        }))
+    }
+
+    /// Resets the idle time of a job this consumer is running, so nobody takes it over.
+    pub async fn touch(&self, consumer: &str, entry_id: &str) -> Result<()> {
+        let _: Value = self
+            .redis
+            .xclaim(&self.stream, &self.group, consumer, 0, entry_id, None, None, None, false, true)
+            .await
+            .context("renewing the job's claim")?;
+        Ok(())
+    }
+
+    /// Acknowledges and deletes a handled job: the stream holds only jobs not yet done.
+    pub async fn finish(&self, entry_id: &str) -> Result<()> {
+        let _: Value = self.redis.xack(&self.stream, &self.group, entry_id).await?;
+        let _: Value = self.redis.xdel(&self.stream, entry_id).await?;
+        Ok(())
+    }
+
+    /// Every export that has an entry on the stream (queued or being worked on).
+    pub async fn queued_exports(&self) -> Result<HashSet<Uuid>> {
+        let mut queued = HashSet::new();
+        let mut start = "-".to_string();
+        loop {
+            let page: Vec<XReadValue<String, String, String>> =
+                self.redis.xrange_values(&self.stream, &start, "+", Some(1000)).await?;
+            let Some((last, _)) = page.last() else { break };
+            start = format!("({last}");
+            let full = page.len() == 1000;
+            queued.extend(page.iter().filter_map(|(_, fields)| Uuid::parse_str(fields.get("export_id")?).ok()));
+            if !full {
+                break;
+            }
+        }
+        Ok(queued)
+    }
+
+    /// Takes a short lock named `name` for `ttl`, so one process of the deployment runs a
+    /// periodic task at a time; false when another holds it.
+    pub async fn try_lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let set: Option<String> = self
+            .redis
+            .set(
+                format!("{}:lock:{name}", self.stream),
+                holder,
+                Some(Expiration::PX(ttl.as_millis() as i64)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
     /// Removes the stream and every job on it (benchmarks and tests clean up with this).
     pub async fn delete_stream(&self) -> Result<()> {
-        let _: i64 = self.redis.del(&self.stream).await?;
+        let _: i64 = self.redis.del((self.stream.as_str(), format!("{}:lock:sweep", self.stream))).await?;
         Ok(())
     }
 

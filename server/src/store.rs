@@ -15,7 +15,7 @@ use crate::model::{
 use crate::throughput::Rates;
 
 const COLUMNS: &str = "id, format, status, filters, rows_total, rows_written, file_size_bytes, \
-                       error_message, created_at, updated_at, expires_at";
+                       file_url, error_message, created_at, updated_at, expires_at";
 
 /// An `exports` row as the API reads it.
 #[derive(Debug, Clone)]
@@ -27,6 +27,8 @@ pub struct ExportRow {
     pub rows_total: u64,
     pub rows_written: u64,
     pub file_size_bytes: Option<u64>,
+    /// The object key of the finished file in storage.
+    pub file_key: Option<String>,
     pub error_message: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -50,6 +52,7 @@ impl ExportRow {
             file_size_bytes: row
                 .get::<_, Option<i64>>("file_size_bytes")
                 .map(|n| n.max(0) as u64),
+            file_key: row.get("file_url"),
             error_message: row.get("error_message"),
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
@@ -207,6 +210,22 @@ pub async fn get_export(
         .await?;
     client
         .query_opt(&statement, &[&export_id, &user_id])
+        .await?
+        .as_ref()
+        .map(ExportRow::from_row)
+        .transpose()
+}
+
+/// An export whatever its owner: for signed download links, which carry no API key.
+pub async fn get_export_by_id(
+    client: &deadpool_postgres::Client,
+    export_id: Uuid,
+) -> anyhow::Result<Option<ExportRow>> {
+    let statement = client
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM exports WHERE id = $1"))
+        .await?;
+    client
+        .query_opt(&statement, &[&export_id])
         .await?
         .as_ref()
         .map(ExportRow::from_row)

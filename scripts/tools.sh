@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the tests and local runs need beyond Rust, PostgreSQL and Redis, once per
+# machine: the S3-compatible server s3s-fs (built from crates.io into ~/.cache/exports, about
+# 6 minutes cold on 2 cores; 0.14.1 is the last release that builds with Rust 1.95) and
+# promtool (Debian's `prometheus` package), which checks the alerting rules.
+set -euo pipefail
+S3S_ROOT="${EXPORTS_S3S_ROOT:-$HOME/.cache/exports/s3s-fs}"
+
+if [ ! -x "$S3S_ROOT/bin/s3s-fs" ]; then
+    echo "installing s3s-fs 0.14.1 into $S3S_ROOT"
+    # Its own temporary build directory: the project's build cache stays the project's.
+    env -u CARGO_TARGET_DIR cargo install --quiet --locked --root "$S3S_ROOT" \
+        s3s-fs@0.14.1 --features binary
+fi
+
+if ! command -v promtool >/dev/null; then
+    echo "installing promtool (Debian package prometheus)"
+    sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus \
+        >/dev/null || {
+        sudo_if_needed apt-get update -q >/dev/null
+        sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null
+    }
+fi

@@ -1,0 +1,345 @@
+//! One export file: rows streamed out of PostgreSQL, written as CSV or XLSX, uploaded in parts
+//! while they are written. Neither the rows nor the file are ever all in memory.
+//!
+//! - CSV: UTF-8, a header row, RFC 3339 UTC timestamps; chunks of a few hundred KiB go to the
+//!   upload as soon as they are full.
+//! - XLSX: rust_xlsxwriter in constant-memory mode on a blocking thread (each row goes to a
+//!   temporary file on disk, so memory stays flat); a sheet holds at most 1,048,575 data rows
+//!   under its header, then the next sheet starts. At the end the workbook (a zip) is streamed
+//!   into the upload as it is compressed.
+//!
+//! Both formats neutralise cells that a spreadsheet would run as a formula (OWASP's CSV
+//! injection): a cell starting with `=`, `+`, `-`, `@`, tab or carriage return gets a leading
+//! `'`. XLSX cells are limited to 32,767 characters (Excel's limit): a longer value is cut to
+//! 32,766 and ends in `…` (CSV keeps it whole).
+
+use std::borrow::Cow;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::{pin_mut, TryStreamExt};
+use object_store::buffered::BufWriter;
+use rust_xlsxwriter::{Format, Workbook, Worksheet, XlsxError};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::model::{ExportFormat, UserExportFilters, UserQuery};
+
+pub const HEADER: [&str; 5] = ["id", "email", "name", "status", "created_at"];
+/// Excel's limits: rows per sheet (the header included) and characters per cell.
+pub const XLSX_ROWS_PER_SHEET: u32 = 1_048_576;
+pub const XLSX_MAX_CELL_CHARS: usize = 32_767;
+/// Bytes of CSV gathered before they go to the upload.
+const CSV_CHUNK_BYTES: usize = 256 * 1024;
+/// Rows handed to the XLSX thread at once.
+const XLSX_BATCH_ROWS: usize = 1024;
+
+/// One exported user.
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A cell a spreadsheet would evaluate (`=1+1`, `@SUM(..)`, `-2+3`, ...) gets a leading `'`,
+/// which makes every spreadsheet program treat it as text.
+pub fn neutralise(cell: &str) -> Cow<'_, str> {
+    match cell.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => Cow::Owned(format!("'{cell}")),
+        _ => Cow::Borrowed(cell),
+    }
+}
+
+/// Cuts a cell to Excel's limit (counted in UTF-16 units, as Excel does), marking the cut.
+pub fn fit_xlsx_cell(cell: &str) -> Cow<'_, str> {
+    if cell.len() <= XLSX_MAX_CELL_CHARS || cell.encode_utf16().count() <= XLSX_MAX_CELL_CHARS {
+        return Cow::Borrowed(cell);
+    }
+    let mut units = 0;
+    let mut cut = String::with_capacity(XLSX_MAX_CELL_CHARS * 2);
+    for c in cell.chars() {
+        units += c.len_utf16();
+        if units > XLSX_MAX_CELL_CHARS - 1 {
+            break;
+        }
+        cut.push(c);
+    }
+    cut.push('…');
+    Cow::Owned(cut)
+}
+
+pub fn timestamp(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// The query of an export: the users matching its filters, oldest first (the order of the
+/// `(created_at, id)` indexes, so no sort is needed).
+pub fn select_sql(query: &UserQuery) -> String {
+    format!(
+        "SELECT id, email, name, status, created_at FROM users WHERE {} ORDER BY created_at, id",
+        query.where_clause
+    )
+}
+
+/// Streams the matching users into `upload` as `format`, counting rows into `rows_written`
+/// as they go. Returns the number of rows; the caller completes or aborts the upload.
+pub async fn write_export(
+    client: &tokio_postgres::Client,
+    filters: &UserExportFilters,
+    format: ExportFormat,
+    upload: &mut BufWriter,
+    rows_written: &AtomicU64,
+) -> Result<u64> {
+    let query = UserQuery::new(filters);
+    let statement = client.prepare(&select_sql(&query)).await.context("preparing the export query")?;
+    let rows = client
+        .query_raw(&statement, query.params())
+        .await
+        .context("running the export query")?
+        .map_ok(|row| UserRow {
+            id: row.get(0),
+            email: row.get(1),
+            name: row.get(2),
+            status: row.get(3),
+            created_at: row.get(4),
+        })
+        .map_err(|error| anyhow::Error::new(error).context("reading users"));
+    match format {
+        ExportFormat::Csv => write_csv(rows, upload, rows_written).await,
+        ExportFormat::Xlsx => write_xlsx(rows, upload, rows_written).await,
+    }
+}
+
+async fn put(upload: &mut BufWriter, bytes: Vec<u8>) -> Result<()> {
+    upload.put(Bytes::from(bytes)).await.context("uploading the file")
+}
+
+pub async fn write_csv(
+    rows: impl futures::Stream<Item = Result<UserRow>>,
+    upload: &mut BufWriter,
+    rows_written: &AtomicU64,
+) -> Result<u64> {
+    pin_mut!(rows);
+    let new_chunk = || csv::Writer::from_writer(Vec::with_capacity(CSV_CHUNK_BYTES + 4096));
+    let mut csv = new_chunk();
+    csv.write_record(HEADER)?;
+    let mut count = 0u64;
+    let mut id = Uuid::encode_buffer();
+    while let Some(row) = rows.try_next().await? {
+        let id = row.id.hyphenated().encode_lower(&mut id);
+        csv.write_record([
+            id.as_bytes(),
+            neutralise(&row.email).as_bytes(),
+            neutralise(&row.name).as_bytes(),
+            neutralise(&row.status).as_bytes(),
+            timestamp(&row.created_at).as_bytes(),
+        ])?;
+        count += 1;
+        if csv.get_ref().len() >= CSV_CHUNK_BYTES {
+            let chunk = std::mem::replace(&mut csv, new_chunk());
+            put(upload, csv_bytes(chunk)?).await?;
+            rows_written.store(count, Ordering::Relaxed);
+        }
+    }
+    put(upload, csv_bytes(csv)?).await?;
+    rows_written.store(count, Ordering::Relaxed);
+    Ok(count)
+}
+
+fn csv_bytes(csv: csv::Writer<Vec<u8>>) -> Result<Vec<u8>> {
+    csv.into_inner().map_err(|error| anyhow::anyhow!("writing CSV: {}", error.error()))
+}
+
+enum XlsxInput {
+    Rows(Vec<UserRow>),
+    /// Every row was sent: save the workbook. A closed channel without it means "abandon".
+    Finish,
+}
+
+pub async fn write_xlsx(
+    rows: impl futures::Stream<Item = Result<UserRow>>,
+    upload: &mut BufWriter,
+    rows_written: &AtomicU64,
+) -> Result<u64> {
+    pin_mut!(rows);
+    let (rows_tx, rows_rx) = mpsc::channel::<XlsxInput>(4);
+    let (bytes_tx, mut bytes_rx) = mpsc::channel::<Vec<u8>>(4);
+    let written = Arc::new(AtomicU64::new(0));
+    let thread_written = written.clone();
+    let builder = tokio::task::spawn_blocking(move || build_xlsx(rows_rx, bytes_tx, &thread_written));
+
+    // Feed the rows to the thread, then forward the zip it writes to the upload; both sides
+    // are bounded channels, so a slow upload slows the query instead of filling memory.
+    let feed_written = written.clone();
+    let feed = async move {
+        let mut batch = Vec::with_capacity(XLSX_BATCH_ROWS);
+        while let Some(row) = rows.try_next().await? {
+            batch.push(row);
+            if batch.len() == XLSX_BATCH_ROWS {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(XLSX_BATCH_ROWS));
+                if rows_tx.send(XlsxInput::Rows(full)).await.is_err() {
+                    break; // the thread stopped; its error is reported below
+                }
+                rows_written.store(feed_written.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+        let _ = rows_tx.send(XlsxInput::Rows(batch)).await;
+        let _ = rows_tx.send(XlsxInput::Finish).await;
+        anyhow::Ok(())
+    };
+    // Each side owns its channel end, so when one fails the other (and the thread) stops.
+    let forward_written = written;
+    let forward = async move {
+        while let Some(chunk) = bytes_rx.recv().await {
+            rows_written.store(forward_written.load(Ordering::Relaxed), Ordering::Relaxed);
+            put(upload, chunk).await?;
+        }
+        anyhow::Ok(())
+    };
+    let (fed, forwarded) = tokio::join!(feed, forward);
+    let built = builder.await.context("the XLSX thread panicked")?;
+    fed?;
+    forwarded?;
+    let count = built?;
+    rows_written.store(count, Ordering::Relaxed);
+    Ok(count)
+}
+
+/// Sends the workbook's bytes down a channel in chunks as the zip is written.
+struct ChannelWriter {
+    chunk: Vec<u8>,
+    sender: mpsc::Sender<Vec<u8>>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.chunk.extend_from_slice(buf);
+        if self.chunk.len() >= CSV_CHUNK_BYTES {
+            self.flush()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.chunk.is_empty() {
+            let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CSV_CHUNK_BYTES + 4096));
+            self.sender
+                .blocking_send(chunk)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped"))?;
+        }
+        Ok(())
+    }
+}
+
+fn build_xlsx(
+    mut rows: mpsc::Receiver<XlsxInput>,
+    bytes: mpsc::Sender<Vec<u8>>,
+    written: &AtomicU64,
+) -> Result<u64> {
+    let mut workbook = Workbook::new();
+    let datetime = Format::new().set_num_format("yyyy-mm-dd hh:mm:ss");
+    let header = Format::new().set_bold();
+    let mut sheet = new_sheet(&mut workbook, &header)?;
+    let mut row_in_sheet: u32 = 0;
+    let mut count = 0u64;
+    loop {
+        let batch = match rows.blocking_recv() {
+            Some(XlsxInput::Rows(batch)) => batch,
+            Some(XlsxInput::Finish) => break,
+            None => anyhow::bail!("the export stopped before its last row"),
+        };
+        for row in batch {
+            if row_in_sheet == XLSX_ROWS_PER_SHEET - 1 {
+                sheet = new_sheet(&mut workbook, &header)?;
+                row_in_sheet = 0;
+            }
+            row_in_sheet += 1;
+            let r = row_in_sheet;
+            sheet.write_string(r, 0, row.id.hyphenated().to_string())?;
+            sheet.write_string(r, 1, fit_xlsx_cell(&neutralise(&row.email)))?;
+            sheet.write_string(r, 2, fit_xlsx_cell(&neutralise(&row.name)))?;
+            sheet.write_string(r, 3, neutralise(&row.status))?;
+            sheet.write_datetime_with_format(r, 4, row.created_at.naive_utc(), &datetime)?;
+            count += 1;
+        }
+        written.store(count, Ordering::Relaxed);
+    }
+    let mut writer = ChannelWriter {
+        chunk: Vec::with_capacity(CSV_CHUNK_BYTES + 4096),
+        sender: bytes,
+    };
+    workbook.save_to_writer(&mut writer).context("writing the XLSX file")?;
+    writer.flush()?;
+    Ok(count)
+}
+
+/// A constant-memory sheet with the header row and readable column widths. The sheet is
+/// owned by the workbook; the returned reference is re-borrowed for each new sheet.
+fn new_sheet<'a>(workbook: &'a mut Workbook, header: &Format) -> Result<&'a mut Worksheet, XlsxError> {
+    let sheet = workbook.add_worksheet_with_constant_memory()?;
+    for (column, (name, width)) in HEADER.iter().zip([38.0, 32.0, 28.0, 10.0, 20.0]).enumerate() {
+        sheet.set_column_width(column as u16, width)?;
+        sheet.write_string_with_format(0, column as u16, *name, header)?;
+    }
+    Ok(sheet)
+}
+
+/// Completes the upload, or aborts it so no partial object is left, and returns the file size.
+pub async fn finish_upload(upload: &mut BufWriter, written: Result<u64>) -> Result<u64> {
+    match written {
+        Ok(rows) => {
+            upload.shutdown().await.context("completing the upload")?;
+            Ok(rows)
+        }
+        Err(error) => {
+            if let Err(abort) = upload.abort().await {
+                tracing::warn!(error = %abort, "aborting the upload failed; the store discards incomplete uploads");
+            }
+            Err(error)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neutralises_formula_starts_only() {
+        for dangerous in ["=1+1", "+41", "-2+3", "@SUM(A1)", "\tx", "\rx"] {
+            assert_eq!(neutralise(dangerous), format!("'{dangerous}"));
+        }
+        for safe in ["ada@example.com", "Ada", "", "a=b", " =x"] {
+            assert!(matches!(neutralise(safe), Cow::Borrowed(_)), "{safe:?}");
+        }
+    }
+
+    #[test]
+    fn cuts_cells_at_excels_limit_in_utf16_units() {
+        let short = "x".repeat(XLSX_MAX_CELL_CHARS);
+        assert!(matches!(fit_xlsx_cell(&short), Cow::Borrowed(_)));
+        let long = "x".repeat(XLSX_MAX_CELL_CHARS + 1);
+        let cut = fit_xlsx_cell(&long);
+        assert_eq!(cut.encode_utf16().count(), XLSX_MAX_CELL_CHARS);
+        assert!(cut.ends_with('…'));
+        // Characters outside the BMP count twice and are never split.
+        let emoji = "😀".repeat(XLSX_MAX_CELL_CHARS);
+        let cut = fit_xlsx_cell(&emoji);
+        assert!(cut.encode_utf16().count() <= XLSX_MAX_CELL_CHARS);
+        assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let at = DateTime::parse_from_rfc3339("2025-01-03T10:15:22.5+02:00").unwrap().to_utc();
+        assert_eq!(timestamp(&at), "2025-01-03T08:15:22.500Z");
+    }
+}

@@ -1,0 +1,325 @@
+//! Where finished files live: an S3 bucket (AWS or any S3-compatible server) in production, a
+//! local directory when no bucket is configured. Both go through object_store, so the worker
+//! and the API do not care which; only download links differ. An S3 link is presigned by the
+//! store; a local file has no server of its own, so its link points at this API's
+//! `/downloads/{export_id}` and carries an HMAC over the export id and the expiry.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use clap::Args;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use hmac::{Hmac, Mac};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::buffered::BufWriter;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::signer::{SignedUrlOptions, Signer};
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
+use sha2::Sha256;
+use uuid::Uuid;
+
+use crate::model::ExportFormat;
+
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// S3 bucket for finished files; without it, files go to `--storage-dir`.
+    #[arg(long, env = "EXPORTS_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3 endpoint, for S3-compatible servers (default: AWS for the region).
+    #[arg(long, env = "EXPORTS_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "EXPORTS_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Access key id (default: the usual AWS credential chain).
+    #[arg(long, env = "EXPORTS_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    #[arg(long, env = "EXPORTS_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`), which most S3-compatible servers need.
+    #[arg(long, env = "EXPORTS_S3_PATH_STYLE", default_value_t = false)]
+    pub s3_path_style: bool,
+    /// Directory for finished files when no S3 bucket is configured.
+    #[arg(long, env = "EXPORTS_STORAGE_DIR", default_value = "data/exports")]
+    pub storage_dir: PathBuf,
+    /// Key of the HMAC on local download links (default: a random key kept in `--storage-dir`,
+    /// shared by every process using that directory).
+    #[arg(long, env = "EXPORTS_DOWNLOAD_SIGNING_KEY", hide_env_values = true)]
+    pub download_signing_key: Option<String>,
+    /// How long a download link works, in seconds.
+    #[arg(long, env = "EXPORTS_DOWNLOAD_LINK_TTL_SECS", default_value_t = 300)]
+    pub download_link_ttl_secs: u64,
+}
+
+impl StorageArgs {
+    /// A local directory and nothing else: what tests and `dev` start from.
+    pub fn local(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_path_style: false,
+            storage_dir: dir.into(),
+            download_signing_key: None,
+            download_link_ttl_secs: 300,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    links: Links,
+    link_ttl: Duration,
+}
+
+#[derive(Clone)]
+enum Links {
+    Presigned(Arc<AmazonS3>),
+    Served { key: Arc<[u8]> },
+}
+
+pub struct DownloadLink {
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Why a served download link is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LinkProblem {
+    BadSignature,
+    Expired,
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+impl Storage {
+    pub fn open(args: &StorageArgs) -> Result<Self> {
+        let link_ttl = Duration::from_secs(args.download_link_ttl_secs.max(1));
+        if let Some(bucket) = &args.s3_bucket {
+            let mut builder = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_region(&args.s3_region)
+                .with_virtual_hosted_style_request(!args.s3_path_style)
+                // object_store retries each request; past this budget the worker's own retry
+                // of the whole attempt (with backoff) takes over.
+                .with_retry(RetryConfig {
+                    max_retries: 3,
+                    retry_timeout: Duration::from_secs(20),
+                    ..Default::default()
+                })
+                .with_client_options(
+                    ClientOptions::new()
+                        .with_connect_timeout(Duration::from_secs(5))
+                        .with_timeout(Duration::from_secs(60)),
+                );
+            if let Some(endpoint) = &args.s3_endpoint {
+                builder = builder
+                    .with_endpoint(endpoint)
+                    .with_allow_http(endpoint.starts_with("http://"));
+            }
+            if let Some(id) = &args.s3_access_key_id {
+                builder = builder.with_access_key_id(id);
+            }
+            if let Some(secret) = &args.s3_secret_access_key {
+                builder = builder.with_secret_access_key(secret);
+            }
+            let s3 = Arc::new(builder.build().context("configuring S3")?);
+            return Ok(Self {
+                store: s3.clone(),
+                links: Links::Presigned(s3),
+                link_ttl,
+            });
+        }
+        std::fs::create_dir_all(&args.storage_dir)
+            .with_context(|| format!("creating {}", args.storage_dir.display()))?;
+        let key: Vec<u8> = match &args.download_signing_key {
+            Some(key) => key.as_bytes().to_vec(),
+            None => local_signing_key(&args.storage_dir)?,
+        };
+        let store = LocalFileSystem::new_with_prefix(&args.storage_dir)
+            .with_context(|| format!("opening {}", args.storage_dir.display()))?;
+        Ok(Self {
+            store: Arc::new(store),
+            links: Links::Served { key: key.into() },
+            link_ttl,
+        })
+    }
+
+    pub fn describe(&self) -> &'static str {
+        match self.links {
+            Links::Presigned(_) => "s3",
+            Links::Served { .. } => "local directory",
+        }
+    }
+
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    /// Each attempt writes its own object: an attempt that lost its lease can never overwrite
+    /// the file of the attempt that finished, and deletes what it wrote.
+    pub fn object_key(export_id: Uuid, attempt: i32, format: ExportFormat) -> Path {
+        Path::from(format!(
+            "exports/{export_id}/attempt-{attempt}.{}",
+            format.file_extension()
+        ))
+    }
+
+    /// A writer that uploads in parts of `part_bytes` as it fills (a single PUT when the file
+    /// is smaller); `abort` it on failure so no partial object stays behind.
+    pub fn writer(&self, key: &Path, part_bytes: usize) -> BufWriter {
+        BufWriter::with_capacity(self.store.clone(), key.clone(), part_bytes).with_max_concurrency(2)
+    }
+
+    pub async fn read(&self, key: &str) -> Result<BoxStream<'static, object_store::Result<Bytes>>> {
+        let result = self.store.get(&Path::from(key)).await?;
+        Ok(result.into_stream().boxed())
+    }
+
+    /// Deletes an object; one already gone is not an error.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match self.store.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// A short-lived link to the file, minted now. `public_url` is where this API is reached,
+    /// for links to local files.
+    pub async fn download_link(
+        &self,
+        export_id: Uuid,
+        key: &str,
+        format: ExportFormat,
+        public_url: &str,
+    ) -> Result<DownloadLink> {
+        let expires_at = Utc::now() + self.link_ttl;
+        let url = match &self.links {
+            Links::Presigned(s3) => {
+                let options = SignedUrlOptions::new().with_query([
+                    ("response-content-disposition", format.content_disposition(export_id)),
+                    ("response-content-type", format.content_type().to_string()),
+                ]);
+                s3.signed_url_opts(http::Method::GET, &Path::from(key), self.link_ttl, &options)
+                    .await
+                    .context("presigning the download link")?
+                    .to_string()
+            }
+            Links::Served { key } => {
+                let expires = expires_at.timestamp();
+                let signature = hex::encode(sign(key, export_id, expires).finalize().into_bytes());
+                format!(
+                    "{}/downloads/{export_id}?expires={expires}&signature={signature}",
+                    public_url.trim_end_matches('/')
+                )
+            }
+        };
+        Ok(DownloadLink { url, expires_at })
+    }
+
+    /// Checks a link minted by `download_link` for a local file.
+    pub fn verify_served_link(
+        &self,
+        export_id: Uuid,
+        expires: i64,
+        signature: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), LinkProblem> {
+        let Links::Served { key } = &self.links else {
+            return Err(LinkProblem::BadSignature);
+        };
+        let signature = hex::decode(signature).map_err(|_| LinkProblem::BadSignature)?;
+        sign(key, export_id, expires)
+            .verify_slice(&signature)
+            .map_err(|_| LinkProblem::BadSignature)?;
+        if now.timestamp() > expires {
+            return Err(LinkProblem::Expired);
+        }
+        Ok(())
+    }
+}
+
+fn sign(key: &[u8], export_id: Uuid, expires: i64) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(format!("{export_id}:{expires}").as_bytes());
+    mac
+}
+
+/// The signing key kept beside the files (outside the `exports/` prefix), created on first use
+/// so that every process sharing the directory mints and accepts the same links.
+fn local_signing_key(dir: &std::path::Path) -> Result<Vec<u8>> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(".download-signing-key");
+    let fresh = hex::encode(rand::random::<[u8; 32]>());
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+    {
+        Ok(mut file) => {
+            file.write_all(fresh.as_bytes())?;
+            Ok(fresh.into_bytes())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Another process may be writing it this instant: wait for the whole key.
+            for _ in 0..50 {
+                let key = std::fs::read(&path)?;
+                if key.len() == fresh.len() {
+                    return Ok(key);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            anyhow::bail!("{} is not a signing key", path.display())
+        }
+        Err(error) => Err(error).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_links_verify_only_unchanged_and_unexpired() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&StorageArgs::local(dir.path())).unwrap();
+        let id = Uuid::new_v4();
+        let key = match &storage.links {
+            Links::Served { key } => key.clone(),
+            Links::Presigned(_) => unreachable!(),
+        };
+        let now = Utc::now();
+        let expires = now.timestamp() + 60;
+        let good = hex::encode(sign(&key, id, expires).finalize().into_bytes());
+        assert_eq!(storage.verify_served_link(id, expires, &good, now), Ok(()));
+        assert_eq!(
+            storage.verify_served_link(id, expires + 1, &good, now),
+            Err(LinkProblem::BadSignature)
+        );
+        assert_eq!(
+            storage.verify_served_link(Uuid::new_v4(), expires, &good, now),
+            Err(LinkProblem::BadSignature)
+        );
+        assert_eq!(
+            storage.verify_served_link(id, expires, "zz", now),
+            Err(LinkProblem::BadSignature)
+        );
+        assert_eq!(
+            storage.verify_served_link(id, expires, &good, now + Duration::from_secs(61)),
+            Err(LinkProblem::Expired)
+        );
+        // A second process on the same directory shares the key.
+        let again = Storage::open(&StorageArgs::local(dir.path())).unwrap();
+        assert_eq!(again.verify_served_link(id, expires, &good, now), Ok(()));
+    }
+}

@@ -1,0 +1,686 @@
+//! The export worker: takes jobs off the Redis stream, writes each export's file to storage and
+//! records the outcome in PostgreSQL, the source of truth.
+//!
+//! Reliability, in short:
+//! - **Leases.** Taking a job is one conditional `UPDATE` that bumps `attempts` and sets a lease;
+//!   every later write (progress, `done`, retry, `failed`) is conditional on that attempt still
+//!   holding the row as `processing`. A second run of the same job therefore changes nothing,
+//!   and a cancel (which moves the row out of `processing`) is noticed within a second.
+//! - **Dead workers.** A running job renews its lease and its stream entry every second. A
+//!   worker that died stops renewing: another takes its entry over (`XAUTOCLAIM`) once it has
+//!   been idle for a lease, and its lease has expired by then.
+//! - **Lost queue.** Redis keeps nothing on disk. The sweeper queues again any export that is
+//!   due (pending, or processing with an expired lease) and has no entry on the stream.
+//! - **Retries.** A failed attempt aborts its upload and puts the export back to `pending` with
+//!   a `retry_at` (exponential backoff with full jitter); the sweeper queues it then. After the
+//!   last attempt, or past the time limit, it is `failed` with a message for the user.
+//! - **Expiry.** The sweeper deletes the files of exports past `expires_at` and marks them
+//!   `expired`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use fred::prelude::ClientLike;
+use object_store::ObjectStoreExt;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::export_file::{finish_upload, write_export};
+use crate::metrics::Metrics;
+use crate::model::{ExportFormat, UserExportFilters};
+use crate::queue::{self, Job, JobQueue};
+use crate::storage::Storage;
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Jobs this process runs at once.
+    #[arg(long, env = "EXPORTS_WORKER_CONCURRENCY", default_value_t = 2)]
+    pub concurrency: usize,
+    /// Attempts per export before it is `failed` (a crashed worker's attempt counts).
+    #[arg(long, env = "EXPORTS_MAX_ATTEMPTS", default_value_t = 4)]
+    pub max_attempts: i32,
+    /// Backoff before the first retry, doubled for each later one (with jitter), in ms.
+    #[arg(long, env = "EXPORTS_RETRY_BACKOFF_MS", default_value_t = 2000)]
+    pub retry_backoff_ms: u64,
+    /// Time limit of one attempt, in seconds; past it the export is `failed`.
+    #[arg(long, env = "EXPORTS_JOB_TIMEOUT_SECS", default_value_t = 600)]
+    pub job_timeout_secs: u64,
+    /// How long a job stays with a worker that stopped renewing it (crashed), in seconds.
+    #[arg(long, env = "EXPORTS_LEASE_SECS", default_value_t = 30)]
+    pub lease_secs: u64,
+    /// How often the sweeper runs (re-queueing lost jobs and due retries, deleting expired files).
+    #[arg(long, env = "EXPORTS_SWEEP_INTERVAL_SECS", default_value_t = 5)]
+    pub sweep_interval_secs: u64,
+    /// How long finished files are kept, in seconds.
+    #[arg(long, env = "EXPORTS_FILE_TTL_SECS", default_value_t = 24 * 3600)]
+    pub file_ttl_secs: u64,
+    /// Size of the upload's parts, in MiB (S3 needs at least 5).
+    #[arg(long, env = "EXPORTS_UPLOAD_PART_MIB", default_value_t = 8)]
+    pub upload_part_mib: usize,
+}
+
+impl Default for WorkerArgs {
+    fn default() -> Self {
+        Self {
+            concurrency: 2,
+            max_attempts: 4,
+            retry_backoff_ms: 2000,
+            job_timeout_secs: 600,
+            lease_secs: 30,
+            sweep_interval_secs: 5,
+            file_ttl_secs: 24 * 3600,
+            upload_part_mib: 8,
+        }
+    }
+}
+
+impl WorkerArgs {
+    fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs.max(1))
+    }
+
+    /// A job is renewed this often, and so its progress is recorded this often.
+    fn heartbeat(&self) -> Duration {
+        (self.lease() / 3).min(Duration::from_secs(1))
+    }
+
+    /// Backoff before attempt `attempt + 1`: exponential, with full jitter so that exports
+    /// failing together (a storage outage) do not retry together.
+    fn backoff(&self, attempt: i32) -> Duration {
+        let ceiling = self
+            .retry_backoff_ms
+            .saturating_mul(1 << (attempt.clamp(1, 10) - 1))
+            .min(5 * 60 * 1000);
+        Duration::from_millis(ceiling / 2 + rand::random_range(0..=ceiling / 2))
+    }
+}
+
+/// How long a blocking read waits on the stream before checking for stale jobs and shutdown.
+const READ_BLOCK: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+struct Shared {
+    pool: deadpool_postgres::Pool,
+    queue: JobQueue,
+    storage: Storage,
+    metrics: Arc<Metrics>,
+    settings: Arc<WorkerArgs>,
+    consumer: String,
+}
+
+pub struct RunningWorker {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl RunningWorker {
+    pub async fn start(
+        settings: WorkerArgs,
+        pool: deadpool_postgres::Pool,
+        redis_url: &str,
+        queue: JobQueue,
+        storage: Storage,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self> {
+        queue.ensure_group().await?;
+        let reader = queue::connect_dedicated(redis_url, READ_BLOCK).await?;
+        let consumer = format!(
+            "{}-{}-{}",
+            hostname(),
+            std::process::id(),
+            &Uuid::new_v4().simple().to_string()[..8]
+        );
+        tracing::info!(%consumer, storage = storage.describe(), concurrency = settings.concurrency, "worker started");
+        let shared = Shared {
+            pool,
+            queue,
+            storage,
+            metrics,
+            settings: Arc::new(settings),
+            consumer,
+        };
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(take_jobs(shared.clone(), reader, stopped.clone()));
+        tasks.spawn(sweep(shared, stopped));
+        Ok(Self { stop, tasks })
+    }
+
+    /// Stops taking jobs; running ones are interrupted, their uploads aborted and their
+    /// exports handed back to the queue for another worker (their attempt does not count).
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "worker".into())
+}
+
+async fn take_jobs(shared: Shared, reader: fred::clients::Client, mut stopped: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(shared.settings.concurrency.max(1)));
+    let mut running = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = stopped.changed() => break,
+        };
+        if *stopped.borrow() {
+            break;
+        }
+        let next = async {
+            if let Some(job) = shared.queue.claim_stale(&shared.consumer, shared.settings.lease()).await? {
+                tracing::info!(entry_id = %job.entry_id, "took over a job from a worker that stopped");
+                return Ok(Some(job));
+            }
+            shared.queue.read(&reader, &shared.consumer, READ_BLOCK).await
+        };
+        let job = tokio::select! {
+            job = next => job,
+            _ = stopped.changed() => break,
+        };
+        match job {
+            Ok(Some(job)) => {
+                let shared = shared.clone();
+                let stopped = stopped.clone();
+                running.spawn(async move {
+                    handle(&shared, job, stopped).await;
+                    drop(permit);
+                });
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "reading jobs failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        while running.try_join_next().is_some() {}
+    }
+    while running.join_next().await.is_some() {}
+    let _ = reader.quit().await;
+}
+
+/// What became of one attempt.
+#[derive(Debug)]
+enum AttemptError {
+    /// The row left `processing` for this attempt: cancelled, or taken over.
+    Lost,
+    /// The worker is shutting down.
+    Interrupted,
+    TimedOut,
+    Failed(anyhow::Error),
+}
+
+struct Attempt {
+    export_id: Uuid,
+    attempt: i32,
+    format: ExportFormat,
+    filters: UserExportFilters,
+}
+
+async fn handle(shared: &Shared, job: Job, stopped: watch::Receiver<bool>) {
+    let Some(export_id) = job.export_id else {
+        tracing::warn!(entry_id = %job.entry_id, "dropping a malformed job");
+        finish_entry(shared, &job.entry_id).await;
+        return;
+    };
+    match start_attempt(shared, export_id).await {
+        Ok(Started::Run(attempt)) => run(shared, &job, attempt, stopped).await,
+        Ok(Started::Done) => finish_entry(shared, &job.entry_id).await,
+        // Another worker holds a live lease; it acknowledges the entry when it is done.
+        Ok(Started::HeldElsewhere) => {}
+        Err(error) => {
+            // The entry stays pending: it is taken over once idle, or the sweeper re-queues.
+            tracing::warn!(%export_id, error = %format!("{error:#}"), "could not start the job");
+        }
+    }
+}
+
+enum Started {
+    Run(Attempt),
+    /// Nothing to do: finished, cancelled, gone, not due yet, or out of attempts.
+    Done,
+    HeldElsewhere,
+}
+
+async fn start_attempt(shared: &Shared, export_id: Uuid) -> Result<Started> {
+    let client = shared.pool.get().await?;
+    let lease_ms = shared.settings.lease().as_millis() as f64;
+    let taken = client
+        .query_opt(
+            "UPDATE exports
+             SET status = 'processing', attempts = attempts + 1, rows_written = 0,
+                 lease_expires_at = now() + $2 * interval '1 millisecond',
+                 started_at = now(), retry_at = NULL, updated_at = now()
+             WHERE id = $1
+               AND ((status = 'pending' AND (retry_at IS NULL OR retry_at <= now()))
+                    OR (status = 'processing' AND lease_expires_at < now()))
+             RETURNING attempts, format, filters",
+            &[&export_id, &lease_ms],
+        )
+        .await?;
+    let Some(row) = taken else {
+        let held = client
+            .query_opt(
+                "SELECT 1 FROM exports WHERE id = $1 AND status = 'processing' AND lease_expires_at >= now()",
+                &[&export_id],
+            )
+            .await?;
+        return Ok(if held.is_some() { Started::HeldElsewhere } else { Started::Done });
+    };
+    let attempt: i32 = row.get(0);
+    let format = ExportFormat::parse(row.get(1)).context("unknown format")?;
+    let filters: UserExportFilters = serde_json::from_value(row.get(2))?;
+    if attempt > shared.settings.max_attempts {
+        // Its earlier attempts ended without recording an outcome: workers died running it.
+        let message = format!(
+            "The export failed: {} attempts ended without finishing (the workers running it stopped). \
+             Create a new export to try again.",
+            attempt - 1
+        );
+        mark_failed(&client, export_id, attempt, &message).await?;
+        shared.metrics.job_failed(format);
+        return Ok(Started::Done);
+    }
+    Ok(Started::Run(Attempt {
+        export_id,
+        attempt,
+        format,
+        filters,
+    }))
+}
+
+async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::Receiver<bool>) {
+    let Attempt {
+        export_id,
+        attempt: number,
+        format,
+        ..
+    } = attempt;
+    let started = Instant::now();
+    shared.metrics.in_flight.inc();
+    tracing::info!(%export_id, attempt = number, format = format.as_str(), "export started");
+    let rows_written = Arc::new(AtomicU64::new(0));
+    let (lost_tx, mut lost) = watch::channel(false);
+    let keeper = tokio::spawn(keep_lease(
+        shared.clone(),
+        job.entry_id.clone(),
+        export_id,
+        number,
+        rows_written.clone(),
+        lost_tx,
+    ));
+    let key = Storage::object_key(export_id, number, format);
+    let timeout = Duration::from_secs(shared.settings.job_timeout_secs);
+    let outcome = async {
+        let client = shared
+            .pool
+            .get()
+            .await
+            .context("connecting to PostgreSQL")
+            .map_err(AttemptError::Failed)?;
+        let mut upload = shared.storage.writer(&key, shared.settings.upload_part_mib.max(5) << 20);
+        let written = tokio::select! {
+            written = write_export(&client, &attempt.filters, format, &mut upload, &rows_written) => {
+                written.map_err(AttemptError::Failed)
+            }
+            _ = lost.wait_for(|lost| *lost) => Err(AttemptError::Lost),
+            _ = stopped.wait_for(|stop| *stop) => Err(AttemptError::Interrupted),
+            _ = tokio::time::sleep(timeout) => Err(AttemptError::TimedOut),
+        };
+        let failed = match written {
+            Ok(rows) => return finish_upload(&mut upload, Ok(rows)).await.map_err(AttemptError::Failed),
+            Err(error) => error,
+        };
+        let _ = finish_upload(&mut upload, Err(anyhow::anyhow!("{failed:?}"))).await;
+        Err(failed)
+    }
+    .await;
+    keeper.abort();
+    shared.metrics.in_flight.dec();
+
+    let recorded = match outcome {
+        Ok(rows) => record_done(shared, export_id, number, &key, format, rows, started).await,
+        Err(AttemptError::Lost) => {
+            tracing::info!(%export_id, attempt = number, "export stopped: cancelled or taken over");
+            Ok(())
+        }
+        Err(AttemptError::Interrupted) => hand_back(shared, export_id, number).await,
+        Err(AttemptError::TimedOut) => {
+            let message = format!(
+                "The export took longer than the {}-minute limit and was stopped. Narrow the filters \
+                 or try again later.",
+                timeout.as_secs().div_ceil(60)
+            );
+            shared.metrics.job_failed(format);
+            with_client(shared, async |client| mark_failed(client, export_id, number, &message).await).await
+        }
+        Err(AttemptError::Failed(error)) => record_failure(shared, export_id, number, format, &error).await,
+    };
+    match recorded {
+        Ok(()) => finish_entry(shared, &job.entry_id).await,
+        // The entry stays pending, so the job is taken over once its lease runs out.
+        Err(error) => tracing::error!(%export_id, error = %format!("{error:#}"), "could not record the outcome"),
+    }
+}
+
+async fn with_client(
+    shared: &Shared,
+    run: impl AsyncFnOnce(&deadpool_postgres::Client) -> Result<()>,
+) -> Result<()> {
+    let client = shared.pool.get().await?;
+    run(&client).await
+}
+
+/// Renews the lease and the stream entry, and records progress, every heartbeat; signals
+/// `lost` when the row is no longer this attempt's (cancelled, or taken over after a stall).
+async fn keep_lease(
+    shared: Shared,
+    entry_id: String,
+    export_id: Uuid,
+    attempt: i32,
+    rows_written: Arc<AtomicU64>,
+    lost: watch::Sender<bool>,
+) {
+    let lease_ms = shared.settings.lease().as_millis() as f64;
+    let mut ticks = tokio::time::interval(shared.settings.heartbeat());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let rows = rows_written.load(Ordering::Relaxed) as i64;
+        let renewed = async {
+            let client = shared.pool.get().await?;
+            let updated = client
+                .execute(
+                    "UPDATE exports SET rows_written = $3, updated_at = now(),
+                            lease_expires_at = now() + $4 * interval '1 millisecond'
+                     WHERE id = $1 AND attempts = $2 AND status = 'processing'",
+                    &[&export_id, &attempt, &rows, &lease_ms],
+                )
+                .await?;
+            anyhow::Ok(updated == 1)
+        }
+        .await;
+        match renewed {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = lost.send(true);
+                return;
+            }
+            // PostgreSQL unreachable: keep going; the lease covers a few missed beats.
+            Err(error) => tracing::warn!(%export_id, error = %format!("{error:#}"), "lease not renewed"),
+        }
+        if let Err(error) = shared.queue.touch(&shared.consumer, &entry_id).await {
+            tracing::warn!(%export_id, error = %format!("{error:#}"), "job entry not renewed");
+        }
+    }
+}
+
+async fn record_done(
+    shared: &Shared,
+    export_id: Uuid,
+    attempt: i32,
+    key: &object_store::path::Path,
+    format: ExportFormat,
+    rows: u64,
+    started: Instant,
+) -> Result<()> {
+    let size = shared
+        .storage
+        .object_store()
+        .head(key)
+        .await
+        .context("reading the stored file's size")?
+        .size;
+    let ttl_ms = (shared.settings.file_ttl_secs as f64) * 1000.0;
+    let client = shared.pool.get().await?;
+    let updated = client
+        .execute(
+            "UPDATE exports SET status = 'done', file_url = $3, rows_written = $4, rows_total = $4,
+                    file_size_bytes = $5, error_message = NULL, lease_expires_at = NULL,
+                    finished_at = now(), updated_at = now(),
+                    expires_at = now() + $6 * interval '1 millisecond'
+             WHERE id = $1 AND attempts = $2 AND status = 'processing'",
+            &[&export_id, &attempt, &key.as_ref(), &(rows as i64), &(size as i64), &ttl_ms],
+        )
+        .await?;
+    if updated == 0 {
+        // Cancelled (or taken over) between the last row and now: this attempt's file is
+        // nobody's, so it goes.
+        tracing::info!(%export_id, attempt, "export finished after it was cancelled; deleting its file");
+        shared.storage.delete(key.as_ref()).await?;
+        return Ok(());
+    }
+    let took = started.elapsed();
+    shared.metrics.job_succeeded(format, rows, took);
+    tracing::info!(
+        %export_id, attempt, format = format.as_str(), rows, bytes = size,
+        seconds = took.as_secs_f64(), "export done"
+    );
+    Ok(())
+}
+
+/// A failed attempt: retried after a backoff, or `failed` for good after the last one.
+async fn record_failure(
+    shared: &Shared,
+    export_id: Uuid,
+    attempt: i32,
+    format: ExportFormat,
+    error: &anyhow::Error,
+) -> Result<()> {
+    let client = shared.pool.get().await?;
+    if attempt >= shared.settings.max_attempts {
+        tracing::error!(%export_id, attempt, error = %format!("{error:#}"), "export failed for good");
+        let message = format!(
+            "The export failed after {attempt} attempts: {}. Create a new export to try again.",
+            user_facing_cause(error)
+        );
+        shared.metrics.job_failed(format);
+        return mark_failed(&client, export_id, attempt, &message).await;
+    }
+    let backoff = shared.settings.backoff(attempt);
+    tracing::warn!(
+        %export_id, attempt, retry_in_ms = backoff.as_millis() as u64,
+        error = %format!("{error:#}"), "export attempt failed; retrying"
+    );
+    shared.metrics.job_retried(format);
+    client
+        .execute(
+            "UPDATE exports SET status = 'pending', lease_expires_at = NULL, rows_written = 0,
+                    retry_at = now() + $3 * interval '1 millisecond', queued_at = NULL,
+                    updated_at = now()
+             WHERE id = $1 AND attempts = $2 AND status = 'processing'",
+            &[&export_id, &attempt, &(backoff.as_millis() as f64)],
+        )
+        .await?;
+    Ok(())
+}
+
+/// What a user is told about a failure (the details are in the worker's log).
+fn user_facing_cause(error: &anyhow::Error) -> &'static str {
+    let chain = format!("{error:#}");
+    if error.chain().any(|cause| cause.is::<object_store::Error>()) || chain.contains("upload") {
+        "the file storage could not be reached"
+    } else if error.chain().any(|cause| cause.is::<tokio_postgres::Error>())
+        || chain.contains("PostgreSQL")
+    {
+        "the database could not be read"
+    } else {
+        "an internal error occurred"
+    }
+}
+
+async fn mark_failed(client: &deadpool_postgres::Client, export_id: Uuid, attempt: i32, message: &str) -> Result<()> {
+    client
+        .execute(
+            "UPDATE exports SET status = 'failed', error_message = $3, lease_expires_at = NULL,
+                    finished_at = now(), updated_at = now()
+             WHERE id = $1 AND attempts = $2 AND status = 'processing'",
+            &[&export_id, &attempt, &message],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Gives an interrupted attempt back: pending again, the attempt not counted, queued afresh.
+async fn hand_back(shared: &Shared, export_id: Uuid, attempt: i32) -> Result<()> {
+    let client = shared.pool.get().await?;
+    let updated = client
+        .execute(
+            "UPDATE exports SET status = 'pending', attempts = attempts - 1, lease_expires_at = NULL,
+                    rows_written = 0, queued_at = now(), updated_at = now()
+             WHERE id = $1 AND attempts = $2 AND status = 'processing'",
+            &[&export_id, &attempt],
+        )
+        .await?;
+    if updated == 1 {
+        shared.queue.enqueue(export_id).await?;
+        tracing::info!(%export_id, "export handed back to the queue on shutdown");
+    }
+    Ok(())
+}
+
+async fn finish_entry(shared: &Shared, entry_id: &str) {
+    if let Err(error) = shared.queue.finish(entry_id).await {
+        // Harmless: the entry is taken again later and finds nothing to do.
+        tracing::warn!(entry_id, error = %format!("{error:#}"), "could not acknowledge the job");
+    }
+}
+
+/// The periodic sweep, run by one worker of the deployment at a time.
+async fn sweep(shared: Shared, mut stopped: watch::Receiver<bool>) {
+    let interval = Duration::from_secs(shared.settings.sweep_interval_secs.max(1));
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        match shared.queue.try_lock("sweep", &shared.consumer, interval).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "sweeper: Redis unreachable");
+                continue;
+            }
+        }
+        if let Err(error) = requeue_lost(&shared, interval).await {
+            tracing::warn!(error = %format!("{error:#}"), "sweeper: re-queueing failed");
+        }
+        if let Err(error) = expire_files(&shared).await {
+            tracing::warn!(error = %format!("{error:#}"), "sweeper: expiring files failed");
+        }
+    }
+}
+
+/// Queues every due export that has no entry on the stream: its entry was lost with Redis's
+/// memory, or it is a retry whose backoff has passed. `grace` keeps the sweeper off exports
+/// the API is queueing this instant.
+pub async fn requeue_lost_with(
+    pool: &deadpool_postgres::Pool,
+    queue: &JobQueue,
+    grace: Duration,
+) -> Result<usize> {
+    let client = pool.get().await?;
+    let grace_ms = grace.as_millis() as f64;
+    let due: Vec<Uuid> = client
+        .query(
+            "SELECT id FROM exports
+             WHERE (status = 'pending' AND (retry_at IS NULL OR retry_at <= now())
+                    AND COALESCE(queued_at, created_at) < now() - $1 * interval '1 millisecond')
+                OR (status = 'processing' AND lease_expires_at < now())
+             ORDER BY created_at LIMIT 1000",
+            &[&grace_ms],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let queued = queue.queued_exports().await?;
+    let lost: Vec<Uuid> = due.into_iter().filter(|id| !queued.contains(id)).collect();
+    for export_id in &lost {
+        queue.enqueue(*export_id).await?;
+    }
+    if !lost.is_empty() {
+        client
+            .execute("UPDATE exports SET queued_at = now() WHERE id = ANY($1)", &[&lost])
+            .await?;
+        tracing::info!(count = lost.len(), "sweeper: queued exports that had no job");
+    }
+    Ok(lost.len())
+}
+
+async fn requeue_lost(shared: &Shared, grace: Duration) -> Result<usize> {
+    requeue_lost_with(&shared.pool, &shared.queue, grace).await
+}
+
+/// Deletes the files of exports past `expires_at` and marks them `expired`.
+async fn expire_files(shared: &Shared) -> Result<usize> {
+    let client = shared.pool.get().await?;
+    let expired = client
+        .query(
+            "SELECT id, file_url FROM exports WHERE status = 'done' AND expires_at <= now()
+             ORDER BY expires_at LIMIT 100",
+            &[],
+        )
+        .await?;
+    for row in &expired {
+        let export_id: Uuid = row.get(0);
+        if let Some(key) = row.get::<_, Option<String>>(1) {
+            shared.storage.delete(&key).await?;
+        }
+        client
+            .execute(
+                "UPDATE exports SET status = 'expired', file_url = NULL, updated_at = now()
+                 WHERE id = $1 AND status = 'done'",
+                &[&export_id],
+            )
+            .await?;
+        tracing::info!(%export_id, "export expired; file deleted");
+    }
+    Ok(expired.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_a_ceiling() {
+        let settings = WorkerArgs {
+            retry_backoff_ms: 1000,
+            ..Default::default()
+        };
+        for _ in 0..100 {
+            let first = settings.backoff(1).as_millis();
+            assert!((500..=1000).contains(&first), "{first}");
+            let third = settings.backoff(3).as_millis();
+            assert!((2000..=4000).contains(&third), "{third}");
+            assert!(settings.backoff(40).as_millis() <= 5 * 60 * 1000);
+        }
+    }
+
+    #[test]
+    fn failures_are_explained_without_internals() {
+        let storage = anyhow::Error::new(object_store::Error::NotImplemented {
+            operation: "put".into(),
+            implementer: "test".into(),
+        })
+        .context("uploading the file");
+        assert_eq!(user_facing_cause(&storage), "the file storage could not be reached");
+        assert_eq!(user_facing_cause(&anyhow::anyhow!("boom")), "an internal error occurred");
+    }
+}

@@ -1,0 +1,341 @@
+//! Exports finishing for real: the worker streams the matching users out of PostgreSQL into
+//! CSV or XLSX, stores the file (a local directory, or a real S3-compatible server), and the
+//! API hands it out, through `downloadExport` and through short-lived links.
+
+use std::io::Cursor;
+use std::time::Duration;
+
+use calamine::{Data, Reader, Xlsx};
+use chrono::{DateTime, NaiveDate, Utc};
+use exports_client::types::{CreateUserExport, ExportFormat, ExportStatus, UserExportFilters, UserStatus};
+use exports_tests::{download, error_of, quick_worker, stored_objects, wait_for_export, Setup, TestEnv};
+use uuid::Uuid;
+
+const FINISH: Duration = Duration::from_secs(60);
+
+fn request(format: ExportFormat, filters: Option<UserExportFilters>) -> CreateUserExport {
+    CreateUserExport { format, filters }
+}
+
+/// A row as the files carry it: id, email, name, status, created_at.
+type Row = (String, String, String, String, DateTime<Utc>);
+
+/// The users an export with these filters must contain, in the file's order, straight from SQL.
+async fn expected_rows(env: &TestEnv, created_after: Option<NaiveDate>, status: Option<&str>) -> anyhow::Result<Vec<Row>> {
+    let after = created_after.map(|day| day.and_hms_opt(0, 0, 0).unwrap().and_utc());
+    let rows = env
+        .pool
+        .get()
+        .await?
+        .query(
+            "SELECT id::text, email, name, status, created_at FROM users
+             WHERE ($1::timestamptz IS NULL OR created_at >= $1) AND ($2::text IS NULL OR status = $2)
+             ORDER BY created_at, id",
+            &[&after, &status],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
+        .collect())
+}
+
+fn parse_csv(bytes: &[u8]) -> anyhow::Result<(Vec<String>, Vec<Row>)> {
+    let mut reader = csv::Reader::from_reader(bytes);
+    let header = reader.headers()?.iter().map(str::to_string).collect();
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record?;
+        let at = DateTime::parse_from_rfc3339(&record[4])?.to_utc();
+        rows.push((record[0].into(), record[1].into(), record[2].into(), record[3].into(), at));
+    }
+    Ok((header, rows))
+}
+
+/// Every sheet's rows after its header, in order; timestamps to the second (Excel's precision
+/// is finer than a second but not a microsecond).
+fn parse_xlsx(bytes: &[u8]) -> anyhow::Result<(Vec<Vec<String>>, Vec<Row>)> {
+    let mut workbook: Xlsx<_> = calamine::open_workbook_from_rs(Cursor::new(bytes.to_vec()))?;
+    let mut headers = Vec::new();
+    let mut rows = Vec::new();
+    for name in workbook.sheet_names() {
+        let range = workbook.worksheet_range(&name)?;
+        let mut sheet_rows = range.rows();
+        headers.push(sheet_rows.next().unwrap().iter().map(|cell| cell.to_string()).collect());
+        for cells in sheet_rows {
+            let at = match &cells[4] {
+                Data::DateTime(at) => at.as_datetime().unwrap().and_utc(),
+                other => anyhow::bail!("created_at is not a date-time cell: {other:?}"),
+            };
+            rows.push((cells[0].to_string(), cells[1].to_string(), cells[2].to_string(), cells[3].to_string(), at));
+        }
+    }
+    Ok((headers, rows))
+}
+
+fn to_seconds(rows: &[Row]) -> Vec<Row> {
+    rows.iter()
+        .map(|(id, email, name, status, at)| {
+            let second = DateTime::from_timestamp(at.timestamp() + i64::from(at.timestamp_subsec_micros() >= 500_000), 0).unwrap();
+            (id.clone(), email.clone(), name.clone(), status.clone(), second)
+        })
+        .collect()
+}
+
+fn neutralised(rows: &[Row]) -> Vec<Row> {
+    let cell = |text: &String| match text.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => format!("'{text}"),
+        _ => text.clone(),
+    };
+    rows.iter()
+        .map(|(id, email, name, status, at)| (id.clone(), cell(email), cell(name), status.clone(), *at))
+        .collect()
+}
+
+#[tokio::test]
+async fn csv_and_xlsx_hold_exactly_the_matching_users() -> anyhow::Result<()> {
+    let env = TestEnv::start_setup(Setup {
+        worker: Some(quick_worker()),
+        ..Setup::default()
+    })
+    .await?;
+    env.seed_users(3000).await?;
+    let alice = env.writer().await?;
+    let client = env.client(&alice);
+    let after = (Utc::now() - chrono::Duration::hours(30)).date_naive();
+    let filters = UserExportFilters {
+        created_after: Some(after),
+        status: Some(UserStatus::Active),
+    };
+    let expected = expected_rows(&env, Some(after), Some("active")).await?;
+    assert!(expected.len() > 500 && expected.len() < 3000, "{}", expected.len());
+
+    for format in [ExportFormat::Csv, ExportFormat::Xlsx] {
+        let id = client
+            .create_user_export(&request(format, Some(filters.clone())))
+            .await?
+            .into_inner()
+            .export_id;
+        let export = wait_for_export(&client, &id, FINISH, |e| e.status != ExportStatus::Pending && e.status != ExportStatus::Processing).await?;
+        assert_eq!(export.status, ExportStatus::Done, "{export:?}");
+        assert_eq!(export.progress.rows_written, expected.len() as i64);
+        assert_eq!(export.progress.rows_total, expected.len() as i64);
+        assert_eq!(export.progress.percent, 100.0);
+        assert!(export.expires_at.unwrap() > Utc::now() + chrono::Duration::minutes(59));
+        let link_expiry = export.download_expires_at.unwrap();
+        assert!(link_expiry > Utc::now() && link_expiry < Utc::now() + chrono::Duration::minutes(6));
+
+        let (headers, body) = download(&client, &id).await?;
+        assert_eq!(export.file_size_bytes, Some(body.len() as i64));
+        let extension = if format == ExportFormat::Csv { "csv" } else { "xlsx" };
+        assert_eq!(
+            headers["content-disposition"],
+            format!("attachment; filename=\"users-{id}.{extension}\"").as_str()
+        );
+        // The link (through the server's own signed endpoint here) serves the same file, no key.
+        let by_link = reqwest::get(export.download_url.as_deref().unwrap()).await?;
+        assert_eq!(by_link.status(), 200);
+        assert_eq!(by_link.bytes().await?.as_ref(), body.as_slice());
+
+        match format {
+            ExportFormat::Csv => {
+                let (header, rows) = parse_csv(&body)?;
+                assert_eq!(header, ["id", "email", "name", "status", "created_at"]);
+                assert_eq!(rows, expected);
+            }
+            ExportFormat::Xlsx => {
+                let (headers, rows) = parse_xlsx(&body)?;
+                assert_eq!(headers, [["id", "email", "name", "status", "created_at"]]);
+                assert_eq!(to_seconds(&rows), to_seconds(&expected));
+            }
+        }
+    }
+    let objects = stored_objects(&env.storage).await?;
+    assert_eq!(objects.len(), 2, "one file per export: {objects:?}");
+
+    let metrics = env.raw().get(env.url("/metrics")).send().await?.text().await?;
+    for line in [
+        "exports_jobs_succeeded_total{format=\"csv\"} 1",
+        "exports_jobs_succeeded_total{format=\"xlsx\"} 1",
+        "exports_jobs_failed_total{format=\"csv\"} 0",
+        "exports_jobs_in_flight 0",
+        "exports_queue_depth 0",
+        "exports_job_duration_seconds_count{format=\"xlsx\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+    }
+    assert!(metrics.contains(&format!("exports_rows_written_total{{format=\"csv\"}} {}", expected.len())));
+    env.finish().await
+}
+
+#[tokio::test]
+async fn formula_cells_are_neutralised_in_both_formats() -> anyhow::Result<()> {
+    let env = TestEnv::start_setup(Setup {
+        worker: Some(quick_worker()),
+        ..Setup::default()
+    })
+    .await?;
+    let hostile = [
+        ("=HYPERLINK(\"http://evil.example\",\"x\")", "eq@example.com"),
+        ("+1+1", "plus@example.com"),
+        ("-2+3", "minus@example.com"),
+        ("@SUM(A1:A9)", "at@example.com"),
+        ("\tTabbed", "tab@example.com"),
+        ("\rReturn", "cr@example.com"),
+        ("Plain, \"quoted\"\nname", "=cmd|' /C calc'!A0"),
+        ("Ada = Lovelace", "ada@example.com"),
+    ];
+    let db = env.pool.get().await?;
+    for (name, email) in hostile {
+        db.execute(
+            "INSERT INTO users (email, name, status) VALUES ($1, $2, 'active')",
+            &[&email, &name],
+        )
+        .await?;
+    }
+    drop(db);
+    let alice = env.writer().await?;
+    let client = env.client(&alice);
+    let expected = neutralised(&expected_rows(&env, None, None).await?);
+    assert!(expected.iter().any(|row| row.2 == "'=HYPERLINK(\"http://evil.example\",\"x\")"));
+    assert!(expected.iter().any(|row| row.1 == "'=cmd|' /C calc'!A0"));
+    assert!(expected.iter().any(|row| row.2 == "Ada = Lovelace"));
+
+    for format in [ExportFormat::Csv, ExportFormat::Xlsx] {
+        let id = client.create_user_export(&request(format, None)).await?.into_inner().export_id;
+        wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await?;
+        let (_, body) = download(&client, &id).await?;
+        let rows = match format {
+            ExportFormat::Csv => parse_csv(&body)?.1,
+            ExportFormat::Xlsx => parse_xlsx(&body)?.1,
+        };
+        let names: Vec<_> = rows.iter().map(|row| (row.1.clone(), row.2.clone())).collect();
+        let wanted: Vec<_> = expected.iter().map(|row| (row.1.clone(), row.2.clone())).collect();
+        assert_eq!(names, wanted, "{format:?}");
+    }
+    env.finish().await
+}
+
+#[tokio::test]
+async fn s3_exports_are_presigned_links_with_the_file_name() -> anyhow::Result<()> {
+    let env = TestEnv::start_setup(Setup {
+        s3: true,
+        worker: Some(quick_worker()),
+    })
+    .await?;
+    env.seed_users(500).await?;
+    let alice = env.writer().await?;
+    let client = env.client(&alice);
+    let id = client
+        .create_user_export(&request(ExportFormat::Csv, None))
+        .await?
+        .into_inner()
+        .export_id;
+    let export = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await?;
+    let link = export.download_url.unwrap();
+    let s3 = env.s3.as_ref().unwrap();
+    assert!(link.starts_with(&format!("{}/{}/exports/{id}/", s3.endpoint(), s3.bucket)), "{link}");
+    assert!(link.contains("X-Amz-Signature="), "{link}");
+
+    let (_, body) = download(&client, &id).await?;
+    let from_s3 = reqwest::get(&link).await?;
+    assert_eq!(from_s3.status(), 200);
+    assert_eq!(
+        from_s3.headers()["content-disposition"],
+        format!("attachment; filename=\"users-{id}.csv\"").as_str()
+    );
+    assert_eq!(from_s3.bytes().await?.as_ref(), body.as_slice());
+    assert_eq!(parse_csv(&body)?.1, expected_rows(&env, None, None).await?);
+
+    // The same signature with one hex digit changed.
+    let at = link.find("X-Amz-Signature=").unwrap() + "X-Amz-Signature=".len();
+    let flipped = if &link[at..at + 1] == "0" { "1" } else { "0" };
+    let tampered = format!("{}{flipped}{}", &link[..at], &link[at + 1..]);
+    assert_eq!(reqwest::get(&tampered).await?.status(), 403);
+    let objects = stored_objects(&env.storage).await?;
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!(objects[0].1, body.len() as u64);
+    env.finish().await
+}
+
+#[tokio::test]
+async fn served_links_refuse_tampering_and_expire() -> anyhow::Result<()> {
+    let mut worker = quick_worker();
+    worker.file_ttl_secs = 3600;
+    let env = TestEnv::start_setup(Setup {
+        worker: Some(worker),
+        ..Setup::default()
+    })
+    .await?;
+    env.seed_users(50).await?;
+    let alice = env.writer().await?;
+    let client = env.client(&alice);
+    let id = client
+        .create_user_export(&request(ExportFormat::Csv, None))
+        .await?
+        .into_inner()
+        .export_id;
+    let export = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await?;
+    let link = export.download_url.unwrap();
+    assert!(link.starts_with(&env.url(&format!("/downloads/{id}?expires="))), "{link}");
+
+    let error = |response: reqwest::Response| async move {
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap();
+        (status, body["error"]["code"].as_str().unwrap().to_string())
+    };
+    let other = link.replace(&id.to_string(), &Uuid::new_v4().to_string());
+    assert_eq!(error(reqwest::get(&other).await?).await, (403, "invalid_download_link".into()));
+    let later = link.replacen("expires=", "expires=9", 1);
+    assert_eq!(error(reqwest::get(&later).await?).await, (403, "invalid_download_link".into()));
+    let unsigned = link.split("&signature=").next().unwrap().to_string();
+    assert_eq!(error(reqwest::get(&unsigned).await?).await, (400, "invalid_request".into()));
+
+    // A link minted by a server whose links last one second.
+    let mut short = env.storage_args.clone();
+    short.download_link_ttl_secs = 1;
+    let storage = exports_server::storage::Storage::open(&short)?;
+    let key = format!("exports/{id}/attempt-1.csv");
+    let minted = storage
+        .download_link(id, &key, exports_server::model::ExportFormat::Csv, &env.base_url)
+        .await?;
+    assert_eq!(reqwest::get(&minted.url).await?.status(), 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(error(reqwest::get(&minted.url).await?).await, (403, "download_link_expired".into()));
+    env.finish().await
+}
+
+#[tokio::test]
+async fn expired_files_are_deleted_and_marked() -> anyhow::Result<()> {
+    let mut worker = quick_worker();
+    worker.file_ttl_secs = 1;
+    let env = TestEnv::start_setup(Setup {
+        s3: true,
+        worker: Some(worker),
+    })
+    .await?;
+    env.seed_users(100).await?;
+    let alice = env.writer().await?;
+    let client = env.client(&alice);
+    let id = client
+        .create_user_export(&request(ExportFormat::Xlsx, None))
+        .await?
+        .into_inner()
+        .export_id;
+    wait_for_export(&client, &id, FINISH, |e| e.status != ExportStatus::Pending && e.status != ExportStatus::Processing).await?;
+    let export = wait_for_export(&client, &id, Duration::from_secs(15), |e| e.status == ExportStatus::Expired).await?;
+    assert!(export.download_url.is_none());
+    assert!(export.expires_at.unwrap() <= Utc::now());
+    let (status, body, _) = error_of(client.download_export(&id).await);
+    assert_eq!((status, body.error.code.as_str()), (410, "export_expired"));
+    assert_eq!(stored_objects(&env.storage).await?, vec![]);
+    let key: Option<String> = env
+        .pool
+        .get()
+        .await?
+        .query_one("SELECT file_url FROM exports WHERE id = $1", &[&id])
+        .await?
+        .get(0);
+    assert_eq!(key, None);
+    env.finish().await
+}
