@@ -281,22 +281,32 @@ pub mod imp {
         match row.status {
             ExportStatus::Pending | ExportStatus::Processing => Err(ApiError::conflict(
                 "export_not_ready",
-                format!("The export is {}; download it once it is done.", row.status.as_str()),
+                format!(
+                    "The export is {}; download it once it is done.",
+                    row.status.as_str()
+                ),
             )),
             ExportStatus::Failed | ExportStatus::Cancelled => Err(ApiError::conflict(
                 "export_not_ready",
                 format!("The export is {} and has no file.", row.status.as_str()),
             )),
-            ExportStatus::Expired => {
-                Err(ApiError::gone("export_expired", "The export's file has expired and was deleted."))
-            }
+            ExportStatus::Expired => Err(ApiError::gone(
+                "export_expired",
+                "The export's file has expired and was deleted.",
+            )),
             ExportStatus::Done => {
-                let key = row.file_key.as_deref().ok_or_else(|| ApiError::internal("a done export without a file"))?;
+                let key = row
+                    .file_key
+                    .as_deref()
+                    .ok_or_else(|| ApiError::internal("a done export without a file"))?;
                 let mut chunks = match state.storage.read(key).await {
                     Ok(chunks) => chunks,
                     Err(error) if is_not_found(&error) => {
                         // Deleted by the expiry sweep an instant ago.
-                        return Err(ApiError::gone("export_expired", "The export's file has expired and was deleted."));
+                        return Err(ApiError::gone(
+                            "export_expired",
+                            "The export's file has expired and was deleted.",
+                        ));
                     }
                     Err(error) => {
                         tracing::error!(error = %format!("{error:#}"), "file storage unreachable");
@@ -321,7 +331,10 @@ pub mod imp {
                     .map_ok(hyper::body::Frame::data);
                 let mut response = Response::builder()
                     .header(http::header::CONTENT_TYPE, row.format.content_type())
-                    .header(http::header::CONTENT_DISPOSITION, row.format.content_disposition(row.id));
+                    .header(
+                        http::header::CONTENT_DISPOSITION,
+                        row.format.content_disposition(row.id),
+                    );
                 if let Some(size) = row.file_size_bytes {
                     response = response.header(http::header::CONTENT_LENGTH, size);
                 }
@@ -334,11 +347,18 @@ pub mod imp {
     }
 
     fn is_not_found(error: &anyhow::Error) -> bool {
-        matches!(error.downcast_ref::<object_store::Error>(), Some(object_store::Error::NotFound { .. }))
+        matches!(
+            error.downcast_ref::<object_store::Error>(),
+            Some(object_store::Error::NotFound { .. })
+        )
     }
 
     /// The API view of an export, with a freshly minted download link when it is done.
-    async fn export_view(state: &AppState, row: &store::ExportRow, rates: &Rates) -> Result<Export, ApiError> {
+    async fn export_view(
+        state: &AppState,
+        row: &store::ExportRow,
+        rates: &Rates,
+    ) -> Result<Export, ApiError> {
         let mut export = row.to_api(rates);
         if let (ExportStatus::Done, Some(key)) = (row.status, row.file_key.as_deref()) {
             let link = state
@@ -494,7 +514,10 @@ pub mod imp {
             public(&rqctx, "downloadByLink", async |state| {
                 let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
                 let (expires, signature) = query.parts().map_err(ApiError::invalid_request)?;
-                match state.storage.verify_served_link(id, expires, signature, chrono::Utc::now()) {
+                match state
+                    .storage
+                    .verify_served_link(id, expires, signature, chrono::Utc::now())
+                {
                     Ok(()) => {}
                     Err(LinkProblem::BadSignature) => {
                         return Err(ApiError::new(
@@ -513,7 +536,10 @@ pub mod imp {
                         )
                         .with_details(vec![ErrorDetail::new(
                             "expires",
-                            format!("the link expired at {}", at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                            format!(
+                                "the link expired at {}",
+                                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                            ),
                         )]));
                     }
                 }

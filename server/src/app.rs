@@ -117,12 +117,12 @@ impl RunningApi {
         let edge = Edge::start(
             listener,
             EdgeSettings {
-            upstream: server.local_addr(),
-            // The handlers answer 504 themselves at the limit; this only catches a stuck server.
-            upstream_timeout: settings.request_timeout + Duration::from_secs(5),
-            max_body_bytes: settings.max_body_bytes,
-            cors_allowed_origins: settings.cors_allowed_origins.clone(),
-        },
+                upstream: server.local_addr(),
+                // The handlers answer 504 themselves at the limit; this only catches a stuck server.
+                upstream_timeout: settings.request_timeout + Duration::from_secs(5),
+                max_body_bytes: settings.max_body_bytes,
+                cors_allowed_origins: settings.cors_allowed_origins.clone(),
+            },
         )
         .await?;
         let local_addr = edge.local_addr();

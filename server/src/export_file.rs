@@ -99,7 +99,10 @@ pub async fn write_export(
     rows_written: &AtomicU64,
 ) -> Result<u64> {
     let query = UserQuery::new(filters);
-    let statement = client.prepare(&select_sql(&query)).await.context("preparing the export query")?;
+    let statement = client
+        .prepare(&select_sql(&query))
+        .await
+        .context("preparing the export query")?;
     let rows = client
         .query_raw(&statement, query.params())
         .await
@@ -155,7 +158,8 @@ pub async fn write_csv(
 }
 
 fn csv_bytes(csv: csv::Writer<Vec<u8>>) -> Result<Vec<u8>> {
-    csv.into_inner().map_err(|error| anyhow::anyhow!("writing CSV: {}", error.error()))
+    csv.into_inner()
+        .map_err(|error| anyhow::anyhow!("writing CSV: {}", error.error()))
 }
 
 enum XlsxInput {
@@ -174,7 +178,9 @@ pub async fn write_xlsx(
     let (bytes_tx, mut bytes_rx) = mpsc::channel::<Vec<u8>>(4);
     let written = Arc::new(AtomicU64::new(0));
     let thread_written = written.clone();
-    let builder = tokio::task::spawn_blocking(move || build_xlsx(rows_rx, bytes_tx, &thread_written));
+    let builder = tokio::task::spawn_blocking(move || {
+        build_xlsx(rows_rx, bytes_tx, &thread_written, XLSX_ROWS_PER_SHEET)
+    });
 
     // Feed the rows to the thread, then forward the zip it writes to the upload; both sides
     // are bounded channels, so a slow upload slows the query instead of filling memory.
@@ -239,10 +245,12 @@ impl Write for ChannelWriter {
     }
 }
 
+/// `rows_per_sheet` counts the header: Excel's limit, or a small one in tests.
 fn build_xlsx(
     mut rows: mpsc::Receiver<XlsxInput>,
     bytes: mpsc::Sender<Vec<u8>>,
     written: &AtomicU64,
+    rows_per_sheet: u32,
 ) -> Result<u64> {
     let mut workbook = Workbook::new();
     let datetime = Format::new().set_num_format("yyyy-mm-dd hh:mm:ss");
@@ -257,7 +265,7 @@ fn build_xlsx(
             None => anyhow::bail!("the export stopped before its last row"),
         };
         for row in batch {
-            if row_in_sheet == XLSX_ROWS_PER_SHEET - 1 {
+            if row_in_sheet == rows_per_sheet - 1 {
                 sheet = new_sheet(&mut workbook, &header)?;
                 row_in_sheet = 0;
             }
@@ -276,7 +284,9 @@ fn build_xlsx(
         chunk: Vec::with_capacity(CSV_CHUNK_BYTES + 4096),
         sender: bytes,
     };
-    workbook.save_to_writer(&mut writer).context("writing the XLSX file")?;
+    workbook
+        .save_to_writer(&mut writer)
+        .context("writing the XLSX file")?;
     writer.flush()?;
     Ok(count)
 }
@@ -338,8 +348,47 @@ mod tests {
     }
 
     #[test]
+    fn full_sheets_continue_on_a_new_sheet_with_its_own_header() {
+        use calamine::Reader;
+        let (rows_tx, rows_rx) = mpsc::channel(4);
+        let (bytes_tx, mut bytes_rx) = mpsc::channel(4);
+        let users: Vec<UserRow> = (0..7)
+            .map(|n| UserRow {
+                id: Uuid::new_v4(),
+                email: format!("user{n}@example.com"),
+                name: format!("User {n}"),
+                status: "active".into(),
+                created_at: Utc::now(),
+            })
+            .collect();
+        rows_tx.blocking_send(XlsxInput::Rows(users.clone())).unwrap();
+        rows_tx.blocking_send(XlsxInput::Finish).unwrap();
+        let written = AtomicU64::new(0);
+        // Three users and the header per sheet.
+        let builder = std::thread::spawn(move || build_xlsx(rows_rx, bytes_tx, &written, 4));
+        let mut file = Vec::new();
+        while let Some(chunk) = bytes_rx.blocking_recv() {
+            file.extend(chunk);
+        }
+        assert_eq!(builder.join().unwrap().unwrap(), 7);
+        let mut workbook: calamine::Xlsx<_> = calamine::open_workbook_from_rs(std::io::Cursor::new(file)).unwrap();
+        assert_eq!(workbook.sheet_names(), ["Sheet1", "Sheet2", "Sheet3"]);
+        let mut emails = Vec::new();
+        for name in workbook.sheet_names() {
+            let range = workbook.worksheet_range(&name).unwrap();
+            let mut rows = range.rows();
+            assert_eq!(rows.next().unwrap()[1].to_string(), "email");
+            emails.extend(rows.map(|row| row[1].to_string()));
+        }
+        let sent: Vec<String> = users.iter().map(|user| user.email.clone()).collect();
+        assert_eq!(emails, sent);
+    }
+
+    #[test]
     fn timestamps_are_rfc3339_utc() {
-        let at = DateTime::parse_from_rfc3339("2025-01-03T10:15:22.5+02:00").unwrap().to_utc();
+        let at = DateTime::parse_from_rfc3339("2025-01-03T10:15:22.5+02:00")
+            .unwrap()
+            .to_utc();
         assert_eq!(timestamp(&at), "2025-01-03T08:15:22.500Z");
     }
 }

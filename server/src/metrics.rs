@@ -34,10 +34,15 @@ impl Metrics {
         let registry = Registry::new();
         let by_format = |name: &str, help: &str| {
             let counter = IntCounterVec::new(Opts::new(name, help), &["format"]).expect("valid metric");
-            registry.register(Box::new(counter.clone())).expect("registered once");
+            registry
+                .register(Box::new(counter.clone()))
+                .expect("registered once");
             counter
         };
-        let succeeded = by_format("exports_jobs_succeeded_total", "Export jobs that finished with a file.");
+        let succeeded = by_format(
+            "exports_jobs_succeeded_total",
+            "Export jobs that finished with a file.",
+        );
         let failed = by_format(
             "exports_jobs_failed_total",
             "Export jobs that failed for good (retries exhausted, or over the time limit).",
@@ -46,26 +51,40 @@ impl Metrics {
             "exports_job_retries_total",
             "Failed attempts of export jobs that were scheduled to run again.",
         );
-        let rows = by_format("exports_rows_written_total", "Rows written into finished export files.");
+        let rows = by_format(
+            "exports_rows_written_total",
+            "Rows written into finished export files.",
+        );
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 "exports_job_duration_seconds",
                 "Time from a job's start to its file being stored, for successful attempts.",
             )
-            .buckets(vec![0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
+            .buckets(vec![
+                0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+            ]),
             &["format"],
         )
         .expect("valid metric");
-        registry.register(Box::new(duration.clone())).expect("registered once");
-        let in_flight = IntGauge::new("exports_jobs_in_flight", "Export jobs this process is running now.")
-            .expect("valid metric");
-        registry.register(Box::new(in_flight.clone())).expect("registered once");
+        registry
+            .register(Box::new(duration.clone()))
+            .expect("registered once");
+        let in_flight = IntGauge::new(
+            "exports_jobs_in_flight",
+            "Export jobs this process is running now.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(in_flight.clone()))
+            .expect("registered once");
         let queue_depth = IntGauge::new(
             "exports_queue_depth",
             "Exports waiting for a worker (status pending), across the deployment.",
         )
         .expect("valid metric");
-        registry.register(Box::new(queue_depth.clone())).expect("registered once");
+        registry
+            .register(Box::new(queue_depth.clone()))
+            .expect("registered once");
         Self {
             registry,
             succeeded,
@@ -138,7 +157,9 @@ pub async fn serve(
     tracing::info!(%local_addr, "metrics listening");
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let (metrics, pool) = (metrics.clone(), pool.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {

@@ -84,7 +84,10 @@ impl ExportFormat {
 
     /// `attachment` with the file name the spec promises: `users-<export_id>.<format>`.
     pub fn content_disposition(self, export_id: Uuid) -> String {
-        format!("attachment; filename=\"users-{export_id}.{}\"", self.file_extension())
+        format!(
+            "attachment; filename=\"users-{export_id}.{}\"",
+            self.file_extension()
+        )
     }
 }
 
@@ -292,10 +295,16 @@ impl DownloadLinkQuery {
         let expires = self.expires.as_deref().and_then(|text| text.parse::<i64>().ok());
         let mut problems = Vec::new();
         if expires.is_none() {
-            problems.push(ErrorDetail::new("expires", "is required: an integer from the download link"));
+            problems.push(ErrorDetail::new(
+                "expires",
+                "is required: an integer from the download link",
+            ));
         }
         if self.signature.is_none() {
-            problems.push(ErrorDetail::new("signature", "is required: the signature from the download link"));
+            problems.push(ErrorDetail::new(
+                "signature",
+                "is required: the signature from the download link",
+            ));
         }
         match (expires, self.signature.as_deref()) {
             (Some(expires), Some(signature)) => Ok((expires, signature)),

@@ -3,8 +3,8 @@
 
 use anyhow::{Context, Result};
 use fred::prelude::*;
-use fred::types::Builder;
 use fred::types::streams::{XReadResponse, XReadValue, XID};
+use fred::types::Builder;
 use fred::types::{Expiration, SetOptions, Value};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -91,7 +91,10 @@ impl JobQueue {
     /// Creates the consumer group (and the stream) unless it exists. It starts at the stream's
     /// beginning, so jobs queued before the first worker started are not skipped.
     pub async fn ensure_group(&self) -> Result<()> {
-        let created: Result<Value, Error> = self.redis.xgroup_create(&self.stream, &self.group, "0", true).await;
+        let created: Result<Value, Error> = self
+            .redis
+            .xgroup_create(&self.stream, &self.group, "0", true)
+            .await;
         match created {
             Ok(_) => Ok(()),
             Err(error) if error.details().starts_with("BUSYGROUP") => Ok(()),
@@ -121,10 +124,14 @@ impl JobQueue {
             }
             Err(error) => return Err(error).context("reading the job stream"),
         };
-        Ok(entries.into_values().flatten().next().map(|(entry_id, fields)| Job {
-            export_id: fields.get("export_id").and_then(|id| Uuid::parse_str(id).ok()),
-            entry_id,
-        }))
+        Ok(entries
+            .into_values()
+            .flatten()
+            .next()
+            .map(|(entry_id, fields)| Job {
+                export_id: fields.get("export_id").and_then(|id| Uuid::parse_str(id).ok()),
+                entry_id,
+            }))
     }
 
     /// Takes over one job that another consumer has held for longer than `min_idle` without
@@ -132,7 +139,15 @@ impl JobQueue {
     pub async fn claim_stale(&self, consumer: &str, min_idle: Duration) -> Result<Option<Job>> {
         let claimed: Result<Value, Error> = self
             .redis
-            .xautoclaim(&self.stream, &self.group, consumer, min_idle.as_millis() as u64, "0-0", Some(1), false)
+            .xautoclaim(
+                &self.stream,
+                &self.group,
+                consumer,
+                min_idle.as_millis() as u64,
+                "0-0",
+                Some(1),
+                false,
+            )
             .await;
         let reply = match claimed {
             Ok(reply) => reply,
@@ -150,7 +165,9 @@ impl JobQueue {
             return Ok(None);
         };
         Ok(entries.into_iter().find_map(|entry| {
-            let Value::Array(mut entry) = entry else { return None };
+            let Value::Array(mut entry) = entry else {
+                return None;
+            };
             if entry.len() != 2 {
                 return None;
             }
@@ -169,7 +186,18 @@ impl JobQueue {
     pub async fn touch(&self, consumer: &str, entry_id: &str) -> Result<()> {
         let _: Value = self
             .redis
-            .xclaim(&self.stream, &self.group, consumer, 0, entry_id, None, None, None, false, true)
+            .xclaim(
+                &self.stream,
+                &self.group,
+                consumer,
+                0,
+                entry_id,
+                None,
+                None,
+                None,
+                false,
+                true,
+            )
             .await
             .context("renewing the job's claim")?;
         Ok(())
@@ -187,12 +215,17 @@ impl JobQueue {
         let mut queued = HashSet::new();
         let mut start = "-".to_string();
         loop {
-            let page: Vec<XReadValue<String, String, String>> =
-                self.redis.xrange_values(&self.stream, &start, "+", Some(1000)).await?;
+            let page: Vec<XReadValue<String, String, String>> = self
+                .redis
+                .xrange_values(&self.stream, &start, "+", Some(1000))
+                .await?;
             let Some((last, _)) = page.last() else { break };
             start = format!("({last}");
             let full = page.len() == 1000;
-            queued.extend(page.iter().filter_map(|(_, fields)| Uuid::parse_str(fields.get("export_id")?).ok()));
+            queued.extend(
+                page.iter()
+                    .filter_map(|(_, fields)| Uuid::parse_str(fields.get("export_id")?).ok()),
+            );
             if !full {
                 break;
             }
@@ -218,7 +251,10 @@ impl JobQueue {
 
     /// Removes the stream and every job on it (benchmarks and tests clean up with this).
     pub async fn delete_stream(&self) -> Result<()> {
-        let _: i64 = self.redis.del((self.stream.as_str(), format!("{}:lock:sweep", self.stream))).await?;
+        let _: i64 = self
+            .redis
+            .del((self.stream.as_str(), format!("{}:lock:sweep", self.stream)))
+            .await?;
         Ok(())
     }
 

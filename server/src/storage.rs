@@ -205,7 +205,10 @@ impl Storage {
         let url = match &self.links {
             Links::Presigned(s3) => {
                 let options = SignedUrlOptions::new().with_query([
-                    ("response-content-disposition", format.content_disposition(export_id)),
+                    (
+                        "response-content-disposition",
+                        format.content_disposition(export_id),
+                    ),
                     ("response-content-type", format.content_type().to_string()),
                 ]);
                 s3.signed_url_opts(http::Method::GET, &Path::from(key), self.link_ttl, &options)

@@ -178,7 +178,11 @@ async fn take_jobs(shared: Shared, reader: fred::clients::Client, mut stopped: w
             break;
         }
         let next = async {
-            if let Some(job) = shared.queue.claim_stale(&shared.consumer, shared.settings.lease()).await? {
+            if let Some(job) = shared
+                .queue
+                .claim_stale(&shared.consumer, shared.settings.lease())
+                .await?
+            {
                 tracing::info!(entry_id = %job.entry_id, "took over a job from a worker that stopped");
                 return Ok(Some(job));
             }
@@ -275,7 +279,11 @@ async fn start_attempt(shared: &Shared, export_id: Uuid) -> Result<Started> {
                 &[&export_id],
             )
             .await?;
-        return Ok(if held.is_some() { Started::HeldElsewhere } else { Started::Done });
+        return Ok(if held.is_some() {
+            Started::HeldElsewhere
+        } else {
+            Started::Done
+        });
     };
     let attempt: i32 = row.get(0);
     let format = ExportFormat::parse(row.get(1)).context("unknown format")?;
@@ -328,7 +336,9 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::R
             .await
             .context("connecting to PostgreSQL")
             .map_err(AttemptError::Failed)?;
-        let mut upload = shared.storage.writer(&key, shared.settings.upload_part_mib.max(5) << 20);
+        let mut upload = shared
+            .storage
+            .writer(&key, shared.settings.upload_part_mib.max(5) << 20);
         let written = tokio::select! {
             written = write_export(&client, &attempt.filters, format, &mut upload, &rows_written) => {
                 written.map_err(AttemptError::Failed)
@@ -338,7 +348,11 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::R
             _ = tokio::time::sleep(timeout) => Err(AttemptError::TimedOut),
         };
         let failed = match written {
-            Ok(rows) => return finish_upload(&mut upload, Ok(rows)).await.map_err(AttemptError::Failed),
+            Ok(rows) => {
+                return finish_upload(&mut upload, Ok(rows))
+                    .await
+                    .map_err(AttemptError::Failed)
+            }
             Err(error) => error,
         };
         let _ = finish_upload(&mut upload, Err(anyhow::anyhow!("{failed:?}"))).await;
@@ -356,20 +370,29 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::R
         }
         Err(AttemptError::Interrupted) => hand_back(shared, export_id, number).await,
         Err(AttemptError::TimedOut) => {
+            let seconds = timeout.as_secs();
+            let limit = match seconds % 60 {
+                0 => format!("{}-minute", seconds / 60),
+                _ => format!("{seconds}-second"),
+            };
             let message = format!(
-                "The export took longer than the {}-minute limit and was stopped. Narrow the filters \
-                 or try again later.",
-                timeout.as_secs().div_ceil(60)
+                "The export took longer than the {limit} limit and was stopped. Narrow the filters \
+                 or try again later."
             );
             shared.metrics.job_failed(format);
-            with_client(shared, async |client| mark_failed(client, export_id, number, &message).await).await
+            with_client(shared, async |client| {
+                mark_failed(client, export_id, number, &message).await
+            })
+            .await
         }
         Err(AttemptError::Failed(error)) => record_failure(shared, export_id, number, format, &error).await,
     };
     match recorded {
         Ok(()) => finish_entry(shared, &job.entry_id).await,
         // The entry stays pending, so the job is taken over once its lease runs out.
-        Err(error) => tracing::error!(%export_id, error = %format!("{error:#}"), "could not record the outcome"),
+        Err(error) => {
+            tracing::error!(%export_id, error = %format!("{error:#}"), "could not record the outcome")
+        }
     }
 }
 
@@ -450,7 +473,14 @@ async fn record_done(
                     finished_at = now(), updated_at = now(),
                     expires_at = now() + $6 * interval '1 millisecond'
              WHERE id = $1 AND attempts = $2 AND status = 'processing'",
-            &[&export_id, &attempt, &key.as_ref(), &(rows as i64), &(size as i64), &ttl_ms],
+            &[
+                &export_id,
+                &attempt,
+                &key.as_ref(),
+                &(rows as i64),
+                &(size as i64),
+                &ttl_ms,
+            ],
         )
         .await?;
     if updated == 0 {
@@ -510,16 +540,19 @@ fn user_facing_cause(error: &anyhow::Error) -> &'static str {
     let chain = format!("{error:#}");
     if error.chain().any(|cause| cause.is::<object_store::Error>()) || chain.contains("upload") {
         "the file storage could not be reached"
-    } else if error.chain().any(|cause| cause.is::<tokio_postgres::Error>())
-        || chain.contains("PostgreSQL")
-    {
+    } else if error.chain().any(|cause| cause.is::<tokio_postgres::Error>()) || chain.contains("PostgreSQL") {
         "the database could not be read"
     } else {
         "an internal error occurred"
     }
 }
 
-async fn mark_failed(client: &deadpool_postgres::Client, export_id: Uuid, attempt: i32, message: &str) -> Result<()> {
+async fn mark_failed(
+    client: &deadpool_postgres::Client,
+    export_id: Uuid,
+    attempt: i32,
+    message: &str,
+) -> Result<()> {
     client
         .execute(
             "UPDATE exports SET status = 'failed', error_message = $3, lease_expires_at = NULL,
@@ -616,7 +649,10 @@ pub async fn requeue_lost_with(
     }
     if !lost.is_empty() {
         client
-            .execute("UPDATE exports SET queued_at = now() WHERE id = ANY($1)", &[&lost])
+            .execute(
+                "UPDATE exports SET queued_at = now() WHERE id = ANY($1)",
+                &[&lost],
+            )
             .await?;
         tracing::info!(count = lost.len(), "sweeper: queued exports that had no job");
     }
@@ -680,7 +716,13 @@ mod tests {
             implementer: "test".into(),
         })
         .context("uploading the file");
-        assert_eq!(user_facing_cause(&storage), "the file storage could not be reached");
-        assert_eq!(user_facing_cause(&anyhow::anyhow!("boom")), "an internal error occurred");
+        assert_eq!(
+            user_facing_cause(&storage),
+            "the file storage could not be reached"
+        );
+        assert_eq!(
+            user_facing_cause(&anyhow::anyhow!("boom")),
+            "an internal error occurred"
+        );
     }
 }

@@ -134,7 +134,12 @@ impl TestEnv {
 
     /// A server whose PostgreSQL is unreachable (nothing listens at its address).
     pub async fn start_with_unreachable_postgres() -> Result<Self> {
-        Self::start_inner(|_| {}, Some("postgres://postgres@127.0.0.1:1/unreachable"), Setup::default()).await
+        Self::start_inner(
+            |_| {},
+            Some("postgres://postgres@127.0.0.1:1/unreachable"),
+            Setup::default(),
+        )
+        .await
     }
 
     /// The API with the storage and worker that `setup` asks for.
@@ -158,7 +163,11 @@ impl TestEnv {
         let redis_prefix = format!("exports:test:{}:", Uuid::new_v4().simple());
         let queue = JobQueue::new(redis.clone(), &redis_prefix);
         let files = tempfile::tempdir()?;
-        let s3 = if setup.s3 { Some(TestS3::start().await?) } else { None };
+        let s3 = if setup.s3 {
+            Some(TestS3::start().await?)
+        } else {
+            None
+        };
         let storage_args = match &s3 {
             Some(s3) => s3.args(),
             None => StorageArgs::local(files.path()),
@@ -174,8 +183,14 @@ impl TestEnv {
             ..ApiSettings::default()
         };
         configure(&mut settings);
-        let api = RunningApi::start(settings, server_pool.clone(), queue.clone(), storage.clone(), metrics.clone())
-            .await?;
+        let api = RunningApi::start(
+            settings,
+            server_pool.clone(),
+            queue.clone(),
+            storage.clone(),
+            metrics.clone(),
+        )
+        .await?;
         let server_addr = api.local_addr;
         let checker = Arc::new(ResponseChecker::default());
         start_validating_proxy(proxy, server_addr, checker.clone());
@@ -315,7 +330,11 @@ struct ResponseChecker {
 
 /// A loopback proxy that forwards every request to the server and checks every response
 /// against the spec: status documented, media type, required headers, body schema.
-fn start_validating_proxy(listener: tokio::net::TcpListener, server: SocketAddr, checker: Arc<ResponseChecker>) {
+fn start_validating_proxy(
+    listener: tokio::net::TcpListener,
+    server: SocketAddr,
+    checker: Arc<ResponseChecker>,
+) {
     let spec = Arc::new(Spec::bundled());
     let client: HttpClient<_, Incoming> = HttpClient::builder(TokioExecutor::new()).build_http();
     tokio::spawn(async move {
@@ -465,7 +484,10 @@ impl TestS3 {
             .with_context(|| format!("starting {} (scripts/tools.sh installs it)", binary.display()))?;
         self.child = Some(child);
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

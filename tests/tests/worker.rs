@@ -21,7 +21,11 @@ fn request(format: ExportFormat, filters: Option<UserExportFilters>) -> CreateUs
 type Row = (String, String, String, String, DateTime<Utc>);
 
 /// The users an export with these filters must contain, in the file's order, straight from SQL.
-async fn expected_rows(env: &TestEnv, created_after: Option<NaiveDate>, status: Option<&str>) -> anyhow::Result<Vec<Row>> {
+async fn expected_rows(
+    env: &TestEnv,
+    created_after: Option<NaiveDate>,
+    status: Option<&str>,
+) -> anyhow::Result<Vec<Row>> {
     let after = created_after.map(|day| day.and_hms_opt(0, 0, 0).unwrap().and_utc());
     let rows = env
         .pool
@@ -47,7 +51,13 @@ fn parse_csv(bytes: &[u8]) -> anyhow::Result<(Vec<String>, Vec<Row>)> {
     for record in reader.records() {
         let record = record?;
         let at = DateTime::parse_from_rfc3339(&record[4])?.to_utc();
-        rows.push((record[0].into(), record[1].into(), record[2].into(), record[3].into(), at));
+        rows.push((
+            record[0].into(),
+            record[1].into(),
+            record[2].into(),
+            record[3].into(),
+            at,
+        ));
     }
     Ok((header, rows))
 }
@@ -61,13 +71,26 @@ fn parse_xlsx(bytes: &[u8]) -> anyhow::Result<(Vec<Vec<String>>, Vec<Row>)> {
     for name in workbook.sheet_names() {
         let range = workbook.worksheet_range(&name)?;
         let mut sheet_rows = range.rows();
-        headers.push(sheet_rows.next().unwrap().iter().map(|cell| cell.to_string()).collect());
+        headers.push(
+            sheet_rows
+                .next()
+                .unwrap()
+                .iter()
+                .map(|cell| cell.to_string())
+                .collect(),
+        );
         for cells in sheet_rows {
             let at = match &cells[4] {
                 Data::DateTime(at) => at.as_datetime().unwrap().and_utc(),
                 other => anyhow::bail!("created_at is not a date-time cell: {other:?}"),
             };
-            rows.push((cells[0].to_string(), cells[1].to_string(), cells[2].to_string(), cells[3].to_string(), at));
+            rows.push((
+                cells[0].to_string(),
+                cells[1].to_string(),
+                cells[2].to_string(),
+                cells[3].to_string(),
+                at,
+            ));
         }
     }
     Ok((headers, rows))
@@ -76,7 +99,11 @@ fn parse_xlsx(bytes: &[u8]) -> anyhow::Result<(Vec<Vec<String>>, Vec<Row>)> {
 fn to_seconds(rows: &[Row]) -> Vec<Row> {
     rows.iter()
         .map(|(id, email, name, status, at)| {
-            let second = DateTime::from_timestamp(at.timestamp() + i64::from(at.timestamp_subsec_micros() >= 500_000), 0).unwrap();
+            let second = DateTime::from_timestamp(
+                at.timestamp() + i64::from(at.timestamp_subsec_micros() >= 500_000),
+                0,
+            )
+            .unwrap();
             (id.clone(), email.clone(), name.clone(), status.clone(), second)
         })
         .collect()
@@ -108,7 +135,11 @@ async fn csv_and_xlsx_hold_exactly_the_matching_users() -> anyhow::Result<()> {
         status: Some(UserStatus::Active),
     };
     let expected = expected_rows(&env, Some(after), Some("active")).await?;
-    assert!(expected.len() > 500 && expected.len() < 3000, "{}", expected.len());
+    assert!(
+        expected.len() > 500 && expected.len() < 3000,
+        "{}",
+        expected.len()
+    );
 
     for format in [ExportFormat::Csv, ExportFormat::Xlsx] {
         let id = client
@@ -116,7 +147,10 @@ async fn csv_and_xlsx_hold_exactly_the_matching_users() -> anyhow::Result<()> {
             .await?
             .into_inner()
             .export_id;
-        let export = wait_for_export(&client, &id, FINISH, |e| e.status != ExportStatus::Pending && e.status != ExportStatus::Processing).await?;
+        let export = wait_for_export(&client, &id, FINISH, |e| {
+            e.status != ExportStatus::Pending && e.status != ExportStatus::Processing
+        })
+        .await?;
         assert_eq!(export.status, ExportStatus::Done, "{export:?}");
         assert_eq!(export.progress.rows_written, expected.len() as i64);
         assert_eq!(export.progress.rows_total, expected.len() as i64);
@@ -127,7 +161,11 @@ async fn csv_and_xlsx_hold_exactly_the_matching_users() -> anyhow::Result<()> {
 
         let (headers, body) = download(&client, &id).await?;
         assert_eq!(export.file_size_bytes, Some(body.len() as i64));
-        let extension = if format == ExportFormat::Csv { "csv" } else { "xlsx" };
+        let extension = if format == ExportFormat::Csv {
+            "csv"
+        } else {
+            "xlsx"
+        };
         assert_eq!(
             headers["content-disposition"],
             format!("attachment; filename=\"users-{id}.{extension}\"").as_str()
@@ -164,7 +202,10 @@ async fn csv_and_xlsx_hold_exactly_the_matching_users() -> anyhow::Result<()> {
     ] {
         assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
     }
-    assert!(metrics.contains(&format!("exports_rows_written_total{{format=\"csv\"}} {}", expected.len())));
+    assert!(metrics.contains(&format!(
+        "exports_rows_written_total{{format=\"csv\"}} {}",
+        expected.len()
+    )));
     env.finish().await
 }
 
@@ -197,12 +238,18 @@ async fn formula_cells_are_neutralised_in_both_formats() -> anyhow::Result<()> {
     let alice = env.writer().await?;
     let client = env.client(&alice);
     let expected = neutralised(&expected_rows(&env, None, None).await?);
-    assert!(expected.iter().any(|row| row.2 == "'=HYPERLINK(\"http://evil.example\",\"x\")"));
+    assert!(expected
+        .iter()
+        .any(|row| row.2 == "'=HYPERLINK(\"http://evil.example\",\"x\")"));
     assert!(expected.iter().any(|row| row.1 == "'=cmd|' /C calc'!A0"));
     assert!(expected.iter().any(|row| row.2 == "Ada = Lovelace"));
 
     for format in [ExportFormat::Csv, ExportFormat::Xlsx] {
-        let id = client.create_user_export(&request(format, None)).await?.into_inner().export_id;
+        let id = client
+            .create_user_export(&request(format, None))
+            .await?
+            .into_inner()
+            .export_id;
         wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await?;
         let (_, body) = download(&client, &id).await?;
         let rows = match format {
@@ -210,7 +257,10 @@ async fn formula_cells_are_neutralised_in_both_formats() -> anyhow::Result<()> {
             ExportFormat::Xlsx => parse_xlsx(&body)?.1,
         };
         let names: Vec<_> = rows.iter().map(|row| (row.1.clone(), row.2.clone())).collect();
-        let wanted: Vec<_> = expected.iter().map(|row| (row.1.clone(), row.2.clone())).collect();
+        let wanted: Vec<_> = expected
+            .iter()
+            .map(|row| (row.1.clone(), row.2.clone()))
+            .collect();
         assert_eq!(names, wanted, "{format:?}");
     }
     env.finish().await
@@ -234,7 +284,10 @@ async fn s3_exports_are_presigned_links_with_the_file_name() -> anyhow::Result<(
     let export = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await?;
     let link = export.download_url.unwrap();
     let s3 = env.s3.as_ref().unwrap();
-    assert!(link.starts_with(&format!("{}/{}/exports/{id}/", s3.endpoint(), s3.bucket)), "{link}");
+    assert!(
+        link.starts_with(&format!("{}/{}/exports/{id}/", s3.endpoint(), s3.bucket)),
+        "{link}"
+    );
     assert!(link.contains("X-Amz-Signature="), "{link}");
 
     let (_, body) = download(&client, &id).await?;
@@ -277,7 +330,10 @@ async fn served_links_refuse_tampering_and_expire() -> anyhow::Result<()> {
         .export_id;
     let export = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await?;
     let link = export.download_url.unwrap();
-    assert!(link.starts_with(&env.url(&format!("/downloads/{id}?expires="))), "{link}");
+    assert!(
+        link.starts_with(&env.url(&format!("/downloads/{id}?expires="))),
+        "{link}"
+    );
 
     let error = |response: reqwest::Response| async move {
         let status = response.status().as_u16();
@@ -285,11 +341,20 @@ async fn served_links_refuse_tampering_and_expire() -> anyhow::Result<()> {
         (status, body["error"]["code"].as_str().unwrap().to_string())
     };
     let other = link.replace(&id.to_string(), &Uuid::new_v4().to_string());
-    assert_eq!(error(reqwest::get(&other).await?).await, (403, "invalid_download_link".into()));
+    assert_eq!(
+        error(reqwest::get(&other).await?).await,
+        (403, "invalid_download_link".into())
+    );
     let later = link.replacen("expires=", "expires=9", 1);
-    assert_eq!(error(reqwest::get(&later).await?).await, (403, "invalid_download_link".into()));
+    assert_eq!(
+        error(reqwest::get(&later).await?).await,
+        (403, "invalid_download_link".into())
+    );
     let unsigned = link.split("&signature=").next().unwrap().to_string();
-    assert_eq!(error(reqwest::get(&unsigned).await?).await, (400, "invalid_request".into()));
+    assert_eq!(
+        error(reqwest::get(&unsigned).await?).await,
+        (400, "invalid_request".into())
+    );
 
     // A link minted by a server whose links last one second.
     let mut short = env.storage_args.clone();
@@ -301,7 +366,10 @@ async fn served_links_refuse_tampering_and_expire() -> anyhow::Result<()> {
         .await?;
     assert_eq!(reqwest::get(&minted.url).await?.status(), 200);
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(error(reqwest::get(&minted.url).await?).await, (403, "download_link_expired".into()));
+    assert_eq!(
+        error(reqwest::get(&minted.url).await?).await,
+        (403, "download_link_expired".into())
+    );
     env.finish().await
 }
 
@@ -322,8 +390,14 @@ async fn expired_files_are_deleted_and_marked() -> anyhow::Result<()> {
         .await?
         .into_inner()
         .export_id;
-    wait_for_export(&client, &id, FINISH, |e| e.status != ExportStatus::Pending && e.status != ExportStatus::Processing).await?;
-    let export = wait_for_export(&client, &id, Duration::from_secs(15), |e| e.status == ExportStatus::Expired).await?;
+    wait_for_export(&client, &id, FINISH, |e| {
+        e.status != ExportStatus::Pending && e.status != ExportStatus::Processing
+    })
+    .await?;
+    let export = wait_for_export(&client, &id, Duration::from_secs(15), |e| {
+        e.status == ExportStatus::Expired
+    })
+    .await?;
     assert!(export.download_url.is_none());
     assert!(export.expires_at.unwrap() <= Utc::now());
     let (status, body, _) = error_of(client.download_export(&id).await);

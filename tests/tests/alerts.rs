@@ -1,0 +1,48 @@
+//! The Prometheus alerting rules in `deploy/prometheus/`: valid for promtool, firing as their
+//! unit tests expect, and about metrics the service really exports.
+
+use std::path::Path;
+use std::process::Command;
+
+use exports_tests::TestEnv;
+
+fn promtool(args: &[&str]) -> String {
+    let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    let output = Command::new("promtool")
+        .args(args)
+        .current_dir(&directory)
+        .output()
+        .expect("promtool runs (scripts/tools.sh installs Debian's prometheus package)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "promtool {args:?}:\n{text}");
+    text
+}
+
+#[test]
+fn the_rules_pass_promtool_check_and_their_unit_tests() {
+    assert!(promtool(&["check", "rules", "alerts.yml"]).contains("SUCCESS: 2 rules found"));
+    assert!(promtool(&["test", "rules", "alerts.test.yml"]).contains("SUCCESS"));
+}
+
+#[tokio::test]
+async fn the_rules_use_metrics_the_service_exports() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let exposed = env.raw().get(env.url("/metrics")).send().await?.text().await?;
+    let rules = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml"))?;
+    let used: std::collections::BTreeSet<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("exports_") && word.len() > "exports_".len())
+        .collect();
+    assert!(used.contains("exports_queue_depth"), "{used:?}");
+    for metric in used {
+        assert!(
+            exposed.lines().any(|line| line.starts_with(&format!("# TYPE {metric} "))),
+            "{metric} is not exported:\n{exposed}"
+        );
+    }
+    env.finish().await
+}

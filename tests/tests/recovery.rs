@@ -1,0 +1,356 @@
+//! Exports survive what goes wrong in production: a worker killed mid-export, a wiped Redis,
+//! an unreachable object store, a cancel or a time limit mid-way, a job delivered twice.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use exports_client::types::{CreateUserExport, ExportFormat, ExportStatus};
+use exports_server::worker::RunningWorker;
+use exports_tests::{download, quick_worker, redis_url, stored_objects, wait_for_export, Setup, TestEnv};
+use uuid::Uuid;
+
+const FINISH: Duration = Duration::from_secs(90);
+
+fn export(format: ExportFormat) -> CreateUserExport {
+    CreateUserExport {
+        format,
+        filters: None,
+    }
+}
+
+async fn attempts(env: &TestEnv, id: &Uuid) -> anyhow::Result<i32> {
+    Ok(env
+        .pool
+        .get()
+        .await?
+        .query_one("SELECT attempts FROM exports WHERE id = $1", &[id])
+        .await?
+        .get(0))
+}
+
+/// Waits until `check` holds, polling every 50 ms.
+async fn until(
+    limit: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await? {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// A worker process on the test's database, Redis prefix and bucket; its log goes to `log`.
+fn spawn_worker(env: &TestEnv, log: &std::path::Path) -> anyhow::Result<Child> {
+    let storage = &env.storage_args;
+    let settings = quick_worker();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_exports-server-under-test"));
+    command
+        .args(["--database-url", &env.database.url, "work"])
+        .args(["--redis-url", &redis_url(), "--redis-prefix", &env.redis_prefix])
+        .args(["--lease-secs", &settings.lease_secs.to_string()])
+        .args([
+            "--sweep-interval-secs",
+            "1",
+            "--retry-backoff-ms",
+            "200",
+            "--concurrency",
+            "1",
+        ])
+        .env_clear()
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log)?);
+    if let Some(bucket) = &storage.s3_bucket {
+        command
+            .args(["--s3-bucket", bucket, "--s3-path-style"])
+            .args(["--s3-endpoint", storage.s3_endpoint.as_deref().unwrap()])
+            .args(["--s3-access-key-id", storage.s3_access_key_id.as_deref().unwrap()])
+            .args([
+                "--s3-secret-access-key",
+                storage.s3_secret_access_key.as_deref().unwrap(),
+            ]);
+    } else {
+        command.arg("--storage-dir").arg(&storage.storage_dir);
+    }
+    Ok(command.spawn()?)
+}
+
+#[tokio::test]
+async fn a_killed_workers_export_is_finished_by_another() -> anyhow::Result<()> {
+    let env = TestEnv::start_setup(Setup {
+        s3: true,
+        worker: None,
+    })
+    .await?;
+    env.seed_users(150_000).await?;
+    let logs = tempfile::tempdir()?;
+    let log = logs.path().join("workers.log");
+    let alice = env.writer().await?;
+    let client = env.client(&alice);
+    let mut first = spawn_worker(&env, &log)?;
+    let id = client
+        .create_user_export(&export(ExportFormat::Xlsx))
+        .await?
+        .into_inner()
+        .export_id;
+    let halfway = wait_for_export(&client, &id, FINISH, |e| {
+        e.status == ExportStatus::Done || e.progress.rows_written > 0
+    })
+    .await?;
+    assert_eq!(
+        halfway.status,
+        ExportStatus::Processing,
+        "finished before the kill; seed more users"
+    );
+    first.kill()?; // SIGKILL: no clean-up of any kind
+    first.wait()?;
+
+    let mut second = spawn_worker(&env, &log)?;
+    let done = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await;
+    second.kill()?;
+    second.wait()?;
+    let done = done.map_err(|error| error.context(std::fs::read_to_string(&log).unwrap_or_default()))?;
+    let users = env.count("SELECT count(*) FROM users").await?; // the seeded ones and alice
+    assert_eq!(done.progress.rows_written, users);
+    assert_eq!(attempts(&env, &id).await?, 2);
+    let objects = stored_objects(&env.storage).await?;
+    assert_eq!(objects.len(), 1, "one object: {objects:?}");
+    assert!(objects[0].0.ends_with("attempt-2.xlsx"), "{objects:?}");
+    let (_, body) = download(&client, &id).await?;
+    use calamine::Reader;
+    let mut workbook: calamine::Xlsx<_> = calamine::open_workbook_from_rs(std::io::Cursor::new(body))?;
+    let range = workbook.worksheet_range("Sheet1")?;
+    assert_eq!(range.height() as i64, users + 1, "header and every user");
+    env.finish().await
+}
+
+#[tokio::test]
+async fn exports_complete_after_redis_loses_the_queue() -> anyhow::Result<()> {
+    let env = TestEnv::start_setup(Setup::default()).await?;
+    env.seed_users(300).await?;
+    let alice = env.writer().await?;
+    let client = env.client(&alice);
+    // Queued while no worker runs, then the queue is wiped (Redis here keeps nothing on disk).
+    let mut ids = Vec::new();
+    for format in [ExportFormat::Csv, ExportFormat::Xlsx] {
+        ids.push(
+            client
+                .create_user_export(&export(format))
+                .await?
+                .into_inner()
+                .export_id,
+        );
+    }
+    // One more delivered twice: it must still run once.
+    env.queue.enqueue(ids[0]).await?;
+    env.queue.delete_stream().await?;
+    assert!(env.queued_jobs().await?.is_empty());
+
+    let worker = RunningWorker::start(
+        quick_worker(),
+        env.pool.clone(),
+        &redis_url(),
+        env.queue.clone(),
+        env.storage.clone(),
+        env.metrics.clone(),
+    )
+    .await?;
+    let bob = env.writer().await?;
+    let bob_client = env.client(&bob);
+    let late = bob_client
+        .create_user_export(&export(ExportFormat::Csv))
+        .await?
+        .into_inner()
+        .export_id;
+    env.queue.enqueue(late).await?; // a duplicate of a live job
+                                    // Wiped again while the worker waits on the stream: its consumer group is gone too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let latest = bob_client
+        .create_user_export(&export(ExportFormat::Xlsx))
+        .await?
+        .into_inner()
+        .export_id;
+    env.queue.delete_stream().await?;
+
+    for (client, id) in [
+        (&client, ids[0]),
+        (&client, ids[1]),
+        (&bob_client, late),
+        (&bob_client, latest),
+    ] {
+        let done = wait_for_export(client, &id, FINISH, |e| e.status == ExportStatus::Done).await?;
+        assert_eq!(
+            done.progress.rows_written,
+            env.count("SELECT count(*) FROM users").await?
+        );
+    }
+    for id in [ids[0], ids[1], late, latest] {
+        assert_eq!(attempts(&env, &id).await?, 1, "{id} ran once");
+    }
+    assert_eq!(stored_objects(&env.storage).await?.len(), 4);
+    worker.shutdown().await;
+    env.finish().await
+}
+
+#[tokio::test]
+async fn an_unreachable_store_is_retried_until_it_returns() -> anyhow::Result<()> {
+    let mut env = TestEnv::start_setup(Setup {
+        s3: true,
+        worker: Some(quick_worker()),
+    })
+    .await?;
+    env.seed_users(20_000).await?;
+    let alice = env.writer().await?;
+    let client = env.client(&alice);
+    env.s3.as_mut().unwrap().stop();
+    let id = client
+        .create_user_export(&export(ExportFormat::Csv))
+        .await?
+        .into_inner()
+        .export_id;
+    until(FINISH, "a second attempt", async || {
+        Ok(attempts(&env, &id).await? >= 2)
+    })
+    .await?;
+    let retrying = client.get_export(&id).await?.into_inner();
+    assert!(
+        matches!(retrying.status, ExportStatus::Pending | ExportStatus::Processing),
+        "{retrying:?}"
+    );
+
+    env.s3.as_mut().unwrap().resume().await?;
+    let done = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await?;
+    let users = env.count("SELECT count(*) FROM users").await?;
+    assert_eq!(done.progress.rows_written, users);
+    let objects = stored_objects(&env.storage).await?;
+    assert_eq!(
+        objects.len(),
+        1,
+        "only the attempt that finished left a file: {objects:?}"
+    );
+    let (_, body) = download(&client, &id).await?;
+    assert_eq!(body.iter().filter(|&&b| b == b'\n').count() as i64, users + 1);
+    env.finish().await
+}
+
+#[tokio::test]
+async fn past_the_retry_budget_the_export_fails_and_leaves_nothing() -> anyhow::Result<()> {
+    let mut worker = quick_worker();
+    worker.max_attempts = 2;
+    let mut env = TestEnv::start_setup(Setup {
+        s3: true,
+        worker: Some(worker),
+    })
+    .await?;
+    env.seed_users(20_000).await?;
+    let alice = env.writer().await?;
+    let client = env.client(&alice);
+    env.s3.as_mut().unwrap().stop();
+    let id = client
+        .create_user_export(&export(ExportFormat::Xlsx))
+        .await?
+        .into_inner()
+        .export_id;
+    let failed = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Failed).await?;
+    assert_eq!(
+        failed.error_message.as_deref(),
+        Some("The export failed after 2 attempts: the file storage could not be reached. Create a new export to try again.")
+    );
+    assert!(failed.download_url.is_none());
+    env.s3.as_mut().unwrap().resume().await?;
+    assert_eq!(stored_objects(&env.storage).await?, vec![]);
+    let metrics = env.raw().get(env.url("/metrics")).send().await?.text().await?;
+    assert!(
+        metrics.contains("exports_jobs_failed_total{format=\"xlsx\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("exports_job_retries_total{format=\"xlsx\"} 1"),
+        "{metrics}"
+    );
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_cancelled_export_stops_mid_way_and_leaves_no_file() -> anyhow::Result<()> {
+    let env = TestEnv::start_setup(Setup {
+        s3: true,
+        worker: Some(quick_worker()),
+    })
+    .await?;
+    env.seed_users(150_000).await?;
+    let alice = env.writer().await?;
+    let client = env.client(&alice);
+    let id = client
+        .create_user_export(&export(ExportFormat::Xlsx))
+        .await?
+        .into_inner()
+        .export_id;
+    let running = wait_for_export(&client, &id, FINISH, |e| {
+        e.status == ExportStatus::Done || e.progress.rows_written > 0
+    })
+    .await?;
+    assert_eq!(
+        running.status,
+        ExportStatus::Processing,
+        "finished before the cancel; seed more users"
+    );
+    let cancelled = client.cancel_export(&id).await?.into_inner();
+    assert_eq!(cancelled.status, ExportStatus::Cancelled);
+    until(Duration::from_secs(10), "the worker to stop", async || {
+        Ok(env.metrics.in_flight.get() == 0)
+    })
+    .await?;
+    let stopped = client.get_export(&id).await?.into_inner();
+    assert_eq!(stopped.status, ExportStatus::Cancelled);
+    assert!(stopped.progress.rows_written < 150_000, "{stopped:?}");
+    assert_eq!(stored_objects(&env.storage).await?, vec![]);
+    // Nothing runs it again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        client.get_export(&id).await?.into_inner().status,
+        ExportStatus::Cancelled
+    );
+    assert_eq!(attempts(&env, &id).await?, 1);
+    env.finish().await
+}
+
+#[tokio::test]
+async fn an_export_over_the_time_limit_fails_with_a_reason() -> anyhow::Result<()> {
+    let mut worker = quick_worker();
+    worker.job_timeout_secs = 1;
+    let env = TestEnv::start_setup(Setup {
+        worker: Some(worker),
+        ..Setup::default()
+    })
+    .await?;
+    env.seed_users(150_000).await?;
+    let alice = env.writer().await?;
+    let client = env.client(&alice);
+    let id = client
+        .create_user_export(&export(ExportFormat::Xlsx))
+        .await?
+        .into_inner()
+        .export_id;
+    let failed = wait_for_export(&client, &id, FINISH, |e| {
+        !matches!(e.status, ExportStatus::Pending | ExportStatus::Processing)
+    })
+    .await?;
+    assert_eq!(
+        failed.status,
+        ExportStatus::Failed,
+        "finished within 1 s; seed more users"
+    );
+    assert_eq!(
+        failed.error_message.as_deref(),
+        Some("The export took longer than the 1-second limit and was stopped. Narrow the filters or try again later.")
+    );
+    assert_eq!(stored_objects(&env.storage).await?, vec![]);
+    env.finish().await
+}
