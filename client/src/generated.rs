@@ -199,9 +199,11 @@ Excel workbook with one sheet).
         pub estimated_seconds_remaining: ::std::option::Option<i64>,
         ///`rows_written` as a percentage of `rows_total`, from 0 to 100.
         pub percent: f64,
-        /**Users matching the filters when the export was created (a count the server reuses
-for up to 5 seconds across exports with the same filters). It is the basis of
-`percent` and of the time estimates.
+        /**Users matching the filters when the export was created: an exact count up to
+100,000, PostgreSQL's estimate above that (an exact count would scan every matching
+user on the request path), reused for up to 5 seconds across exports with the same
+filters. Once the export is `done` it is exactly the rows in the file. It is the
+basis of `percent` and of the time estimates.
 */
         pub rows_total: i64,
         ///Rows written to the file so far.

@@ -22,6 +22,7 @@ async fn start_with(spec: Spec, options: MockOptions) -> (RunningMock, String) {
 /// A request the operation accepts: path parameters and body from the spec's examples.
 fn valid_request(spec: &Spec, op: &exports_spec::Operation) -> (String, Option<Value>) {
     let mut path = op.path.to_string();
+    let mut query = Vec::new();
     for parameter in op
         .definition
         .get("parameters")
@@ -33,7 +34,16 @@ fn valid_request(spec: &Spec, op: &exports_spec::Operation) -> (String, Option<V
         if parameter["in"] == "path" {
             let example = parameter.get("example").and_then(Value::as_str).unwrap();
             path = path.replace(&format!("{{{}}}", parameter["name"].as_str().unwrap()), example);
+        } else if parameter["in"] == "query" && parameter["required"] == true {
+            let example = match &parameter["example"] {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            query.push(format!("{}={example}", parameter["name"].as_str().unwrap()));
         }
+    }
+    if !query.is_empty() {
+        path = format!("{path}?{}", query.join("&"));
     }
     let body = op.definition.get("requestBody").map(|body| {
         let media = &spec.resolve(body).unwrap()["content"]["application/json"];

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use futures::{pin_mut, TryStreamExt};
 use object_store::buffered::BufWriter;
 use rust_xlsxwriter::{Format, Workbook, Worksheet, XlsxError};
@@ -76,8 +76,48 @@ pub fn fit_xlsx_cell(cell: &str) -> Cow<'_, str> {
     Cow::Owned(cut)
 }
 
-pub fn timestamp(at: &DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+/// RFC 3339 in UTC, with as many fractional digits as needed (0, 3, 6 or 9), like chrono's
+/// `SecondsFormat::AutoSi`, written into a reused buffer: this runs once per exported row.
+pub fn write_timestamp(out: &mut String, at: &DateTime<Utc>) {
+    use chrono::{Datelike, Timelike};
+    // Fixed-width digits by hand: `format!` machinery was a tenth of a CSV export's CPU.
+    fn digits(out: &mut String, value: u32, width: u32) {
+        for position in (0..width).rev() {
+            out.push(char::from(b'0' + (value / 10u32.pow(position) % 10) as u8));
+        }
+    }
+    let year = at.year();
+    if (0..=9999).contains(&year) {
+        digits(out, year as u32, 4);
+    } else {
+        out.push_str(&format!("{year:+05}"));
+    }
+    out.push('-');
+    digits(out, at.month(), 2);
+    out.push('-');
+    digits(out, at.day(), 2);
+    out.push('T');
+    digits(out, at.hour(), 2);
+    out.push(':');
+    digits(out, at.minute(), 2);
+    out.push(':');
+    digits(out, at.second(), 2);
+    match at.nanosecond() % 1_000_000_000 {
+        0 => {}
+        n if n % 1_000_000 == 0 => {
+            out.push('.');
+            digits(out, n / 1_000_000, 3);
+        }
+        n if n % 1_000 == 0 => {
+            out.push('.');
+            digits(out, n / 1_000, 6);
+        }
+        n => {
+            out.push('.');
+            digits(out, n, 9);
+        }
+    }
+    out.push('Z');
 }
 
 /// The query of an export: the users matching its filters, oldest first (the order of the
@@ -95,7 +135,7 @@ pub async fn write_export(
     client: &tokio_postgres::Client,
     filters: &UserExportFilters,
     format: ExportFormat,
-    upload: &mut BufWriter,
+    upload: &mut Upload,
     rows_written: &AtomicU64,
 ) -> Result<u64> {
     let query = UserQuery::new(filters);
@@ -107,27 +147,47 @@ pub async fn write_export(
         .query_raw(&statement, query.params())
         .await
         .context("running the export query")?
-        .map_ok(|row| UserRow {
-            id: row.get(0),
-            email: row.get(1),
-            name: row.get(2),
-            status: row.get(3),
-            created_at: row.get(4),
-        })
         .map_err(|error| anyhow::Error::new(error).context("reading users"));
     match format {
+        // CSV borrows each row's text; XLSX rows cross to another thread, so they are owned.
         ExportFormat::Csv => write_csv(rows, upload, rows_written).await,
-        ExportFormat::Xlsx => write_xlsx(rows, upload, rows_written).await,
+        ExportFormat::Xlsx => {
+            let rows = rows.map_ok(|row| UserRow {
+                id: row.get(0),
+                email: row.get(1),
+                name: row.get(2),
+                status: row.get(3),
+                created_at: row.get(4),
+            });
+            write_xlsx(rows, upload, rows_written).await
+        }
     }
 }
 
-async fn put(upload: &mut BufWriter, bytes: Vec<u8>) -> Result<()> {
-    upload.put(Bytes::from(bytes)).await.context("uploading the file")
+/// The object being uploaded, and how many bytes went into it.
+pub struct Upload {
+    writer: BufWriter,
+    pub bytes: u64,
+}
+
+impl Upload {
+    pub fn new(writer: BufWriter) -> Self {
+        Self { writer, bytes: 0 }
+    }
+}
+
+async fn put(upload: &mut Upload, bytes: Vec<u8>) -> Result<()> {
+    upload.bytes += bytes.len() as u64;
+    upload
+        .writer
+        .put(Bytes::from(bytes))
+        .await
+        .context("uploading the file")
 }
 
 pub async fn write_csv(
-    rows: impl futures::Stream<Item = Result<UserRow>>,
-    upload: &mut BufWriter,
+    rows: impl futures::Stream<Item = Result<tokio_postgres::Row>>,
+    upload: &mut Upload,
     rows_written: &AtomicU64,
 ) -> Result<u64> {
     pin_mut!(rows);
@@ -136,14 +196,17 @@ pub async fn write_csv(
     csv.write_record(HEADER)?;
     let mut count = 0u64;
     let mut id = Uuid::encode_buffer();
+    let mut created_at = String::with_capacity(32);
     while let Some(row) = rows.try_next().await? {
-        let id = row.id.hyphenated().encode_lower(&mut id);
+        let id = row.get::<_, Uuid>(0).hyphenated().encode_lower(&mut id);
+        created_at.clear();
+        write_timestamp(&mut created_at, &row.get(4));
         csv.write_record([
             id.as_bytes(),
-            neutralise(&row.email).as_bytes(),
-            neutralise(&row.name).as_bytes(),
-            neutralise(&row.status).as_bytes(),
-            timestamp(&row.created_at).as_bytes(),
+            neutralise(row.get(1)).as_bytes(),
+            neutralise(row.get(2)).as_bytes(),
+            neutralise(row.get(3)).as_bytes(),
+            created_at.as_bytes(),
         ])?;
         count += 1;
         if csv.get_ref().len() >= CSV_CHUNK_BYTES {
@@ -170,7 +233,7 @@ enum XlsxInput {
 
 pub async fn write_xlsx(
     rows: impl futures::Stream<Item = Result<UserRow>>,
-    upload: &mut BufWriter,
+    upload: &mut Upload,
     rows_written: &AtomicU64,
 ) -> Result<u64> {
     pin_mut!(rows);
@@ -253,6 +316,8 @@ fn build_xlsx(
     rows_per_sheet: u32,
 ) -> Result<u64> {
     let mut workbook = Workbook::new();
+    // Excel 365's own level: about 30% faster to save than the default 6, files ~5% larger.
+    workbook.set_zip_compression_level(3);
     let datetime = Format::new().set_num_format("yyyy-mm-dd hh:mm:ss");
     let header = Format::new().set_bold();
     let mut sheet = new_sheet(&mut workbook, &header)?;
@@ -303,14 +368,14 @@ fn new_sheet<'a>(workbook: &'a mut Workbook, header: &Format) -> Result<&'a mut 
 }
 
 /// Completes the upload, or aborts it so no partial object is left, and returns the file size.
-pub async fn finish_upload(upload: &mut BufWriter, written: Result<u64>) -> Result<u64> {
+pub async fn finish_upload(upload: &mut Upload, written: Result<u64>) -> Result<u64> {
     match written {
         Ok(rows) => {
-            upload.shutdown().await.context("completing the upload")?;
+            upload.writer.shutdown().await.context("completing the upload")?;
             Ok(rows)
         }
         Err(error) => {
-            if let Err(abort) = upload.abort().await {
+            if let Err(abort) = upload.writer.abort().await {
                 tracing::warn!(error = %abort, "aborting the upload failed; the store discards incomplete uploads");
             }
             Err(error)
@@ -321,6 +386,7 @@ pub async fn finish_upload(upload: &mut BufWriter, written: Result<u64>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::SecondsFormat;
 
     #[test]
     fn neutralises_formula_starts_only() {
@@ -371,7 +437,8 @@ mod tests {
             file.extend(chunk);
         }
         assert_eq!(builder.join().unwrap().unwrap(), 7);
-        let mut workbook: calamine::Xlsx<_> = calamine::open_workbook_from_rs(std::io::Cursor::new(file)).unwrap();
+        let mut workbook: calamine::Xlsx<_> =
+            calamine::open_workbook_from_rs(std::io::Cursor::new(file)).unwrap();
         assert_eq!(workbook.sheet_names(), ["Sheet1", "Sheet2", "Sheet3"]);
         let mut emails = Vec::new();
         for name in workbook.sheet_names() {
@@ -385,10 +452,17 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_are_rfc3339_utc() {
-        let at = DateTime::parse_from_rfc3339("2025-01-03T10:15:22.5+02:00")
-            .unwrap()
-            .to_utc();
-        assert_eq!(timestamp(&at), "2025-01-03T08:15:22.500Z");
+    fn timestamps_are_rfc3339_utc_like_chronos_auto_si() {
+        for text in [
+            "2025-01-03T10:15:22.5+02:00",
+            "2025-01-03T10:15:22+00:00",
+            "0999-12-31T23:59:59.123456-01:00",
+            "2024-02-29T00:00:00.000000001Z",
+        ] {
+            let at = DateTime::parse_from_rfc3339(text).unwrap().to_utc();
+            let mut written = String::new();
+            write_timestamp(&mut written, &at);
+            assert_eq!(written, at.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        }
     }
 }

@@ -24,12 +24,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use fred::prelude::ClientLike;
-use object_store::ObjectStoreExt;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::export_file::{finish_upload, write_export};
+use crate::export_file::{finish_upload, write_export, Upload};
 use crate::metrics::Metrics;
 use crate::model::{ExportFormat, UserExportFilters};
 use crate::queue::{self, Job, JobQueue};
@@ -336,9 +335,8 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::R
             .await
             .context("connecting to PostgreSQL")
             .map_err(AttemptError::Failed)?;
-        let mut upload = shared
-            .storage
-            .writer(&key, shared.settings.upload_part_mib.max(5) << 20);
+        let part_bytes = shared.settings.upload_part_mib.max(5) << 20;
+        let mut upload = Upload::new(shared.storage.writer(&key, part_bytes));
         let written = tokio::select! {
             written = write_export(&client, &attempt.filters, format, &mut upload, &rows_written) => {
                 written.map_err(AttemptError::Failed)
@@ -349,9 +347,10 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::R
         };
         let failed = match written {
             Ok(rows) => {
-                return finish_upload(&mut upload, Ok(rows))
+                let rows = finish_upload(&mut upload, Ok(rows))
                     .await
-                    .map_err(AttemptError::Failed)
+                    .map_err(AttemptError::Failed)?;
+                return Ok((rows, upload.bytes));
             }
             Err(error) => error,
         };
@@ -363,7 +362,15 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::R
     shared.metrics.in_flight.dec();
 
     let recorded = match outcome {
-        Ok(rows) => record_done(shared, export_id, number, &key, format, rows, started).await,
+        Ok((rows, size)) => {
+            let file = StoredFile {
+                key: &key,
+                format,
+                rows,
+                size,
+            };
+            record_done(shared, export_id, number, file, started).await
+        }
         Err(AttemptError::Lost) => {
             tracing::info!(%export_id, attempt = number, "export stopped: cancelled or taken over");
             Ok(())
@@ -448,22 +455,26 @@ async fn keep_lease(
     }
 }
 
+/// A file an attempt finished uploading.
+struct StoredFile<'a> {
+    key: &'a object_store::path::Path,
+    format: ExportFormat,
+    rows: u64,
+    size: u64,
+}
+
 async fn record_done(
     shared: &Shared,
     export_id: Uuid,
     attempt: i32,
-    key: &object_store::path::Path,
-    format: ExportFormat,
-    rows: u64,
+    StoredFile {
+        key,
+        format,
+        rows,
+        size,
+    }: StoredFile<'_>,
     started: Instant,
 ) -> Result<()> {
-    let size = shared
-        .storage
-        .object_store()
-        .head(key)
-        .await
-        .context("reading the stored file's size")?
-        .size;
     let ttl_ms = (shared.settings.file_ttl_secs as f64) * 1000.0;
     let client = shared.pool.get().await?;
     let updated = client

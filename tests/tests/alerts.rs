@@ -32,7 +32,9 @@ fn the_rules_pass_promtool_check_and_their_unit_tests() {
 async fn the_rules_use_metrics_the_service_exports() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     let exposed = env.raw().get(env.url("/metrics")).send().await?.text().await?;
-    let rules = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml"))?;
+    let rules = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml"),
+    )?;
     let used: std::collections::BTreeSet<&str> = rules
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .filter(|word| word.starts_with("exports_") && word.len() > "exports_".len())
@@ -40,7 +42,9 @@ async fn the_rules_use_metrics_the_service_exports() -> anyhow::Result<()> {
     assert!(used.contains("exports_queue_depth"), "{used:?}");
     for metric in used {
         assert!(
-            exposed.lines().any(|line| line.starts_with(&format!("# TYPE {metric} "))),
+            exposed
+                .lines()
+                .any(|line| line.starts_with(&format!("# TYPE {metric} "))),
             "{metric} is not exported:\n{exposed}"
         );
     }

@@ -17,19 +17,36 @@ async fn tables(url: &str) -> anyhow::Result<Vec<String>> {
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
+/// The columns V4 adds to `exports`.
+async fn worker_columns(url: &str) -> anyhow::Result<i64> {
+    let pool = db::pool(url, 1)?;
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns
+             WHERE table_name = 'exports' AND column_name IN ('queued_at', 'retry_at')",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 #[tokio::test]
 async fn up_down_up() -> anyhow::Result<()> {
     let database = TestDatabase::create().await?;
     let applied = db::migrate(&database.url).await?;
-    assert_eq!(applied.len(), 3, "{applied:?}");
+    assert_eq!(applied.len(), 4, "{applied:?}");
     assert_eq!(tables(&database.url).await?, ["api_keys", "exports", "users"]);
+    assert_eq!(worker_columns(&database.url).await?, 2);
 
+    assert_eq!(db::rollback(&database.url, 3).await?, [4]);
+    assert_eq!(worker_columns(&database.url).await?, 0);
     assert_eq!(db::rollback(&database.url, 2).await?, [3]);
     assert_eq!(tables(&database.url).await?, ["api_keys", "users"]);
     assert_eq!(db::rollback(&database.url, 0).await?, [2, 1]);
     assert!(tables(&database.url).await?.is_empty());
 
-    assert_eq!(db::migrate(&database.url).await?.len(), 3);
+    assert_eq!(db::migrate(&database.url).await?.len(), 4);
     assert_eq!(tables(&database.url).await?, ["api_keys", "exports", "users"]);
     assert!(
         db::migrate(&database.url).await?.is_empty(),
@@ -46,7 +63,7 @@ async fn concurrent_migrations_apply_once() -> anyhow::Result<()> {
         .into_iter()
         .map(|run| run.map(|applied| applied.len()))
         .sum::<anyhow::Result<usize>>()?;
-    assert_eq!(applied, 3, "each migration applied by exactly one run");
+    assert_eq!(applied, 4, "each migration applied by exactly one run");
     assert_eq!(tables(&database.url).await?, ["api_keys", "exports", "users"]);
     Ok(())
 }

@@ -54,7 +54,8 @@ impl Outcome {
     }
 }
 
-pub fn run(root: &std::path::Path, options: ApiBenchOptions) -> Result<()> {
+/// Builds the release server and returns its path.
+pub(crate) fn release_server(root: &std::path::Path) -> Result<std::path::PathBuf> {
     println!("building the release server ...");
     let status = Command::new(env!("CARGO"))
         .args(["build", "--release", "--quiet", "-p", "exports-server"])
@@ -64,8 +65,11 @@ pub fn run(root: &std::path::Path, options: ApiBenchOptions) -> Result<()> {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(Into::into)
         .unwrap_or_else(|_| root.join("target"));
-    let binary = target.join("release/exports-server");
+    Ok(target.join("release/exports-server"))
+}
 
+pub fn run(root: &std::path::Path, options: ApiBenchOptions) -> Result<()> {
+    let binary = release_server(root)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(bench(&binary, options))
 }
@@ -188,7 +192,7 @@ async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<()>
 }
 
 /// Users with a key each, issued over a few connections at once.
-async fn issue_keys(pool: &deadpool_postgres::Pool, count: usize) -> Result<Vec<String>> {
+pub(crate) async fn issue_keys(pool: &deadpool_postgres::Pool, count: usize) -> Result<Vec<String>> {
     let scopes: Vec<String> = auth::SCOPES.iter().map(|s| s.to_string()).collect();
     let issue = |caller: usize| {
         let (pool, scopes) = (pool.clone(), scopes.clone());
@@ -296,7 +300,7 @@ fn build_request(
         .expect("valid request")
 }
 
-async fn request_once(
+pub(crate) async fn request_once(
     addr: std::net::SocketAddr,
     key: &str,
     method: http::Method,
@@ -381,7 +385,7 @@ pub(crate) async fn load(
     Ok(outcome)
 }
 
-async fn cleanup(admin_url: &str, database: &str, redis_url: &str, redis_prefix: &str) {
+pub(crate) async fn cleanup(admin_url: &str, database: &str, redis_url: &str, redis_prefix: &str) {
     if let Ok((client, connection)) =
         tokio_postgres::connect(&format!("{admin_url}/postgres"), tokio_postgres::NoTls).await
     {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 mod bench;
+mod bench_export;
 mod bench_mock;
 mod contract;
 use clap::{Parser, Subcommand};
@@ -57,6 +58,16 @@ enum SpecCommand {
 
 #[derive(Subcommand)]
 enum BenchTarget {
+    /// A CSV and an XLSX export of a large table end to end (API, queue, worker, S3), beside
+    /// PostgreSQL's COPY of the same query, with the worker's peak RSS.
+    Export {
+        /// Users in the table, all of them exported.
+        #[arg(long, default_value_t = 1_000_000)]
+        users: i64,
+        /// Exports of each format (and COPYs) measured; the medians are reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// The mock server: a static GET and a validated POST, beside Prism on the same spec.
     Mock {
         #[arg(long, default_value_t = 64)]
@@ -104,6 +115,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Task::Spec {
             command: SpecCommand::Diff { base },
         } => spec_diff(&base),
+        Task::Bench {
+            target: BenchTarget::Export { users, runs },
+        } => {
+            bench_export::run(
+                &workspace_root(),
+                bench_export::ExportBenchOptions { users, runs },
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
         Task::Bench {
             target: BenchTarget::Mock { connections, seconds },
         } => {

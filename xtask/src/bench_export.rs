@@ -1,0 +1,267 @@
+//! `cargo xtask bench export`: exports of a large users table end to end through the release
+//! binaries (API, Redis queue, worker process, S3 upload to s3s-fs, `done`), beside
+//! PostgreSQL's own `COPY (the same query) TO STDOUT (FORMAT csv)` in the same run, with the
+//! worker's peak RSS. The last line is one JSON object with the figures.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures::TryStreamExt;
+use serde_json::json;
+
+use crate::bench::{
+    cleanup, free_port, issue_keys, release_server, request_once, wait_until_ready, ServerProcess,
+};
+use exports_server::export_file::select_sql;
+use exports_server::model::{UserExportFilters, UserQuery};
+use exports_server::{db, users};
+
+pub struct ExportBenchOptions {
+    pub users: i64,
+    pub runs: usize,
+}
+
+const ACCESS_KEY: &str = "exports-bench";
+const SECRET_KEY: &str = "exports-bench-secret";
+
+pub fn run(root: &std::path::Path, options: ExportBenchOptions) -> Result<()> {
+    let binary = release_server(root)?;
+    let s3s = std::env::var_os("EXPORTS_S3S_ROOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/exports/s3s-fs")
+        })
+        .join("bin/s3s-fs");
+    anyhow::ensure!(s3s.exists(), "{} is missing: run scripts/tools.sh", s3s.display());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(bench(&binary, &s3s, options))
+}
+
+async fn bench(binary: &std::path::Path, s3s: &std::path::Path, options: ExportBenchOptions) -> Result<()> {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let admin_url = std::env::var("EXPORTS_BENCH_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let database = format!("exports_bench_{suffix}");
+    let database_url = format!("{admin_url}/{database}");
+    let redis_prefix = format!("exports:bench:{suffix}:");
+    let redis_url = "redis://127.0.0.1:6379";
+    let files = tempfile::tempdir()?;
+
+    db::ensure_database(&database_url).await?;
+    let result = async {
+        db::migrate(&database_url).await?;
+        let pool = db::pool(&database_url, 4)?;
+        let client = pool.get().await?;
+        let seeding = Instant::now();
+        users::seed_demo_users(&client, options.users).await?;
+        client.batch_execute("VACUUM ANALYZE users").await?;
+        println!("seeded {} users in {:.1} s", options.users, seeding.elapsed().as_secs_f64());
+        let key = issue_keys(&pool, 1).await?.pop().context("a key")?;
+        let rows = client.query_one("SELECT count(*) FROM users", &[]).await?.get::<_, i64>(0) as u64;
+
+        // The S3-compatible server, the API and (per format) a fresh worker process.
+        let bucket = "exports-bench";
+        std::fs::create_dir(files.path().join(bucket))?;
+        let s3_port = free_port()?;
+        let s3 = ServerProcess(
+            Command::new(s3s)
+                .args(["--host", "127.0.0.1", "--port", &s3_port.to_string()])
+                .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+                .arg(files.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting s3s-fs")?,
+        );
+        let s3_args = |command: &mut Command| {
+            command
+                .args(["--s3-bucket", bucket, "--s3-path-style"])
+                .args(["--s3-endpoint", &format!("http://127.0.0.1:{s3_port}")])
+                .args(["--s3-access-key-id", ACCESS_KEY, "--s3-secret-access-key", SECRET_KEY])
+                .args(["--redis-prefix", &redis_prefix, "--redis-url", redis_url])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null());
+        };
+        let port = free_port()?;
+        let mut api = Command::new(binary);
+        api.args(["--database-url", &database_url, "serve", "--listen", &format!("127.0.0.1:{port}")]);
+        s3_args(&mut api);
+        let _api = ServerProcess(api.spawn().context("starting the API")?);
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        wait_until_ready(addr, "/health/ready", 10).await?;
+
+        // Each format gets a fresh worker process (its peak RSS is that format's) and `runs`
+        // exports; each CSV export runs right after a COPY, so both see the same machine.
+        let mut figures = serde_json::Map::new();
+        let mut copy_seconds = Vec::new();
+        for format in ["csv", "xlsx"] {
+            let mut worker = Command::new(binary);
+            worker.args(["--database-url", &database_url, "work", "--concurrency", "1"]);
+            s3_args(&mut worker);
+            let worker = ServerProcess(worker.spawn().context("starting the worker")?);
+            tokio::time::sleep(Duration::from_millis(500)).await; // connected and waiting
+            let s3_cpu = cpu_seconds(s3.0.id())?;
+            let mut seconds = Vec::new();
+            let mut size = 0;
+            for run in 1..=options.runs.max(1) {
+                if format == "csv" {
+                    let (copy, bytes) = time_copy(&client).await?;
+                    println!("run {run}: COPY (same query) TO STDOUT (FORMAT csv): {copy:.2} s ({:.1} MiB)", bytes as f64 / 1048576.0);
+                    copy_seconds.push(copy);
+                }
+                let (took, bytes) = export_end_to_end(addr, &key, format).await?;
+                println!("run {run}: {format} end to end: {took:.2} s ({:.0} rows/s)", rows as f64 / took);
+                seconds.push(took);
+                size = bytes;
+            }
+            let peak_rss = peak_rss_mib(worker.0.id())?;
+            let runs = seconds.len() as f64;
+            let worker_cpu = cpu_seconds(worker.0.id())? / runs;
+            let s3_cpu = (cpu_seconds(s3.0.id())? - s3_cpu) / runs;
+            drop(worker);
+            let seconds = median(&mut seconds);
+            println!(
+                "{format}: {rows} rows end to end in {seconds:.2} s (median; {:.0} rows/s, {:.1} MiB file), worker peak RSS {peak_rss:.1} MiB, CPU per export: worker {worker_cpu:.2} s, s3s-fs {s3_cpu:.2} s",
+                rows as f64 / seconds,
+                size as f64 / 1048576.0
+            );
+            figures.insert(format!("{format}_seconds"), json!(round(seconds, 3)));
+            figures.insert(format!("{format}_rows_per_second"), json!((rows as f64 / seconds).round()));
+            figures.insert(format!("{format}_file_mib"), json!(round(size as f64 / 1048576.0, 1)));
+            figures.insert(format!("{format}_worker_peak_rss_mib"), json!(round(peak_rss, 1)));
+            figures.insert(format!("{format}_worker_cpu_seconds"), json!(round(worker_cpu, 2)));
+            figures.insert(format!("{format}_s3_server_cpu_seconds"), json!(round(s3_cpu, 2)));
+        }
+        let copy = median(&mut copy_seconds);
+        let csv_vs_copy = figures["csv_seconds"].as_f64().unwrap_or(f64::MAX) / copy;
+        let xlsx_rate = figures["xlsx_rows_per_second"].as_f64().unwrap_or(0.0);
+        let peak = ["csv", "xlsx"]
+            .iter()
+            .map(|f| figures[&format!("{f}_worker_peak_rss_mib")].as_f64().unwrap_or(f64::MAX))
+            .fold(0.0, f64::max);
+        println!("COPY: {copy:.2} s (median; {:.0} rows/s)", rows as f64 / copy);
+        println!(
+            "targets: CSV within 1.3x of COPY: {:.2}x ({}); XLSX >= 100,000 rows/s: {xlsx_rate:.0} ({}); worker peak RSS < 64 MiB: {peak:.1} ({})",
+            csv_vs_copy,
+            verdict(csv_vs_copy <= 1.3),
+            verdict(xlsx_rate >= 100_000.0),
+            verdict(peak < 64.0)
+        );
+        figures.insert("runs".into(), json!(options.runs.max(1)));
+        figures.insert("copy_seconds".into(), json!(round(copy, 3)));
+        figures.insert("copy_rows_per_second".into(), json!((rows as f64 / copy).round()));
+        figures.insert("csv_vs_copy".into(), json!(round(csv_vs_copy, 3)));
+        figures.insert("rows".into(), json!(rows));
+        println!("{}", serde_json::Value::Object(figures));
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    cleanup(&admin_url, &database, redis_url, &redis_prefix).await;
+    result
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn round(value: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (value * scale).round() / scale
+}
+
+/// PostgreSQL's own CSV of the export's query (no filters): seconds and bytes.
+async fn time_copy(client: &tokio_postgres::Client) -> Result<(f64, u64)> {
+    let query = UserQuery::new(&UserExportFilters::default());
+    let started = Instant::now();
+    let stream = client
+        .copy_out(&format!(
+            "COPY ({}) TO STDOUT (FORMAT csv, HEADER)",
+            select_sql(&query)
+        ))
+        .await?;
+    let bytes = stream
+        .try_fold(0u64, |total, chunk| async move { Ok(total + chunk.len() as u64) })
+        .await?;
+    Ok((started.elapsed().as_secs_f64(), bytes))
+}
+
+/// From the POST to the poll that sees `done`: seconds, and the file's size.
+async fn export_end_to_end(addr: std::net::SocketAddr, key: &str, format: &str) -> Result<(f64, u64)> {
+    let body: &'static str = if format == "csv" {
+        r#"{"format":"csv"}"#
+    } else {
+        r#"{"format":"xlsx"}"#
+    };
+    let started = Instant::now();
+    let (status, created) =
+        request_once(addr, key, http::Method::POST, "/api/v1/exports/users", Some(body)).await?;
+    anyhow::ensure!(status == 202, "creating the export: {status} {created}");
+    let id = serde_json::from_str::<serde_json::Value>(&created)?["export_id"]
+        .as_str()
+        .context("export_id")?
+        .to_string();
+    loop {
+        let (_, text) = request_once(
+            addr,
+            key,
+            http::Method::GET,
+            &format!("/api/v1/exports/users/{id}"),
+            None,
+        )
+        .await?;
+        let export: serde_json::Value = serde_json::from_str(&text)?;
+        match export["status"].as_str() {
+            Some("done") => {
+                return Ok((
+                    started.elapsed().as_secs_f64(),
+                    export["file_size_bytes"].as_u64().unwrap_or(0),
+                ));
+            }
+            Some("pending" | "processing") => tokio::time::sleep(Duration::from_millis(20)).await,
+            _ => anyhow::bail!("the export did not finish: {text}"),
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "the export took over 10 minutes"
+        );
+    }
+}
+
+/// CPU time (user and system) the process has used, in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name (which may hold spaces) start at its closing paren.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0) // USER_HZ, 100 on Linux
+}
+
+/// The process's peak resident set (`VmHWM`), in MiB.
+fn peak_rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .context("VmHWM")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kib / 1024.0)
+}
