@@ -563,3 +563,11 @@ pub async fn download(
     let chunks: Vec<Bytes> = response.into_inner().into_inner().try_collect().await?;
     Ok((headers, chunks.concat()))
 }
+
+/// Creates an export through the generated client and returns its id.
+pub async fn create(
+    client: &exports_client::Client,
+    request: &exports_client::types::CreateUserExport,
+) -> Result<Uuid> {
+    Ok(client.create_user_export(request).await?.into_inner().export_id)
+}

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use exports_client::types::{CreateUserExport, ExportFormat, ExportStatus};
 use exports_server::worker::RunningWorker;
-use exports_tests::{download, quick_worker, redis_url, stored_objects, wait_for_export, Setup, TestEnv};
+use exports_tests::{
+    create, download, quick_worker, redis_url, stored_objects, wait_for_export, Setup, TestEnv,
+};
 use uuid::Uuid;
 
 const FINISH: Duration = Duration::from_secs(90);
@@ -26,6 +28,22 @@ async fn attempts(env: &TestEnv, id: &Uuid) -> anyhow::Result<i32> {
         .query_one("SELECT attempts FROM exports WHERE id = $1", &[id])
         .await?
         .get(0))
+}
+
+/// Starts an XLSX export of every user and waits until its worker has written rows but not
+/// finished (`what` names the next step, for the failure message).
+async fn export_under_way(client: &exports_client::Client, what: &str) -> anyhow::Result<Uuid> {
+    let id = create(client, &export(ExportFormat::Xlsx)).await?;
+    let under_way = wait_for_export(client, &id, FINISH, |e| {
+        e.status == ExportStatus::Done || e.progress.rows_written > 0
+    })
+    .await?;
+    assert_eq!(
+        under_way.status,
+        ExportStatus::Processing,
+        "finished before the {what}; seed more users"
+    );
+    Ok(id)
 }
 
 /// Waits until `check` holds, polling every 50 ms.
@@ -94,20 +112,7 @@ async fn a_killed_workers_export_is_finished_by_another() -> anyhow::Result<()> 
     let alice = env.writer().await?;
     let client = env.client(&alice);
     let mut first = spawn_worker(&env, &log)?;
-    let id = client
-        .create_user_export(&export(ExportFormat::Xlsx))
-        .await?
-        .into_inner()
-        .export_id;
-    let halfway = wait_for_export(&client, &id, FINISH, |e| {
-        e.status == ExportStatus::Done || e.progress.rows_written > 0
-    })
-    .await?;
-    assert_eq!(
-        halfway.status,
-        ExportStatus::Processing,
-        "finished before the kill; seed more users"
-    );
+    let id = export_under_way(&client, "kill").await?;
     first.kill()?; // SIGKILL: no clean-up of any kind
     first.wait()?;
 
@@ -163,19 +168,11 @@ async fn exports_complete_after_redis_loses_the_queue() -> anyhow::Result<()> {
     .await?;
     let bob = env.writer().await?;
     let bob_client = env.client(&bob);
-    let late = bob_client
-        .create_user_export(&export(ExportFormat::Csv))
-        .await?
-        .into_inner()
-        .export_id;
+    let late = create(&bob_client, &export(ExportFormat::Csv)).await?;
     env.queue.enqueue(late).await?; // a duplicate of a live job
                                     // Wiped again while the worker waits on the stream: its consumer group is gone too.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let latest = bob_client
-        .create_user_export(&export(ExportFormat::Xlsx))
-        .await?
-        .into_inner()
-        .export_id;
+    let latest = create(&bob_client, &export(ExportFormat::Xlsx)).await?;
     env.queue.delete_stream().await?;
 
     for (client, id) in [
@@ -209,11 +206,7 @@ async fn an_unreachable_store_is_retried_until_it_returns() -> anyhow::Result<()
     let alice = env.writer().await?;
     let client = env.client(&alice);
     env.s3.as_mut().unwrap().stop();
-    let id = client
-        .create_user_export(&export(ExportFormat::Csv))
-        .await?
-        .into_inner()
-        .export_id;
+    let id = create(&client, &export(ExportFormat::Csv)).await?;
     until(FINISH, "a second attempt", async || {
         Ok(attempts(&env, &id).await? >= 2)
     })
@@ -252,11 +245,7 @@ async fn past_the_retry_budget_the_export_fails_and_leaves_nothing() -> anyhow::
     let alice = env.writer().await?;
     let client = env.client(&alice);
     env.s3.as_mut().unwrap().stop();
-    let id = client
-        .create_user_export(&export(ExportFormat::Xlsx))
-        .await?
-        .into_inner()
-        .export_id;
+    let id = create(&client, &export(ExportFormat::Xlsx)).await?;
     let failed = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Failed).await?;
     assert_eq!(
         failed.error_message.as_deref(),
@@ -287,20 +276,7 @@ async fn a_cancelled_export_stops_mid_way_and_leaves_no_file() -> anyhow::Result
     env.seed_users(150_000).await?;
     let alice = env.writer().await?;
     let client = env.client(&alice);
-    let id = client
-        .create_user_export(&export(ExportFormat::Xlsx))
-        .await?
-        .into_inner()
-        .export_id;
-    let running = wait_for_export(&client, &id, FINISH, |e| {
-        e.status == ExportStatus::Done || e.progress.rows_written > 0
-    })
-    .await?;
-    assert_eq!(
-        running.status,
-        ExportStatus::Processing,
-        "finished before the cancel; seed more users"
-    );
+    let id = export_under_way(&client, "cancel").await?;
     let cancelled = client.cancel_export(&id).await?.into_inner();
     assert_eq!(cancelled.status, ExportStatus::Cancelled);
     until(Duration::from_secs(10), "the worker to stop", async || {
@@ -338,11 +314,7 @@ async fn an_export_over_the_time_limit_fails_with_a_reason() -> anyhow::Result<(
     env.seed_users(150_000).await?;
     let alice = env.writer().await?;
     let client = env.client(&alice);
-    let id = client
-        .create_user_export(&export(ExportFormat::Xlsx))
-        .await?
-        .into_inner()
-        .export_id;
+    let id = create(&client, &export(ExportFormat::Xlsx)).await?;
     let failed = wait_for_export(&client, &id, FINISH, |e| {
         !matches!(e.status, ExportStatus::Pending | ExportStatus::Processing)
     })

@@ -8,7 +8,9 @@ use std::time::Duration;
 use calamine::{Data, Reader, Xlsx};
 use chrono::{DateTime, NaiveDate, Utc};
 use exports_client::types::{CreateUserExport, ExportFormat, ExportStatus, UserExportFilters, UserStatus};
-use exports_tests::{download, error_of, quick_worker, stored_objects, wait_for_export, Setup, TestEnv};
+use exports_tests::{
+    create, download, error_of, quick_worker, stored_objects, wait_for_export, Setup, TestEnv,
+};
 use uuid::Uuid;
 
 const FINISH: Duration = Duration::from_secs(60);
@@ -142,11 +144,7 @@ async fn csv_and_xlsx_hold_exactly_the_matching_users() -> anyhow::Result<()> {
     );
 
     for format in [ExportFormat::Csv, ExportFormat::Xlsx] {
-        let id = client
-            .create_user_export(&request(format, Some(filters.clone())))
-            .await?
-            .into_inner()
-            .export_id;
+        let id = create(&client, &request(format, Some(filters.clone()))).await?;
         let export = wait_for_export(&client, &id, FINISH, |e| {
             e.status != ExportStatus::Pending && e.status != ExportStatus::Processing
         })
@@ -245,11 +243,7 @@ async fn formula_cells_are_neutralised_in_both_formats() -> anyhow::Result<()> {
     assert!(expected.iter().any(|row| row.2 == "Ada = Lovelace"));
 
     for format in [ExportFormat::Csv, ExportFormat::Xlsx] {
-        let id = client
-            .create_user_export(&request(format, None))
-            .await?
-            .into_inner()
-            .export_id;
+        let id = create(&client, &request(format, None)).await?;
         wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await?;
         let (_, body) = download(&client, &id).await?;
         let rows = match format {
@@ -276,11 +270,7 @@ async fn s3_exports_are_presigned_links_with_the_file_name() -> anyhow::Result<(
     env.seed_users(500).await?;
     let alice = env.writer().await?;
     let client = env.client(&alice);
-    let id = client
-        .create_user_export(&request(ExportFormat::Csv, None))
-        .await?
-        .into_inner()
-        .export_id;
+    let id = create(&client, &request(ExportFormat::Csv, None)).await?;
     let export = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await?;
     let link = export.download_url.unwrap();
     let s3 = env.s3.as_ref().unwrap();
@@ -323,11 +313,7 @@ async fn served_links_refuse_tampering_and_expire() -> anyhow::Result<()> {
     env.seed_users(50).await?;
     let alice = env.writer().await?;
     let client = env.client(&alice);
-    let id = client
-        .create_user_export(&request(ExportFormat::Csv, None))
-        .await?
-        .into_inner()
-        .export_id;
+    let id = create(&client, &request(ExportFormat::Csv, None)).await?;
     let export = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await?;
     let link = export.download_url.unwrap();
     assert!(
@@ -385,11 +371,7 @@ async fn expired_files_are_deleted_and_marked() -> anyhow::Result<()> {
     env.seed_users(100).await?;
     let alice = env.writer().await?;
     let client = env.client(&alice);
-    let id = client
-        .create_user_export(&request(ExportFormat::Xlsx, None))
-        .await?
-        .into_inner()
-        .export_id;
+    let id = create(&client, &request(ExportFormat::Xlsx, None)).await?;
     wait_for_export(&client, &id, FINISH, |e| {
         e.status != ExportStatus::Pending && e.status != ExportStatus::Processing
     })
