@@ -46,6 +46,12 @@ async fn export_under_way(client: &exports_client::Client, what: &str) -> anyhow
     Ok(id)
 }
 
+/// A worker in the test's process, on its database, queue and storage, started now.
+async fn worker_in_process(env: &TestEnv) -> anyhow::Result<RunningWorker> {
+    let (pool, queue, storage) = (env.pool.clone(), env.queue.clone(), env.storage.clone());
+    RunningWorker::start(quick_worker(), pool, &redis_url(), queue, storage, env.metrics.clone()).await
+}
+
 /// Waits until `check` holds, polling every 50 ms.
 async fn until(
     limit: Duration,
@@ -157,15 +163,7 @@ async fn exports_complete_after_redis_loses_the_queue() -> anyhow::Result<()> {
     env.queue.delete_stream().await?;
     assert!(env.queued_jobs().await?.is_empty());
 
-    let worker = RunningWorker::start(
-        quick_worker(),
-        env.pool.clone(),
-        &redis_url(),
-        env.queue.clone(),
-        env.storage.clone(),
-        env.metrics.clone(),
-    )
-    .await?;
+    let worker = worker_in_process(&env).await?;
     let bob = env.writer().await?;
     let bob_client = env.client(&bob);
     let late = create(&bob_client, &export(ExportFormat::Csv)).await?;
@@ -329,5 +327,28 @@ async fn an_export_over_the_time_limit_fails_with_a_reason() -> anyhow::Result<(
         Some("The export took longer than the 1-second limit and was stopped. Narrow the filters or try again later.")
     );
     assert_eq!(stored_objects(&env.storage).await?, vec![]);
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_worker_shutting_down_hands_its_export_back() -> anyhow::Result<()> {
+    let env = TestEnv::start_setup(Setup::default()).await?;
+    env.seed_users(150_000).await?;
+    let alice = env.writer().await?;
+    let client = env.client(&alice);
+    let first = worker_in_process(&env).await?;
+    let id = export_under_way(&client, "shutdown").await?;
+    first.shutdown().await; // what SIGTERM does
+    let handed_back = client.get_export(&id).await?.into_inner();
+    assert_eq!(handed_back.status, ExportStatus::Pending);
+    assert_eq!(attempts(&env, &id).await?, 0, "an interrupted attempt does not count");
+    assert_eq!(env.queued_jobs().await?.len(), 1, "queued again at once");
+    assert_eq!(stored_objects(&env.storage).await?, vec![]);
+
+    let second = worker_in_process(&env).await?;
+    let done = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await?;
+    assert_eq!(done.progress.rows_written, env.count("SELECT count(*) FROM users").await?);
+    assert_eq!(attempts(&env, &id).await?, 1);
+    second.shutdown().await;
     env.finish().await
 }
