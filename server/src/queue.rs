@@ -135,8 +135,14 @@ impl JobQueue {
     }
 
     /// Takes over one job that another consumer has held for longer than `min_idle` without
-    /// touching it: its worker died.
-    pub async fn claim_stale(&self, consumer: &str, min_idle: Duration) -> Result<Option<Job>> {
+    /// touching it: its worker died. Redis looks at a few pending entries per call, so
+    /// `cursor` carries the scan on from call to call (starting at, and wrapping to, `0-0`).
+    pub async fn claim_stale(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        cursor: &mut String,
+    ) -> Result<Option<Job>> {
         let claimed: Result<Value, Error> = self
             .redis
             .xautoclaim(
@@ -144,14 +150,17 @@ impl JobQueue {
                 &self.group,
                 consumer,
                 min_idle.as_millis() as u64,
-                "0-0",
+                cursor.as_str(),
                 Some(1),
                 false,
             )
             .await;
         let reply = match claimed {
             Ok(reply) => reply,
-            Err(error) if error.details().starts_with("NOGROUP") => return Ok(None),
+            Err(error) if error.details().starts_with("NOGROUP") => {
+                *cursor = "0-0".into();
+                return Ok(None);
+            }
             Err(error) => return Err(error).context("claiming stale jobs"),
         };
         // [next-start, [[id, [field, value, ...]], ...], deleted-ids]
@@ -161,6 +170,7 @@ impl JobQueue {
         if parts.len() < 2 {
             return Ok(None);
         }
+        *cursor = parts[0].as_string().unwrap_or_else(|| "0-0".into());
         let Value::Array(entries) = parts.swap_remove(1) else {
             return Ok(None);
         };

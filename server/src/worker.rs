@@ -167,6 +167,7 @@ fn hostname() -> String {
 
 async fn take_jobs(shared: Shared, reader: fred::clients::Client, mut stopped: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(shared.settings.concurrency.max(1)));
+    let mut stale_cursor = "0-0".to_string();
     let mut running = JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -179,7 +180,7 @@ async fn take_jobs(shared: Shared, reader: fred::clients::Client, mut stopped: w
         let next = async {
             if let Some(job) = shared
                 .queue
-                .claim_stale(&shared.consumer, shared.settings.lease())
+                .claim_stale(&shared.consumer, shared.settings.lease(), &mut stale_cursor)
                 .await?
             {
                 tracing::info!(entry_id = %job.entry_id, "took over a job from a worker that stopped");

@@ -49,7 +49,15 @@ async fn export_under_way(client: &exports_client::Client, what: &str) -> anyhow
 /// A worker in the test's process, on its database, queue and storage, started now.
 async fn worker_in_process(env: &TestEnv) -> anyhow::Result<RunningWorker> {
     let (pool, queue, storage) = (env.pool.clone(), env.queue.clone(), env.storage.clone());
-    RunningWorker::start(quick_worker(), pool, &redis_url(), queue, storage, env.metrics.clone()).await
+    RunningWorker::start(
+        quick_worker(),
+        pool,
+        &redis_url(),
+        queue,
+        storage,
+        env.metrics.clone(),
+    )
+    .await
 }
 
 /// Waits until `check` holds, polling every 50 ms.
@@ -341,13 +349,20 @@ async fn a_worker_shutting_down_hands_its_export_back() -> anyhow::Result<()> {
     first.shutdown().await; // what SIGTERM does
     let handed_back = client.get_export(&id).await?.into_inner();
     assert_eq!(handed_back.status, ExportStatus::Pending);
-    assert_eq!(attempts(&env, &id).await?, 0, "an interrupted attempt does not count");
+    assert_eq!(
+        attempts(&env, &id).await?,
+        0,
+        "an interrupted attempt does not count"
+    );
     assert_eq!(env.queued_jobs().await?.len(), 1, "queued again at once");
     assert_eq!(stored_objects(&env.storage).await?, vec![]);
 
     let second = worker_in_process(&env).await?;
     let done = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await?;
-    assert_eq!(done.progress.rows_written, env.count("SELECT count(*) FROM users").await?);
+    assert_eq!(
+        done.progress.rows_written,
+        env.count("SELECT count(*) FROM users").await?
+    );
     assert_eq!(attempts(&env, &id).await?, 1);
     second.shutdown().await;
     env.finish().await
