@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts a local S3-compatible server (s3s-fs) for `scripts/dev.sh` unless one answers:
 # 127.0.0.1:8014, files under data/s3, bucket `exports`, keys from scripts/env.sh. Tests do not
-# use it: each test starts its own s3s-fs on a free port with its own directory.
+# use it: each test starts its own s3s-fs on a free port with its own directory. It keeps
+# running after dev.sh stops (`pkill -f "s3s-fs --host 127.0.0.1 --port 8014"` stops it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
