@@ -101,6 +101,9 @@ async fn bench(binary: &std::path::Path, s3s: &std::path::Path, options: ExportB
             let mut worker = Command::new(binary);
             worker.args(["--database-url", &database_url, "work", "--concurrency", "1"]);
             s3_args(&mut worker);
+            // Its log says how long each upload took to complete after the last row.
+            let worker_log = files.path().join(format!("worker-{format}.log"));
+            worker.env("RUST_LOG", "info").stdout(std::fs::File::create(&worker_log)?);
             let worker = ServerProcess(worker.spawn().context("starting the worker")?);
             tokio::time::sleep(Duration::from_millis(500)).await; // connected and waiting
             if std::mem::take(&mut first) {
@@ -130,6 +133,14 @@ async fn bench(binary: &std::path::Path, s3s: &std::path::Path, options: ExportB
             let s3_cpu = (cpu_seconds(s3.0.id())? - s3_cpu) / runs;
             drop(worker);
             let seconds = median(&mut seconds);
+            let mut completing = completing_seconds(&worker_log)?;
+            // The warm-up is the first line of the CSV worker's log; the runs are the last ones.
+            let timed = completing.len().saturating_sub(options.runs.max(1));
+            let completing = median(&mut completing[timed..]);
+            println!(
+                "{format}: of which completing the upload after the last row (last part, and the store assembling the object): {completing:.2} s (median)"
+            );
+            figures.insert(format!("{format}_upload_completion_seconds"), json!(round(completing, 3)));
             println!(
                 "{format}: {rows} rows end to end in {seconds:.2} s (median; {:.0} rows/s, {:.1} MiB file), worker peak RSS {peak_rss:.1} MiB, CPU per export: worker {worker_cpu:.2} s, s3s-fs {s3_cpu:.2} s",
                 rows as f64 / seconds,
@@ -178,9 +189,10 @@ fn verdict(met: bool) -> &'static str {
     }
 }
 
+/// The middle value (NaN for none).
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn round(value: f64, digits: i32) -> f64 {
@@ -246,6 +258,15 @@ async fn export_end_to_end(addr: std::net::SocketAddr, key: &str, body: &'static
             "the export took over 10 minutes"
         );
     }
+}
+
+/// `completing_seconds` of every "export done" line of a worker's JSON log.
+fn completing_seconds(log: &std::path::Path) -> Result<Vec<f64>> {
+    Ok(std::fs::read_to_string(log)?
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|record| record["completing_seconds"].as_f64())
+        .collect())
 }
 
 /// CPU time (user and system) the process has used, in seconds.
