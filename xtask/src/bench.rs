@@ -74,6 +74,31 @@ pub fn run(root: &std::path::Path, options: ApiBenchOptions) -> Result<()> {
     runtime.block_on(bench(&binary, options))
 }
 
+/// A database and Redis prefix of the run's own; `cleanup` removes them.
+pub(crate) struct Sandbox {
+    pub(crate) admin_url: String,
+    pub(crate) database: String,
+    pub(crate) database_url: String,
+    pub(crate) redis_prefix: String,
+}
+
+pub(crate) const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+impl Sandbox {
+    pub(crate) fn new() -> Self {
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let admin_url = std::env::var("EXPORTS_BENCH_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let database = format!("exports_bench_{suffix}");
+        Self {
+            database_url: format!("{admin_url}/{database}"),
+            admin_url,
+            database,
+            redis_prefix: format!("exports:bench:{suffix}:"),
+        }
+    }
+}
+
 /// The server process; killed (and its database dropped by the caller) however the run ends.
 pub(crate) struct ServerProcess(pub(crate) Child);
 
@@ -85,13 +110,13 @@ impl Drop for ServerProcess {
 }
 
 async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<()> {
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
-    let admin_url = std::env::var("EXPORTS_BENCH_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let database = format!("exports_bench_{suffix}");
-    let database_url = format!("{admin_url}/{database}");
-    let redis_prefix = format!("exports:bench:{suffix}:");
-    let redis_url = "redis://127.0.0.1:6379";
+    let Sandbox {
+        admin_url,
+        database,
+        database_url,
+        redis_prefix,
+    } = Sandbox::new();
+    let redis_url = REDIS_URL;
 
     db::ensure_database(&database_url).await?;
     let result = async {

@@ -11,7 +11,8 @@ use futures::TryStreamExt;
 use serde_json::json;
 
 use crate::bench::{
-    cleanup, free_port, issue_keys, release_server, request_once, wait_until_ready, ServerProcess,
+    cleanup, free_port, issue_keys, release_server, request_once, wait_until_ready, Sandbox, ServerProcess,
+    REDIS_URL,
 };
 use exports_server::export_file::select_sql;
 use exports_server::model::{UserExportFilters, UserQuery};
@@ -40,13 +41,13 @@ pub fn run(root: &std::path::Path, options: ExportBenchOptions) -> Result<()> {
 }
 
 async fn bench(binary: &std::path::Path, s3s: &std::path::Path, options: ExportBenchOptions) -> Result<()> {
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
-    let admin_url = std::env::var("EXPORTS_BENCH_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let database = format!("exports_bench_{suffix}");
-    let database_url = format!("{admin_url}/{database}");
-    let redis_prefix = format!("exports:bench:{suffix}:");
-    let redis_url = "redis://127.0.0.1:6379";
+    let Sandbox {
+        admin_url,
+        database,
+        database_url,
+        redis_prefix,
+    } = Sandbox::new();
+    let redis_url = REDIS_URL;
     let files = tempfile::tempdir()?;
 
     db::ensure_database(&database_url).await?;
