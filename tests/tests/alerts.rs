@@ -50,3 +50,32 @@ async fn the_rules_use_metrics_the_service_exports() -> anyhow::Result<()> {
     }
     env.finish().await
 }
+
+#[tokio::test]
+async fn a_workers_own_metrics_address_serves_them() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let metrics = std::sync::Arc::new(exports_server::metrics::Metrics::new());
+    metrics.job_succeeded(
+        exports_server::model::ExportFormat::Csv,
+        12,
+        std::time::Duration::from_millis(300),
+    );
+    let addr = exports_server::metrics::serve("127.0.0.1:0".parse()?, metrics, env.pool.clone()).await?;
+    let response = reqwest::get(format!("http://{addr}/metrics")).await?;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()?
+        .starts_with("text/plain; version=0.0.4"));
+    let text = response.text().await?;
+    assert!(
+        text.contains("exports_jobs_succeeded_total{format=\"csv\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("exports_rows_written_total{format=\"csv\"} 12"),
+        "{text}"
+    );
+    assert!(text.contains("exports_queue_depth 0"), "{text}");
+    assert_eq!(reqwest::get(format!("http://{addr}/other")).await?.status(), 404);
+    env.finish().await
+}
