@@ -111,7 +111,9 @@ pub async fn main() -> Result<()> {
             if let Some(listen) = metrics_listen {
                 crate::metrics::serve(listen, metrics.clone(), pool.clone()).await?;
             }
-            let worker = start_worker(&redis, &storage, worker, pool, metrics).await?;
+            let (queue, storage) = (job_queue(&redis).await?, Storage::open(&storage)?);
+            let worker =
+                RunningWorker::start(worker, pool, &redis.redis_url, queue, storage, metrics).await?;
             shutdown_signal().await;
             tracing::info!("shutting down: handing running jobs back to the queue");
             worker.shutdown().await;
@@ -165,17 +167,9 @@ pub async fn main() -> Result<()> {
     }
 }
 
-async fn start_worker(
-    redis: &RedisArgs,
-    storage: &StorageArgs,
-    settings: WorkerArgs,
-    pool: deadpool_postgres::Pool,
-    metrics: Arc<Metrics>,
-) -> Result<RunningWorker> {
+async fn job_queue(redis: &RedisArgs) -> Result<JobQueue> {
     let redis_pool = queue::connect(&redis.redis_url, redis.redis_pool_size).await?;
-    let queue = JobQueue::new(redis_pool, &redis.redis_prefix);
-    let storage = Storage::open(storage)?;
-    RunningWorker::start(settings, pool, &redis.redis_url, queue, storage, metrics).await
+    Ok(JobQueue::new(redis_pool, &redis.redis_prefix))
 }
 
 /// The API, and in `dev` a worker beside it sharing its pool and metrics.
@@ -188,13 +182,22 @@ async fn run(
 ) -> Result<()> {
     let pool = db::pool(&database.database_url, database.database_pool_size)?;
     let metrics = Arc::new(Metrics::new());
-    let redis_pool = queue::connect(&redis.redis_url, redis.redis_pool_size).await?;
-    let queue = JobQueue::new(redis_pool, &redis.redis_prefix);
+    let (queue, storage) = (job_queue(redis).await?, Storage::open(storage)?);
     let worker = match worker {
-        Some(settings) => Some(start_worker(redis, storage, settings, pool.clone(), metrics.clone()).await?),
+        Some(settings) => Some(
+            RunningWorker::start(
+                settings,
+                pool.clone(),
+                &redis.redis_url,
+                queue.clone(),
+                storage.clone(),
+                metrics.clone(),
+            )
+            .await?,
+        ),
         None => None,
     };
-    let api = RunningApi::start(api.settings(), pool, queue, Storage::open(storage)?, metrics).await?;
+    let api = RunningApi::start(api.settings(), pool, queue, storage, metrics).await?;
     shutdown_signal().await;
     tracing::info!("shutting down: finishing requests in flight");
     if let Some(worker) = worker {

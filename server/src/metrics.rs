@@ -85,6 +85,12 @@ impl Metrics {
         registry
             .register(Box::new(queue_depth.clone()))
             .expect("registered once");
+        // Every format appears from the start, so rates and alerts see zeros, not gaps.
+        for format in [ExportFormat::Csv, ExportFormat::Xlsx] {
+            for counter in [&succeeded, &failed, &retried, &rows] {
+                counter.with_label_values(&[format.as_str()]);
+            }
+        }
         Self {
             registry,
             succeeded,
@@ -119,12 +125,6 @@ impl Metrics {
         match queue_depth(pool).await {
             Ok(depth) => self.queue_depth.set(depth),
             Err(error) => tracing::warn!(error = %format!("{error:#}"), "queue depth not measured"),
-        }
-        // Every format appears from the start, so rates and alerts see zeros, not gaps.
-        for format in [ExportFormat::Csv, ExportFormat::Xlsx] {
-            for counter in [&self.succeeded, &self.failed, &self.retried, &self.rows] {
-                counter.with_label_values(&[format.as_str()]);
-            }
         }
         let mut text = Vec::new();
         TextEncoder::new()

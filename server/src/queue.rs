@@ -249,7 +249,7 @@ impl JobQueue {
         let set: Option<String> = self
             .redis
             .set(
-                format!("{}:lock:{name}", self.stream),
+                self.lock_key(name),
                 holder,
                 Some(Expiration::PX(ttl.as_millis() as i64)),
                 Some(SetOptions::NX),
@@ -259,11 +259,15 @@ impl JobQueue {
         Ok(set.is_some())
     }
 
+    fn lock_key(&self, name: &str) -> String {
+        format!("{}:lock:{name}", self.stream)
+    }
+
     /// Removes the stream and every job on it (benchmarks and tests clean up with this).
     pub async fn delete_stream(&self) -> Result<()> {
         let _: i64 = self
             .redis
-            .del((self.stream.as_str(), format!("{}:lock:sweep", self.stream)))
+            .del((self.stream.as_str(), self.lock_key("sweep")))
             .await?;
         Ok(())
     }
