@@ -182,7 +182,28 @@ async fn put(upload: &mut Upload, bytes: Vec<u8>) -> Result<()> {
         .writer
         .put(Bytes::from(bytes))
         .await
-        .context("uploading the file")
+        .map_err(|error| storage_failure("uploading the file", error))
+}
+
+/// A failure of the file storage, as opposed to the database or the file's own writing: the
+/// worker tells users which it was by this type.
+#[derive(Debug, thiserror::Error)]
+#[error("{doing}")]
+pub struct StorageFailure {
+    doing: &'static str,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+pub fn storage_failure(
+    doing: &'static str,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> anyhow::Error {
+    StorageFailure {
+        doing,
+        source: source.into(),
+    }
+    .into()
 }
 
 pub async fn write_csv(
@@ -371,7 +392,8 @@ fn new_sheet<'a>(workbook: &'a mut Workbook, header: &Format) -> Result<&'a mut 
 pub async fn finish_upload(upload: &mut Upload, written: Result<u64>) -> Result<u64> {
     match written {
         Ok(rows) => {
-            upload.writer.shutdown().await.context("completing the upload")?;
+            (upload.writer.shutdown().await)
+                .map_err(|error| storage_failure("completing the upload", error))?;
             Ok(rows)
         }
         Err(error) => {

@@ -28,7 +28,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::export_file::{finish_upload, write_export, Upload};
+use crate::export_file::{finish_upload, write_export, StorageFailure, Upload};
 use crate::metrics::Metrics;
 use crate::model::{ExportFormat, UserExportFilters};
 use crate::queue::{self, Job, JobQueue};
@@ -392,10 +392,10 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::R
                  or try again later."
             );
             shared.metrics.job_failed(format);
-            with_client(shared, async |client| {
-                mark_failed(client, export_id, number, &message).await
-            })
-            .await
+            match shared.pool.get().await {
+                Ok(client) => mark_failed(&client, export_id, number, &message).await,
+                Err(error) => Err(error.into()),
+            }
         }
         Err(AttemptError::Failed(error)) => record_failure(shared, export_id, number, format, &error).await,
     };
@@ -406,14 +406,6 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::R
             tracing::error!(%export_id, error = %format!("{error:#}"), "could not record the outcome")
         }
     }
-}
-
-async fn with_client(
-    shared: &Shared,
-    run: impl AsyncFnOnce(&deadpool_postgres::Client) -> Result<()>,
-) -> Result<()> {
-    let client = shared.pool.get().await?;
-    run(&client).await
 }
 
 /// Renews the lease and the stream entry, and records progress, every heartbeat; signals
@@ -556,10 +548,12 @@ async fn record_failure(
 
 /// What a user is told about a failure (the details are in the worker's log).
 fn user_facing_cause(error: &anyhow::Error) -> &'static str {
-    let chain = format!("{error:#}");
-    if error.chain().any(|cause| cause.is::<object_store::Error>()) || chain.contains("upload") {
+    if error.chain().any(|cause| cause.is::<StorageFailure>()) {
         "the file storage could not be reached"
-    } else if error.chain().any(|cause| cause.is::<tokio_postgres::Error>()) || chain.contains("PostgreSQL") {
+    } else if error
+        .chain()
+        .any(|cause| cause.is::<tokio_postgres::Error>() || cause.is::<deadpool_postgres::PoolError>())
+    {
         "the database could not be read"
     } else {
         "an internal error occurred"
@@ -638,11 +632,8 @@ async fn sweep(shared: Shared, mut stopped: watch::Receiver<bool>) {
 /// Queues every due export that has no entry on the stream: its entry was lost with Redis's
 /// memory, or it is a retry whose backoff has passed. `grace` keeps the sweeper off exports
 /// the API is queueing this instant.
-pub async fn requeue_lost_with(
-    pool: &deadpool_postgres::Pool,
-    queue: &JobQueue,
-    grace: Duration,
-) -> Result<usize> {
+async fn requeue_lost(shared: &Shared, grace: Duration) -> Result<usize> {
+    let (pool, queue) = (&shared.pool, &shared.queue);
     let client = pool.get().await?;
     let grace_ms = grace.as_millis() as f64;
     let due: Vec<Uuid> = client
@@ -676,10 +667,6 @@ pub async fn requeue_lost_with(
         tracing::info!(count = lost.len(), "sweeper: queued exports that had no job");
     }
     Ok(lost.len())
-}
-
-async fn requeue_lost(shared: &Shared, grace: Duration) -> Result<usize> {
-    requeue_lost_with(&shared.pool, &shared.queue, grace).await
 }
 
 /// Deletes the files of exports past `expires_at` and marks them `expired`.
@@ -730,11 +717,13 @@ mod tests {
 
     #[test]
     fn failures_are_explained_without_internals() {
-        let storage = anyhow::Error::new(object_store::Error::NotImplemented {
-            operation: "put".into(),
-            implementer: "test".into(),
-        })
-        .context("uploading the file");
+        let storage = crate::export_file::storage_failure(
+            "uploading the file",
+            object_store::Error::NotImplemented {
+                operation: "put".into(),
+                implementer: "test".into(),
+            },
+        );
         assert_eq!(
             user_facing_cause(&storage),
             "the file storage could not be reached"
