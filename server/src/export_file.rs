@@ -80,7 +80,7 @@ pub fn fit_xlsx_cell(cell: &str) -> Cow<'_, str> {
 /// `SecondsFormat::AutoSi`, written into a reused buffer: this runs once per exported row.
 pub fn write_timestamp(out: &mut String, at: &DateTime<Utc>) {
     use chrono::{Datelike, Timelike};
-    // Fixed-width digits by hand: `format!` machinery was a tenth of a CSV export's CPU.
+    // Fixed-width digits by hand: `format!` machinery was about 6% of a CSV export's CPU samples.
     fn digits(out: &mut String, value: u32, width: u32) {
         for position in (0..width).rev() {
             out.push(char::from(b'0' + (value / 10u32.pow(position) % 10) as u8));
