@@ -24,6 +24,8 @@ mod docs;
 mod dynamic;
 mod stateful;
 
+pub use stateful::{Clock, ManualClock};
+
 /// How the mock behaves beyond the spec itself.
 #[derive(Debug, Clone)]
 pub struct MockOptions {
@@ -37,6 +39,8 @@ pub struct MockOptions {
     pub watch: Option<std::path::PathBuf>,
     /// Seed of `Prefer: dynamic=true` data: the same seed gives the same answers.
     pub seed: u64,
+    /// The time remembered exports read (a test moves a manual clock instead of sleeping).
+    pub clock: Clock,
 }
 
 impl Default for MockOptions {
@@ -47,6 +51,7 @@ impl Default for MockOptions {
             latency: Duration::ZERO,
             watch: None,
             seed: 0,
+            clock: Clock::System,
         }
     }
 }
@@ -65,6 +70,15 @@ pub struct RunningMock {
     pub local_addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    spec_edits: watch::Receiver<SpecEdits>,
+}
+
+/// The edits of the watched spec file the mock has handled so far: each one it noticed was
+/// either loaded or rejected (and the last good spec kept).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpecEdits {
+    pub loaded: u64,
+    pub rejected: u64,
 }
 
 impl RunningMock {
@@ -73,15 +87,18 @@ impl RunningMock {
             .await
             .with_context(|| format!("listening on {listen}"))?;
         let local_addr = listener.local_addr()?;
-        let exports = stateful::Exports::new(options.speed);
+        let exports = stateful::Exports::new(options.speed, options.clock.clone());
         let spec = Arc::new(Mock {
             spec: std::sync::RwLock::new(Arc::new(spec)),
             options,
             exports,
         });
         let (stop, mut stopped) = watch::channel(false);
+        let (edits, spec_edits) = watch::channel(SpecEdits::default());
         if let Some(path) = spec.options.watch.clone() {
-            tokio::spawn(watch_spec(spec.clone(), path, stop.subscribe()));
+            // Read here, not in the task, so that any edit made once `start` returns is seen.
+            let served = std::fs::read_to_string(&path).ok();
+            tokio::spawn(watch_spec(spec.clone(), path, served, edits, stop.subscribe()));
         }
         let task = tokio::spawn(async move {
             loop {
@@ -105,7 +122,14 @@ impl RunningMock {
             local_addr,
             stop,
             task,
+            spec_edits,
         })
+    }
+
+    /// Follows the edits of the watched spec, for a caller that must know an edit was handled
+    /// rather than wait a while (its sender is gone when the spec is not watched).
+    pub fn spec_edits(&self) -> watch::Receiver<SpecEdits> {
+        self.spec_edits.clone()
     }
 
     pub async fn shutdown(self) {
@@ -117,27 +141,37 @@ impl RunningMock {
 /// How often the watched spec file is looked at.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 
-/// Polls the spec file's modification time (no platform watcher to set up) and swaps in each
-/// version that parses; a broken one is logged and the last good spec keeps serving.
-async fn watch_spec(mock: Arc<Mock>, path: std::path::PathBuf, mut stopped: watch::Receiver<bool>) {
-    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let mut seen = modified(&path);
+/// Polls the spec file (no platform watcher to set up) and swaps in each version that parses;
+/// a broken one is logged and the last good spec keeps serving. It compares the content, not
+/// the modification time, so two edits within one tick of the file system's clock are both seen.
+async fn watch_spec(
+    mock: Arc<Mock>,
+    path: std::path::PathBuf,
+    mut seen: Option<String>,
+    edits: watch::Sender<SpecEdits>,
+    mut stopped: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(WATCH_EVERY) => {}
             _ = stopped.changed() => return,
         }
-        let now = modified(&path);
-        if now == seen {
+        let read = std::fs::read_to_string(&path);
+        if read.as_ref().ok() == seen.as_ref() {
             continue;
         }
-        seen = now;
-        match Spec::load(&path) {
+        seen = read.as_ref().ok().cloned();
+        match read
+            .map_err(anyhow::Error::from)
+            .and_then(|text| Spec::parse(&text))
+        {
             Ok(spec) => {
                 *mock.spec.write().expect("spec lock") = Arc::new(spec);
+                edits.send_modify(|edits| edits.loaded += 1);
                 tracing::info!(spec = %path.display(), "spec reloaded");
             }
             Err(error) => {
+                edits.send_modify(|edits| edits.rejected += 1);
                 tracing::warn!(spec = %path.display(), error = format!("{error:#}"), "spec not reloaded: keeping the last good one");
             }
         }

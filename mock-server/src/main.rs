@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
-use exports_mock::{MockOptions, RunningMock};
+use exports_mock::{Clock, MockOptions, RunningMock};
 use exports_spec::Spec;
 
 /// A mock of the exports API for frontend developers, driven by spec/openapi.yaml.
@@ -50,6 +50,7 @@ async fn main() -> Result<()> {
         latency: std::time::Duration::from_millis(cli.latency_ms),
         watch: (!cli.no_watch).then(|| cli.spec.clone()),
         seed: cli.seed,
+        clock: Clock::System,
     };
     let running = RunningMock::start(spec, SocketAddr::from(([127, 0, 0, 1], cli.port)), options).await?;
     tracing::info!(address = %running.local_addr, spec = %cli.spec.display(), "mock server listening");

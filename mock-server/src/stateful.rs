@@ -19,7 +19,58 @@ const DEFAULT_SECONDS: u64 = 10;
 
 pub struct Exports {
     speed: f64,
+    clock: Clock,
     store: Mutex<Store>,
+}
+
+/// The time the exports flow reads: the machine's, or a manual clock that stands still until a
+/// test moves it, so a test sees `processing` and then `done` however fast the machine is.
+#[derive(Debug, Clone, Default)]
+pub enum Clock {
+    #[default]
+    System,
+    Manual(ManualClock),
+}
+
+/// A clock that moves only when `advance` is called; its clones share one time.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<Mutex<Now>>);
+
+#[derive(Debug, Clone, Copy)]
+struct Now {
+    /// For how long an export has run (monotonic, as the system clock's `Instant` is).
+    instant: Instant,
+    /// For the timestamps an export shows.
+    utc: DateTime<Utc>,
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new(Now {
+            instant: Instant::now(),
+            utc: Utc::now(),
+        })))
+    }
+}
+
+impl ManualClock {
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.0.lock().expect("clock lock");
+        now.instant += by;
+        now.utc += chrono::Duration::from_std(by).expect("a duration chrono can hold");
+    }
+}
+
+impl Clock {
+    fn now(&self) -> Now {
+        match self {
+            Clock::System => Now {
+                instant: Instant::now(),
+                utc: Utc::now(),
+            },
+            Clock::Manual(clock) => *clock.0.lock().expect("clock lock"),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -75,15 +126,20 @@ pub enum Outcome {
 }
 
 impl Exports {
-    pub fn new(speed: f64) -> Self {
+    pub fn new(speed: f64, clock: Clock) -> Self {
         Self {
             speed: if speed > 0.0 { speed } else { 1.0 },
+            clock,
             store: Mutex::default(),
         }
     }
 
     fn duration(&self, record: &Record) -> Duration {
         Duration::from_secs_f64(record.estimated_seconds as f64 / self.speed)
+    }
+
+    fn elapsed(&self, record: &Record) -> Duration {
+        self.clock.now().instant.duration_since(record.started)
     }
 
     /// Handles the exports operations by their operationId; `None` for any other operation.
@@ -106,6 +162,7 @@ impl Exports {
         Some(match operation_id {
             "createUserExport" => {
                 let body = body?;
+                let now = self.clock.now();
                 let record = Record {
                     id: Uuid::new_v4(),
                     owner: owner.to_string(),
@@ -119,8 +176,8 @@ impl Exports {
                         .cloned()
                         .filter(Value::is_object)
                         .unwrap_or_else(|| json!({})),
-                    started: Instant::now(),
-                    created_at: Utc::now(),
+                    started: now.instant,
+                    created_at: now.utc,
                     estimated_seconds: example_estimate.unwrap_or(DEFAULT_SECONDS),
                     cancelled_at: None,
                     file: Arc::default(),
@@ -146,7 +203,7 @@ impl Exports {
             "cancelExport" => match found {
                 Some(record) if self.status(&record) == "processing" => {
                     let record = store.by_id.get_mut(&record.id).expect("found above");
-                    record.cancelled_at = Some(Utc::now());
+                    record.cancelled_at = Some(self.clock.now().utc);
                     let record = record.clone();
                     Outcome::Json(200, self.view(&record, base_url))
                 }
@@ -204,7 +261,7 @@ impl Exports {
     fn status(&self, record: &Record) -> &'static str {
         if record.cancelled_at.is_some() {
             "cancelled"
-        } else if record.started.elapsed() >= self.duration(record) {
+        } else if self.elapsed(record) >= self.duration(record) {
             "done"
         } else {
             "processing"
@@ -215,7 +272,7 @@ impl Exports {
         let status = self.status(record);
         let rows_total = fake_users(&record.filters).len() as u64;
         let total = self.duration(record).as_secs_f64().max(f64::EPSILON);
-        let fraction = (record.started.elapsed().as_secs_f64() / total).min(1.0);
+        let fraction = (self.elapsed(record).as_secs_f64() / total).min(1.0);
         let rows_written = match status {
             "done" => rows_total,
             _ => (rows_total as f64 * fraction) as u64,
@@ -224,9 +281,8 @@ impl Exports {
         let done_at =
             record.created_at + chrono::Duration::from_std(self.duration(record)).unwrap_or_default();
         let done = status == "done";
-        let updated_at = record
-            .cancelled_at
-            .unwrap_or(if done { done_at } else { Utc::now() });
+        let now = self.clock.now().utc;
+        let updated_at = record.cancelled_at.unwrap_or(if done { done_at } else { now });
         let size = done.then(|| record.file().len());
         json!({
             "export_id": record.id,
@@ -241,7 +297,7 @@ impl Exports {
                 "estimated_seconds_remaining": remaining,
             },
             "download_url": done.then(|| format!("{base_url}/api/v1/exports/users/{}/download", record.id)),
-            "download_expires_at": done.then(|| (Utc::now() + chrono::Duration::minutes(15)).to_rfc3339()),
+            "download_expires_at": done.then(|| (now + chrono::Duration::minutes(15)).to_rfc3339()),
             "error_message": null,
             "file_size_bytes": size,
             "created_at": record.created_at.to_rfc3339(),

@@ -2,8 +2,9 @@
 //! named example conforms; bad requests get the spec's errors; new operations need no code.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use exports_mock::{MockOptions, RunningMock};
+use exports_mock::{Clock, ManualClock, MockOptions, RunningMock, SpecEdits};
 use exports_spec::Spec;
 use serde_json::{json, Value};
 
@@ -291,8 +292,11 @@ async fn conforming(spec: &Spec, method: &str, path: &str, response: reqwest::Re
 #[tokio::test]
 async fn exports_play_their_lifecycle() {
     let spec = Spec::bundled();
+    // The export's time passes only when the test says so: no check races the machine.
+    let clock = ManualClock::default();
     let options = MockOptions {
-        speed: 10.0, // 1.2 s to done: room for the checks made while it is processing
+        speed: 10.0,
+        clock: Clock::Manual(clock.clone()),
         ..MockOptions::default()
     };
     let (mock, base) = start_with(Spec::bundled(), options).await;
@@ -342,10 +346,12 @@ async fn exports_play_their_lifecycle() {
     let (_, listed) = conforming(&spec, "GET", create, get(bob, create.to_string()).await.unwrap()).await;
     assert_eq!(listed["items"], json!([]));
 
-    tokio::time::sleep(std::time::Duration::from_millis(
-        accepted["estimated_seconds"].as_u64().unwrap() * 1000 + 100,
-    ))
-    .await;
+    // The estimate is rounded up to whole seconds: a second short of it, the export still runs.
+    let estimated = Duration::from_secs(accepted["estimated_seconds"].as_u64().unwrap());
+    clock.advance(estimated - Duration::from_secs(1));
+    let (_, export) = conforming(&spec, "GET", &path, get(alice, path.clone()).await.unwrap()).await;
+    assert_eq!(export["status"], "processing");
+    clock.advance(Duration::from_secs(1));
     let (_, export) = conforming(&spec, "GET", &path, get(alice, path.clone()).await.unwrap()).await;
     assert_eq!(export["status"], "done");
     assert_eq!(export["progress"]["percent"], 100.0);
@@ -393,8 +399,9 @@ async fn exports_play_their_lifecycle() {
 
 #[tokio::test]
 async fn xlsx_downloads_are_spreadsheets() {
+    let clock = ManualClock::default();
     let options = MockOptions {
-        speed: 1000.0,
+        clock: Clock::Manual(clock.clone()),
         ..MockOptions::default()
     };
     let (mock, base) = start_with(Spec::bundled(), options).await;
@@ -409,7 +416,9 @@ async fn xlsx_downloads_are_spreadsheets() {
         .json()
         .await
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    clock.advance(Duration::from_secs(
+        accepted["estimated_seconds"].as_u64().unwrap(),
+    ));
     let url = format!(
         "{base}/api/v1/exports/users/{}/download",
         accepted["export_id"].as_str().unwrap()
@@ -447,15 +456,25 @@ async fn stateless_mode_and_latency() {
     let started = std::time::Instant::now();
     let slow = request().header("prefer", "latency=300").send().await.unwrap();
     assert_eq!(slow.status().as_u16(), 202);
-    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert!(started.elapsed() >= Duration::from_millis(300));
     mock.shutdown().await;
+}
+
+/// Waits until the mock has handled the edits `done` asks for; the bound only keeps a broken
+/// watcher from hanging the suite, it is never what the test measures.
+async fn wait_for_edits(mock: &RunningMock, done: impl FnMut(&SpecEdits) -> bool) -> SpecEdits {
+    let mut edits = mock.spec_edits();
+    tokio::time::timeout(Duration::from_secs(30), edits.wait_for(done))
+        .await
+        .expect("the watcher handled the edit within 30 s")
+        .map(|handled| *handled)
+        .expect("the watcher is running")
 }
 
 #[tokio::test]
 async fn the_spec_file_is_watched_and_reloaded() {
-    let folder = std::env::temp_dir().join(format!("exports-mock-{}", std::process::id()));
-    std::fs::create_dir_all(&folder).unwrap();
-    let path = folder.join("openapi.yaml");
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("openapi.yaml");
     std::fs::write(&path, exports_spec::OPENAPI_YAML).unwrap();
     let options = MockOptions {
         watch: Some(path.clone()),
@@ -465,26 +484,19 @@ async fn the_spec_file_is_watched_and_reloaded() {
     let status = |url: String| async move { reqwest::get(url).await.unwrap().status().as_u16() };
     assert_eq!(status(format!("{base}/health/alive")).await, 404);
 
-    // A broken edit: logged, and the last good spec keeps serving.
+    // A broken edit: rejected, and the last good spec keeps serving.
     std::fs::write(&path, "openapi: [this is not").unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let edits = wait_for_edits(&mock, |edits| edits.rejected > 0).await;
+    assert_eq!(edits.loaded, 0, "{edits:?}");
     assert_eq!(status(format!("{base}/health/live")).await, 200);
 
     // A good edit with a new operation: served without a restart.
     let renamed = exports_spec::OPENAPI_YAML.replace("/health/live:", "/health/alive:");
     std::fs::write(&path, renamed).unwrap();
-    let mut served = false;
-    for _ in 0..40 {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        if status(format!("{base}/health/alive")).await == 200 {
-            served = true;
-            break;
-        }
-    }
-    assert!(served, "the new path was not picked up");
+    wait_for_edits(&mock, |edits| edits.loaded > 0).await;
+    assert_eq!(status(format!("{base}/health/alive")).await, 200);
     assert_eq!(status(format!("{base}/health/live")).await, 404);
     mock.shutdown().await;
-    std::fs::remove_dir_all(&folder).unwrap();
 }
 
 #[tokio::test]
