@@ -39,6 +39,41 @@ const CSV_CHUNK_BYTES: usize = 256 * 1024;
 /// Rows handed to the XLSX thread at once.
 const XLSX_BATCH_ROWS: usize = 1024;
 
+/// How far one attempt has got: the rows written so far, which the worker records as the
+/// export's progress.
+#[derive(Debug, Default)]
+pub struct Progress {
+    rows: AtomicU64,
+    /// Fault injection for tests: once this many rows are recorded, the export holds there
+    /// until it is cancelled, interrupted or timed out, so a test can act on an export under
+    /// way however fast the machine is. Compiled only with the `fault-injection` feature.
+    #[cfg(feature = "fault-injection")]
+    hold_after_rows: Option<u64>,
+}
+
+impl Progress {
+    #[cfg(feature = "fault-injection")]
+    pub fn holding_after(rows: Option<u64>) -> Self {
+        Self {
+            hold_after_rows: rows,
+            ..Self::default()
+        }
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    async fn record(&self, rows: u64) {
+        self.rows.store(rows, Ordering::Relaxed);
+        #[cfg(feature = "fault-injection")]
+        if self.hold_after_rows.is_some_and(|hold| rows >= hold) {
+            tracing::warn!(rows, "fault injection: the export holds here");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// One exported user.
 #[derive(Debug, Clone)]
 pub struct UserRow {
@@ -129,14 +164,14 @@ pub fn select_sql(query: &UserQuery) -> String {
     )
 }
 
-/// Streams the matching users into `upload` as `format`, counting rows into `rows_written`
-/// as they go. Returns the number of rows; the caller completes or aborts the upload.
+/// Streams the matching users into `upload` as `format`, recording the rows written in
+/// `progress` as they go. Returns the number of rows; the caller completes or aborts the upload.
 pub async fn write_export(
     client: &tokio_postgres::Client,
     filters: &UserExportFilters,
     format: ExportFormat,
     upload: &mut Upload,
-    rows_written: &AtomicU64,
+    progress: &Progress,
 ) -> Result<u64> {
     let query = UserQuery::new(filters);
     let statement = client
@@ -150,7 +185,7 @@ pub async fn write_export(
         .map_err(|error| anyhow::Error::new(error).context("reading users"));
     match format {
         // CSV borrows each row's text; XLSX rows cross to another thread, so they are owned.
-        ExportFormat::Csv => write_csv(rows, upload, rows_written).await,
+        ExportFormat::Csv => write_csv(rows, upload, progress).await,
         ExportFormat::Xlsx => {
             let rows = rows.map_ok(|row| UserRow {
                 id: row.get(0),
@@ -159,7 +194,7 @@ pub async fn write_export(
                 status: row.get(3),
                 created_at: row.get(4),
             });
-            write_xlsx(rows, upload, rows_written).await
+            write_xlsx(rows, upload, progress).await
         }
     }
 }
@@ -209,7 +244,7 @@ pub fn storage_failure(
 pub async fn write_csv(
     rows: impl futures::Stream<Item = Result<tokio_postgres::Row>>,
     upload: &mut Upload,
-    rows_written: &AtomicU64,
+    progress: &Progress,
 ) -> Result<u64> {
     pin_mut!(rows);
     let new_chunk = || csv::Writer::from_writer(Vec::with_capacity(CSV_CHUNK_BYTES + 4096));
@@ -233,11 +268,11 @@ pub async fn write_csv(
         if csv.get_ref().len() >= CSV_CHUNK_BYTES {
             let chunk = std::mem::replace(&mut csv, new_chunk());
             put(upload, csv_bytes(chunk)?).await?;
-            rows_written.store(count, Ordering::Relaxed);
+            progress.record(count).await;
         }
     }
     put(upload, csv_bytes(csv)?).await?;
-    rows_written.store(count, Ordering::Relaxed);
+    progress.record(count).await;
     Ok(count)
 }
 
@@ -255,7 +290,7 @@ enum XlsxInput {
 pub async fn write_xlsx(
     rows: impl futures::Stream<Item = Result<UserRow>>,
     upload: &mut Upload,
-    rows_written: &AtomicU64,
+    progress: &Progress,
 ) -> Result<u64> {
     pin_mut!(rows);
     let (rows_tx, rows_rx) = mpsc::channel::<XlsxInput>(4);
@@ -278,7 +313,7 @@ pub async fn write_xlsx(
                 if rows_tx.send(XlsxInput::Rows(full)).await.is_err() {
                     break; // the thread stopped; its error is reported below
                 }
-                rows_written.store(feed_written.load(Ordering::Relaxed), Ordering::Relaxed);
+                progress.record(feed_written.load(Ordering::Relaxed)).await;
             }
         }
         let _ = rows_tx.send(XlsxInput::Rows(batch)).await;
@@ -289,7 +324,7 @@ pub async fn write_xlsx(
     let forward_written = written;
     let forward = async move {
         while let Some(chunk) = bytes_rx.recv().await {
-            rows_written.store(forward_written.load(Ordering::Relaxed), Ordering::Relaxed);
+            progress.record(forward_written.load(Ordering::Relaxed)).await;
             put(upload, chunk).await?;
         }
         anyhow::Ok(())
@@ -299,7 +334,7 @@ pub async fn write_xlsx(
     fed?;
     forwarded?;
     let count = built?;
-    rows_written.store(count, Ordering::Relaxed);
+    progress.record(count).await;
     Ok(count)
 }
 

@@ -105,8 +105,8 @@ impl JobQueue {
     /// The next new job for `consumer`, waiting up to `block` on the dedicated `reader`.
     /// A stream or group that vanished (Redis restarted or flushed) is created again.
     pub async fn read(&self, reader: &Client, consumer: &str, block: Duration) -> Result<Option<Job>> {
-        let read: Result<XReadResponse<String, String, String, String>, Error> = reader
-            .xreadgroup_map(
+        let read: Result<Value, Error> = reader
+            .xreadgroup(
                 &self.group,
                 consumer,
                 Some(1),
@@ -116,14 +116,19 @@ impl JobQueue {
                 XID::NewInGroup,
             )
             .await;
-        let entries = match read {
-            Ok(entries) => entries,
+        let reply = match read {
+            // The block timed out with no new entry: no job, which is not an error.
+            Ok(Value::Null) => return Ok(None),
+            Ok(reply) => reply,
             Err(error) if error.details().starts_with("NOGROUP") => {
                 self.ensure_group().await?;
                 return Ok(None);
             }
             Err(error) => return Err(error).context("reading the job stream"),
         };
+        let entries: XReadResponse<String, String, String, String> = reply
+            .into_xread_response()
+            .context("reading the job stream's reply")?;
         Ok(entries
             .into_values()
             .flatten()

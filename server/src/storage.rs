@@ -49,8 +49,9 @@ pub struct StorageArgs {
     /// was about 3% of the CPU samples of a CSV export under `perf`. Turn it on over plain HTTP.
     #[arg(long, env = "EXPORTS_S3_SIGN_PAYLOAD", default_value_t = false)]
     pub s3_sign_payload: bool,
-    /// Directory for finished files when no S3 bucket is configured.
-    #[arg(long, env = "EXPORTS_STORAGE_DIR", default_value = "data/exports")]
+    /// Directory for finished files when no S3 bucket is configured; an absolute path, so
+    /// that where files go never depends on the directory a process was started from.
+    #[arg(long, env = "EXPORTS_STORAGE_DIR", default_value_os_t = default_storage_dir())]
     pub storage_dir: PathBuf,
     /// Key of the HMAC on local download links (default: a random key kept in `--storage-dir`,
     /// shared by every process using that directory).
@@ -59,6 +60,24 @@ pub struct StorageArgs {
     /// How long a download link works, in seconds.
     #[arg(long, env = "EXPORTS_DOWNLOAD_LINK_TTL_SECS", default_value_t = 300)]
     pub download_link_ttl_secs: u64,
+}
+
+/// `$XDG_DATA_HOME/exports`, or `~/.local/share/exports` (the XDG default), for a user's
+/// own files; `/var/lib/exports` for a service without a home.
+fn default_storage_dir() -> PathBuf {
+    let data_home = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|dir| dir.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .filter(|home| home.is_absolute())
+                .map(|home| home.join(".local/share"))
+        });
+    match data_home {
+        Some(dir) => dir.join("exports"),
+        None => PathBuf::from("/var/lib/exports"),
+    }
 }
 
 impl StorageArgs {
@@ -145,6 +164,11 @@ impl Storage {
                 link_ttl,
             });
         }
+        anyhow::ensure!(
+            args.storage_dir.is_absolute(),
+            "--storage-dir must be an absolute path, not {}",
+            args.storage_dir.display()
+        );
         std::fs::create_dir_all(&args.storage_dir)
             .with_context(|| format!("creating {}", args.storage_dir.display()))?;
         let key: Vec<u8> = match &args.download_signing_key {
@@ -223,16 +247,24 @@ impl Storage {
                     .context("presigning the download link")?
                     .to_string()
             }
-            Links::Served { key } => {
-                let expires = expires_at.timestamp();
-                let signature = hex::encode(sign(key, export_id, expires).finalize().into_bytes());
-                format!(
-                    "{}/downloads/{export_id}?expires={expires}&signature={signature}",
-                    public_url.trim_end_matches('/')
-                )
-            }
+            Links::Served { key } => served_link(key, export_id, public_url, expires_at),
         };
         Ok(DownloadLink { url, expires_at })
+    }
+
+    /// A link to this API's `/downloads/{id}` for a locally stored file, valid until
+    /// `expires_at` (which may be past: tests mint expired links with it). None on S3, whose
+    /// links are presigned.
+    pub fn served_link(
+        &self,
+        export_id: Uuid,
+        public_url: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Option<String> {
+        match &self.links {
+            Links::Served { key } => Some(served_link(key, export_id, public_url, expires_at)),
+            Links::Presigned(_) => None,
+        }
     }
 
     /// Checks a link minted by `download_link` for a local file.
@@ -255,6 +287,15 @@ impl Storage {
         }
         Ok(())
     }
+}
+
+fn served_link(key: &[u8], export_id: Uuid, public_url: &str, expires_at: DateTime<Utc>) -> String {
+    let expires = expires_at.timestamp();
+    let signature = hex::encode(sign(key, export_id, expires).finalize().into_bytes());
+    format!(
+        "{}/downloads/{export_id}?expires={expires}&signature={signature}",
+        public_url.trim_end_matches('/')
+    )
 }
 
 fn sign(key: &[u8], export_id: Uuid, expires: i64) -> HmacSha256 {

@@ -17,7 +17,6 @@
 //! - **Expiry.** The sweeper deletes the files of exports past `expires_at` and marks them
 //!   `expired`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +27,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::export_file::{finish_upload, write_export, StorageFailure, Upload};
+use crate::export_file::{finish_upload, write_export, Progress, StorageFailure, Upload};
 use crate::metrics::Metrics;
 use crate::model::{ExportFormat, UserExportFilters};
 use crate::queue::{self, Job, JobQueue};
@@ -60,6 +59,11 @@ pub struct WorkerArgs {
     /// Size of the upload's parts, in MiB (S3 needs at least 5).
     #[arg(long, env = "EXPORTS_UPLOAD_PART_MIB", default_value_t = 8)]
     pub upload_part_mib: usize,
+    /// Fault injection for tests: every export holds once this many rows are written, until
+    /// it is cancelled, interrupted or timed out (see `export_file::Progress`).
+    #[cfg(feature = "fault-injection")]
+    #[arg(long, hide = true)]
+    pub hold_after_rows: Option<u64>,
 }
 
 impl Default for WorkerArgs {
@@ -73,6 +77,8 @@ impl Default for WorkerArgs {
             sweep_interval_secs: 5,
             file_ttl_secs: 24 * 3600,
             upload_part_mib: 8,
+            #[cfg(feature = "fault-injection")]
+            hold_after_rows: None,
         }
     }
 }
@@ -201,7 +207,7 @@ async fn take_jobs(shared: Shared, reader: fred::clients::Client, mut stopped: w
                     drop(permit);
                 });
             }
-            Ok(None) => {}
+            Ok(None) => tracing::debug!("no new job within the read timeout"),
             Err(error) => {
                 tracing::warn!(error = %format!("{error:#}"), "reading jobs failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -317,14 +323,17 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::R
     let started = Instant::now();
     shared.metrics.in_flight.inc();
     tracing::info!(%export_id, attempt = number, format = format.as_str(), "export started");
-    let rows_written = Arc::new(AtomicU64::new(0));
+    #[cfg(not(feature = "fault-injection"))]
+    let progress = Arc::new(Progress::default());
+    #[cfg(feature = "fault-injection")]
+    let progress = Arc::new(Progress::holding_after(shared.settings.hold_after_rows));
     let (lost_tx, mut lost) = watch::channel(false);
     let keeper = tokio::spawn(keep_lease(
         shared.clone(),
         job.entry_id.clone(),
         export_id,
         number,
-        rows_written.clone(),
+        progress.clone(),
         lost_tx,
     ));
     let key = Storage::object_key(export_id, number, format);
@@ -339,7 +348,7 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::R
         let part_bytes = shared.settings.upload_part_mib.max(5) << 20;
         let mut upload = Upload::new(shared.storage.writer(&key, part_bytes));
         let written = tokio::select! {
-            written = write_export(&client, &attempt.filters, format, &mut upload, &rows_written) => {
+            written = write_export(&client, &attempt.filters, format, &mut upload, &progress) => {
                 written.map_err(AttemptError::Failed)
             }
             _ = lost.wait_for(|lost| *lost) => Err(AttemptError::Lost),
@@ -415,7 +424,7 @@ async fn keep_lease(
     entry_id: String,
     export_id: Uuid,
     attempt: i32,
-    rows_written: Arc<AtomicU64>,
+    progress: Arc<Progress>,
     lost: watch::Sender<bool>,
 ) {
     let lease_ms = shared.settings.lease().as_millis() as f64;
@@ -423,7 +432,7 @@ async fn keep_lease(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let rows = rows_written.load(Ordering::Relaxed) as i64;
+        let rows = progress.rows() as i64;
         let renewed = async {
             let client = shared.pool.get().await?;
             let updated = client
