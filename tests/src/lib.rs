@@ -55,19 +55,60 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         let admin = postgres_url("postgres");
         let statement = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
-        // Drop runs inside the test's runtime, which cannot block: use a thread of our own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await?;
-                tokio::spawn(connection);
-                client.batch_execute(&statement).await
-            })?;
-            Ok::<_, anyhow::Error>(())
-        })
-        .join();
+        clean_up(async move {
+            let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            client.batch_execute(&statement).await?;
+            Ok(())
+        });
+    }
+}
+
+/// Runs a clean-up to its end from `Drop`, also while a test panics. Drop may run inside the
+/// test's runtime, which cannot block and may be shutting down (a task spawned there may
+/// never run): the clean-up gets a thread and a runtime of its own.
+fn clean_up(work: impl std::future::Future<Output = Result<()>> + Send + 'static) {
+    let outcome = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(work)
+    })
+    .join();
+    if let Ok(Err(error)) = outcome {
+        eprintln!("test clean-up failed: {error:#}");
+    }
+}
+
+/// A Redis key prefix of the test's own: every key under it is deleted on drop, even when the
+/// test fails.
+pub struct TestRedisPrefix {
+    pub prefix: String,
+}
+
+impl TestRedisPrefix {
+    pub fn new() -> Self {
+        Self {
+            prefix: format!("exports:test:{}:", Uuid::new_v4().simple()),
+        }
+    }
+}
+
+impl Default for TestRedisPrefix {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestRedisPrefix {
+    fn drop(&mut self) {
+        let prefix = self.prefix.clone();
+        clean_up(async move {
+            let redis = queue::connect(&redis_url(), 1).await?;
+            delete_keys(&redis, &prefix).await?;
+            redis.quit().await?;
+            Ok(())
+        });
     }
 }
 
@@ -97,6 +138,8 @@ pub struct TestEnv {
     worker: Option<RunningWorker>,
     checker: Arc<ResponseChecker>,
     _files: tempfile::TempDir,
+    // Last, so that the API and worker above have stopped using the keys when they go.
+    _redis_keys: TestRedisPrefix,
 }
 
 /// What a test needs beyond the API.
@@ -119,6 +162,7 @@ pub fn quick_worker() -> WorkerArgs {
         sweep_interval_secs: 1,
         file_ttl_secs: 3600,
         upload_part_mib: 5,
+        hold_after_rows: None,
     }
 }
 
@@ -160,7 +204,8 @@ impl TestEnv {
             None => pool.clone(),
         };
         let redis = queue::connect(&redis_url(), 2).await?;
-        let redis_prefix = format!("exports:test:{}:", Uuid::new_v4().simple());
+        let redis_keys = TestRedisPrefix::new();
+        let redis_prefix = redis_keys.prefix.clone();
         let queue = JobQueue::new(redis.clone(), &redis_prefix);
         let files = tempfile::tempdir()?;
         let s3 = if setup.s3 {
@@ -224,6 +269,7 @@ impl TestEnv {
             worker,
             checker,
             _files: files,
+            _redis_keys: redis_keys,
         })
     }
 
@@ -262,6 +308,11 @@ impl TestEnv {
         users::seed_demo_users(&*self.pool.get().await?, count).await
     }
 
+    /// Demo users created at fixed times: user N N minutes before `newest`.
+    pub async fn seed_users_until(&self, count: i64, newest: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+        users::seed_demo_users_until(&*self.pool.get().await?, count, newest).await
+    }
+
     pub async fn count(&self, sql: &str) -> Result<i64> {
         Ok(self.pool.get().await?.query_one(sql, &[]).await?.get(0))
     }
@@ -274,6 +325,57 @@ impl TestEnv {
             .into_iter()
             .map(|(id, fields)| (id, fields.get("export_id").cloned().unwrap_or_default()))
             .collect())
+    }
+
+    /// `exports-server work` (the test package's copy, `binary`) on the test's database, Redis
+    /// prefix and storage, with `quick_worker`'s timings and one job at a time; its log goes
+    /// to `log`. Add arguments, then start it with `ChildProcess::spawn`.
+    pub fn worker_command(&self, binary: &str, log: &std::path::Path) -> Result<std::process::Command> {
+        let storage = &self.storage_args;
+        let settings = quick_worker();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let mut command = std::process::Command::new(binary);
+        command
+            .args(["--database-url", &self.database.url, "work"])
+            .args(["--redis-url", &redis_url(), "--redis-prefix", &self.redis_prefix])
+            .args(["--lease-secs", &settings.lease_secs.to_string()])
+            .args(["--sweep-interval-secs", &settings.sweep_interval_secs.to_string()])
+            .args(["--retry-backoff-ms", &settings.retry_backoff_ms.to_string()])
+            .args(["--concurrency", "1"])
+            .env_clear()
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if let Some(bucket) = &storage.s3_bucket {
+            command
+                .args(["--s3-bucket", bucket, "--s3-path-style"])
+                .args(["--s3-endpoint", storage.s3_endpoint.as_deref().unwrap()])
+                .args(["--s3-access-key-id", storage.s3_access_key_id.as_deref().unwrap()])
+                .args([
+                    "--s3-secret-access-key",
+                    storage.s3_secret_access_key.as_deref().unwrap(),
+                ]);
+        } else {
+            command.arg("--storage-dir").arg(&storage.storage_dir);
+        }
+        Ok(command)
+    }
+
+    /// What this environment made outside the test's process (database, Redis prefix,
+    /// directories, processes), for the test that checks a failed test leaves none behind.
+    pub fn made_outside(&self) -> serde_json::Value {
+        let mut directories = vec![self._files.path().to_path_buf()];
+        let mut processes = Vec::new();
+        if let Some(s3) = &self.s3 {
+            directories.push(s3._root.path().to_path_buf());
+            processes.push(s3._server.id());
+        }
+        serde_json::json!({
+            "database": self.database.name,
+            "redis_prefix": self.redis_prefix,
+            "directories": directories,
+            "processes": processes,
+        })
     }
 
     /// Responses validated against the spec so far.
@@ -290,7 +392,6 @@ impl TestEnv {
         if let Some(api) = self.api.take() {
             api.shutdown().await?;
         }
-        delete_keys(&self.redis, &self.redis_prefix).await?;
         let violations = self.checker.violations.lock().unwrap().clone();
         anyhow::ensure!(
             violations.is_empty(),
@@ -298,16 +399,6 @@ impl TestEnv {
             violations.join("\n")
         );
         Ok(())
-    }
-}
-
-impl Drop for TestEnv {
-    fn drop(&mut self) {
-        // A test that failed before `finish` still removes its keys.
-        let (redis, prefix) = (self.redis.clone(), self.redis_prefix.clone());
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move { delete_keys(&redis, &prefix).await });
-        }
     }
 }
 
@@ -434,14 +525,16 @@ pub fn s3s_fs_binary() -> std::path::PathBuf {
     }
 }
 
-/// An S3-compatible server of the test's own: s3s-fs on a free port, over a temporary
-/// directory holding one bucket. It can be stopped and restarted (same port, same files) to
-/// make storage unreachable for a while; it is killed and its files removed on drop.
+/// An S3-compatible server of the test's own: s3s-fs on a port it picks itself, over a
+/// temporary directory holding one bucket, reached through a loopback relay of the test's
+/// that can cut it off (`stop`) and restore it (`resume`) to make storage unreachable for a
+/// while. The server is killed and its files removed on drop.
 pub struct TestS3 {
     pub port: u16,
     pub bucket: String,
-    root: tempfile::TempDir,
-    child: Option<std::process::Child>,
+    reachable: tokio::sync::watch::Sender<bool>,
+    _server: ChildProcess,
+    _root: tempfile::TempDir,
 }
 
 impl TestS3 {
@@ -452,47 +545,41 @@ impl TestS3 {
         let root = tempfile::tempdir()?;
         let bucket = format!("exports-{}", &Uuid::new_v4().simple().to_string()[..12]);
         std::fs::create_dir(root.path().join(&bucket))?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut s3 = Self {
+        let binary = s3s_fs_binary();
+        let mut command = std::process::Command::new(&binary);
+        command
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(["--access-key", Self::ACCESS_KEY, "--secret-key", Self::SECRET_KEY])
+            .arg(root.path())
+            .env("RUST_LOG", "info");
+        let (server, announced) = ChildProcess::spawn_announcing(command, "server is running at http://")
+            .with_context(|| format!("starting {} (scripts/tools.sh installs it)", binary.display()))?;
+        let upstream: SocketAddr = announced
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .parse()
+            .with_context(|| format!("the address s3s-fs announced: {announced}"))?;
+        let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = relay.local_addr()?.port();
+        let (reachable, _) = tokio::sync::watch::channel(true);
+        tokio::spawn(relay_connections(relay, upstream, reachable.clone()));
+        Ok(Self {
             port,
             bucket,
-            root,
-            child: None,
-        };
-        s3.resume().await?;
-        Ok(s3)
+            reachable,
+            _server: server,
+            _root: root,
+        })
     }
 
-    /// Kills the server: requests are refused until `resume`.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    /// Cuts the server off: open connections are closed, new ones refused, until `resume`.
+    pub fn stop(&self) {
+        self.reachable.send_replace(false);
     }
 
-    /// Starts the server again on the same port and files.
-    pub async fn resume(&mut self) -> Result<()> {
-        let binary = s3s_fs_binary();
-        let child = std::process::Command::new(&binary)
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--access-key", Self::ACCESS_KEY, "--secret-key", Self::SECRET_KEY])
-            .arg(self.root.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {} (scripts/tools.sh installs it)", binary.display()))?;
-        self.child = Some(child);
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        anyhow::bail!("s3s-fs did not start on port {}", self.port)
+    pub fn resume(&self) {
+        self.reachable.send_replace(true);
     }
 
     pub fn endpoint(&self) -> String {
@@ -506,14 +593,94 @@ impl TestS3 {
             s3_access_key_id: Some(Self::ACCESS_KEY.into()),
             s3_secret_access_key: Some(Self::SECRET_KEY.into()),
             s3_path_style: true,
-            ..StorageArgs::local(self.root.path().join("unused"))
+            ..StorageArgs::local(self._root.path().join("unused"))
         }
     }
 }
 
-impl Drop for TestS3 {
+/// Forwards each connection to `upstream` while `reachable` holds; closes it as soon as it
+/// does not (a cut-off drops open connections too, as an outage would).
+async fn relay_connections(
+    relay: tokio::net::TcpListener,
+    upstream: SocketAddr,
+    reachable: tokio::sync::watch::Sender<bool>,
+) {
+    while let Ok((mut client, _)) = relay.accept().await {
+        let mut cut_off = reachable.subscribe();
+        if !*cut_off.borrow_and_update() {
+            continue; // dropped: the connection is closed at once
+        }
+        tokio::spawn(async move {
+            let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                _ = cut_off.wait_for(|reachable| !*reachable) => {}
+            }
+        });
+    }
+}
+
+/// A child process of the test's own, killed (and reaped) on drop, even when the test fails.
+pub struct ChildProcess {
+    child: std::process::Child,
+}
+
+impl ChildProcess {
+    pub fn spawn(mut command: std::process::Command) -> Result<Self> {
+        Ok(Self {
+            child: command.spawn()?,
+        })
+    }
+
+    /// Starts `command` and waits until a line of its output contains `announcement`; returns
+    /// the rest of that line. Its output is read (and dropped) from then on, so it never blocks
+    /// on a full pipe.
+    pub fn spawn_announcing(
+        mut command: std::process::Command,
+        announcement: &str,
+    ) -> Result<(Self, String)> {
+        use std::io::BufRead;
+        command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut process = Self::spawn(command)?;
+        let stdout = process.child.stdout.take().expect("piped");
+        let (found, announced) = std::sync::mpsc::channel();
+        let looked_for = announcement.to_string();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            for line in lines.by_ref().map_while(Result::ok) {
+                if let Some(at) = line.find(&looked_for) {
+                    let _ = found.send(line[at + looked_for.len()..].to_string());
+                    break;
+                }
+            }
+            for _ in lines {}
+        });
+        // A generous bound for a process to start: a limit, never what is tested.
+        match announced.recv_timeout(Duration::from_secs(60)) {
+            Ok(rest) => Ok((process, rest)),
+            Err(_) => anyhow::bail!("the process did not say {announcement:?}"),
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no clean-up of any kind.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildProcess {
     fn drop(&mut self) {
-        self.stop();
+        self.kill();
     }
 }
 

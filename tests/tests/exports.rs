@@ -271,6 +271,17 @@ async fn pagination_walks_every_export_once_newest_first() -> anyhow::Result<()>
     env.client(&env.writer().await?)
         .create_user_export(&csv(None))
         .await?;
+    // Creation times one second apart, in creation order: two creates can share a clock tick.
+    let client_db = env.pool.get().await?;
+    for (second, id) in created.iter().enumerate() {
+        client_db
+            .execute(
+                "UPDATE exports SET created_at = '2025-01-01T00:00:00Z'::timestamptz + $2 * interval '1 second'
+                 WHERE id = $1",
+                &[id, &(second as f64)],
+            )
+            .await?;
+    }
 
     let limit = NonZeroU32::new(3);
     let mut pages = Vec::new();

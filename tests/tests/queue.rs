@@ -1,56 +1,131 @@
 //! The job stream against a real Redis: taking over a dead worker's job wherever it sits among
-//! the live ones.
+//! the live ones, and an idle worker waiting on it quietly.
 
 use std::time::Duration;
 
+use exports_client::types::{CreateUserExport, ExportFormat};
 use exports_server::queue::{self, JobQueue};
-use exports_tests::redis_url;
+use exports_tests::{create, redis_url, ChildProcess, Setup, TestEnv, TestRedisPrefix};
+use fred::prelude::*;
 use uuid::Uuid;
 
 #[tokio::test]
 async fn a_stale_job_behind_many_live_ones_is_taken_over() -> anyhow::Result<()> {
+    let keys = TestRedisPrefix::new();
     let redis = queue::connect(&redis_url(), 2).await?;
-    let queue = JobQueue::new(redis, &format!("exports:test:{}:", Uuid::new_v4().simple()));
-    let outcome = async {
-        queue.ensure_group().await?;
-        let reader = queue::connect_dedicated(&redis_url(), Duration::from_millis(100)).await?;
-        let mut exports = Vec::new();
-        for _ in 0..40 {
-            let id = Uuid::new_v4();
-            queue.enqueue(id).await?;
-            exports.push(id);
-        }
-        // A worker takes all 40; it dies holding the last one and keeps the others fresh.
-        let mut entries = Vec::new();
-        for _ in 0..40 {
-            let job = queue
-                .read(&reader, "alive", Duration::from_millis(100))
-                .await?
-                .expect("a job");
-            entries.push(job);
-        }
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        for job in &entries[..39] {
-            queue.touch("alive", &job.entry_id).await?;
-        }
-        let mut cursor = "0-0".to_string();
-        let mut taken = None;
-        // Redis looks at about ten pending entries per call: the cursor must carry on.
-        for _ in 0..10 {
-            if let Some(job) = queue
-                .claim_stale("rescuer", Duration::from_millis(300), &mut cursor)
-                .await?
-            {
-                taken = Some(job);
-                break;
-            }
-        }
-        let taken = taken.expect("the stale job was found");
-        assert_eq!(taken.entry_id, entries[39].entry_id);
-        assert_eq!(taken.export_id, Some(exports[39]));
-        anyhow::Ok(())
+    let queue = JobQueue::new(redis.clone(), &keys.prefix);
+    queue.ensure_group().await?;
+    let reader = queue::connect_dedicated(&redis_url(), Duration::from_millis(100)).await?;
+    let mut exports = Vec::new();
+    for _ in 0..40 {
+        let id = Uuid::new_v4();
+        queue.enqueue(id).await?;
+        exports.push(id);
     }
-    .await;
-    queue.delete_stream().await?;
-    outcome
+    // A worker took all 40 just now, but it died an hour ago holding the last one: Redis is
+    // told that entry's idle time, so no clock is raced.
+    let mut entries = Vec::new();
+    for _ in 0..40 {
+        let job = queue
+            .read(&reader, "alive", Duration::from_millis(100))
+            .await?
+            .expect("a job");
+        entries.push(job);
+    }
+    let _: Value = redis
+        .xclaim(
+            queue.stream_key(),
+            format!("{}workers", keys.prefix),
+            "alive",
+            0,
+            &entries[39].entry_id,
+            Some(3_600_000),
+            None,
+            None,
+            false,
+            true,
+        )
+        .await?;
+    let mut cursor = "0-0".to_string();
+    let mut taken = None;
+    // Redis looks at about ten pending entries per call: the cursor must carry on.
+    for _ in 0..10 {
+        if let Some(job) = queue
+            .claim_stale("rescuer", Duration::from_secs(600), &mut cursor)
+            .await?
+        {
+            taken = Some(job);
+            break;
+        }
+    }
+    let taken = taken.expect("the stale job was found");
+    assert_eq!(taken.entry_id, entries[39].entry_id);
+    assert_eq!(taken.export_id, Some(exports[39]));
+    Ok(())
+}
+
+const WORKER: &str = env!("CARGO_BIN_EXE_exports-server-under-test");
+
+/// Polls the worker's log until `enough` holds, returning the log.
+async fn log_until(
+    log: &std::path::Path,
+    what: &str,
+    enough: impl Fn(&str) -> bool,
+) -> anyhow::Result<String> {
+    // A generous bound for a slow machine, never what is tested.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if enough(&text) {
+            return Ok(text);
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{what}; the log:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const READ_TIMED_OUT: &str = "no new job within the read timeout";
+
+#[tokio::test]
+async fn an_idle_worker_waits_quietly_and_takes_a_new_job_at_once() -> anyhow::Result<()> {
+    let env = TestEnv::start_setup(Setup::default()).await?;
+    env.seed_users(10).await?;
+    let logs = tempfile::tempdir()?;
+    let log = logs.path().join("worker.log");
+    let mut command = env.worker_command(WORKER, &log)?;
+    command.env("RUST_LOG", "info,exports_server::worker=debug");
+    let _worker = ChildProcess::spawn(command)?;
+
+    let idle = log_until(&log, "three read timeouts", |text| {
+        text.matches(READ_TIMED_OUT).count() >= 3
+    })
+    .await?;
+    assert!(
+        !idle.contains("\"level\":\"WARN\"") && !idle.contains("\"level\":\"ERROR\""),
+        "an idle worker is quiet:\n{idle}"
+    );
+
+    let alice = env.writer().await?;
+    let timeouts_before = std::fs::read_to_string(&log)?.matches(READ_TIMED_OUT).count();
+    let id = create(
+        &env.client(&alice),
+        &CreateUserExport {
+            format: ExportFormat::Csv,
+            filters: None,
+        },
+    )
+    .await?;
+    let taken = log_until(&log, "the job to be taken", |text| {
+        text.contains(&format!("\"export_id\":\"{id}\"")) && text.contains("export started")
+    })
+    .await?;
+    let started_at = taken.find("export started").unwrap();
+    let timeouts_until_taken = taken[..started_at].matches(READ_TIMED_OUT).count() - timeouts_before;
+    // The read under way when the job was queued returns it, or has just timed out and the next
+    // one does: never a longer wait.
+    assert!(
+        timeouts_until_taken <= 1,
+        "{timeouts_until_taken} read timeouts:\n{taken}"
+    );
+    env.finish().await
 }

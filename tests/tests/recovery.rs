@@ -1,13 +1,12 @@
 //! Exports survive what goes wrong in production: a worker killed mid-export, a wiped Redis,
 //! an unreachable object store, a cancel or a time limit mid-way, a job delivered twice.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use exports_client::types::{CreateUserExport, ExportFormat, ExportStatus};
-use exports_server::worker::RunningWorker;
+use exports_server::worker::{RunningWorker, WorkerArgs};
 use exports_tests::{
-    create, download, quick_worker, redis_url, stored_objects, wait_for_export, Setup, TestEnv,
+    create, download, quick_worker, redis_url, stored_objects, wait_for_export, ChildProcess, Setup, TestEnv,
 };
 use uuid::Uuid;
 
@@ -30,34 +29,31 @@ async fn attempts(env: &TestEnv, id: &Uuid) -> anyhow::Result<i32> {
         .get(0))
 }
 
-/// Starts an XLSX export of every user and waits until its worker has written rows but not
-/// finished (`what` names the next step, for the failure message).
-async fn export_under_way(client: &exports_client::Client, what: &str) -> anyhow::Result<Uuid> {
+/// A worker that holds every export once it has written its first rows, until the export is
+/// cancelled, interrupted or timed out: a test acts on an export under way however fast the
+/// machine is.
+fn holding_worker() -> WorkerArgs {
+    WorkerArgs {
+        hold_after_rows: Some(1),
+        ..quick_worker()
+    }
+}
+
+/// Starts an XLSX export of every user and waits until a holding worker has written rows.
+async fn export_under_way(client: &exports_client::Client) -> anyhow::Result<Uuid> {
     let id = create(client, &export(ExportFormat::Xlsx)).await?;
     let under_way = wait_for_export(client, &id, FINISH, |e| {
-        e.status == ExportStatus::Done || e.progress.rows_written > 0
+        e.status != ExportStatus::Pending && e.progress.rows_written > 0
     })
     .await?;
-    assert_eq!(
-        under_way.status,
-        ExportStatus::Processing,
-        "finished before the {what}; seed more users"
-    );
+    assert_eq!(under_way.status, ExportStatus::Processing, "{under_way:?}");
     Ok(id)
 }
 
 /// A worker in the test's process, on its database, queue and storage, started now.
-async fn worker_in_process(env: &TestEnv) -> anyhow::Result<RunningWorker> {
+async fn worker_in_process(env: &TestEnv, settings: WorkerArgs) -> anyhow::Result<RunningWorker> {
     let (pool, queue, storage) = (env.pool.clone(), env.queue.clone(), env.storage.clone());
-    RunningWorker::start(
-        quick_worker(),
-        pool,
-        &redis_url(),
-        queue,
-        storage,
-        env.metrics.clone(),
-    )
-    .await
+    RunningWorker::start(settings, pool, &redis_url(), queue, storage, env.metrics.clone()).await
 }
 
 /// Waits until `check` holds, polling every 50 ms.
@@ -77,41 +73,7 @@ async fn until(
     Ok(())
 }
 
-/// A worker process on the test's database, Redis prefix and bucket; its log goes to `log`.
-fn spawn_worker(env: &TestEnv, log: &std::path::Path) -> anyhow::Result<Child> {
-    let storage = &env.storage_args;
-    let settings = quick_worker();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_exports-server-under-test"));
-    command
-        .args(["--database-url", &env.database.url, "work"])
-        .args(["--redis-url", &redis_url(), "--redis-prefix", &env.redis_prefix])
-        .args(["--lease-secs", &settings.lease_secs.to_string()])
-        .args([
-            "--sweep-interval-secs",
-            "1",
-            "--retry-backoff-ms",
-            "200",
-            "--concurrency",
-            "1",
-        ])
-        .env_clear()
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log)?);
-    if let Some(bucket) = &storage.s3_bucket {
-        command
-            .args(["--s3-bucket", bucket, "--s3-path-style"])
-            .args(["--s3-endpoint", storage.s3_endpoint.as_deref().unwrap()])
-            .args(["--s3-access-key-id", storage.s3_access_key_id.as_deref().unwrap()])
-            .args([
-                "--s3-secret-access-key",
-                storage.s3_secret_access_key.as_deref().unwrap(),
-            ]);
-    } else {
-        command.arg("--storage-dir").arg(&storage.storage_dir);
-    }
-    Ok(command.spawn()?)
-}
+const WORKER: &str = env!("CARGO_BIN_EXE_exports-server-under-test");
 
 #[tokio::test]
 async fn a_killed_workers_export_is_finished_by_another() -> anyhow::Result<()> {
@@ -120,20 +82,20 @@ async fn a_killed_workers_export_is_finished_by_another() -> anyhow::Result<()> 
         worker: None,
     })
     .await?;
-    env.seed_users(150_000).await?;
+    env.seed_users(3000).await?;
     let logs = tempfile::tempdir()?;
     let log = logs.path().join("workers.log");
     let alice = env.writer().await?;
     let client = env.client(&alice);
-    let mut first = spawn_worker(&env, &log)?;
-    let id = export_under_way(&client, "kill").await?;
-    first.kill()?; // SIGKILL: no clean-up of any kind
-    first.wait()?;
+    let mut holding = env.worker_command(WORKER, &log)?;
+    holding.args(["--hold-after-rows", "1"]);
+    let mut first = ChildProcess::spawn(holding)?;
+    let id = export_under_way(&client).await?;
+    first.kill(); // SIGKILL: no clean-up of any kind
 
-    let mut second = spawn_worker(&env, &log)?;
+    let mut second = ChildProcess::spawn(env.worker_command(WORKER, &log)?)?;
     let done = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await;
-    second.kill()?;
-    second.wait()?;
+    second.kill();
     let done = done.map_err(|error| error.context(std::fs::read_to_string(&log).unwrap_or_default()))?;
     let users = env.count("SELECT count(*) FROM users").await?; // the seeded ones and alice
     assert_eq!(done.progress.rows_written, users);
@@ -171,13 +133,14 @@ async fn exports_complete_after_redis_loses_the_queue() -> anyhow::Result<()> {
     env.queue.delete_stream().await?;
     assert!(env.queued_jobs().await?.is_empty());
 
-    let worker = worker_in_process(&env).await?;
+    let worker = worker_in_process(&env, quick_worker()).await?;
     let bob = env.writer().await?;
     let bob_client = env.client(&bob);
     let late = create(&bob_client, &export(ExportFormat::Csv)).await?;
     env.queue.enqueue(late).await?; // a duplicate of a live job
-                                    // Wiped again while the worker waits on the stream: its consumer group is gone too.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+                                    // Wiped again once the worker has read from the stream and gone back to waiting on it:
+                                    // its consumer group is gone too.
+    wait_for_export(&bob_client, &late, FINISH, |e| e.status == ExportStatus::Done).await?;
     let latest = create(&bob_client, &export(ExportFormat::Xlsx)).await?;
     env.queue.delete_stream().await?;
 
@@ -203,7 +166,7 @@ async fn exports_complete_after_redis_loses_the_queue() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn an_unreachable_store_is_retried_until_it_returns() -> anyhow::Result<()> {
-    let mut env = TestEnv::start_setup(Setup {
+    let env = TestEnv::start_setup(Setup {
         s3: true,
         worker: Some(quick_worker()),
     })
@@ -211,7 +174,7 @@ async fn an_unreachable_store_is_retried_until_it_returns() -> anyhow::Result<()
     env.seed_users(20_000).await?;
     let alice = env.writer().await?;
     let client = env.client(&alice);
-    env.s3.as_mut().unwrap().stop();
+    env.s3.as_ref().unwrap().stop();
     let id = create(&client, &export(ExportFormat::Csv)).await?;
     until(FINISH, "a second attempt", async || {
         Ok(attempts(&env, &id).await? >= 2)
@@ -223,7 +186,7 @@ async fn an_unreachable_store_is_retried_until_it_returns() -> anyhow::Result<()
         "{retrying:?}"
     );
 
-    env.s3.as_mut().unwrap().resume().await?;
+    env.s3.as_ref().unwrap().resume();
     let done = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await?;
     let users = env.count("SELECT count(*) FROM users").await?;
     assert_eq!(done.progress.rows_written, users);
@@ -242,7 +205,7 @@ async fn an_unreachable_store_is_retried_until_it_returns() -> anyhow::Result<()
 async fn past_the_retry_budget_the_export_fails_and_leaves_nothing() -> anyhow::Result<()> {
     let mut worker = quick_worker();
     worker.max_attempts = 2;
-    let mut env = TestEnv::start_setup(Setup {
+    let env = TestEnv::start_setup(Setup {
         s3: true,
         worker: Some(worker),
     })
@@ -250,7 +213,7 @@ async fn past_the_retry_budget_the_export_fails_and_leaves_nothing() -> anyhow::
     env.seed_users(20_000).await?;
     let alice = env.writer().await?;
     let client = env.client(&alice);
-    env.s3.as_mut().unwrap().stop();
+    env.s3.as_ref().unwrap().stop();
     let id = create(&client, &export(ExportFormat::Xlsx)).await?;
     let failed = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Failed).await?;
     assert_eq!(
@@ -258,7 +221,7 @@ async fn past_the_retry_budget_the_export_fails_and_leaves_nothing() -> anyhow::
         Some("The export failed after 2 attempts: the file storage could not be reached. Create a new export to try again.")
     );
     assert!(failed.download_url.is_none());
-    env.s3.as_mut().unwrap().resume().await?;
+    env.s3.as_ref().unwrap().resume();
     assert_eq!(stored_objects(&env.storage).await?, vec![]);
     let metrics = env.raw().get(env.url("/metrics")).send().await?.text().await?;
     assert!(
@@ -276,13 +239,13 @@ async fn past_the_retry_budget_the_export_fails_and_leaves_nothing() -> anyhow::
 async fn a_cancelled_export_stops_mid_way_and_leaves_no_file() -> anyhow::Result<()> {
     let env = TestEnv::start_setup(Setup {
         s3: true,
-        worker: Some(quick_worker()),
+        worker: Some(holding_worker()),
     })
     .await?;
-    env.seed_users(150_000).await?;
+    env.seed_users(3000).await?;
     let alice = env.writer().await?;
     let client = env.client(&alice);
-    let id = export_under_way(&client, "cancel").await?;
+    let id = export_under_way(&client).await?;
     let cancelled = client.cancel_export(&id).await?.into_inner();
     assert_eq!(cancelled.status, ExportStatus::Cancelled);
     until(Duration::from_secs(10), "the worker to stop", async || {
@@ -298,26 +261,28 @@ async fn a_cancelled_export_stops_mid_way_and_leaves_no_file() -> anyhow::Result
         "{metrics}"
     );
     assert_eq!(stored_objects(&env.storage).await?, vec![]);
-    // Nothing runs it again.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        client.get_export(&id).await?.into_inner().status,
-        ExportStatus::Cancelled
-    );
+    // Nothing runs it again: its job is gone from the stream, and the sweeper queues only
+    // pending and processing exports.
+    until(FINISH, "the job to leave the stream", async || {
+        Ok(env.queued_jobs().await?.is_empty())
+    })
+    .await?;
     assert_eq!(attempts(&env, &id).await?, 1);
     env.finish().await
 }
 
 #[tokio::test]
 async fn an_export_over_the_time_limit_fails_with_a_reason() -> anyhow::Result<()> {
-    let mut worker = quick_worker();
-    worker.job_timeout_secs = 1;
+    let worker = WorkerArgs {
+        job_timeout_secs: 1,
+        ..holding_worker()
+    };
     let env = TestEnv::start_setup(Setup {
         worker: Some(worker),
         ..Setup::default()
     })
     .await?;
-    env.seed_users(150_000).await?;
+    env.seed_users(3000).await?;
     let alice = env.writer().await?;
     let client = env.client(&alice);
     let id = create(&client, &export(ExportFormat::Xlsx)).await?;
@@ -325,11 +290,7 @@ async fn an_export_over_the_time_limit_fails_with_a_reason() -> anyhow::Result<(
         !matches!(e.status, ExportStatus::Pending | ExportStatus::Processing)
     })
     .await?;
-    assert_eq!(
-        failed.status,
-        ExportStatus::Failed,
-        "finished within 1 s; seed more users"
-    );
+    assert_eq!(failed.status, ExportStatus::Failed, "{failed:?}");
     assert_eq!(
         failed.error_message.as_deref(),
         Some("The export took longer than the 1-second limit and was stopped. Narrow the filters or try again later.")
@@ -341,11 +302,11 @@ async fn an_export_over_the_time_limit_fails_with_a_reason() -> anyhow::Result<(
 #[tokio::test]
 async fn a_worker_shutting_down_hands_its_export_back() -> anyhow::Result<()> {
     let env = TestEnv::start_setup(Setup::default()).await?;
-    env.seed_users(150_000).await?;
+    env.seed_users(3000).await?;
     let alice = env.writer().await?;
     let client = env.client(&alice);
-    let first = worker_in_process(&env).await?;
-    let id = export_under_way(&client, "shutdown").await?;
+    let first = worker_in_process(&env, holding_worker()).await?;
+    let id = export_under_way(&client).await?;
     first.shutdown().await; // what SIGTERM does
     let handed_back = client.get_export(&id).await?.into_inner();
     assert_eq!(handed_back.status, ExportStatus::Pending);
@@ -357,7 +318,7 @@ async fn a_worker_shutting_down_hands_its_export_back() -> anyhow::Result<()> {
     assert_eq!(env.queued_jobs().await?.len(), 1, "queued again at once");
     assert_eq!(stored_objects(&env.storage).await?, vec![]);
 
-    let second = worker_in_process(&env).await?;
+    let second = worker_in_process(&env, quick_worker()).await?;
     let done = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await?;
     assert_eq!(
         done.progress.rows_written,

@@ -128,20 +128,20 @@ async fn csv_and_xlsx_hold_exactly_the_matching_users() -> anyhow::Result<()> {
         ..Setup::default()
     })
     .await?;
-    env.seed_users(3000).await?;
+    // 3,000 users over the 50 hours before noon on 10 March 2025: the filter from 9 March
+    // takes the 36 hours since midnight (whatever the time of day the test runs at).
+    let newest = DateTime::parse_from_rfc3339("2025-03-10T12:00:00Z")?.to_utc();
+    env.seed_users_until(3000, newest).await?;
     let alice = env.writer().await?;
     let client = env.client(&alice);
-    let after = (Utc::now() - chrono::Duration::hours(30)).date_naive();
+    let after = NaiveDate::from_ymd_opt(2025, 3, 9).unwrap();
     let filters = UserExportFilters {
         created_after: Some(after),
         status: Some(UserStatus::Active),
     };
     let expected = expected_rows(&env, Some(after), Some("active")).await?;
-    assert!(
-        expected.len() > 500 && expected.len() < 3000,
-        "{}",
-        expected.len()
-    );
+    // Users 1 to 2,160 (the one at midnight included), but every fourth is inactive; and alice.
+    assert_eq!(expected.len(), 2160 - 540 + 1);
 
     for format in [ExportFormat::Csv, ExportFormat::Xlsx] {
         let id = create(&client, &request(format, Some(filters.clone()))).await?;
@@ -342,18 +342,14 @@ async fn served_links_refuse_tampering_and_expire() -> anyhow::Result<()> {
         (400, "invalid_request".into())
     );
 
-    // A link minted by a server whose links last one second.
-    let mut short = env.storage_args.clone();
-    short.download_link_ttl_secs = 1;
-    let storage = exports_server::storage::Storage::open(&short)?;
-    let key = format!("exports/{id}/attempt-1.csv");
-    let minted = storage
-        .download_link(id, &key, exports_server::model::ExportFormat::Csv, &env.base_url)
-        .await?;
-    assert_eq!(reqwest::get(&minted.url).await?.status(), 200);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Links minted with the same key that expire a minute from now and a minute ago.
+    let storage = exports_server::storage::Storage::open(&env.storage_args)?;
+    let link_until = |expires_at| storage.served_link(id, &env.base_url, expires_at).unwrap();
+    let current = link_until(Utc::now() + chrono::Duration::minutes(1));
+    assert_eq!(reqwest::get(&current).await?.status(), 200);
+    let expired = link_until(Utc::now() - chrono::Duration::minutes(1));
     assert_eq!(
-        error(reqwest::get(&minted.url).await?).await,
+        error(reqwest::get(&expired).await?).await,
         (403, "download_link_expired".into())
     );
     env.finish().await
@@ -376,10 +372,7 @@ async fn expired_files_are_deleted_and_marked() -> anyhow::Result<()> {
         e.status != ExportStatus::Pending && e.status != ExportStatus::Processing
     })
     .await?;
-    let export = wait_for_export(&client, &id, Duration::from_secs(15), |e| {
-        e.status == ExportStatus::Expired
-    })
-    .await?;
+    let export = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Expired).await?;
     assert!(export.download_url.is_none());
     assert!(export.expires_at.unwrap() <= Utc::now());
     let (status, body, _) = error_of(client.download_export(&id).await);
