@@ -1,6 +1,9 @@
 //! The binary as an operator uses it: migrate, issue and revoke keys, serve, stop on SIGTERM.
 
-use std::process::{Command, Stdio};
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_exports-server");
@@ -45,6 +48,75 @@ impl Drop for Database {
     }
 }
 
+/// `exports-server serve` on a port it picks itself (`--listen 127.0.0.1:0`), so no other
+/// process can take the port between a choice and the bind; killed however the test ends.
+struct Server {
+    process: Child,
+    /// What it logged, whole once its stdout closes.
+    log: Option<JoinHandle<String>>,
+    /// Its file storage (the signing key of local links goes there), removed on drop.
+    _storage: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts it and waits for the log line that says where it listens.
+    fn start(database_url: &str, redis_prefix: &str) -> (Self, SocketAddr) {
+        let storage = tempfile::tempdir().unwrap();
+        let mut process = Command::new(BINARY)
+            .args(["--database-url", database_url, "serve", "--listen", "127.0.0.1:0"])
+            .args(["--redis-prefix", redis_prefix])
+            .arg("--storage-dir")
+            .arg(storage.path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = process.stdout.take().unwrap();
+        let (found, listening) = std::sync::mpsc::channel();
+        let log = std::thread::spawn(move || {
+            let mut log = String::new();
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(address) = api_listening(&line) {
+                    let _ = found.send(address);
+                }
+                log.push_str(&line);
+                log.push('\n');
+            }
+            log
+        });
+        let server = Self {
+            process,
+            log: Some(log),
+            _storage: storage,
+        };
+        let address = listening
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server did not say where it listens");
+        (server, address)
+    }
+
+    /// Everything it logged; waits for it to exit.
+    fn log(&mut self) -> String {
+        self.log.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// The public address in the server's `"message":"API listening"` line (tracing's JSON).
+fn api_listening(line: &str) -> Option<SocketAddr> {
+    let record: serde_json::Value = serde_json::from_str(line).ok()?;
+    if record["message"] != "API listening" {
+        return None;
+    }
+    record["local_addr"].as_str()?.parse().ok()
+}
+
 #[tokio::test]
 async fn operator_workflow() {
     let database = Database(format!("exports_test_cli_{}", uuid::Uuid::new_v4().simple()));
@@ -69,34 +141,10 @@ async fn operator_workflow() {
     );
     assert_eq!(field(&issued, "scopes"), "exports:read");
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let prefix = format!("exports:test:{}:", uuid::Uuid::new_v4().simple());
-    let mut server = Command::new(BINARY)
-        .args([
-            "--database-url",
-            &url,
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(["--redis-prefix", &prefix])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut server, address) = Server::start(&url, &prefix);
+    let base = format!("http://{address}");
     let http = reqwest::Client::new();
-    let started = Instant::now();
-    while http.get(format!("{base}/health/ready")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     let list = format!("{base}/api/v1/exports/users");
     assert_eq!(
@@ -125,7 +173,7 @@ async fn operator_workflow() {
     assert!(!again.status.success(), "revoking twice is an error");
 
     // SIGTERM: a clean exit, after saying so.
-    let pid = server.id().to_string();
+    let pid = server.process.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -133,7 +181,7 @@ async fn operator_workflow() {
         .success());
     let started = Instant::now();
     let status = loop {
-        if let Some(status) = server.try_wait().unwrap() {
+        if let Some(status) = server.process.try_wait().unwrap() {
             break status;
         }
         assert!(
@@ -143,8 +191,7 @@ async fn operator_workflow() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status:?}");
-    let mut logs = String::new();
-    std::io::Read::read_to_string(&mut server.stdout.take().unwrap(), &mut logs).unwrap();
+    let logs = server.log();
     assert!(logs.contains("shutting down"), "{logs}");
     assert!(
         logs.contains("\"operation\":\"listExports\""),
