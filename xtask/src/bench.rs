@@ -2,7 +2,9 @@
 //! concurrent keep-alive connections, beside a no-op endpoint on the same server in the same
 //! run. The server is the release binary, on its own database and Redis prefix.
 
-use std::process::{Child, Command, Stdio};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +28,7 @@ pub struct ApiBenchOptions {
 pub(crate) struct Scenario {
     pub(crate) name: &'static str,
     /// Where to send the requests when not to the public address.
-    pub(crate) target: Option<std::net::SocketAddr>,
+    pub(crate) target: Option<SocketAddr>,
     pub(crate) method: http::Method,
     pub(crate) path: String,
     pub(crate) body: Option<&'static str>,
@@ -35,23 +37,53 @@ pub(crate) struct Scenario {
     pub(crate) keys: Vec<String>,
 }
 
+/// Stands for "no answer" (a connection error) among the statuses of unexpected answers.
+const NO_ANSWER: u16 = 0;
+
 pub(crate) struct Outcome {
-    requests: u64,
-    errors: u64,
+    /// Answers with the scenario's expected status: only these count as throughput.
+    expected: u64,
+    /// Every other answer, counted by status (`NO_ANSWER` for a request that got none).
+    unexpected: BTreeMap<u16, u64>,
     elapsed: Duration,
+    /// Latency of the expected answers.
     latency: Histogram<u64>,
 }
 
 impl Outcome {
     pub(crate) fn figures(&self) -> serde_json::Value {
         let ms = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
+        let unexpected: serde_json::Map<_, _> = self
+            .unexpected
+            .iter()
+            .map(|(&status, &count)| (status_name(status), json!(count)))
+            .collect();
         json!({
-            "requests_per_second": (self.requests as f64 / self.elapsed.as_secs_f64()).round(),
+            "requests_per_second": (self.expected as f64 / self.elapsed.as_secs_f64()).round(),
             "p50_ms": ms(0.50),
             "p99_ms": ms(0.99),
-            "errors": self.errors,
+            "unexpected": unexpected,
         })
     }
+}
+
+fn status_name(status: u16) -> String {
+    if status == NO_ANSWER {
+        "no_answer".into()
+    } else {
+        status.to_string()
+    }
+}
+
+/// Requests of every scenario in `figures` (as `measure` returns them) that got an unexpected
+/// answer, or none.
+pub(crate) fn unexpected_answers(figures: &serde_json::Map<String, serde_json::Value>) -> u64 {
+    figures
+        .values()
+        .filter_map(|scenario| scenario["unexpected"].as_object())
+        .flat_map(|unexpected| unexpected.values())
+        .filter_map(serde_json::Value::as_u64)
+        .sum()
 }
 
 /// Builds the release server and returns its path.
@@ -68,7 +100,8 @@ pub(crate) fn release_server(root: &std::path::Path) -> Result<std::path::PathBu
     Ok(target.join("release/exports-server"))
 }
 
-pub fn run(root: &std::path::Path, options: ApiBenchOptions) -> Result<()> {
+/// Fails (after the figures) when any request got another status than its scenario expects.
+pub fn run(root: &std::path::Path, options: ApiBenchOptions) -> Result<ExitCode> {
     let binary = release_server(root)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(bench(&binary, options))
@@ -99,17 +132,73 @@ impl Sandbox {
     }
 }
 
-/// The server process; killed (and its database dropped by the caller) however the run ends.
-pub(crate) struct ServerProcess(pub(crate) Child);
+/// A process the benchmark started; killed and reaped however the run ends (an error, a panic).
+pub(crate) struct ChildProcess(pub(crate) Child);
 
-impl Drop for ServerProcess {
+impl Drop for ChildProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
-async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<()> {
+impl ChildProcess {
+    /// Starts `command` (told to listen on port 0) with its stdout piped, and reads its lines
+    /// until `listening` finds in one the address it bound. The process picks its port itself,
+    /// so no other process can take it between a choice and the bind. A thread then drains the
+    /// rest of its output, so a full pipe never stalls it.
+    pub(crate) fn start_listening<T: Send + 'static>(
+        command: &mut Command,
+        what: &str,
+        listening: impl Fn(&str) -> Option<T> + Send + 'static,
+    ) -> Result<(Self, T)> {
+        use std::io::BufRead;
+        use std::sync::mpsc::RecvTimeoutError;
+        let mut process = Self(
+            command
+                .stdout(Stdio::piped())
+                .spawn()
+                .with_context(|| format!("starting {what}"))?,
+        );
+        let stdout = process.0.stdout.take().context("stdout")?;
+        let (found, address) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut output = std::io::BufReader::new(stdout);
+            let mut line = String::new();
+            while matches!(output.read_line(&mut line), Ok(1..)) {
+                if let Some(value) = listening(&line) {
+                    let _ = found.send(value);
+                    break;
+                }
+                line.clear();
+            }
+            // Servers log every request: the rest is copied away in blocks, not parsed.
+            let _ = std::io::copy(&mut output, &mut std::io::sink());
+        });
+        match address.recv_timeout(Duration::from_secs(60)) {
+            Ok(value) => Ok((process, value)),
+            Err(RecvTimeoutError::Disconnected) => bail!("{what} exited before listening"),
+            Err(RecvTimeoutError::Timeout) => bail!("{what} did not say where it listens within 60 s"),
+        }
+    }
+}
+
+/// The line `exports-server serve` logs once listening (JSON, through tracing): the public
+/// address (the edge) and dropshot's loopback one.
+pub(crate) fn api_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let record: serde_json::Value = serde_json::from_str(line).ok()?;
+    if record["message"] != "API listening" {
+        return None;
+    }
+    let address = |field: &str| record[field].as_str()?.parse().ok();
+    Some((address("local_addr")?, address("dropshot_addr")?))
+}
+
+/// High enough that no run, on any machine, reaches the per-user limit of pending exports
+/// (the server takes it as a PostgreSQL `integer`).
+const UNREACHABLE_PENDING_LIMIT: i32 = i32::MAX;
+
+async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<ExitCode> {
     let Sandbox {
         admin_url,
         database,
@@ -129,23 +218,24 @@ async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<()>
         // The reading operations use a user of their own, outside the creates' rotation.
         let key = keys.pop().expect("one key at least");
 
-        let port = free_port()?;
-        let mut server = ServerProcess(
+        // The creates measure the API's throughput, not the per-user limit, so the limit is
+        // lifted: a 429 is then an unexpected answer, whatever the machine's speed.
+        let (server, (addr, dropshot_addr)) = ChildProcess::start_listening(
             Command::new(binary)
                 .args([
                     "--database-url",
                     &database_url,
                     "serve",
                     "--listen",
-                    &format!("127.0.0.1:{port}"),
+                    "127.0.0.1:0",
                 ])
+                .args(["--max-pending-per-user", &UNREACHABLE_PENDING_LIMIT.to_string()])
                 .args(["--redis-prefix", &redis_prefix, "--redis-url", redis_url])
-                .stdout(Stdio::piped())
-                .spawn()
-                .context("starting exports-server")?,
-        );
-        let dropshot_addr = dropshot_address(&mut server.0)?;
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+                // `info`: the line that says where it listens.
+                .env("RUST_LOG", "info"),
+            "exports-server",
+            api_listening,
+        )?;
         wait_until_ready(addr, "/health/ready", 10).await?;
 
         let export_id: uuid::Uuid = {
@@ -206,10 +296,18 @@ async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<()>
         );
         let mut figures = measure(addr, &scenarios, options.connections, options.seconds, "").await?;
         drop(server);
+        let unexpected = unexpected_answers(&figures);
         figures.insert("connections".into(), json!(options.connections));
         figures.insert("seconds".into(), json!(options.seconds));
         println!("{}", serde_json::Value::Object(figures));
-        Ok::<_, anyhow::Error>(())
+        Ok::<_, anyhow::Error>(if unexpected == 0 {
+            ExitCode::SUCCESS
+        } else {
+            eprintln!(
+                "error: {unexpected} requests got an unexpected answer (see `unexpected` per operation)"
+            );
+            ExitCode::FAILURE
+        })
     }
     .await;
     cleanup(&admin_url, &database, redis_url, &redis_prefix).await;
@@ -237,27 +335,10 @@ pub(crate) async fn issue_keys(pool: &deadpool_postgres::Pool, count: usize) -> 
 
 pub(crate) const CREATE_BODY: &str = r#"{"format":"csv","filters":{"status":"active"}}"#;
 
-/// Reads the server's log until it names dropshot's loopback address, then keeps draining it.
-fn dropshot_address(server: &mut Child) -> Result<std::net::SocketAddr> {
-    use std::io::BufRead;
-    let mut lines = std::io::BufReader::new(server.stdout.take().context("server stdout")?).lines();
-    for line in lines.by_ref() {
-        let line = line?;
-        if let Ok(record) = serde_json::from_str::<serde_json::Value>(&line) {
-            if let Some(addr) = record["dropshot_addr"].as_str() {
-                let addr = addr.parse()?;
-                std::thread::spawn(move || lines.for_each(drop));
-                return Ok(addr);
-            }
-        }
-    }
-    bail!("the server exited before listening")
-}
-
 /// Each scenario in turn, after a short warm-up (which fills connection pools and statement
 /// caches): prints a line of figures per scenario and returns them by name.
 pub(crate) async fn measure(
-    addr: std::net::SocketAddr,
+    addr: SocketAddr,
     scenarios: &[Scenario],
     connections: usize,
     seconds: u64,
@@ -268,24 +349,30 @@ pub(crate) async fn measure(
         load(addr, scenario, connections, Duration::from_secs(1)).await?;
         let outcome = load(addr, scenario, connections, Duration::from_secs(seconds)).await?;
         let f = outcome.figures();
+        let unexpected: Vec<String> = outcome
+            .unexpected
+            .iter()
+            .map(|(&status, count)| format!("{} x{count}", status_name(status)))
+            .collect();
         println!(
-            "{label:>6} {:>17}: {:>8} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
+            "{label:>6} {:>17}: {:>8} req/s ({})  p50 {:>6.2} ms  p99 {:>6.2} ms  unexpected: {}",
             scenario.name,
             f["requests_per_second"],
+            scenario.expect,
             f["p50_ms"].as_f64().unwrap_or(0.0),
             f["p99_ms"].as_f64().unwrap_or(0.0),
-            f["errors"]
+            if unexpected.is_empty() {
+                "none".into()
+            } else {
+                unexpected.join(", ")
+            }
         );
         figures.insert(scenario.name.to_string(), f);
     }
     Ok(figures)
 }
 
-pub(crate) fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-pub(crate) async fn wait_until_ready(addr: std::net::SocketAddr, path: &str, seconds: u64) -> Result<()> {
+pub(crate) async fn wait_until_ready(addr: SocketAddr, path: &str, seconds: u64) -> Result<()> {
     for _ in 0..seconds * 10 {
         if let Ok((200, _)) = request_once(addr, "", http::Method::GET, path, None).await {
             return Ok(());
@@ -297,7 +384,7 @@ pub(crate) async fn wait_until_ready(addr: std::net::SocketAddr, path: &str, sec
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-async fn connect(addr: std::net::SocketAddr) -> Result<Sender> {
+async fn connect(addr: SocketAddr) -> Result<Sender> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -306,7 +393,7 @@ async fn connect(addr: std::net::SocketAddr) -> Result<Sender> {
 }
 
 fn build_request(
-    addr: std::net::SocketAddr,
+    addr: SocketAddr,
     key: &str,
     method: &http::Method,
     path: &str,
@@ -326,7 +413,7 @@ fn build_request(
 }
 
 pub(crate) async fn request_once(
-    addr: std::net::SocketAddr,
+    addr: SocketAddr,
     key: &str,
     method: http::Method,
     path: &str,
@@ -343,7 +430,7 @@ pub(crate) async fn request_once(
 
 /// `connections` keep-alive connections, each sending requests back to back for `duration`.
 pub(crate) async fn load(
-    addr: std::net::SocketAddr,
+    addr: SocketAddr,
     scenario: &Scenario,
     connections: usize,
     duration: Duration,
@@ -364,25 +451,31 @@ pub(crate) async fn load(
         );
         tasks.push(tokio::spawn(async move {
             let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-            let (mut requests, mut errors) = (0u64, 0u64);
+            let (mut requests, mut expected) = (0usize, 0u64);
+            let mut unexpected = BTreeMap::<u16, u64>::new();
             while Instant::now() < deadline {
                 // Connections interleave, so a run goes through every key before reusing one.
-                let key = &keys[(requests as usize * connections + connection) % keys.len()];
+                let key = &keys[(requests * connections + connection) % keys.len()];
+                requests += 1;
                 let sent = Instant::now();
-                let ok = match sender
+                let status = match sender
                     .send_request(build_request(addr, key, &method, &path, body))
                     .await
                 {
                     Ok(response) => {
                         let status = response.status().as_u16();
-                        response.into_body().collect().await.is_ok() && status == expect
+                        match response.into_body().collect().await {
+                            Ok(_) => status,
+                            Err(_) => NO_ANSWER,
+                        }
                     }
-                    Err(_) => false,
+                    Err(_) => NO_ANSWER,
                 };
-                latency.saturating_record(sent.elapsed().as_micros() as u64);
-                requests += 1;
-                if !ok {
-                    errors += 1;
+                if status == expect {
+                    latency.saturating_record(sent.elapsed().as_micros() as u64);
+                    expected += 1;
+                } else {
+                    *unexpected.entry(status).or_default() += 1;
                     if sender.ready().await.is_err() {
                         match connect(addr).await {
                             Ok(fresh) => sender = fresh,
@@ -391,19 +484,21 @@ pub(crate) async fn load(
                     }
                 }
             }
-            (requests, errors, latency)
+            (expected, unexpected, latency)
         }));
     }
     let mut outcome = Outcome {
-        requests: 0,
-        errors: 0,
+        expected: 0,
+        unexpected: BTreeMap::new(),
         elapsed: Duration::ZERO,
         latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
     };
     for task in tasks {
-        let (requests, errors, latency) = task.await?;
-        outcome.requests += requests;
-        outcome.errors += errors;
+        let (expected, unexpected, latency) = task.await?;
+        outcome.expected += expected;
+        for (status, count) in unexpected {
+            *outcome.unexpected.entry(status).or_default() += count;
+        }
         outcome.latency.add(latency)?;
     }
     outcome.elapsed = started.elapsed();
@@ -422,5 +517,32 @@ pub(crate) async fn cleanup(admin_url: &str, database: &str, redis_url: &str, re
     if let Ok(redis) = queue::connect(redis_url, 1).await {
         let queue = queue::JobQueue::new(redis, redis_prefix);
         let _ = queue.delete_stream().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_listening_line_gives_both_addresses() {
+        let line = r#"{"timestamp":"2026-11-24T08:38:38.9Z","level":"INFO","message":"API listening","local_addr":"127.0.0.1:41234","dropshot_addr":"127.0.0.1:40001","target":"exports_server::app"}"#;
+        let (public, dropshot) = api_listening(line).unwrap();
+        assert_eq!(public, "127.0.0.1:41234".parse().unwrap());
+        assert_eq!(dropshot, "127.0.0.1:40001".parse().unwrap());
+        assert_eq!(
+            api_listening(r#"{"message":"request","local_addr":"127.0.0.1:1"}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn unexpected_answers_add_up_over_scenarios_and_statuses() {
+        let figures = json!({
+            "create": {"requests_per_second": 10.0, "unexpected": {"429": 4444, "no_answer": 2}},
+            "get": {"requests_per_second": 10.0, "unexpected": {}},
+            "peak_rss_mib": 28.5,
+        });
+        assert_eq!(unexpected_answers(figures.as_object().unwrap()), 4446);
     }
 }

@@ -3,13 +3,14 @@
 //! (Stoplight's Node mock server, installed from the npm registry into ~/.cache/exports/prism)
 //! on the same spec, for the ratio.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-use crate::bench::{free_port, measure, wait_until_ready, Scenario, ServerProcess, CREATE_BODY};
+use crate::bench::{measure, unexpected_answers, wait_until_ready, ChildProcess, Scenario, CREATE_BODY};
 
 pub struct MockBenchOptions {
     pub connections: usize,
@@ -56,6 +57,22 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some((kib / 1024.0 * 10.0).round() / 10.0)
 }
 
+/// The line the mock logs once listening (JSON, through tracing).
+fn mock_listening(line: &str) -> Option<SocketAddr> {
+    let record: Value = serde_json::from_str(line).ok()?;
+    if record["message"] != "mock server listening" {
+        return None;
+    }
+    record["address"].as_str()?.parse().ok()
+}
+
+/// The line Prism prints once listening: `… Prism is listening on http://127.0.0.1:41691`
+/// (with `--port 0`, the port it bound).
+fn prism_listening(line: &str) -> Option<SocketAddr> {
+    let (_, url) = line.split_once("Prism is listening on http://")?;
+    url.split_whitespace().next()?.trim_end_matches('/').parse().ok()
+}
+
 /// Prism's launcher, installed on first use; `None` (and why) when it cannot be had.
 fn prism(cache: &Path) -> Result<PathBuf> {
     let launcher = cache.join("node_modules/.bin/prism");
@@ -80,7 +97,9 @@ fn prism(cache: &Path) -> Result<PathBuf> {
     Ok(launcher)
 }
 
-pub fn run(root: &Path, options: MockBenchOptions) -> Result<()> {
+/// Fails (after the figures) when any request to the mock got another status than expected;
+/// Prism's unexpected answers are only reported.
+pub fn run(root: &Path, options: MockBenchOptions) -> Result<ExitCode> {
     println!("building the release mock server ...");
     let status = Command::new(env!("CARGO"))
         .args(["build", "--release", "--quiet", "-p", "exports-mock"])
@@ -97,19 +116,17 @@ pub fn run(root: &Path, options: MockBenchOptions) -> Result<()> {
             "{} connections, {} s per operation",
             options.connections, options.seconds
         );
-        let port = free_port()?;
-        let mock = ServerProcess(
+        let (mock, addr) = ChildProcess::start_listening(
             Command::new(target.join("release/exports-mock"))
                 .arg("--spec")
                 .arg(&spec)
-                .args(["--port", &port.to_string()])
-                .stdout(Stdio::null())
-                .spawn()
-                .context("starting exports-mock")?,
-        );
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+                .args(["--port", "0"]),
+            "exports-mock",
+            mock_listening,
+        )?;
         wait_until_ready(addr, "/health/live", 10).await?;
         let mut ours = measure(addr, &scenarios(), options.connections, options.seconds, "mock").await?;
+        let unexpected = unexpected_answers(&ours);
         let rss = peak_rss_mib(mock.0.id());
         println!(
             "  mock peak RSS: {} MiB",
@@ -128,17 +145,14 @@ pub fn run(root: &Path, options: MockBenchOptions) -> Result<()> {
                 None
             }
             Ok(launcher) => {
-                let port = free_port()?;
-                let prism = ServerProcess(
+                let (prism, addr) = ChildProcess::start_listening(
                     Command::new(launcher)
-                        .args(["mock", "--host", "127.0.0.1", "--port", &port.to_string()])
+                        .args(["mock", "--host", "127.0.0.1", "--port", "0"])
                         .arg(&spec)
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .context("starting Prism")?,
-                );
-                let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+                        .stderr(Stdio::null()),
+                    "Prism",
+                    prism_listening,
+                )?;
                 wait_until_ready(addr, "/health/live", 60).await?;
                 let figures =
                     measure(addr, &scenarios(), options.connections, options.seconds, "prism").await?;
@@ -166,6 +180,32 @@ pub fn run(root: &Path, options: MockBenchOptions) -> Result<()> {
             summary["ratio_to_prism"]["static_get"], summary["ratio_to_prism"]["validated_post"]
         );
         println!("{summary}");
-        Ok(())
+        Ok(if unexpected == 0 {
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("error: {unexpected} requests to the mock got an unexpected answer");
+            ExitCode::FAILURE
+        })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_listening_lines_give_the_bound_addresses() {
+        let prism = "[8:20:11 AM] › [CLI] ▶  start     Prism is listening on http://127.0.0.1:41691\n";
+        assert_eq!(
+            super::prism_listening(prism),
+            Some("127.0.0.1:41691".parse().unwrap())
+        );
+        let mock = r#"{"timestamp":"2026-11-24T08:50:00Z","level":"INFO","message":"mock server listening","address":"127.0.0.1:40123","spec":"spec/openapi.yaml"}"#;
+        assert_eq!(
+            super::mock_listening(mock),
+            Some("127.0.0.1:40123".parse().unwrap())
+        );
+        assert_eq!(
+            super::mock_listening(r#"{"message":"request","address":"127.0.0.1:1"}"#),
+            None
+        );
+    }
 }
