@@ -546,20 +546,15 @@ impl TestS3 {
         let bucket = format!("exports-{}", &Uuid::new_v4().simple().to_string()[..12]);
         std::fs::create_dir(root.path().join(&bucket))?;
         let binary = s3s_fs_binary();
-        let mut command = std::process::Command::new(&binary);
-        command
-            .args(["--host", "127.0.0.1", "--port", "0"])
-            .args(["--access-key", Self::ACCESS_KEY, "--secret-key", Self::SECRET_KEY])
-            .arg(root.path())
-            .env("RUST_LOG", "info");
-        let (server, announced) = ChildProcess::spawn_announcing(command, "server is running at http://")
-            .with_context(|| format!("starting {} (scripts/tools.sh installs it)", binary.display()))?;
-        let upstream: SocketAddr = announced
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .parse()
-            .with_context(|| format!("the address s3s-fs announced: {announced}"))?;
+        let (server, upstream) = ChildProcess::start_listening(
+            std::process::Command::new(&binary)
+                .args(["--host", "127.0.0.1", "--port", "0"])
+                .args(["--access-key", Self::ACCESS_KEY, "--secret-key", Self::SECRET_KEY])
+                .arg(root.path())
+                .env("RUST_LOG", "s3s_fs=info"),
+            &format!("{} (scripts/tools.sh installs it)", binary.display()),
+            s3s_fs_listening,
+        )?;
         let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = relay.local_addr()?.port();
         let (reachable, _) = tokio::sync::watch::channel(true);
@@ -598,6 +593,13 @@ impl TestS3 {
     }
 }
 
+/// The line s3s-fs logs (with `RUST_LOG=s3s_fs=info`) once listening:
+/// `… INFO s3s_fs: server is running at http://127.0.0.1:41234`.
+pub fn s3s_fs_listening(line: &str) -> Option<SocketAddr> {
+    let (_, url) = line.split_once("server is running at http://")?;
+    url.split_whitespace().next()?.parse().ok()
+}
+
 /// Forwards each connection to `upstream` while `reachable` holds; closes it as soon as it
 /// does not (a cut-off drops open connections too, as an outage would).
 async fn relay_connections(
@@ -622,59 +624,65 @@ async fn relay_connections(
     }
 }
 
-/// A child process of the test's own, killed (and reaped) on drop, even when the test fails.
-pub struct ChildProcess {
-    child: std::process::Child,
-}
+/// A child process of a test or a benchmark, killed (and reaped) on drop, however the run
+/// ends (a failed assertion, an error, a panic).
+pub struct ChildProcess(pub std::process::Child);
 
 impl ChildProcess {
     pub fn spawn(mut command: std::process::Command) -> Result<Self> {
-        Ok(Self {
-            child: command.spawn()?,
-        })
+        Ok(Self(command.spawn()?))
     }
 
-    /// Starts `command` and waits until a line of its output contains `announcement`; returns
-    /// the rest of that line. Its output is read (and dropped) from then on, so it never blocks
-    /// on a full pipe.
-    pub fn spawn_announcing(
-        mut command: std::process::Command,
-        announcement: &str,
-    ) -> Result<(Self, String)> {
+    /// Starts `command` (told to listen on port 0) with its stdout piped, and reads its lines
+    /// until `listening` finds in one the address it bound. The process picks its port itself,
+    /// so no other process can take it between a choice and the bind. A thread then drains the
+    /// rest of its output, so a full pipe never stalls it.
+    pub fn start_listening<T: Send + 'static>(
+        command: &mut std::process::Command,
+        what: &str,
+        listening: impl Fn(&str) -> Option<T> + Send + 'static,
+    ) -> Result<(Self, T)> {
         use std::io::BufRead;
-        command
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null());
-        let mut process = Self::spawn(command)?;
-        let stdout = process.child.stdout.take().expect("piped");
-        let (found, announced) = std::sync::mpsc::channel();
-        let looked_for = announcement.to_string();
+        use std::sync::mpsc::RecvTimeoutError;
+        let mut process = Self(
+            command
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .with_context(|| format!("starting {what}"))?,
+        );
+        let stdout = process.0.stdout.take().context("stdout")?;
+        let (found, address) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut lines = std::io::BufReader::new(stdout).lines();
-            for line in lines.by_ref().map_while(Result::ok) {
-                if let Some(at) = line.find(&looked_for) {
-                    let _ = found.send(line[at + looked_for.len()..].to_string());
+            let mut output = std::io::BufReader::new(stdout);
+            let mut line = String::new();
+            while matches!(output.read_line(&mut line), Ok(1..)) {
+                if let Some(value) = listening(&line) {
+                    let _ = found.send(value);
                     break;
                 }
+                line.clear();
             }
-            for _ in lines {}
+            // Servers log every request: the rest is copied away in blocks, not parsed.
+            let _ = std::io::copy(&mut output, &mut std::io::sink());
         });
-        // A generous bound for a process to start: a limit, never what is tested.
-        match announced.recv_timeout(Duration::from_secs(60)) {
-            Ok(rest) => Ok((process, rest)),
-            Err(_) => anyhow::bail!("the process did not say {announcement:?}"),
+        // A generous bound for a process to start: a limit, never what is measured.
+        match address.recv_timeout(Duration::from_secs(60)) {
+            Ok(value) => Ok((process, value)),
+            Err(RecvTimeoutError::Disconnected) => anyhow::bail!("{what} exited before listening"),
+            Err(RecvTimeoutError::Timeout) => {
+                anyhow::bail!("{what} did not say where it listens within 60 s")
+            }
         }
     }
 
     pub fn id(&self) -> u32 {
-        self.child.id()
+        self.0.id()
     }
 
     /// SIGKILL: no clean-up of any kind.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -737,4 +745,21 @@ pub async fn create(
     request: &exports_client::types::CreateUserExport,
 ) -> Result<Uuid> {
     Ok(client.create_user_export(request).await?.into_inner().export_id)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_s3s_fs_listening_line_gives_its_address() {
+        let line =
+            "  2026-11-24T08:17:21.997344Z  INFO s3s_fs: server is running at http://127.0.0.1:45111\n";
+        assert_eq!(
+            super::s3s_fs_listening(line),
+            Some("127.0.0.1:45111".parse().unwrap())
+        );
+        assert_eq!(
+            super::s3s_fs_listening("  INFO s3s_fs: authentication is enabled"),
+            None
+        );
+    }
 }

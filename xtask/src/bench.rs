@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 
 use exports_server::{auth, db, queue, users};
+use exports_tests::ChildProcess;
 
 pub struct ApiBenchOptions {
     pub connections: usize,
@@ -128,57 +129,6 @@ impl Sandbox {
             admin_url,
             database,
             redis_prefix: format!("exports:bench:{suffix}:"),
-        }
-    }
-}
-
-/// A process the benchmark started; killed and reaped however the run ends (an error, a panic).
-pub(crate) struct ChildProcess(pub(crate) Child);
-
-impl Drop for ChildProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl ChildProcess {
-    /// Starts `command` (told to listen on port 0) with its stdout piped, and reads its lines
-    /// until `listening` finds in one the address it bound. The process picks its port itself,
-    /// so no other process can take it between a choice and the bind. A thread then drains the
-    /// rest of its output, so a full pipe never stalls it.
-    pub(crate) fn start_listening<T: Send + 'static>(
-        command: &mut Command,
-        what: &str,
-        listening: impl Fn(&str) -> Option<T> + Send + 'static,
-    ) -> Result<(Self, T)> {
-        use std::io::BufRead;
-        use std::sync::mpsc::RecvTimeoutError;
-        let mut process = Self(
-            command
-                .stdout(Stdio::piped())
-                .spawn()
-                .with_context(|| format!("starting {what}"))?,
-        );
-        let stdout = process.0.stdout.take().context("stdout")?;
-        let (found, address) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut output = std::io::BufReader::new(stdout);
-            let mut line = String::new();
-            while matches!(output.read_line(&mut line), Ok(1..)) {
-                if let Some(value) = listening(&line) {
-                    let _ = found.send(value);
-                    break;
-                }
-                line.clear();
-            }
-            // Servers log every request: the rest is copied away in blocks, not parsed.
-            let _ = std::io::copy(&mut output, &mut std::io::sink());
-        });
-        match address.recv_timeout(Duration::from_secs(60)) {
-            Ok(value) => Ok((process, value)),
-            Err(RecvTimeoutError::Disconnected) => bail!("{what} exited before listening"),
-            Err(RecvTimeoutError::Timeout) => bail!("{what} did not say where it listens within 60 s"),
         }
     }
 }

@@ -14,12 +14,12 @@ use futures::TryStreamExt;
 use serde_json::json;
 
 use crate::bench::{
-    api_listening, cleanup, issue_keys, release_server, request_once, wait_until_ready, ChildProcess,
-    Sandbox, REDIS_URL,
+    api_listening, cleanup, issue_keys, release_server, request_once, wait_until_ready, Sandbox, REDIS_URL,
 };
 use exports_server::export_file::select_sql;
 use exports_server::model::{UserExportFilters, UserQuery};
 use exports_server::{db, users};
+use exports_tests::{s3s_fs_listening, ChildProcess};
 
 pub struct ExportBenchOptions {
     pub users: i64,
@@ -35,10 +35,7 @@ const CSV_VS_PIPE_TARGET: f64 = 0.8;
 
 pub fn run(root: &Path, options: ExportBenchOptions) -> Result<()> {
     let binary = release_server(root)?;
-    let s3s = std::env::var_os("EXPORTS_S3S_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| tools_cache().join("s3s-fs"))
-        .join("bin/s3s-fs");
+    let s3s = exports_tests::s3s_fs_binary();
     anyhow::ensure!(s3s.exists(), "{} is missing: run scripts/tools.sh", s3s.display());
     let aws = aws_cli()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -80,13 +77,6 @@ fn aws_cli() -> Result<PathBuf> {
     Ok(aws)
 }
 
-/// The line s3s-fs logs (with `RUST_LOG=s3s_fs=info`) once listening:
-/// `… INFO s3s_fs: server is running at http://127.0.0.1:41234`.
-fn s3s_listening(line: &str) -> Option<SocketAddr> {
-    let (_, url) = line.split_once("server is running at http://")?;
-    url.split_whitespace().next()?.parse().ok()
-}
-
 async fn bench(binary: &Path, s3s: &Path, aws: &Path, options: ExportBenchOptions) -> Result<()> {
     let Sandbox {
         admin_url,
@@ -119,7 +109,7 @@ async fn bench(binary: &Path, s3s: &Path, aws: &Path, options: ExportBenchOption
                 .env("RUST_LOG", "s3s_fs=info")
                 .stderr(Stdio::null()),
             "s3s-fs",
-            s3s_listening,
+            s3s_fs_listening,
         )?;
         let s3_endpoint = format!("http://{s3_addr}");
         let s3_args = |command: &mut Command| {
@@ -404,21 +394,4 @@ fn peak_rss_mib(pid: u32) -> Result<f64> {
         .trim()
         .parse()?;
     Ok(kib / 1024.0)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_s3s_fs_listening_line_gives_its_address() {
-        let line =
-            "  2026-11-24T08:17:21.997344Z  INFO s3s_fs: server is running at http://127.0.0.1:45111\n";
-        assert_eq!(
-            super::s3s_listening(line),
-            Some("127.0.0.1:45111".parse().unwrap())
-        );
-        assert_eq!(
-            super::s3s_listening("  INFO s3s_fs: authentication is enabled"),
-            None
-        );
-    }
 }

@@ -10,7 +10,8 @@ use std::process::{Command, ExitCode, Stdio};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-use crate::bench::{measure, unexpected_answers, wait_until_ready, ChildProcess, Scenario, CREATE_BODY};
+use crate::bench::{measure, unexpected_answers, wait_until_ready, Scenario, CREATE_BODY};
+use exports_tests::ChildProcess;
 
 pub struct MockBenchOptions {
     pub connections: usize,
