@@ -172,7 +172,14 @@ impl Storage {
         std::fs::create_dir_all(&args.storage_dir)
             .with_context(|| format!("creating {}", args.storage_dir.display()))?;
         let key: Vec<u8> = match &args.download_signing_key {
-            Some(key) => key.as_bytes().to_vec(),
+            Some(key) => {
+                anyhow::ensure!(
+                    key.len() >= MIN_SIGNING_KEY_BYTES,
+                    "--download-signing-key must be at least {MIN_SIGNING_KEY_BYTES} bytes long, not {}",
+                    key.len()
+                );
+                key.as_bytes().to_vec()
+            }
             None => local_signing_key(&args.storage_dir)?,
         };
         let store = LocalFileSystem::new_with_prefix(&args.storage_dir)
@@ -304,11 +311,15 @@ fn sign(key: &[u8], export_id: Uuid, expires: i64) -> HmacSha256 {
     mac
 }
 
+/// The shortest `--download-signing-key` accepted: HMAC-SHA256's own output size, the key
+/// length RFC 2104 recommends as a minimum.
+const MIN_SIGNING_KEY_BYTES: usize = 32;
+
 /// The signing key kept beside the files (outside the `exports/` prefix), created on first use
 /// so that every process sharing the directory mints and accepts the same links.
 fn local_signing_key(dir: &std::path::Path) -> Result<Vec<u8>> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = dir.join(".download-signing-key");
     let fresh = hex::encode(rand::random::<[u8; 32]>());
     match std::fs::OpenOptions::new()
@@ -322,6 +333,13 @@ fn local_signing_key(dir: &std::path::Path) -> Result<Vec<u8>> {
             Ok(fresh.into_bytes())
         }
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+            anyhow::ensure!(
+                mode & 0o077 == 0,
+                "{} can be read by other users (mode {mode:o}), who could mint download links with \
+                 it: delete it (a new key is made) or `chmod 600` it",
+                path.display()
+            );
             // Another process may be writing it this instant: wait for the whole key.
             for _ in 0..50 {
                 let key = std::fs::read(&path)?;
@@ -372,5 +390,34 @@ mod tests {
         // A second process on the same directory shares the key.
         let again = Storage::open(&StorageArgs::local(dir.path())).unwrap();
         assert_eq!(again.verify_served_link(id, expires, &good, now), Ok(()));
+    }
+
+    #[test]
+    fn a_relative_directory_a_short_key_and_a_key_others_can_read_are_refused() {
+        let relative = Storage::open(&StorageArgs::local("data/exports")).err().unwrap();
+        assert!(relative.to_string().contains("absolute"), "{relative}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let with_key = |key: &str| StorageArgs {
+            download_signing_key: Some(key.into()),
+            ..StorageArgs::local(dir.path())
+        };
+        let short = Storage::open(&with_key(&"k".repeat(31))).err().unwrap();
+        assert!(short.to_string().contains("at least 32 bytes"), "{short}");
+        assert!(Storage::open(&with_key(&"k".repeat(32))).is_ok());
+
+        Storage::open(&StorageArgs::local(dir.path())).unwrap();
+        let key_file = dir.path().join(".download-signing-key");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let readable = Storage::open(&StorageArgs::local(dir.path())).err().unwrap();
+        assert!(
+            readable.to_string().contains("can be read by other users"),
+            "{readable}"
+        );
     }
 }
