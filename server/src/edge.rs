@@ -174,14 +174,35 @@ async fn handle(
         return Ok(finish(response, &request_id, cors_origin));
     }
 
-    let upstream_uri = format!(
-        "http://{}{}",
-        state.settings.upstream,
-        request.uri().path_and_query().map_or("/", |pq| pq.as_str())
-    );
-    *request.uri_mut() = upstream_uri
-        .parse()
-        .expect("an upstream URI from a valid request URI");
+    // Only origin-form targets (`/path?query`) are forwarded, and the upstream URI is built
+    // from parts: an asterisk-form (`*`), absolute-form or authority-form target never
+    // leaves the process, so no request can steer the edge to another host or port.
+    let origin_form = request.uri().scheme().is_none()
+        && request.uri().authority().is_none()
+        && request.uri().path().starts_with('/');
+    let upstream_uri = request
+        .uri()
+        .path_and_query()
+        .filter(|_| origin_form)
+        .and_then(|target| {
+            http::Uri::builder()
+                .scheme("http")
+                .authority(state.settings.upstream.to_string())
+                .path_and_query(target.clone())
+                .build()
+                .ok()
+        });
+    let Some(upstream_uri) = upstream_uri else {
+        let response = envelope(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The request target must be a path starting with `/`.",
+            &request_id,
+        );
+        log_request(&request_id, &method, &path, response.status(), started);
+        return Ok(finish(response, &request_id, cors_origin));
+    };
+    *request.uri_mut() = upstream_uri;
     request.headers_mut().insert(
         REQUEST_ID,
         HeaderValue::from_str(&request_id).expect("a valid id"),

@@ -30,6 +30,49 @@ async fn request_ids_are_honoured_or_generated() -> anyhow::Result<()> {
     env.finish().await
 }
 
+/// Sends `head` (a request line and headers) over a raw connection and returns the status and
+/// the body: for request targets no HTTP client library sends.
+async fn raw_request(addr: std::net::SocketAddr, head: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("{head}\r\nHost: exports.test\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no status line: {answer}"))?;
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+#[tokio::test]
+async fn only_path_targets_are_forwarded() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    // Asterisk-form once reached port 80 of the host; absolute- and authority-form name
+    // another host. None of them leaves the process: each gets the envelope's 400.
+    for head in [
+        "GET * HTTP/1.1",
+        "OPTIONS * HTTP/1.1",
+        "GET http://127.0.0.1:1/health/live HTTP/1.1",
+        "CONNECT 127.0.0.1:1 HTTP/1.1",
+    ] {
+        let (status, body) = raw_request(env.server_addr, head).await?;
+        assert_eq!(status, 400, "{head}: {body}");
+        let body: Value = serde_json::from_str(&body)?;
+        assert_eq!(body["error"]["code"], "invalid_request", "{head}: {body}");
+    }
+    let (status, _) = raw_request(env.server_addr, "GET /health/live HTTP/1.1").await?;
+    assert_eq!(status, 200);
+    env.finish().await
+}
+
 #[tokio::test]
 async fn unknown_paths_and_methods_get_the_envelope() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
