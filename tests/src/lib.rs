@@ -137,7 +137,7 @@ pub struct TestEnv {
     api: Option<RunningApi>,
     worker: Option<RunningWorker>,
     checker: Arc<ResponseChecker>,
-    _files: tempfile::TempDir,
+    files: tempfile::TempDir,
     // Last, so that the API and worker above have stopped using the keys when they go.
     _redis_keys: TestRedisPrefix,
 }
@@ -268,7 +268,7 @@ impl TestEnv {
             api: Some(api),
             worker,
             checker,
-            _files: files,
+            files,
             _redis_keys: redis_keys,
         })
     }
@@ -364,11 +364,11 @@ impl TestEnv {
     /// What this environment made outside the test's process (database, Redis prefix,
     /// directories, processes), for the test that checks a failed test leaves none behind.
     pub fn made_outside(&self) -> serde_json::Value {
-        let mut directories = vec![self._files.path().to_path_buf()];
+        let mut directories = vec![self.files.path().to_path_buf()];
         let mut processes = Vec::new();
         if let Some(s3) = &self.s3 {
-            directories.push(s3._root.path().to_path_buf());
-            processes.push(s3._server.id());
+            directories.push(s3.root.path().to_path_buf());
+            processes.push(s3.server.id());
         }
         serde_json::json!({
             "database": self.database.name,
@@ -533,8 +533,8 @@ pub struct TestS3 {
     pub port: u16,
     pub bucket: String,
     reachable: tokio::sync::watch::Sender<bool>,
-    _server: ChildProcess,
-    _root: tempfile::TempDir,
+    server: ChildProcess,
+    root: tempfile::TempDir,
 }
 
 impl TestS3 {
@@ -563,8 +563,8 @@ impl TestS3 {
             port,
             bucket,
             reachable,
-            _server: server,
-            _root: root,
+            server,
+            root,
         })
     }
 
@@ -588,7 +588,7 @@ impl TestS3 {
             s3_access_key_id: Some(Self::ACCESS_KEY.into()),
             s3_secret_access_key: Some(Self::SECRET_KEY.into()),
             s3_path_style: true,
-            ..StorageArgs::local(self._root.path().join("unused"))
+            ..StorageArgs::local(self.root.path().join("unused"))
         }
     }
 }
