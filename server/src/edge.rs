@@ -158,19 +158,24 @@ async fn handle(
         return Ok(finish(response, &request_id, cors_origin));
     }
 
+    // An answer of the edge's own, in the envelope, logged like dropshot's.
+    let answer = |status: StatusCode, code: &str, message: &str| {
+        let response = envelope(status, code, message, &request_id);
+        log_request(&request_id, &method, &path, response.status(), started);
+        response
+    };
+
     let declared_length = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
     if declared_length.is_some_and(|length| length > state.settings.max_body_bytes as u64) {
         let limit = state.settings.max_body_bytes;
-        let response = envelope(
+        let response = answer(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             &format!("The request body is too large: the limit is {limit} bytes."),
-            &request_id,
         );
-        log_request(&request_id, &method, &path, response.status(), started);
         return Ok(finish(response, &request_id, cors_origin));
     }
 
@@ -193,13 +198,11 @@ async fn handle(
                 .ok()
         });
     let Some(upstream_uri) = upstream_uri else {
-        let response = envelope(
+        let response = answer(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "The request target must be a path starting with `/`.",
-            &request_id,
         );
-        log_request(&request_id, &method, &path, response.status(), started);
         return Ok(finish(response, &request_id, cors_origin));
     };
     *request.uri_mut() = upstream_uri;
@@ -213,25 +216,19 @@ async fn handle(
             Ok(Ok(response)) => rewrite_error(response, &request_id, &method, &path, started).await,
             Ok(Err(error)) => {
                 tracing::error!(request_id, %error, "the API server did not answer");
-                let response = envelope(
+                answer(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "service_unavailable",
                     "The service is unavailable; retry later.",
-                    &request_id,
-                );
-                log_request(&request_id, &method, &path, response.status(), started);
-                response
+                )
             }
             Err(_) => {
                 let seconds = state.settings.upstream_timeout.as_secs();
-                let response = envelope(
+                answer(
                     StatusCode::GATEWAY_TIMEOUT,
                     "timeout",
                     &format!("The request did not complete within {seconds} s."),
-                    &request_id,
-                );
-                log_request(&request_id, &method, &path, response.status(), started);
-                response
+                )
             }
         };
     Ok(finish(response, &request_id, cors_origin))
