@@ -141,7 +141,8 @@ async fn bench(binary: &Path, s3s: &Path, aws: &Path, options: ExportBenchOption
             let worker_log = files.path().join(format!("worker-{format}.log"));
             worker.env("RUST_LOG", "info").stdout(std::fs::File::create(&worker_log)?);
             let worker = ChildProcess(worker.spawn().context("starting the worker")?);
-            tokio::time::sleep(Duration::from_millis(500)).await; // connected and waiting
+            // Connected to PostgreSQL, Redis and S3 before the clock starts, however long that takes.
+            wait_for_log_line(&worker_log, "worker started").await?;
             if std::mem::take(&mut first) {
                 // Untimed: the first export after start-up pays one-off costs (about 0.6 s
                 // here) that a service in use has behind it.
@@ -357,6 +358,16 @@ async fn export_end_to_end(addr: SocketAddr, key: &str, body: &'static str) -> R
             "the export took over 10 minutes"
         );
     }
+}
+
+/// Waits until a line of `log` contains `text` (a minute at most: a limit, not a figure).
+async fn wait_for_log_line(log: &Path, text: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(log)?.contains(text) {
+        anyhow::ensure!(Instant::now() < deadline, "{} never said {text:?}", log.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// `completing_seconds` of every "export done" line of a worker's JSON log.
