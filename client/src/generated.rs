@@ -39,6 +39,7 @@ status. Current codes:
 | `export_expired`           | 410    | Download of an export whose file was deleted.                    |
 | `payload_too_large`        | 413    | The request body exceeds the size limit.                         |
 | `too_many_pending_exports` | 429    | The per-user limit of pending exports is reached.                |
+| `too_many_failed_authentications` | 429 | Too many requests with a bad key came from this address.   |
 | `internal_error`           | 500    | A failure on our side; quote `request_id`.                       |
 | `service_unavailable`      | 503    | A dependency (PostgreSQL, Redis) is unreachable.                 |
 | `timeout`                  | 504    | The request did not complete within its time limit.              |
@@ -726,6 +727,11 @@ A missing, unknown or revoked key gets `401 unauthorized` (with
 Exports belong to the user who owns the key: other users' exports are invisible and answer
 `404`. The health endpoints (`/health/live`, `/health/ready`) need no key.
 
+Failed authentication is limited per client address: after too many requests with a
+missing, unknown or revoked key within a minute, every `/api/v1` request from that
+address gets `429 too_many_failed_authentications` with `Retry-After` until the minute
+is over.
+
 ## Errors
 
 Every error, whatever its status, has the same JSON envelope:
@@ -764,8 +770,16 @@ of 1–64 characters from `[A-Za-z0-9._-]`, it is honoured and echoed back; othe
 server generates one. The same id appears in every error body as `error.request_id` and
 in the server logs: quote it when reporting a problem.
 
+## Caching and browsers
 
-Version: 1.1.0*/
+Responses carry user data or short-lived signed links, so every response is sent with
+`Cache-Control: no-store` (unless it says otherwise) and `X-Content-Type-Options: nosniff`.
+Cross-origin browser requests are allowed only from the origins the operator lists (a
+development server allows any, answering `Access-Control-Allow-Origin: *`); credentials
+(cookies) are never allowed, since keys travel in the `Authorization` header.
+
+
+Version: 1.2.0*/
 pub struct Client {
     pub(crate) baseurl: String,
     pub(crate) client: reqwest::Client,
@@ -801,7 +815,7 @@ impl Client {
 }
 impl ClientInfo<()> for Client {
     fn api_version() -> &'static str {
-        "1.1.0"
+        "1.2.0"
     }
     fn baseurl(&self) -> &str {
         self.baseurl.as_str()
@@ -881,6 +895,9 @@ first page. Do not parse or build tokens: their content may change without notic
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             500u16 => {
@@ -1106,6 +1123,9 @@ Arguments:
             404u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
             500u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
@@ -1198,6 +1218,9 @@ Arguments:
             410u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
             500u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
@@ -1274,6 +1297,9 @@ Arguments:
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             409u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             500u16 => {
@@ -1382,10 +1408,15 @@ Prometheus server to scrape. No authentication: expose it on an internal network
 | `exports_rows_written_total{format}` | counter | rows in finished files |
 | `exports_job_duration_seconds{format}` | histogram | start to stored file, successful jobs |
 | `exports_jobs_in_flight` | gauge | jobs this process is running now |
-| `exports_queue_depth` | gauge | exports waiting for a worker (`pending`), deployment-wide |
+| `exports_queue_depth` | gauge | exports waiting for a worker (`pending`), deployment-wide, counted every 15 s |
+| `exports_api_key_lookups_total` | counter | API keys looked up in PostgreSQL (an unknown key is not looked up again for a minute) |
 
 Job metrics are counted by the process that runs the job: each worker process serves
 the same document on its own metrics address.
+
+An operator who serves the API's metrics on a separate, internal address
+(`serve --metrics-listen`) takes them off the public one: this operation then answers
+`404 not_found`.
 
 
 Sends a `GET` request to `/metrics`
@@ -1412,6 +1443,9 @@ Sends a `GET` request to `/metrics`
         let response = result?;
         match response.status().as_u16() {
             200u16 => Ok(ResponseValue::stream(response)),
+            404u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
             500u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }

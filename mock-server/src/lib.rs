@@ -3,7 +3,6 @@
 //! selectors work the same: `Prefer: code=429`, `Prefer: example=name`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +14,6 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -68,8 +66,9 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 pub struct RunningMock {
     pub local_addr: SocketAddr,
+    /// Stops the spec watcher.
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    serving: exports_listener::Serving,
     spec_edits: watch::Receiver<SpecEdits>,
 }
 
@@ -93,35 +92,25 @@ impl RunningMock {
             options,
             exports,
         });
-        let (stop, mut stopped) = watch::channel(false);
+        let (stop, _) = watch::channel(false);
         let (edits, spec_edits) = watch::channel(SpecEdits::default());
         if let Some(path) = spec.options.watch.clone() {
             // Read here, not in the task, so that any edit made once `start` returns is seen.
             let served = std::fs::read_to_string(&path).ok();
             tokio::spawn(watch_spec(spec.clone(), path, served, edits, stop.subscribe()));
         }
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        let Ok((stream, _)) = accepted else { continue };
-                        let spec = spec.clone();
-                        let service = hyper::service::service_fn(move |request| {
-                            let spec = spec.clone();
-                            async move { Ok::<_, Infallible>(handle(&spec, request).await) }
-                        });
-                        tokio::spawn(
-                            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
-                        );
-                    }
-                    _ = stopped.changed() => break,
-                }
-            }
-        });
+        let serving = exports_listener::serve(
+            listener,
+            exports_listener::Limits::default(),
+            move |request, _peer| {
+                let spec = spec.clone();
+                async move { handle(&spec, request).await }
+            },
+        )?;
         Ok(Self {
             local_addr,
             stop,
-            task,
+            serving,
             spec_edits,
         })
     }
@@ -134,9 +123,12 @@ impl RunningMock {
 
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        self.serving.shutdown(SHUTDOWN_GRACE).await;
     }
 }
+
+/// How long shutdown waits for requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// How often the watched spec file is looked at.
 const WATCH_EVERY: Duration = Duration::from_millis(250);

@@ -204,8 +204,14 @@ pub mod imp {
         let mut user_id = None;
         let outcome = tokio::time::timeout(state.settings.request_timeout, async {
             let token = auth::bearer_token(rqctx.request.headers())?;
+            state.rejected_keys.check(token)?;
             let client = state.database().await?;
-            let principal = auth::authenticate(&client, token).await?;
+            state.metrics.api_key_looked_up();
+            let principal = auth::authenticate(&client, token).await.inspect_err(|error| {
+                if error.status() == http::StatusCode::UNAUTHORIZED {
+                    state.rejected_keys.remember(token);
+                }
+            })?;
             drop(client);
             user_id = Some(principal.user_id);
             principal.require(scope)?;
@@ -595,7 +601,14 @@ pub mod imp {
 
         async fn metrics(rqctx: RequestContext<AppState>) -> Result<Response<Body>, ApiError> {
             public(&rqctx, "metrics", async |state| {
-                let text = state.metrics.render(&state.pool).await;
+                if state.settings.metrics_listen.is_some() {
+                    return Err(ApiError::new(
+                        dropshot::ErrorStatusCode::NOT_FOUND,
+                        "not_found",
+                        "Metrics are not served on this address.",
+                    ));
+                }
+                let text = state.metrics.render();
                 Response::builder()
                     .header(http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
                     .body(Body::with_content(text))
@@ -608,25 +621,8 @@ pub mod imp {
 
         async fn readiness(rqctx: RequestContext<AppState>) -> Result<HttpResponseOk<Readiness>, ApiError> {
             public(&rqctx, "readiness", async |state| {
-                // Each check is bounded, so readiness answers quickly when a dependency hangs.
-                let postgres = tokio::time::timeout(READINESS_CHECK_TIMEOUT, async {
-                    let client = state.pool.get().await?;
-                    client.simple_query("SELECT 1").await?;
-                    Ok::<_, anyhow::Error>(())
-                });
-                let redis = tokio::time::timeout(READINESS_CHECK_TIMEOUT, state.queue.ping());
-                let (postgres, redis) = tokio::join!(postgres, redis);
-                let mut failing = Vec::new();
-                for (name, outcome) in [("postgres", postgres), ("redis", redis)] {
-                    let error = match outcome {
-                        Ok(Ok(())) => continue,
-                        Ok(Err(error)) => format!("{error:#}"),
-                        Err(_) => "timed out".to_string(),
-                    };
-                    // The cause goes to the log; this endpoint needs no key, so it names no hosts.
-                    tracing::warn!(dependency = name, %error, "readiness check failed");
-                    failing.push(ErrorDetail::new(name, "unreachable"));
-                }
+                // Anyone may ask, so the dependencies are asked at most once a second.
+                let failing = state.readiness.get(unreachable_dependencies(state)).await;
                 if !failing.is_empty() {
                     return Err(ApiError::unavailable(failing, DEPENDENCY_RETRY_AFTER_SECONDS));
                 }
@@ -640,6 +636,30 @@ pub mod imp {
             })
             .await
         }
+    }
+
+    /// The dependencies that do not answer, each check bounded so that readiness answers
+    /// quickly when one hangs.
+    async fn unreachable_dependencies(state: &AppState) -> Vec<ErrorDetail> {
+        let postgres = tokio::time::timeout(READINESS_CHECK_TIMEOUT, async {
+            let client = state.pool.get().await?;
+            client.simple_query("SELECT 1").await?;
+            Ok::<_, anyhow::Error>(())
+        });
+        let redis = tokio::time::timeout(READINESS_CHECK_TIMEOUT, state.queue.ping());
+        let (postgres, redis) = tokio::join!(postgres, redis);
+        let mut failing = Vec::new();
+        for (name, outcome) in [("postgres", postgres), ("redis", redis)] {
+            let error = match outcome {
+                Ok(Ok(())) => continue,
+                Ok(Err(error)) => format!("{error:#}"),
+                Err(_) => "timed out".to_string(),
+            };
+            // The cause goes to the log; this endpoint needs no key, so it names no hosts.
+            tracing::warn!(dependency = name, %error, "readiness check failed");
+            failing.push(ErrorDetail::new(name, "unreachable"));
+        }
+        failing
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::api::{exports_api_mod, imp::ExportsImpl};
+use crate::auth::RejectedKeys;
 use crate::edge::{Edge, EdgeSettings};
 use crate::error::{ApiError, ErrorDetail};
 use crate::metrics::Metrics;
@@ -14,6 +15,9 @@ use crate::queue::JobQueue;
 use crate::storage::Storage;
 use crate::store::MatchingUsers;
 use crate::throughput::Throughput;
+
+/// How long one readiness check answers for.
+const READINESS_FRESH_FOR: Duration = Duration::from_secs(1);
 
 /// `Retry-After` when PostgreSQL or Redis is unreachable.
 pub const DEPENDENCY_RETRY_AFTER_SECONDS: u64 = 5;
@@ -25,11 +29,18 @@ pub struct ApiSettings {
     pub max_pending_per_user: u32,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
-    /// Origins allowed by CORS; `*` allows any origin (API keys are bearer tokens, not cookies).
+    /// Origins allowed by CORS (none by default); `*` allows any origin, as `dev` does.
     pub cors_allowed_origins: Vec<String>,
     /// Where clients reach this API, for download links to locally stored files (default:
     /// `http://` and the address it listens on).
     pub public_url: Option<String>,
+    /// Timeouts and the cap on client connections.
+    pub connection_limits: exports_listener::Limits,
+    /// Requests with a missing, unknown or revoked key one client address may make per minute
+    /// before its API requests get `429`; 0 turns the limit off.
+    pub max_failed_authentications_per_minute: u32,
+    /// Where `/metrics` is served instead of the API's own address (which then answers 404).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ApiSettings {
@@ -39,8 +50,11 @@ impl Default for ApiSettings {
             max_pending_per_user: 3,
             request_timeout: Duration::from_secs(30),
             max_body_bytes: 64 * 1024,
-            cors_allowed_origins: vec!["*".to_string()],
+            cors_allowed_origins: Vec::new(),
             public_url: None,
+            connection_limits: exports_listener::Limits::default(),
+            max_failed_authentications_per_minute: 30,
+            metrics_listen: None,
         }
     }
 }
@@ -55,6 +69,37 @@ pub struct AppState {
     pub settings: ApiSettings,
     /// `settings.public_url`, or the address the API is listening on.
     pub public_url: String,
+    pub rejected_keys: RejectedKeys,
+    /// The last readiness check's unreachable dependencies.
+    pub readiness: Recent<Vec<ErrorDetail>>,
+}
+
+/// The last result of a check, reused while it is fresh: however many callers ask at once, one
+/// check runs, and at most one per `fresh_for`.
+pub struct Recent<T> {
+    fresh_for: Duration,
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, T)>>,
+}
+
+impl<T: Clone> Recent<T> {
+    pub fn new(fresh_for: Duration) -> Self {
+        Self {
+            fresh_for,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub async fn get(&self, check: impl std::future::Future<Output = T>) -> T {
+        let mut last = self.last.lock().await;
+        if let Some((at, value)) = last.as_ref() {
+            if at.elapsed() < self.fresh_for {
+                return value.clone();
+            }
+        }
+        let value = check.await;
+        *last = Some((tokio::time::Instant::now(), value.clone()));
+        value
+    }
 }
 
 impl AppState {
@@ -74,6 +119,8 @@ pub struct RunningApi {
     pub local_addr: SocketAddr,
     edge: Edge,
     server: dropshot::HttpServer<AppState>,
+    metrics_listener: Option<exports_listener::Serving>,
+    queue_depth: tokio::task::JoinHandle<()>,
 }
 
 impl RunningApi {
@@ -94,6 +141,11 @@ impl RunningApi {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("a bound address")));
+        let metrics_listener = match settings.metrics_listen {
+            Some(listen) => Some(crate::metrics::serve(listen, metrics.clone()).await?),
+            None => None,
+        };
+        let queue_depth = metrics.clone().keep_queue_depth_fresh(pool.clone());
         let state = AppState {
             pool,
             queue,
@@ -103,6 +155,8 @@ impl RunningApi {
             metrics,
             settings: settings.clone(),
             public_url,
+            rejected_keys: RejectedKeys::new(),
+            readiness: Recent::new(READINESS_FRESH_FOR),
         };
         let config = dropshot::ConfigDropshot {
             bind_address: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -122,24 +176,67 @@ impl RunningApi {
                 upstream_timeout: settings.request_timeout + Duration::from_secs(5),
                 max_body_bytes: settings.max_body_bytes,
                 cors_allowed_origins: settings.cors_allowed_origins.clone(),
+                limits: settings.connection_limits,
+                max_failed_authentications_per_minute: settings.max_failed_authentications_per_minute,
             },
-        )
-        .await?;
+        )?;
         let local_addr = edge.local_addr();
         tracing::info!(%local_addr, dropshot_addr = %server.local_addr(), "API listening");
         Ok(Self {
             local_addr,
             edge,
             server,
+            metrics_listener,
+            queue_depth,
         })
+    }
+
+    /// Where `/metrics` is served apart from the API, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .map(exports_listener::Serving::local_addr)
+    }
+
+    /// Client connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.edge.open_connections()
     }
 
     /// Stops accepting connections and lets requests in flight finish.
     pub async fn shutdown(self) -> Result<()> {
         self.edge.shutdown().await;
+        self.queue_depth.abort();
+        if let Some(metrics_listener) = self.metrics_listener {
+            metrics_listener.shutdown(Duration::from_secs(5)).await;
+        }
         self.server
             .close()
             .await
             .map_err(|error| anyhow::anyhow!("stopping the API server: {error}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_recent_check_runs_once_for_callers_at_once_and_again_when_stale() {
+        let checks = AtomicUsize::new(0);
+        let check = || async {
+            tokio::task::yield_now().await;
+            checks.fetch_add(1, Ordering::SeqCst)
+        };
+        let fresh_for_an_hour = Recent::new(Duration::from_secs(3600));
+        let answers = futures::future::join_all((0..10).map(|_| fresh_for_an_hour.get(check()))).await;
+        assert_eq!(answers, vec![0; 10]);
+        assert_eq!(checks.load(Ordering::SeqCst), 1);
+
+        let always_stale = Recent::new(Duration::ZERO);
+        assert_eq!(always_stale.get(check()).await, 1);
+        assert_eq!(always_stale.get(check()).await, 2);
+        assert_eq!(checks.load(Ordering::SeqCst), 3);
     }
 }

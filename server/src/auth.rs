@@ -1,5 +1,9 @@
 //! Bearer API keys: issued by the admin command, stored as SHA-256 digests, with scopes.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use anyhow::{bail, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -47,7 +51,11 @@ pub fn bearer_token(headers: &http::HeaderMap) -> Result<&str, ApiError> {
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err(ApiError::unauthorized("must be `Bearer <key>`"));
     }
-    Ok(token.trim())
+    let token = token.trim();
+    if !token.starts_with(TOKEN_PREFIX) {
+        return Err(ApiError::unauthorized("is not an API key of this service"));
+    }
+    Ok(token)
 }
 
 fn secret_hash(token: &str) -> Vec<u8> {
@@ -60,10 +68,8 @@ fn generate_token() -> String {
     format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret))
 }
 
+/// Looks up the key of a token `bearer_token` returned.
 pub async fn authenticate(client: &deadpool_postgres::Client, token: &str) -> Result<Principal, ApiError> {
-    if !token.starts_with(TOKEN_PREFIX) {
-        return Err(ApiError::unauthorized("is not an API key of this service"));
-    }
     let statement = client
         .prepare_cached(
             "SELECT id, user_id, scopes FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL",
@@ -74,12 +80,67 @@ pub async fn authenticate(client: &deadpool_postgres::Client, token: &str) -> Re
         .query_opt(&statement, &[&secret_hash(token)])
         .await
         .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::unauthorized("is not a valid, unrevoked API key"))?;
+        .ok_or_else(unknown_key)?;
     Ok(Principal {
         key_id: row.get(0),
         user_id: row.get(1),
         scopes: row.get(2),
     })
+}
+
+/// Keys PostgreSQL did not know, remembered for a while so that a client repeating one costs
+/// no query. Safe to remember: keys are random, so an unknown key never becomes valid, and a
+/// revoked one stays revoked.
+pub struct RejectedKeys {
+    remembered: Mutex<HashMap<Vec<u8>, Instant>>,
+}
+
+impl RejectedKeys {
+    const REMEMBERED_FOR: Duration = Duration::from_secs(60);
+    /// Bounds the memory a flood of distinct bad keys can take (about 100 bytes each).
+    const CAPACITY: usize = 10_000;
+
+    pub fn new() -> Self {
+        Self {
+            remembered: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Instant>> {
+        self.remembered
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A `401` for a key rejected recently, without asking PostgreSQL.
+    pub fn check(&self, token: &str) -> Result<(), ApiError> {
+        let rejected_at = self.remembered().get(&secret_hash(token)).copied();
+        match rejected_at {
+            Some(at) if at.elapsed() < Self::REMEMBERED_FOR => Err(unknown_key()),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn remember(&self, token: &str) {
+        let mut remembered = self.remembered();
+        if remembered.len() >= Self::CAPACITY {
+            remembered.retain(|_, at| at.elapsed() < Self::REMEMBERED_FOR);
+            if remembered.len() >= Self::CAPACITY {
+                remembered.clear();
+            }
+        }
+        remembered.insert(secret_hash(token), Instant::now());
+    }
+}
+
+impl Default for RejectedKeys {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn unknown_key() -> ApiError {
+    ApiError::unauthorized("is not a valid, unrevoked API key")
 }
 
 #[derive(Debug)]
@@ -134,7 +195,7 @@ mod tests {
     fn reads_bearer_tokens() {
         assert_eq!(bearer_token(&headers("Bearer exk_abc")).unwrap(), "exk_abc");
         assert_eq!(bearer_token(&headers("bearer  exk_abc ")).unwrap(), "exk_abc");
-        for bad in ["exk_abc", "Basic dXNlcjpwYXNz", "Bearer ", "Bearer"] {
+        for bad in ["exk_abc", "Basic dXNlcjpwYXNz", "Bearer ", "Bearer", "Bearer abc"] {
             let error = bearer_token(&headers(bad)).unwrap_err();
             assert_eq!(error.status(), http::StatusCode::UNAUTHORIZED, "{bad}");
         }
@@ -151,6 +212,22 @@ mod tests {
         assert!(a.starts_with(TOKEN_PREFIX) && a.len() == TOKEN_PREFIX.len() + 43);
         assert_eq!(secret_hash(&a), secret_hash(&a));
         assert_ne!(secret_hash(&a), secret_hash(&b));
+    }
+
+    #[test]
+    fn rejected_keys_are_remembered() {
+        let rejected = RejectedKeys::new();
+        assert!(rejected.check("exk_unknown").is_ok());
+        rejected.remember("exk_unknown");
+        assert_eq!(
+            rejected.check("exk_unknown").unwrap_err().status(),
+            http::StatusCode::UNAUTHORIZED
+        );
+        assert!(rejected.check("exk_other").is_ok());
+        for n in 0..RejectedKeys::CAPACITY + 5 {
+            rejected.remember(&format!("exk_{n}"));
+        }
+        assert!(rejected.remembered().len() <= RejectedKeys::CAPACITY);
     }
 
     #[test]

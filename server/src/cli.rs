@@ -108,9 +108,13 @@ pub async fn main() -> Result<()> {
         } => {
             let pool = db::pool(database_url, worker.concurrency * 2 + 2)?;
             let metrics = Arc::new(Metrics::new());
-            if let Some(listen) = metrics_listen {
-                crate::metrics::serve(listen, metrics.clone(), pool.clone()).await?;
-            }
+            let _metrics_listener = match metrics_listen {
+                Some(listen) => {
+                    metrics.clone().keep_queue_depth_fresh(pool.clone());
+                    Some(crate::metrics::serve(listen, metrics.clone()).await?)
+                }
+                None => None,
+            };
             let (queue, storage) = (job_queue(&redis).await?, Storage::open(&storage)?);
             let worker =
                 RunningWorker::start(worker, pool, &redis.redis_url, queue, storage, metrics).await?;
@@ -162,6 +166,11 @@ pub async fn main() -> Result<()> {
                 key.token
             );
             println!("       -d '{{\"format\":\"csv\",\"filters\":{{\"status\":\"active\"}}}}'\n");
+            let mut api = api;
+            if api.cors_allowed_origins.is_empty() {
+                api.cors_allowed_origins = vec!["*".to_string()];
+                tracing::info!("dev: CORS allows any origin (set --cors-allowed-origins to narrow it)");
+            }
             run(&cli.database, &api, &redis, &storage, Some(worker)).await
         }
     }

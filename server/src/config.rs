@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
+use exports_listener::Limits;
 
 use crate::app::ApiSettings;
 
@@ -47,18 +48,33 @@ pub struct ApiArgs {
     /// Largest request body, in bytes (413 past it).
     #[arg(long, env = "EXPORTS_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
-    /// Origins allowed by CORS, comma-separated; `*` allows any.
-    #[arg(
-        long,
-        env = "EXPORTS_CORS_ALLOWED_ORIGINS",
-        default_value = "*",
-        value_delimiter = ','
-    )]
+    /// Origins allowed by CORS, comma-separated (none by default; `dev`: any); `*` allows any.
+    #[arg(long, env = "EXPORTS_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
     /// Base URL clients reach the API at, for download links to locally stored files
     /// (default: `http://` and `--listen`).
     #[arg(long, env = "EXPORTS_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Seconds a client has from the first byte of a request head to its last (the
+    /// connection is closed past it).
+    #[arg(long, env = "EXPORTS_HEADER_READ_TIMEOUT_SECS", default_value_t = Limits::default().header_read_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may stay open with no byte moving and no request being handled
+    /// (keep it longer than a load balancer's idle timeout in front of the API).
+    #[arg(long, env = "EXPORTS_IDLE_TIMEOUT_SECS", default_value_t = Limits::default().idle_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_secs: u64,
+    /// Client connections open at once; more wait until one closes (keep it below the open
+    /// file limit, `ulimit -n`).
+    #[arg(long, env = "EXPORTS_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Requests with a missing, unknown or revoked key one client address may make per minute
+    /// before its API requests get `429` (0: no limit; counted per TCP peer, so behind a load
+    /// balancer turn it off here and limit there).
+    #[arg(long, env = "EXPORTS_MAX_FAILED_AUTH_PER_MINUTE", default_value_t = ApiSettings::default().max_failed_authentications_per_minute)]
+    pub max_failed_auth_per_minute: u32,
+    /// Serve `/metrics` on this address instead of the API's (which then answers 404).
+    #[arg(long, env = "EXPORTS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ApiArgs {
@@ -70,6 +86,13 @@ impl ApiArgs {
             max_body_bytes: self.max_body_bytes,
             cors_allowed_origins: self.cors_allowed_origins.clone(),
             public_url: self.public_url.clone(),
+            connection_limits: Limits {
+                header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+                idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+                max_connections: self.max_connections as usize,
+            },
+            max_failed_authentications_per_minute: self.max_failed_auth_per_minute,
+            metrics_listen: self.metrics_listen,
         }
     }
 }

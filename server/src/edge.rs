@@ -8,31 +8,32 @@
 //!   `WWW-Authenticate` on 401;
 //! - the error envelope for dropshot's router errors (unknown path, wrong method);
 //! - 413 for a declared body over the limit before it is read, 504 when the server is stuck;
-//! - CORS, preflight included.
+//! - CORS, preflight included;
+//! - a limit on failed authentications per client address (`429` before PostgreSQL is asked);
+//! - through `exports_listener`, the timeouts and the cap on connections that keep slow
+//!   clients from holding the server.
 //!
 //! Success bodies (downloads) stream through untouched; only error bodies, which are small
 //! JSON, are read and rewritten.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use bytes::Bytes;
+use exports_listener::{Limits, Serving};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 type EdgeBody = BoxBody<Bytes, hyper::Error>;
 
@@ -48,69 +49,132 @@ pub struct EdgeSettings {
     pub upstream_timeout: Duration,
     pub max_body_bytes: usize,
     pub cors_allowed_origins: Vec<String>,
+    /// Timeouts and the cap on client connections.
+    pub limits: Limits,
+    /// See `ApiSettings::max_failed_authentications_per_minute`.
+    pub max_failed_authentications_per_minute: u32,
 }
 
 struct EdgeState {
     settings: EdgeSettings,
     client: Client<HttpConnector, Incoming>,
+    failed_authentications: FailedAuthentications,
+}
+
+/// Failed authentications (`401` answers) per client address, in fixed one-minute windows. An
+/// address past the limit gets `429` for its API requests until its window ends, from the
+/// edge: they reach neither the handlers nor PostgreSQL.
+struct FailedAuthentications {
+    limit: u32,
+    windows: Mutex<HashMap<IpAddr, FailureWindow>>,
+}
+
+struct FailureWindow {
+    started: Instant,
+    failures: u32,
+}
+
+impl FailedAuthentications {
+    const WINDOW: Duration = Duration::from_secs(60);
+    /// Bounds the memory a flood from many addresses can take.
+    const MAX_ADDRESSES: usize = 100_000;
+
+    fn new(limit: u32) -> Self {
+        Self {
+            limit,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn windows(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, FailureWindow>> {
+        self.windows
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One IPv6 client usually holds a whole /64, so that is what counts as one address.
+    fn address(peer: IpAddr) -> IpAddr {
+        match peer {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into())
+            }
+            IpAddr::V6(v6) => IpAddr::V4(v6.to_ipv4_mapped().expect("checked above")),
+            v4 => v4,
+        }
+    }
+
+    /// Seconds until `peer` may try again, when it is past the limit.
+    fn retry_after(&self, peer: IpAddr) -> Option<u64> {
+        if self.limit == 0 {
+            return None;
+        }
+        let windows = self.windows();
+        let window = windows.get(&Self::address(peer))?;
+        let left = Self::WINDOW.checked_sub(window.started.elapsed())?;
+        (window.failures >= self.limit).then(|| left.as_secs_f64().ceil().max(1.0) as u64)
+    }
+
+    fn record(&self, peer: IpAddr) {
+        if self.limit == 0 {
+            return;
+        }
+        let mut windows = self.windows();
+        if windows.len() >= Self::MAX_ADDRESSES {
+            windows.retain(|_, window| window.started.elapsed() < Self::WINDOW);
+        }
+        let now = Instant::now();
+        let window = windows.entry(Self::address(peer)).or_insert(FailureWindow {
+            started: now,
+            failures: 0,
+        });
+        if window.started.elapsed() >= Self::WINDOW {
+            *window = FailureWindow {
+                started: now,
+                failures: 0,
+            };
+        }
+        window.failures = window.failures.saturating_add(1);
+    }
 }
 
 pub struct Edge {
-    local_addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    serving: Serving,
 }
 
 impl Edge {
-    pub async fn start(listener: TcpListener, settings: EdgeSettings) -> Result<Self> {
-        let local_addr = listener.local_addr()?;
+    pub fn start(listener: TcpListener, settings: EdgeSettings) -> Result<Self> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        let state = Arc::new(EdgeState { settings, client });
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, state, stopped));
-        Ok(Self {
-            local_addr,
-            stop,
-            task,
-        })
+        let limits = settings.limits;
+        let failed_authentications =
+            FailedAuthentications::new(settings.max_failed_authentications_per_minute);
+        let state = Arc::new(EdgeState {
+            settings,
+            client,
+            failed_authentications,
+        });
+        let serving = exports_listener::serve(listener, limits, move |request, peer| {
+            handle(state.clone(), request, peer.ip())
+        })?;
+        Ok(Self { serving })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.serving.local_addr()
+    }
+
+    /// Client connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.serving.open_connections()
     }
 
     /// Stops accepting, then waits (up to a grace period) for connections to finish.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+        self.serving.shutdown(SHUTDOWN_GRACE).await;
     }
-}
-
-async fn accept_loop(listener: TcpListener, state: Arc<EdgeState>, mut stopped: watch::Receiver<bool>) {
-    let graceful = GracefulShutdown::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                let service = service_fn(move |request| handle(state.clone(), request));
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service);
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-            }
-            _ = stopped.changed() => break,
-        }
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
 }
 
 /// An incoming id is kept when it is safe to log and echo.
@@ -123,10 +187,7 @@ fn incoming_request_id(headers: &http::HeaderMap) -> Option<String> {
     valid.then(|| id.to_string())
 }
 
-async fn handle(
-    state: Arc<EdgeState>,
-    mut request: Request<Incoming>,
-) -> Result<Response<EdgeBody>, Infallible> {
+async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpAddr) -> Response<EdgeBody> {
     let started = Instant::now();
     let request_id =
         incoming_request_id(request.headers()).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
@@ -155,12 +216,12 @@ async fn handle(
             );
             headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
         }
-        return Ok(finish(response, &request_id, cors_origin));
+        return finish(response, &request_id, cors_origin);
     }
 
     // An answer of the edge's own, in the envelope, logged like dropshot's.
-    let answer = |status: StatusCode, code: &str, message: &str| {
-        let response = envelope(status, code, message, &request_id);
+    let answer = |status: StatusCode, code: &str, message: &str, retry_after: Option<u64>| {
+        let response = envelope(status, code, message, &request_id, retry_after);
         log_request(&request_id, &method, &path, response.status(), started);
         response
     };
@@ -175,8 +236,23 @@ async fn handle(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             &format!("The request body is too large: the limit is {limit} bytes."),
+            None,
         );
-        return Ok(finish(response, &request_id, cors_origin));
+        return finish(response, &request_id, cors_origin);
+    }
+
+    if path.starts_with("/api/") {
+        if let Some(seconds) = state.failed_authentications.retry_after(peer) {
+            let response = answer(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failed_authentications",
+                &format!(
+                    "Too many requests with a missing, unknown or revoked API key came from your address; retry after {seconds} seconds."
+                ),
+                Some(seconds),
+            );
+            return finish(response, &request_id, cors_origin);
+        }
     }
 
     // Only origin-form targets (`/path?query`) are forwarded, and the upstream URI is built
@@ -202,8 +278,9 @@ async fn handle(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "The request target must be a path starting with `/`.",
+            None,
         );
-        return Ok(finish(response, &request_id, cors_origin));
+        return finish(response, &request_id, cors_origin);
     };
     *request.uri_mut() = upstream_uri;
     request.headers_mut().insert(
@@ -213,13 +290,19 @@ async fn handle(
 
     let response =
         match tokio::time::timeout(state.settings.upstream_timeout, state.client.request(request)).await {
-            Ok(Ok(response)) => rewrite_error(response, &request_id, &method, &path, started).await,
+            Ok(Ok(response)) => {
+                if response.status() == StatusCode::UNAUTHORIZED {
+                    state.failed_authentications.record(peer);
+                }
+                rewrite_error(response, &request_id, &method, &path, started).await
+            }
             Ok(Err(error)) => {
                 tracing::error!(request_id, %error, "the API server did not answer");
                 answer(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "service_unavailable",
                     "The service is unavailable; retry later.",
+                    Some(crate::app::DEPENDENCY_RETRY_AFTER_SECONDS),
                 )
             }
             Err(_) => {
@@ -228,10 +311,11 @@ async fn handle(
                     StatusCode::GATEWAY_TIMEOUT,
                     "timeout",
                     &format!("The request did not complete within {seconds} s."),
+                    None,
                 )
             }
         };
-    Ok(finish(response, &request_id, cors_origin))
+    finish(response, &request_id, cors_origin)
 }
 
 /// Error bodies: fill in the request id, convert dropshot's own shape to the envelope, and
@@ -311,17 +395,21 @@ async fn rewrite_error(
     Response::from_parts(parts, full(body))
 }
 
+/// The `Access-Control-Allow-Origin` for a request: `*` when any origin is allowed, else the
+/// request's Origin when it is listed. Credentials are never allowed (keys are bearer tokens,
+/// not cookies), and `*` is sent as `*`, which browsers refuse to combine with credentials:
+/// echoing any origin instead would turn into a full bypass the day credentials were allowed.
 fn allowed_origin(allowed: &[String], headers: &http::HeaderMap) -> Option<HeaderValue> {
     let origin = headers.get(header::ORIGIN)?;
+    if allowed.iter().any(|a| a == "*") {
+        return Some(HeaderValue::from_static("*"));
+    }
     let text = origin.to_str().ok()?;
-    allowed
-        .iter()
-        .any(|a| a == "*" || a == text)
-        .then(|| origin.clone())
+    allowed.iter().any(|a| a == text).then(|| origin.clone())
 }
 
-/// Adds the request id and CORS headers to every response. The request's Origin is echoed,
-/// never `*`, so the answer stays right if credentials are ever allowed.
+/// Adds the request id, the headers a browser expects and CORS to every response. Responses
+/// carry user data or signed links, so nothing may be cached unless the server said so.
 fn finish(
     mut response: Response<EdgeBody>,
     request_id: &str,
@@ -329,6 +417,13 @@ fn finish(
 ) -> Response<EdgeBody> {
     let headers = response.headers_mut();
     headers.insert(REQUEST_ID, HeaderValue::from_str(request_id).expect("a valid id"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
     if let Some(origin) = cors_origin {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
@@ -344,13 +439,24 @@ fn envelope_value(code: &str, message: &str, request_id: &str) -> Value {
     json!({"error": {"code": code, "message": message, "details": [], "request_id": request_id}})
 }
 
-fn envelope(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response<EdgeBody> {
-    let body = serde_json::to_vec(&envelope_value(code, message, request_id)).expect("JSON serialises");
-    Response::builder()
+/// An answer of the edge's own; `retry_after` goes into the header and the envelope.
+fn envelope(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &str,
+    retry_after: Option<u64>,
+) -> Response<EdgeBody> {
+    let mut value = envelope_value(code, message, request_id);
+    let mut response = Response::builder()
         .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(full(Bytes::from(body)))
-        .expect("valid response")
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(seconds) = retry_after {
+        value["error"]["retry_after_seconds"] = json!(seconds);
+        response = response.header(header::RETRY_AFTER, seconds);
+    }
+    let body = serde_json::to_vec(&value).expect("JSON serialises");
+    response.body(full(Bytes::from(body))).expect("valid response")
 }
 
 fn log_request(request_id: &str, method: &Method, path: &str, status: StatusCode, started: Instant) {
@@ -399,10 +505,8 @@ mod tests {
     #[test]
     fn echoes_allowed_origins_only() {
         let origin = headers(header::ORIGIN, "http://localhost:5173");
-        assert_eq!(
-            allowed_origin(&["*".into()], &origin).unwrap(),
-            "http://localhost:5173"
-        );
+        assert_eq!(allowed_origin(&["*".into()], &origin).unwrap(), "*");
+        assert!(allowed_origin(&[], &origin).is_none());
         assert_eq!(
             allowed_origin(&["http://localhost:5173".into()], &origin).unwrap(),
             "http://localhost:5173"

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 use crate::model::ExportFormat;
@@ -21,7 +21,12 @@ pub struct Metrics {
     duration: HistogramVec,
     pub in_flight: IntGauge,
     queue_depth: IntGauge,
+    api_key_lookups: IntCounter,
 }
+
+/// How often a process that serves metrics counts the pending exports: a scrape only reads the
+/// last count, so scrapes, which need no key, never reach PostgreSQL.
+pub const QUEUE_DEPTH_EVERY: Duration = Duration::from_secs(15);
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -85,6 +90,14 @@ impl Metrics {
         registry
             .register(Box::new(queue_depth.clone()))
             .expect("registered once");
+        let api_key_lookups = IntCounter::new(
+            "exports_api_key_lookups_total",
+            "API keys looked up in PostgreSQL (a key found unknown is not looked up again for a minute).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(api_key_lookups.clone()))
+            .expect("registered once");
         // Every format appears from the start, so rates and alerts see zeros, not gaps.
         for format in [ExportFormat::Csv, ExportFormat::Xlsx] {
             for counter in [&succeeded, &failed, &retried, &rows] {
@@ -100,7 +113,12 @@ impl Metrics {
             duration,
             in_flight,
             queue_depth,
+            api_key_lookups,
         }
+    }
+
+    pub fn api_key_looked_up(&self) {
+        self.api_key_lookups.inc();
     }
 
     pub fn job_succeeded(&self, format: ExportFormat, rows: u64, took: Duration) {
@@ -119,69 +137,66 @@ impl Metrics {
         self.retried.with_label_values(&[format.as_str()]).inc();
     }
 
-    /// The text exposition, with the queue depth read from PostgreSQL (the source of truth,
-    /// which outlives a wiped Redis) when it can be.
-    pub async fn render(&self, pool: &deadpool_postgres::Pool) -> String {
-        match queue_depth(pool).await {
-            Ok(depth) => self.queue_depth.set(depth),
-            Err(error) => tracing::warn!(error = %format!("{error:#}"), "queue depth not measured"),
-        }
+    /// The text exposition.
+    pub fn render(&self) -> String {
         let mut text = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut text)
             .expect("the text encoder writes to memory");
         String::from_utf8(text).expect("the text format is UTF-8")
     }
+
+    /// Counts the pending exports in PostgreSQL (the source of truth, which outlives a wiped
+    /// Redis) for the queue-depth gauge.
+    pub async fn refresh_queue_depth(&self, pool: &deadpool_postgres::Pool) -> anyhow::Result<()> {
+        let client = pool.get().await?;
+        let row = client
+            .query_one("SELECT count(*) FROM exports WHERE status = 'pending'", &[])
+            .await?;
+        self.queue_depth.set(row.get(0));
+        Ok(())
+    }
+
+    /// Refreshes the queue depth every `QUEUE_DEPTH_EVERY` until the task is aborted.
+    pub fn keep_queue_depth_fresh(
+        self: std::sync::Arc<Self>,
+        pool: deadpool_postgres::Pool,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(QUEUE_DEPTH_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if let Err(error) = self.refresh_queue_depth(&pool).await {
+                    tracing::warn!(error = %format!("{error:#}"), "queue depth not measured");
+                }
+            }
+        })
+    }
 }
 
-async fn queue_depth(pool: &deadpool_postgres::Pool) -> anyhow::Result<i64> {
-    let client = pool.get().await?;
-    let row = client
-        .query_one("SELECT count(*) FROM exports WHERE status = 'pending'", &[])
-        .await?;
-    Ok(row.get(0))
-}
-
-/// Serves `GET /metrics` on `listen` (a worker has no API of its own); anything else is 404.
+/// Serves `GET /metrics` on `listen`, apart from the API (a worker has no API of its own, and
+/// an operator may keep the API's metrics off its public address); anything else is 404.
 pub async fn serve(
     listen: std::net::SocketAddr,
     metrics: std::sync::Arc<Metrics>,
-    pool: deadpool_postgres::Pool,
-) -> anyhow::Result<std::net::SocketAddr> {
+) -> anyhow::Result<exports_listener::Serving> {
     use http_body_util::Full;
-    use hyper::service::service_fn;
-    use hyper_util::rt::TokioIo;
 
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    let local_addr = listener.local_addr()?;
-    tracing::info!(%local_addr, "metrics listening");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (metrics, pool) = (metrics.clone(), pool.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                    let (metrics, pool) = (metrics.clone(), pool.clone());
-                    async move {
-                        let response = if request.uri().path() == "/metrics" {
-                            http::Response::builder()
-                                .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
-                                .body(Full::new(bytes::Bytes::from(metrics.render(&pool).await)))
-                        } else {
-                            http::Response::builder()
-                                .status(http::StatusCode::NOT_FOUND)
-                                .body(Full::new(bytes::Bytes::from_static(b"not found\n")))
-                        };
-                        response
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok(local_addr)
+    let limits = exports_listener::Limits::default();
+    let serving = exports_listener::serve(listener, limits, move |request, _peer| {
+        let response = if request.uri().path() == "/metrics" {
+            http::Response::builder()
+                .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
+                .body(Full::new(bytes::Bytes::from(metrics.render())))
+        } else {
+            http::Response::builder()
+                .status(http::StatusCode::NOT_FOUND)
+                .body(Full::new(bytes::Bytes::from_static(b"not found\n")))
+        };
+        std::future::ready(response.expect("a valid response"))
+    })?;
+    tracing::info!(local_addr = %serving.local_addr(), "metrics listening");
+    Ok(serving)
 }

@@ -4,7 +4,6 @@
 //! receive passes through a recording proxy that validates it against `spec/openapi.yaml`.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +21,7 @@ use fred::prelude::*;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use uuid::Uuid;
 
 /// The PostgreSQL server the tests create their databases in.
@@ -135,6 +134,7 @@ pub struct TestEnv {
     pub s3: Option<TestS3>,
     pub metrics: Arc<Metrics>,
     api: Option<RunningApi>,
+    proxy: Option<exports_listener::Serving>,
     worker: Option<RunningWorker>,
     checker: Arc<ResponseChecker>,
     files: tempfile::TempDir,
@@ -238,7 +238,7 @@ impl TestEnv {
         .await?;
         let server_addr = api.local_addr;
         let checker = Arc::new(ResponseChecker::default());
-        start_validating_proxy(proxy, server_addr, checker.clone());
+        let proxy = start_validating_proxy(proxy, server_addr, checker.clone());
         let worker = match setup.worker {
             Some(settings) => Some(
                 RunningWorker::start(
@@ -266,6 +266,7 @@ impl TestEnv {
             s3,
             metrics,
             api: Some(api),
+            proxy: Some(proxy),
             worker,
             checker,
             files,
@@ -383,11 +384,24 @@ impl TestEnv {
         self.checker.validated.lock().unwrap().len()
     }
 
+    /// Where the server serves `/metrics` apart from the API, if it does.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.api.as_ref().and_then(RunningApi::metrics_addr)
+    }
+
+    /// Client connections open at the server's own address now.
+    pub fn open_connections(&self) -> usize {
+        self.api.as_ref().map_or(0, RunningApi::open_connections)
+    }
+
     /// Stops the server, checks that every response conformed to the spec, and removes the
     /// test's Redis keys (its database goes with `database`).
     pub async fn finish(mut self) -> Result<()> {
         if let Some(worker) = self.worker.take() {
             worker.shutdown().await;
+        }
+        if let Some(proxy) = self.proxy.take() {
+            proxy.shutdown(Duration::from_secs(5)).await;
         }
         if let Some(api) = self.api.take() {
             api.shutdown().await?;
@@ -425,34 +439,31 @@ fn start_validating_proxy(
     listener: tokio::net::TcpListener,
     server: SocketAddr,
     checker: Arc<ResponseChecker>,
-) {
+) -> exports_listener::Serving {
     let spec = Arc::new(Spec::bundled());
     let client: HttpClient<_, Incoming> = HttpClient::builder(TokioExecutor::new()).build_http();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
+    let serving = exports_listener::serve(
+        listener,
+        exports_listener::Limits::default(),
+        move |request, _peer| {
             let (spec, checker, client) = (spec.clone(), checker.clone(), client.clone());
-            let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-                let (spec, checker, client) = (spec.clone(), checker.clone(), client.clone());
-                async move {
-                    let response = forward_and_check(&spec, &checker, &client, server, request).await;
-                    Ok::<_, Infallible>(response.unwrap_or_else(|error| {
-                        checker
-                            .violations
-                            .lock()
-                            .unwrap()
-                            .push(format!("proxy failure: {error:#}"));
-                        http::Response::builder()
-                            .status(599)
-                            .body(Full::new(Bytes::new()))
-                            .unwrap()
-                    }))
-                }
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
-            );
-        }
-    });
+            async move {
+                let response = forward_and_check(&spec, &checker, &client, server, request).await;
+                response.unwrap_or_else(|error| {
+                    checker
+                        .violations
+                        .lock()
+                        .unwrap()
+                        .push(format!("proxy failure: {error:#}"));
+                    http::Response::builder()
+                        .status(599)
+                        .body(Full::new(Bytes::new()))
+                        .unwrap()
+                })
+            }
+        },
+    );
+    serving.expect("a bound listener has an address")
 }
 
 async fn forward_and_check(

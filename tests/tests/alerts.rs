@@ -60,7 +60,8 @@ async fn a_workers_own_metrics_address_serves_them() -> anyhow::Result<()> {
         12,
         std::time::Duration::from_millis(300),
     );
-    let addr = exports_server::metrics::serve("127.0.0.1:0".parse()?, metrics, env.pool.clone()).await?;
+    let metrics_listener = exports_server::metrics::serve("127.0.0.1:0".parse()?, metrics).await?;
+    let addr = metrics_listener.local_addr();
     let response = reqwest::get(format!("http://{addr}/metrics")).await?;
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"]

@@ -177,3 +177,45 @@ async fn an_unreachable_database_is_a_503_with_retry_after() -> anyhow::Result<(
     assert_eq!(env.validated_responses(), 2);
     env.finish().await
 }
+
+#[tokio::test]
+async fn responses_are_neither_cached_nor_sniffed() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let writer = env.writer().await?;
+    let with_key = env
+        .raw()
+        .get(env.url("/api/v1/exports/users"))
+        .bearer_auth(&writer.key)
+        .send()
+        .await?;
+    let without_key = env.raw().get(env.url("/api/v1/exports/users")).send().await?;
+    let health = env.raw().get(env.url("/health/live")).send().await?;
+    for (what, response) in [("list", &with_key), ("401", &without_key), ("health", &health)] {
+        assert_eq!(response.headers()["cache-control"], "no-store", "{what}");
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff", "{what}");
+    }
+    env.finish().await
+}
+
+#[tokio::test]
+async fn cors_allows_no_origin_by_default_and_any_origin_as_a_literal_star() -> anyhow::Result<()> {
+    let cross_origin_get = |env: &TestEnv| {
+        env.raw()
+            .get(env.url("/health/live"))
+            .header("origin", "https://app.example")
+            .send()
+    };
+    let env = TestEnv::start().await?;
+    let response = cross_origin_get(&env).await?;
+    assert!(response.headers().get("access-control-allow-origin").is_none());
+    env.finish().await?;
+
+    let env = TestEnv::start_with(|s| s.cors_allowed_origins = vec!["*".into()]).await?;
+    let response = cross_origin_get(&env).await?;
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    assert!(response
+        .headers()
+        .get("access-control-allow-credentials")
+        .is_none());
+    env.finish().await
+}

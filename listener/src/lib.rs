@@ -1,0 +1,457 @@
+//! One way to serve HTTP/1.1 on a TCP listener, shared by every listener of the project (the
+//! API's edge, the metrics listener, the mock and the tests' validating proxy), so that none of
+//! them can be held by slow clients:
+//!
+//! - **a cap on open connections**: past it the listener stops accepting, so new connections
+//!   wait in the kernel's backlog until one closes (as Go's `netutil.LimitListener` does);
+//! - **a header-read timeout**, counted from the first byte of a request head: a client that
+//!   sends half a head is closed when it runs out;
+//! - **an idle timeout**: a connection on which no byte moves for that long, while no request
+//!   is being handled, is closed (a kept-alive connection between requests, or a stalled upload
+//!   or download);
+//! - **back-off when `accept` fails** (a full file-descriptor table fails every call at once),
+//!   from 5 ms doubling to 1 s, as Go's `net/http` does;
+//! - **graceful shutdown**: stop accepting, let each connection finish its request, then close.
+//!
+//! hyper's own header-read timeout is off: it starts when hyper waits for a head, so it would
+//! also close kept-alive connections as soon as the (short) head limit passed, and a load
+//! balancer that keeps connections open longer than its backend would then see resets.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// What a listener allows one connection, and how many it keeps open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Time from a request head's first byte to its last.
+    pub header_read_timeout: Duration,
+    /// Time a connection may stay open with no byte moving and no request being handled.
+    pub idle_timeout: Duration,
+    /// Connections open at once; more wait until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    /// What a public service would use: 10 s for a request head, and nginx's 75 s keep-alive,
+    /// longer than the 60 s idle timeout of common load balancers (which must close first).
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 4096,
+        }
+    }
+}
+
+const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_LAST: Duration = Duration::from_secs(1);
+/// A listener that stays at its cap, or keeps failing to accept, says so at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// A listener being served; dropping it leaves it running, `shutdown` stops it.
+pub struct Serving {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    open: Arc<Semaphore>,
+    max_connections: usize,
+}
+
+impl Serving {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.max_connections - self.open.available_permits()
+    }
+
+    /// Stops accepting, asks every connection to close once its request is answered, and waits
+    /// up to `grace` for them; what is left then is dropped.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(grace, self.open.acquire_many(all)).await;
+    }
+}
+
+/// Serves `listener` with `handler`, which gets each request and the address of its peer.
+pub fn serve<F, Fut, B>(listener: TcpListener, limits: Limits, handler: F) -> io::Result<Serving>
+where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    assert!(
+        limits.max_connections > 0,
+        "a listener needs room for one connection"
+    );
+    let local_addr = listener.local_addr()?;
+    let open = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop, stopping) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(
+        listener,
+        limits,
+        Arc::new(handler),
+        open.clone(),
+        stopping,
+    ));
+    Ok(Serving {
+        local_addr,
+        stop,
+        task,
+        open,
+        max_connections: limits.max_connections,
+    })
+}
+
+async fn accept_loop<F, Fut, B>(
+    listener: TcpListener,
+    limits: Limits,
+    handler: Arc<F>,
+    open: Arc<Semaphore>,
+    mut stopping: watch::Receiver<bool>,
+) where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let local_addr = listener.local_addr().ok();
+    let mut backoff = ACCEPT_BACKOFF_FIRST;
+    let mut last_warned: Option<Instant> = None;
+    let mut time_to_warn = move || {
+        let due = last_warned.is_none_or(|at| at.elapsed() >= WARN_EVERY);
+        if due {
+            last_warned = Some(Instant::now());
+        }
+        due
+    };
+    loop {
+        let permit = match open.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if time_to_warn() {
+                    tracing::warn!(
+                        ?local_addr,
+                        max_connections = limits.max_connections,
+                        "connection limit reached; new connections wait until one closes"
+                    );
+                }
+                tokio::select! {
+                    permit = open.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                    _ = stop_requested(&mut stopping) => break,
+                }
+            }
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop_requested(&mut stopping) => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = ACCEPT_BACKOFF_FIRST;
+                let _ = stream.set_nodelay(true);
+                let connection =
+                    serve_connection(stream, peer, limits, handler.clone(), permit, stopping.clone());
+                tokio::spawn(connection);
+            }
+            Err(error) => {
+                if time_to_warn() {
+                    tracing::warn!(?local_addr, %error, "accepting a connection failed; backing off");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop_requested(&mut stopping) => break,
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_LAST);
+            }
+        }
+    }
+}
+
+async fn serve_connection<F, Fut, B>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    limits: Limits,
+    handler: Arc<F>,
+    _permit: OwnedSemaphorePermit,
+    mut stopping: watch::Receiver<bool>,
+) where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let activity = Arc::new(Activity::new());
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |request| {
+            let handling = Handling::start(activity.clone());
+            let response = handler(request, peer);
+            async move {
+                let response = response.await;
+                drop(handling);
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let io = TokioIo::new(Watched {
+        stream,
+        activity: activity.clone(),
+    });
+    let mut connection = pin!(hyper::server::conn::http1::Builder::new()
+        .header_read_timeout(None)
+        .serve_connection(io, service));
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        expired = activity.expired(&limits) => {
+            tracing::debug!(%peer, ?expired, "closing a connection");
+            return;
+        }
+        _ = stop_requested(&mut stopping) => {}
+    }
+    // Shutting down: the request in flight is answered, then the connection closes.
+    connection.as_mut().graceful_shutdown();
+    tokio::select! {
+        _ = connection => {}
+        _ = activity.expired(&limits) => {}
+    }
+}
+
+/// Resolves once `shutdown` was called; never when the `Serving` was dropped instead.
+async fn stop_requested(stopping: &mut watch::Receiver<bool>) {
+    if stopping.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Why a connection was closed by its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expired {
+    HeaderRead,
+    Idle,
+}
+
+/// What the timeouts of one connection are measured from.
+struct Activity {
+    state: Mutex<ActivityState>,
+    /// Told when a deadline may have moved earlier (a head began, a request ended).
+    changed: Notify,
+}
+
+struct ActivityState {
+    last_byte: Instant,
+    /// When the first byte of a request head arrived, while no request is being handled.
+    head_started: Option<Instant>,
+    requests_handled_now: usize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(ActivityState {
+                last_byte: Instant::now(),
+                head_started: None,
+                requests_handled_now: 0,
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ActivityState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn bytes_read(&self) {
+        let mut state = self.state();
+        state.last_byte = Instant::now();
+        if state.requests_handled_now == 0 && state.head_started.is_none() {
+            state.head_started = Some(state.last_byte);
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn bytes_written(&self) {
+        self.state().last_byte = Instant::now();
+    }
+
+    /// Resolves when the connection has outlived one of its limits.
+    async fn expired(&self, limits: &Limits) -> Expired {
+        loop {
+            let mut changed = pin!(self.changed.notified());
+            changed.as_mut().enable();
+            let deadline = {
+                let state = self.state();
+                match (state.head_started, state.requests_handled_now) {
+                    (Some(started), _) => Some((started + limits.header_read_timeout, Expired::HeaderRead)),
+                    (None, 0) => Some((state.last_byte + limits.idle_timeout, Expired::Idle)),
+                    // The handler has its own time limit.
+                    (None, _) => None,
+                }
+            };
+            match deadline {
+                Some((at, expired)) if at <= Instant::now() => return expired,
+                Some((at, _)) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = changed => {}
+                    }
+                }
+                None => changed.await,
+            }
+        }
+    }
+}
+
+/// A request between its head being read and its response head being returned.
+struct Handling(Arc<Activity>);
+
+impl Handling {
+    fn start(activity: Arc<Activity>) -> Self {
+        {
+            let mut state = activity.state();
+            state.requests_handled_now += 1;
+            state.head_started = None;
+        }
+        activity.changed.notify_waiters();
+        Self(activity)
+    }
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        {
+            let mut state = self.0.state();
+            state.requests_handled_now -= 1;
+            state.last_byte = Instant::now();
+        }
+        self.0.changed.notify_waiters();
+    }
+}
+
+/// The connection's stream, noting when bytes move.
+struct Watched {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.bytes_read();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(written)) if written > 0) {
+            this.activity.bytes_written();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(written)) if written > 0) {
+            this.activity.bytes_written();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::{mpsc, oneshot};
+
+    const PROMPTLY: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn shutdown_answers_the_request_in_flight_then_stops_accepting() {
+        let (entered, mut handler_entered) = mpsc::unbounded_channel::<()>();
+        let (release, released) = oneshot::channel::<()>();
+        let released = Arc::new(Mutex::new(Some(released)));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let serving = serve(listener, Limits::default(), move |_request, _peer| {
+            let (entered, released) = (entered.clone(), released.lock().unwrap().take());
+            async move {
+                let _ = entered.send(());
+                if let Some(released) = released {
+                    let _ = released.await;
+                }
+                Response::new(Full::new(Bytes::from_static(b"done")))
+            }
+        })
+        .unwrap();
+        let addr = serving.local_addr();
+
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::timeout(PROMPTLY, handler_entered.recv())
+            .await
+            .unwrap();
+        let shutdown = tokio::spawn(serving.shutdown(PROMPTLY));
+        release.send(()).unwrap();
+
+        let mut response = String::new();
+        tokio::time::timeout(PROMPTLY, client.read_to_string(&mut response))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.ends_with("done"), "{response}");
+        tokio::time::timeout(PROMPTLY, shutdown).await.unwrap().unwrap();
+        assert!(TcpStream::connect(addr).await.is_err());
+    }
+}
