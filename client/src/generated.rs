@@ -28,7 +28,7 @@ status. Current codes:
 | Code                       | Status | Meaning                                                          |
 |----------------------------|--------|------------------------------------------------------------------|
 | `invalid_request`          | 400    | Invalid body, path or query parameter; see `details`.            |
-| `unauthorized`             | 401    | Missing, unknown or revoked API key.                             |
+| `unauthorized`             | 401    | Missing, unknown, revoked or expired API key, or an inactive user's. |
 | `forbidden`                | 403    | The API key lacks the scope the operation needs.                 |
 | `invalid_download_link`    | 403    | A download link that was altered; get a fresh one.               |
 | `download_link_expired`    | 403    | A download link past `download_expires_at`; get a fresh one.     |
@@ -722,8 +722,8 @@ Every `/api/v1` operation needs an API key sent as a bearer token:
 | `exports:write` | `createUserExport`, `cancelExport`                         |
 | `exports:read`  | `listExports`, `getExport`, `downloadExport`               |
 
-A missing, unknown or revoked key gets `401 unauthorized` (with
-`WWW-Authenticate: Bearer`); a valid key without the needed scope gets `403 forbidden`.
+A missing, unknown, revoked or expired key, or the key of an inactive user, gets
+`401 unauthorized` (with `WWW-Authenticate: Bearer`); a valid key without the needed scope gets `403 forbidden`.
 Exports belong to the user who owns the key: other users' exports are invisible and answer
 `404`. The health endpoints (`/health/live`, `/health/ready`) need no key.
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use chrono::{DateTime, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -68,11 +69,16 @@ fn generate_token() -> String {
     format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret))
 }
 
-/// Looks up the key of a token `bearer_token` returned.
+/// Looks up the key of a token `bearer_token` returned: unrevoked, unexpired, and its user
+/// active. Records when the key was used, at most once a minute.
 pub async fn authenticate(client: &deadpool_postgres::Client, token: &str) -> Result<Principal, ApiError> {
     let statement = client
         .prepare_cached(
-            "SELECT id, user_id, scopes FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL",
+            "SELECT k.id, k.user_id, k.scopes, \
+                    k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute' \
+             FROM api_keys k JOIN users u ON u.id = k.user_id \
+             WHERE k.secret_hash = $1 AND k.revoked_at IS NULL \
+               AND (k.expires_at IS NULL OR k.expires_at > now()) AND u.status = 'active'",
         )
         .await
         .map_err(ApiError::internal)?;
@@ -81,11 +87,21 @@ pub async fn authenticate(client: &deadpool_postgres::Client, token: &str) -> Re
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(unknown_key)?;
-    Ok(Principal {
+    let principal = Principal {
         key_id: row.get(0),
         user_id: row.get(1),
         scopes: row.get(2),
-    })
+    };
+    if row.get::<_, bool>(3) {
+        client
+            .execute(
+                "UPDATE api_keys SET last_used_at = now() WHERE id = $1",
+                &[&principal.key_id],
+            )
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    Ok(principal)
 }
 
 /// Keys PostgreSQL did not know, remembered for a while so that a client repeating one costs
@@ -140,7 +156,7 @@ impl Default for RejectedKeys {
 }
 
 fn unknown_key() -> ApiError {
-    ApiError::unauthorized("is not a valid, unrevoked API key")
+    ApiError::unauthorized("is not a valid API key (unknown, revoked or expired)")
 }
 
 #[derive(Debug)]
@@ -155,6 +171,7 @@ pub async fn issue_key(
     user_id: Uuid,
     name: &str,
     scopes: &[String],
+    expires_at: Option<DateTime<Utc>>,
 ) -> Result<IssuedKey> {
     if let Some(unknown) = scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
         bail!("unknown scope {unknown:?}; known scopes: {}", SCOPES.join(", "));
@@ -163,11 +180,51 @@ pub async fn issue_key(
     let token = generate_token();
     client
         .execute(
-            "INSERT INTO api_keys (id, user_id, name, secret_hash, scopes) VALUES ($1, $2, $3, $4, $5)",
-            &[&id, &user_id, &name, &secret_hash(&token), &scopes],
+            "INSERT INTO api_keys (id, user_id, name, secret_hash, scopes, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&id, &user_id, &name, &secret_hash(&token), &scopes, &expires_at],
         )
         .await?;
     Ok(IssuedKey { id, token })
+}
+
+/// A key as `keys list` shows it: everything but its secret.
+#[derive(Debug)]
+pub struct KeyInfo {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Every key, or those of the user with `email`, oldest first.
+pub async fn list_keys(client: &tokio_postgres::Client, email: Option<&str>) -> Result<Vec<KeyInfo>> {
+    let rows = client
+        .query(
+            "SELECT k.id, u.email, k.name, k.scopes, k.created_at, k.expires_at, k.last_used_at, \
+                    k.revoked_at \
+             FROM api_keys k JOIN users u ON u.id = k.user_id \
+             WHERE $1::text IS NULL OR u.email = $1 ORDER BY k.created_at, k.id",
+            &[&email],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| KeyInfo {
+            id: row.get(0),
+            email: row.get(1),
+            name: row.get(2),
+            scopes: row.get(3),
+            created_at: row.get(4),
+            expires_at: row.get(5),
+            last_used_at: row.get(6),
+            revoked_at: row.get(7),
+        })
+        .collect())
 }
 
 /// Returns whether a key was revoked (false: no such key, or already revoked).

@@ -3,8 +3,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context, Result};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use uuid::Uuid;
 
 use crate::app::RunningApi;
@@ -89,6 +90,15 @@ enum KeysCommand {
         /// Scopes to grant (repeat the flag); default: all.
         #[arg(long = "scope", value_parser = clap::builder::PossibleValuesParser::new(SCOPES))]
         scopes: Vec<String>,
+        /// Days until the key stops working (default: it does not expire).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        expires_in_days: Option<u32>,
+    },
+    /// List keys (never their secrets): scopes, expiry, last use, revocation.
+    List {
+        /// Only the keys of the user with this email.
+        #[arg(long)]
+        email: Option<String>,
     },
     /// Revoke a key by its id.
     Revoke { key_id: Uuid },
@@ -96,7 +106,9 @@ enum KeysCommand {
 
 pub async fn main() -> Result<()> {
     logging::init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    refuse_secrets_on_the_command_line(&matches)?;
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     let database_url = &cli.database.database_url;
     match cli.command {
         Command::Serve { api, redis, storage } => run(&cli.database, &api, &redis, &storage, None).await,
@@ -151,7 +163,7 @@ pub async fn main() -> Result<()> {
             let seeded = users::seed_demo_users(&client, demo_users).await?;
             let user_id = users::ensure_user(&client, "demo@example.com", "Demo User").await?;
             let scopes: Vec<String> = SCOPES.iter().map(|s| s.to_string()).collect();
-            let key = auth::issue_key(&client, user_id, "dev", &scopes).await?;
+            let key = auth::issue_key(&client, user_id, "dev", &scopes, None).await?;
             tracing::info!(seeded, "demo users ready");
             println!(
                 "\nDemo API key (demo@example.com, all scopes):\n\n    {}\n",
@@ -174,6 +186,50 @@ pub async fn main() -> Result<()> {
             run(&cli.database, &api, &redis, &storage, Some(worker)).await
         }
     }
+}
+
+/// Every user of the machine can read a process's arguments (`ps`), so secrets come from the
+/// environment: a secret flag, or a URL flag with a password, is refused without echoing it.
+fn refuse_secrets_on_the_command_line(matches: &ArgMatches) -> Result<()> {
+    let secrets = [
+        ("s3_secret_access_key", "EXPORTS_S3_SECRET_ACCESS_KEY"),
+        ("download_signing_key", "EXPORTS_DOWNLOAD_SIGNING_KEY"),
+    ];
+    let urls = [
+        ("database_url", "EXPORTS_DATABASE_URL"),
+        ("redis_url", "EXPORTS_REDIS_URL"),
+    ];
+    let levels = std::iter::once(matches).chain(matches.subcommand().map(|(_, sub)| sub));
+    for matches in levels {
+        let on_command_line = |id: &str| {
+            matches.ids().any(|known| known == id)
+                && matches.value_source(id) == Some(ValueSource::CommandLine)
+        };
+        let flag = |id: &str| format!("--{}", id.replace('_', "-"));
+        for (id, variable) in secrets {
+            if on_command_line(id) {
+                bail!(
+                    "{} is visible to every user of this machine on the command line; set {variable} instead",
+                    flag(id)
+                );
+            }
+        }
+        for (id, variable) in urls {
+            let has_password = matches
+                .try_get_one::<String>(id)
+                .ok()
+                .flatten()
+                .and_then(|url| url::Url::parse(url).ok())
+                .is_some_and(|url| url.password().is_some());
+            if on_command_line(id) && has_password {
+                bail!(
+                    "the password in {} is visible to every user of this machine on the command line; set {variable} instead",
+                    flag(id)
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn job_queue(redis: &RedisArgs) -> Result<JobQueue> {
@@ -233,18 +289,38 @@ async fn keys(database_url: &str, command: KeysCommand) -> Result<()> {
             email,
             name,
             mut scopes,
+            expires_in_days,
         } => {
             if scopes.is_empty() {
                 scopes = SCOPES.iter().map(|s| s.to_string()).collect();
             }
+            let expires_at =
+                expires_in_days.map(|days| chrono::Utc::now() + chrono::Duration::days(days.into()));
             let user_id = users::ensure_user(&client, &email, &email).await?;
-            let key = auth::issue_key(&client, user_id, &name, &scopes).await?;
+            let key = auth::issue_key(&client, user_id, &name, &scopes, expires_at).await?;
             println!(
-                "key id: {}\nuser id: {user_id}\nscopes: {}\nkey: {}",
+                "key id: {}\nuser id: {user_id}\nscopes: {}\nexpires: {}\nkey: {}",
                 key.id,
                 scopes.join(" "),
+                moment(expires_at, "never"),
                 key.token
             );
+        }
+        KeysCommand::List { email } => {
+            println!("id\temail\tname\tscopes\tcreated\texpires\tlast used\trevoked");
+            for key in auth::list_keys(&client, email.as_deref()).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    key.id,
+                    key.email,
+                    key.name,
+                    key.scopes.join(" "),
+                    moment(Some(key.created_at), "-"),
+                    moment(key.expires_at, "never"),
+                    moment(key.last_used_at, "never"),
+                    moment(key.revoked_at, "-"),
+                );
+            }
         }
         KeysCommand::Revoke { key_id } => {
             if auth::revoke_key(&client, key_id).await? {
@@ -255,4 +331,12 @@ async fn keys(database_url: &str, command: KeysCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A time in `keys` output, to the second.
+fn moment(at: Option<chrono::DateTime<chrono::Utc>>, otherwise: &str) -> String {
+    at.map_or_else(
+        || otherwise.to_string(),
+        |at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
 }

@@ -12,9 +12,11 @@ use crate::app::ApiSettings;
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// PostgreSQL connection URL; the database is created by `migrate` and `dev` if missing.
+    /// One with a password belongs in the environment: flags show in the process list.
     #[arg(
         long,
         env = "EXPORTS_DATABASE_URL",
+        hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:5432/exports"
     )]
     pub database_url: String,
@@ -25,7 +27,13 @@ pub struct DatabaseArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct RedisArgs {
-    #[arg(long, env = "EXPORTS_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    /// Redis URL (`rediss://` for TLS); one with a password belongs in the environment.
+    #[arg(
+        long,
+        env = "EXPORTS_REDIS_URL",
+        hide_env_values = true,
+        default_value = "redis://127.0.0.1:6379"
+    )]
     pub redis_url: String,
     /// Prefix of every Redis key this deployment uses.
     #[arg(long, env = "EXPORTS_REDIS_PREFIX", default_value = "exports:")]

@@ -17,6 +17,7 @@ const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Rollback scripts, newest first; each undoes the migration of the same version and removes
 /// it from refinery's history.
 const ROLLBACKS: &[(i32, &str)] = &[
+    (5, include_str!("../../migrations/rollback/R5__api_key_life.sql")),
     (4, include_str!("../../migrations/rollback/R4__worker.sql")),
     (3, include_str!("../../migrations/rollback/R3__exports.sql")),
     (2, include_str!("../../migrations/rollback/R2__api_keys.sql")),

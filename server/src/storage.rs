@@ -39,6 +39,7 @@ pub struct StorageArgs {
     /// Access key id (default: the usual AWS credential chain).
     #[arg(long, env = "EXPORTS_S3_ACCESS_KEY_ID")]
     pub s3_access_key_id: Option<String>,
+    /// Secret access key, from the environment only (a flag shows in the process list).
     #[arg(long, env = "EXPORTS_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub s3_secret_access_key: Option<String>,
     /// Path-style requests (`endpoint/bucket/key`), which most S3-compatible servers need.
@@ -54,7 +55,8 @@ pub struct StorageArgs {
     #[arg(long, env = "EXPORTS_STORAGE_DIR", default_value_os_t = default_storage_dir())]
     pub storage_dir: PathBuf,
     /// Key of the HMAC on local download links (default: a random key kept in `--storage-dir`,
-    /// shared by every process using that directory).
+    /// shared by every process using that directory), from the environment only (a flag shows
+    /// in the process list).
     #[arg(long, env = "EXPORTS_DOWNLOAD_SIGNING_KEY", hide_env_values = true)]
     pub download_signing_key: Option<String>,
     /// How long a download link works, in seconds.
@@ -175,7 +177,7 @@ impl Storage {
             Some(key) => {
                 anyhow::ensure!(
                     key.len() >= MIN_SIGNING_KEY_BYTES,
-                    "--download-signing-key must be at least {MIN_SIGNING_KEY_BYTES} bytes long, not {}",
+                    "EXPORTS_DOWNLOAD_SIGNING_KEY must be at least {MIN_SIGNING_KEY_BYTES} bytes long, not {}",
                     key.len()
                 );
                 key.as_bytes().to_vec()
@@ -311,7 +313,7 @@ fn sign(key: &[u8], export_id: Uuid, expires: i64) -> HmacSha256 {
     mac
 }
 
-/// The shortest `--download-signing-key` accepted: HMAC-SHA256's own output size, the key
+/// The shortest `EXPORTS_DOWNLOAD_SIGNING_KEY` accepted: HMAC-SHA256's own output size, the key
 /// length RFC 2104 recommends as a minimum.
 const MIN_SIGNING_KEY_BYTES: usize = 32;
 

@@ -141,6 +141,11 @@ async fn operator_workflow() {
     );
     assert_eq!(field(&issued, "scopes"), "exports:read");
 
+    let listed = run(&url, &["keys", "list", "--email", "ops@example.com"]);
+    assert!(listed.contains(&key_id), "{listed}");
+    assert!(!listed.contains(&key), "keys list shows no secret: {listed}");
+    assert!(listed.contains("never"), "not used yet, and no expiry: {listed}");
+
     let prefix = format!("exports:test:{}:", uuid::Uuid::new_v4().simple());
     let (mut server, address) = Server::start(&url, &prefix);
     let base = format!("http://{address}");

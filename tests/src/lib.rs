@@ -280,7 +280,7 @@ impl TestEnv {
         let email = format!("{}@test.example", Uuid::new_v4().simple());
         let id = users::ensure_user(&client, &email, "Test User").await?;
         let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
-        let key = auth::issue_key(&client, id, "test", &scopes).await?;
+        let key = auth::issue_key(&client, id, "test", &scopes, None).await?;
         Ok(TestUser { id, key: key.token })
     }
 
@@ -352,10 +352,10 @@ impl TestEnv {
                 .args(["--s3-bucket", bucket, "--s3-path-style"])
                 .args(["--s3-endpoint", storage.s3_endpoint.as_deref().unwrap()])
                 .args(["--s3-access-key-id", storage.s3_access_key_id.as_deref().unwrap()])
-                .args([
-                    "--s3-secret-access-key",
+                .env(
+                    "EXPORTS_S3_SECRET_ACCESS_KEY",
                     storage.s3_secret_access_key.as_deref().unwrap(),
-                ]);
+                );
         } else {
             command.arg("--storage-dir").arg(&storage.storage_dir);
         }

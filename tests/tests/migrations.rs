@@ -17,27 +17,40 @@ async fn tables(url: &str) -> anyhow::Result<Vec<String>> {
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
-/// The columns V4 adds to `exports`.
-async fn worker_columns(url: &str) -> anyhow::Result<i64> {
+/// How many of `columns` `table` has.
+async fn columns_of(url: &str, table: &str, columns: &[&str]) -> anyhow::Result<i64> {
     let pool = db::pool(url, 1)?;
     let client = pool.get().await?;
     let row = client
         .query_one(
             "SELECT count(*) FROM information_schema.columns
-             WHERE table_name = 'exports' AND column_name IN ('queued_at', 'retry_at')",
-            &[],
+             WHERE table_name = $1 AND column_name = ANY($2)",
+            &[&table, &columns],
         )
         .await?;
     Ok(row.get(0))
+}
+
+/// The columns V4 adds to `exports`.
+async fn worker_columns(url: &str) -> anyhow::Result<i64> {
+    columns_of(url, "exports", &["queued_at", "retry_at"]).await
+}
+
+/// The columns V5 adds to `api_keys`.
+async fn key_life_columns(url: &str) -> anyhow::Result<i64> {
+    columns_of(url, "api_keys", &["expires_at", "last_used_at"]).await
 }
 
 #[tokio::test]
 async fn up_down_up() -> anyhow::Result<()> {
     let database = TestDatabase::create().await?;
     let applied = db::migrate(&database.url).await?;
-    assert_eq!(applied.len(), 4, "{applied:?}");
+    assert_eq!(applied.len(), 5, "{applied:?}");
     assert_eq!(tables(&database.url).await?, ["api_keys", "exports", "users"]);
     assert_eq!(worker_columns(&database.url).await?, 2);
+    assert_eq!(key_life_columns(&database.url).await?, 2);
+    assert_eq!(db::rollback(&database.url, 4).await?, [5]);
+    assert_eq!(key_life_columns(&database.url).await?, 0);
 
     assert_eq!(db::rollback(&database.url, 3).await?, [4]);
     assert_eq!(worker_columns(&database.url).await?, 0);
@@ -46,7 +59,7 @@ async fn up_down_up() -> anyhow::Result<()> {
     assert_eq!(db::rollback(&database.url, 0).await?, [2, 1]);
     assert!(tables(&database.url).await?.is_empty());
 
-    assert_eq!(db::migrate(&database.url).await?.len(), 4);
+    assert_eq!(db::migrate(&database.url).await?.len(), 5);
     assert_eq!(tables(&database.url).await?, ["api_keys", "exports", "users"]);
     assert!(
         db::migrate(&database.url).await?.is_empty(),
@@ -58,12 +71,12 @@ async fn up_down_up() -> anyhow::Result<()> {
 #[tokio::test]
 async fn concurrent_migrations_apply_once() -> anyhow::Result<()> {
     let database = TestDatabase::create().await?;
-    let runs = futures::future::join_all((0..4).map(|_| db::migrate(&database.url))).await;
+    let runs = futures::future::join_all((0..5).map(|_| db::migrate(&database.url))).await;
     let applied: usize = runs
         .into_iter()
         .map(|run| run.map(|applied| applied.len()))
         .sum::<anyhow::Result<usize>>()?;
-    assert_eq!(applied, 4, "each migration applied by exactly one run");
+    assert_eq!(applied, 5, "each migration applied by exactly one run");
     assert_eq!(tables(&database.url).await?, ["api_keys", "exports", "users"]);
     Ok(())
 }

@@ -273,7 +273,11 @@ pub(crate) async fn issue_keys(pool: &deadpool_postgres::Pool, count: usize) -> 
             let client = pool.get().await?;
             let email = format!("bench{caller}@example.com");
             let user_id = users::ensure_user(&client, &email, "Bench").await?;
-            Ok::<_, anyhow::Error>(auth::issue_key(&client, user_id, "bench", &scopes).await?.token)
+            Ok::<_, anyhow::Error>(
+                auth::issue_key(&client, user_id, "bench", &scopes, None)
+                    .await?
+                    .token,
+            )
         }
     };
     let keys = futures::stream::iter((0..count).map(issue))

@@ -116,7 +116,8 @@ async fn bench(binary: &Path, s3s: &Path, aws: &Path, options: ExportBenchOption
             command
                 .args(["--s3-bucket", BUCKET, "--s3-path-style"])
                 .args(["--s3-endpoint", &s3_endpoint])
-                .args(["--s3-access-key-id", ACCESS_KEY, "--s3-secret-access-key", SECRET_KEY])
+                .args(["--s3-access-key-id", ACCESS_KEY])
+                .env("EXPORTS_S3_SECRET_ACCESS_KEY", SECRET_KEY)
                 .args(["--redis-prefix", &redis_prefix, "--redis-url", redis_url]);
         };
         let mut api = Command::new(binary);

@@ -1,0 +1,211 @@
+//! Secrets stay out of logs, `--help` and the process list: a full export flow through the
+//! `dev` process (API and worker), with every secret set the way an operator would, leaves
+//! none of them in any log line.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use exports_tests::{ChildProcess, TestDatabase, TestRedisPrefix};
+use serde_json::Value;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_exports-server-under-test");
+/// A generous upper bound for anything that should happen promptly.
+const PROMPTLY: Duration = Duration::from_secs(60);
+
+struct Secrets {
+    database_password: String,
+    signing_key: String,
+    s3_secret: String,
+}
+
+impl Secrets {
+    fn new() -> Self {
+        let random = || uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            database_password: format!("pw{}", random()),
+            signing_key: format!("sk{}{}", random(), random()),
+            s3_secret: format!("s3{}", random()),
+        }
+    }
+
+    /// `postgres://postgres@…` with the password put in (the machine's PostgreSQL trusts
+    /// local connections, so any password is accepted and none is checked).
+    fn database_url(&self, database: &TestDatabase) -> String {
+        database
+            .url
+            .replacen("postgres@", &format!("postgres:{}@", self.database_password), 1)
+    }
+
+    fn command(&self, database: &TestDatabase, args: &[&str]) -> Command {
+        let mut command = Command::new(BINARY);
+        command
+            .args(args)
+            .env_clear()
+            .env("EXPORTS_DATABASE_URL", self.database_url(database))
+            .env("EXPORTS_DOWNLOAD_SIGNING_KEY", &self.signing_key)
+            .env("EXPORTS_S3_SECRET_ACCESS_KEY", &self.s3_secret);
+        command
+    }
+}
+
+/// Reads `log` until a JSON line says where the API listens.
+async fn api_address(log: &Path) -> anyhow::Result<std::net::SocketAddr> {
+    tokio::time::timeout(PROMPTLY, async {
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let found = text
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .find(|record| record["message"] == "API listening")
+                .and_then(|record| record["local_addr"].as_str()?.parse().ok());
+            if let Some(address) = found {
+                return address;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "the API did not say where it listens:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    })
+}
+
+#[tokio::test]
+async fn no_secret_reaches_a_log_line_or_the_help() -> anyhow::Result<()> {
+    let database = TestDatabase::create().await?;
+    let redis = TestRedisPrefix::new();
+    let files = tempfile::tempdir()?;
+    let secrets = Secrets::new();
+    let mut looked_for = vec![
+        secrets.database_password.clone(),
+        secrets.signing_key.clone(),
+        secrets.s3_secret.clone(),
+    ];
+
+    // --help shows where each secret comes from, never its value.
+    for subcommand in ["serve", "work", "dev"] {
+        let help = secrets.command(&database, &[subcommand, "--help"]).output()?;
+        let help = String::from_utf8_lossy(&help.stdout);
+        assert!(help.contains("EXPORTS_DOWNLOAD_SIGNING_KEY"), "{help}");
+        for secret in &looked_for {
+            assert!(
+                !help.contains(secret.as_str()),
+                "{subcommand} --help shows a secret:\n{help}"
+            );
+        }
+    }
+    // A secret given as a flag is refused, and not echoed.
+    let refused = Command::new(BINARY)
+        .args(["serve", "--download-signing-key", &secrets.signing_key])
+        .output()?;
+    let said = String::from_utf8_lossy(&refused.stdout) + String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(said.contains("EXPORTS_DOWNLOAD_SIGNING_KEY"), "{said}");
+    assert!(!said.contains(secrets.signing_key.as_str()), "{said}");
+    let database_url = secrets.database_url(&database);
+    let refused = Command::new(BINARY)
+        .args(["--database-url", &database_url, "migrate"])
+        .output()?;
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(said.contains("EXPORTS_DATABASE_URL"), "{said}");
+    assert!(!said.contains(secrets.database_password.as_str()), "{said}");
+
+    // The whole flow, logged as an operator would run it.
+    let log_path = files.path().join("dev.log");
+    let log = std::fs::File::create(&log_path)?;
+    let storage = files.path().join("files");
+    let mut dev = secrets.command(
+        &database,
+        &["dev", "--listen", "127.0.0.1:0", "--demo-users", "50"],
+    );
+    dev.args(["--redis-prefix", &redis.prefix])
+        .arg("--storage-dir")
+        .arg(&storage)
+        .env("RUST_LOG", "info")
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    let mut dev = ChildProcess::spawn(dev)?;
+    let address = api_address(&log_path).await?;
+    let output = std::fs::read_to_string(&log_path)?;
+    let key = output
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("exk_"))
+        .ok_or_else(|| anyhow::anyhow!("no demo key in:\n{output}"))?
+        .to_string();
+    looked_for.push(key.clone());
+
+    let http = reqwest::Client::new();
+    let api = format!("http://{address}/api/v1/exports/users");
+    let created: Value = http
+        .post(&api)
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"format": "csv"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let export_url = format!("{api}/{}", created["export_id"].as_str().unwrap_or_default());
+    let export = tokio::time::timeout(PROMPTLY, async {
+        loop {
+            let export: Value = http
+                .get(&export_url)
+                .bearer_auth(&key)
+                .send()
+                .await?
+                .json()
+                .await?;
+            if export["status"] != "pending" && export["status"] != "processing" {
+                return anyhow::Ok(export);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await??;
+    assert_eq!(export["status"], "done", "{export}");
+    let link = export["download_url"].as_str().unwrap_or_default().to_string();
+    let signature = url::Url::parse(&link)?
+        .query_pairs()
+        .find(|(name, _)| name == "signature")
+        .map(|(_, value)| value.into_owned())
+        .ok_or_else(|| anyhow::anyhow!("no signature in {link}"))?;
+    looked_for.push(signature.clone());
+    assert_eq!(http.get(&link).send().await?.status(), 200);
+    let altered = link.replace(&signature, &format!("A{}", &signature[1..]));
+    assert_eq!(http.get(&altered).send().await?.status(), 403);
+    let response = http
+        .get(format!("{export_url}/download"))
+        .bearer_auth(&key)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    let wrong_key = http.get(&api).bearer_auth(format!("{key}x")).send().await?;
+    assert_eq!(wrong_key.status(), 401);
+
+    let stopped = Command::new("kill")
+        .args(["-TERM", &dev.id().to_string()])
+        .status()?;
+    assert!(stopped.success());
+    tokio::task::spawn_blocking(move || dev.0.wait()).await??;
+
+    // Every log line (the demo key is printed on purpose, as text, once, for the developer).
+    let output = std::fs::read_to_string(&log_path)?;
+    let log_lines: Vec<&str> = output.lines().filter(|line| line.starts_with('{')).collect();
+    assert!(
+        log_lines
+            .iter()
+            .any(|line| line.contains("\"operation\":\"downloadByLink\"")),
+        "the flow was logged:\n{output}"
+    );
+    for line in log_lines {
+        for secret in &looked_for {
+            assert!(!line.contains(secret.as_str()), "a secret in a log line: {line}");
+        }
+    }
+    Ok(())
+}
