@@ -724,6 +724,8 @@ Every `/api/v1` operation needs an API key sent as a bearer token:
 
 A missing, unknown, revoked or expired key, or the key of an inactive user, gets
 `401 unauthorized` (with `WWW-Authenticate: Bearer`); a valid key without the needed scope gets `403 forbidden`.
+The key is checked before anything else in the request: without a valid key, a request
+gets `401` whatever is wrong with its body or query.
 Exports belong to the user who owns the key: other users' exports are invisible and answer
 `404`. The health endpoints (`/health/live`, `/health/ready`) need no key.
 

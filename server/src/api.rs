@@ -7,6 +7,7 @@ use dropshot::{
 };
 use http::Response;
 
+use crate::after_auth::AfterAuth;
 use crate::error::ApiError;
 use crate::model::{
     CreateUserExport, DownloadLinkQuery, Export, ExportAccepted, ExportPageSelector, ExportPath, Health,
@@ -29,7 +30,7 @@ pub trait ExportsApi {
     }]
     async fn create_user_export(
         rqctx: RequestContext<Self::Context>,
-        body: TypedBody<Lenient<CreateUserExport>>,
+        body: AfterAuth<TypedBody<Lenient<CreateUserExport>>>,
     ) -> Result<HttpResponseAccepted<ExportAccepted>, ApiError>;
 
     /// List your exports
@@ -43,7 +44,7 @@ pub trait ExportsApi {
     }]
     async fn list_exports(
         rqctx: RequestContext<Self::Context>,
-        query: Query<PaginationParams<EmptyScanParams, ExportPageSelector>>,
+        query: AfterAuth<Query<PaginationParams<EmptyScanParams, ExportPageSelector>>>,
     ) -> Result<HttpResponseOk<ResultsPage<Export>>, ApiError>;
 
     /// Get an export
@@ -161,6 +162,7 @@ pub mod imp {
     use http::Response;
 
     use super::ExportsApi;
+    use crate::after_auth::AfterAuth;
     use crate::app::{AppState, DEPENDENCY_RETRY_AFTER_SECONDS};
     use crate::auth::{self, Principal, SCOPE_READ, SCOPE_WRITE};
     use crate::error::{ApiError, ErrorDetail};
@@ -383,10 +385,10 @@ pub mod imp {
 
         async fn create_user_export(
             rqctx: RequestContext<AppState>,
-            body: TypedBody<Lenient<CreateUserExport>>,
+            body: AfterAuth<TypedBody<Lenient<CreateUserExport>>>,
         ) -> Result<HttpResponseAccepted<ExportAccepted>, ApiError> {
             authorized(&rqctx, "createUserExport", SCOPE_WRITE, async |state, principal| {
-                let body = body.into_inner();
+                let body = body.extract(&rqctx).await?.into_inner();
                 let request = validate_create_export(&body.value).map_err(ApiError::invalid_request)?;
                 let filters = request.filters.clone().unwrap_or_default();
                 let client = state.database().await?;
@@ -435,10 +437,10 @@ pub mod imp {
 
         async fn list_exports(
             rqctx: RequestContext<AppState>,
-            query: Query<PaginationParams<EmptyScanParams, ExportPageSelector>>,
+            query: AfterAuth<Query<PaginationParams<EmptyScanParams, ExportPageSelector>>>,
         ) -> Result<HttpResponseOk<ResultsPage<Export>>, ApiError> {
             authorized(&rqctx, "listExports", SCOPE_READ, async |state, principal| {
-                let params = query.into_inner();
+                let params = query.extract(&rqctx).await?.into_inner();
                 let limit = rqctx
                     .page_limit(&params)
                     .map_err(ApiError::from)?

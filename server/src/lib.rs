@@ -1,6 +1,7 @@
 //! The exports service: a dropshot API that records export requests in PostgreSQL and queues
 //! them on a Redis stream, and the worker that turns them into CSV or XLSX files in storage.
 
+pub mod after_auth;
 pub mod api;
 pub mod app;
 pub mod auth;

@@ -224,6 +224,45 @@ async fn missing_garbage_and_revoked_keys_get_401() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn the_key_is_checked_before_the_request_so_strangers_learn_nothing_from_a_400() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let writer = env.writer().await?;
+    let stranger = "exk_0000000000000000000000000000000000000000000";
+    for key in ["", stranger] {
+        let (status, body) = send(&env, key, "{not json").await?;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("unauthorized")),
+            "{body}"
+        );
+        let (status, _) = send(&env, key, r#"{"format": "pdf"}"#).await?;
+        assert_eq!(status, 401);
+        let response = env
+            .raw()
+            .get(env.url("/api/v1/exports/users?limit=0&page_token=garbage"))
+            .bearer_auth(key)
+            .send()
+            .await?;
+        assert_eq!(response.status(), 401);
+    }
+    // With a valid key, the same requests get their 400s.
+    let (status, body) = send(&env, &writer.key, "{not json").await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    let response = env
+        .raw()
+        .get(env.url("/api/v1/exports/users?limit=0"))
+        .bearer_auth(&writer.key)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 400);
+    env.finish().await
+}
+
+#[tokio::test]
 async fn keys_without_the_scope_get_403() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     let reader = env.client(&env.user(&[SCOPE_READ]).await?);
