@@ -91,14 +91,37 @@ impl Serving {
     }
 }
 
-/// Serves `listener` with `handler`, which gets each request and the address of its peer.
-pub fn serve<F, Fut, B>(listener: TcpListener, limits: Limits, handler: F) -> io::Result<Serving>
+/// What a listener calls for each request, with the address of its peer: any async closure
+/// that answers with a body hyper can send.
+pub trait Handler: Send + Sync + 'static {
+    type Body: http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static;
+    type Answer: Future<Output = Response<Self::Body>> + Send + 'static;
+    fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Self::Answer;
+}
+
+impl<F, Fut, B> Handler for F
 where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
     B: http_body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Body = B;
+    type Answer = Fut;
+
+    fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Fut {
+        self(request, peer)
+    }
+}
+
+/// Serves `listener` with `handler`, which gets each request and the address of its peer.
+/// (The `Fn` bound is `Handler`'s own; spelled out, it lets closures infer their argument types.)
+pub fn serve<H, Answer>(listener: TcpListener, limits: Limits, handler: H) -> io::Result<Serving>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> Answer + Handler,
 {
     assert!(
         limits.max_connections > 0,
@@ -123,19 +146,13 @@ where
     })
 }
 
-async fn accept_loop<F, Fut, B>(
+async fn accept_loop<H: Handler>(
     listener: TcpListener,
     limits: Limits,
-    handler: Arc<F>,
+    handler: Arc<H>,
     open: Arc<Semaphore>,
     mut stopping: watch::Receiver<bool>,
-) where
-    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Response<B>> + Send + 'static,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) {
     let local_addr = listener.local_addr().ok();
     let mut backoff = ACCEPT_BACKOFF_FIRST;
     let mut last_warned: Option<Instant> = None;
@@ -189,26 +206,20 @@ async fn accept_loop<F, Fut, B>(
     }
 }
 
-async fn serve_connection<F, Fut, B>(
+async fn serve_connection<H: Handler>(
     stream: TcpStream,
     peer: SocketAddr,
     limits: Limits,
-    handler: Arc<F>,
+    handler: Arc<H>,
     _permit: OwnedSemaphorePermit,
     mut stopping: watch::Receiver<bool>,
-) where
-    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Response<B>> + Send + 'static,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) {
     let activity = Arc::new(Activity::new());
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |request| {
             let handling = Handling::start(activity.clone());
-            let response = handler(request, peer);
+            let response = handler.handle(request, peer);
             async move {
                 let response = response.await;
                 drop(handling);
