@@ -81,8 +81,10 @@ async fn a_half_sent_request_is_closed_after_the_limit_while_others_are_answered
     let mut slow_clients = Vec::new();
     for _ in 0..300 {
         let mut stream = connect(env.server_addr).await?;
+        // Taken before the write: the server starts its clock when it reads the first byte.
+        let sending = Instant::now();
         stream.write_all(HALF_A_HEAD.as_bytes()).await?;
-        slow_clients.push((stream, Instant::now()));
+        slow_clients.push((stream, sending));
     }
     // Everyone else is answered meanwhile, on new connections and kept-alive ones.
     let client = env.raw();
@@ -111,10 +113,12 @@ async fn a_kept_alive_connection_is_closed_after_the_idle_timeout_not_the_header
     .await?;
 
     let mut stream = connect(env.server_addr).await?;
+    // Taken before the request: the server's idle clock starts at its last byte, which is
+    // later, so the time measured from here can only be longer than the server's.
+    let asked = Instant::now();
     stream.write_all(A_WHOLE_REQUEST.as_bytes()).await?;
     assert_eq!(timeout(PROMPTLY, read_response(&mut stream)).await??, 200);
-    let answered = Instant::now();
-    let idle_for = closed_by_server(&mut stream, answered).await?;
+    let idle_for = closed_by_server(&mut stream, asked).await?;
     assert!(
         idle_for >= idle_limit,
         "closed after {idle_for:?} idle, before the {idle_limit:?} limit"
