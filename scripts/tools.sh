@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # Installs what the tests and local runs need beyond Rust, PostgreSQL and Redis, once per
 # machine: the S3-compatible server s3s-fs (built from crates.io into ~/.cache/exports, about
-# 6 minutes cold on 2 cores; 0.14.1 is the last release that builds with Rust 1.95) and
-# promtool (Debian's `prometheus` package), which checks the alerting rules.
+# 6 minutes cold on 2 cores; 0.14.1 is the last release that builds with Rust 1.95),
+# cargo-deny (the dependency checks of `.ci/run`, likewise into ~/.cache/exports) and promtool
+# (Debian's `prometheus` package), which checks the alerting rules.
 set -euo pipefail
 S3S_ROOT="${EXPORTS_S3S_ROOT:-$HOME/.cache/exports/s3s-fs}"
+DENY_ROOT="${EXPORTS_CARGO_DENY_ROOT:-$HOME/.cache/exports/cargo-deny}"
 
 if [ ! -x "$S3S_ROOT/bin/s3s-fs" ]; then
     echo "installing s3s-fs 0.14.1 into $S3S_ROOT"
     # Its own temporary build directory: the project's build cache stays the project's.
     env -u CARGO_TARGET_DIR cargo install --quiet --locked --root "$S3S_ROOT" \
         s3s-fs@0.14.1 --features binary
+fi
+
+if [ ! -x "$DENY_ROOT/bin/cargo-deny" ]; then
+    echo "installing cargo-deny 0.20.2 into $DENY_ROOT"
+    env -u CARGO_TARGET_DIR cargo install --quiet --locked --root "$DENY_ROOT" cargo-deny@0.20.2
 fi
 
 if ! command -v promtool >/dev/null; then

@@ -3,7 +3,7 @@
 
 use exports_spec::Spec;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde_json::{Map, Value};
 
 /// A generator seeded from the mock's seed and what is being answered.

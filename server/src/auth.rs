@@ -8,7 +8,6 @@ use anyhow::{bail, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -64,8 +63,7 @@ fn secret_hash(token: &str) -> Vec<u8> {
 }
 
 fn generate_token() -> String {
-    let mut secret = [0u8; 32];
-    rand::rng().fill_bytes(&mut secret);
+    let secret: [u8; 32] = rand::random();
     format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret))
 }
 

@@ -11,11 +11,12 @@ use uuid::Uuid;
 use crate::app::RunningApi;
 use crate::auth::{self, SCOPES};
 use crate::config::{ApiArgs, DatabaseArgs, RedisArgs};
+use crate::db::Postgres;
 use crate::metrics::Metrics;
-use crate::queue::{self, JobQueue};
+use crate::queue::{JobQueue, Redis};
 use crate::storage::{Storage, StorageArgs};
 use crate::worker::{RunningWorker, WorkerArgs};
-use crate::{db, logging, users};
+use crate::{logging, users};
 
 /// The exports service: asynchronous CSV and XLSX exports of users.
 #[derive(Parser)]
@@ -109,7 +110,7 @@ pub async fn main() -> Result<()> {
     let matches = Cli::command().get_matches();
     refuse_secrets_on_the_command_line(&matches)?;
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
-    let database_url = &cli.database.database_url;
+    let postgres = cli.database.postgres()?;
     match cli.command {
         Command::Serve { api, redis, storage } => run(&cli.database, &api, &redis, &storage, None).await,
         Command::Work {
@@ -118,7 +119,7 @@ pub async fn main() -> Result<()> {
             worker,
             metrics_listen,
         } => {
-            let pool = db::pool(database_url, worker.concurrency * 2 + 2)?;
+            let pool = postgres.pool(worker.concurrency * 2 + 2)?;
             let metrics = Arc::new(Metrics::new());
             let _metrics_listener = match metrics_listen {
                 Some(listen) => {
@@ -127,28 +128,27 @@ pub async fn main() -> Result<()> {
                 }
                 None => None,
             };
-            let (queue, storage) = (job_queue(&redis).await?, Storage::open(&storage)?);
-            let worker =
-                RunningWorker::start(worker, pool, &redis.redis_url, queue, storage, metrics).await?;
+            let ((redis, queue), storage) = (job_queue(&redis).await?, Storage::open(&storage)?);
+            let worker = RunningWorker::start(worker, pool, &redis, queue, storage, metrics).await?;
             shutdown_signal().await;
             tracing::info!("shutting down: handing running jobs back to the queue");
             worker.shutdown().await;
             Ok(())
         }
         Command::Migrate { rollback_to: None } => {
-            db::ensure_database(database_url).await?;
-            let applied = db::migrate(database_url).await?;
+            postgres.ensure_database().await?;
+            let applied = postgres.migrate().await?;
             tracing::info!(?applied, "migrations applied");
             Ok(())
         }
         Command::Migrate {
             rollback_to: Some(target),
         } => {
-            let undone = db::rollback(database_url, target).await?;
+            let undone = postgres.rollback(target).await?;
             tracing::info!(?undone, "migrations rolled back");
             Ok(())
         }
-        Command::Keys { command } => keys(database_url, command).await,
+        Command::Keys { command } => keys(&postgres, command).await,
         Command::Dev {
             api,
             redis,
@@ -156,9 +156,9 @@ pub async fn main() -> Result<()> {
             worker,
             demo_users,
         } => {
-            db::ensure_database(database_url).await?;
-            db::migrate(database_url).await?;
-            let pool = db::pool(database_url, 2)?;
+            postgres.ensure_database().await?;
+            postgres.migrate().await?;
+            let pool = postgres.pool(2)?;
             let client = pool.get().await?;
             let seeded = users::seed_demo_users(&client, demo_users).await?;
             let user_id = users::ensure_user(&client, "demo@example.com", "Demo User").await?;
@@ -232,9 +232,11 @@ fn refuse_secrets_on_the_command_line(matches: &ArgMatches) -> Result<()> {
     Ok(())
 }
 
-async fn job_queue(redis: &RedisArgs) -> Result<JobQueue> {
-    let redis_pool = queue::connect(&redis.redis_url, redis.redis_pool_size).await?;
-    Ok(JobQueue::new(redis_pool, &redis.redis_prefix))
+/// The Redis server, and the job queue on it.
+async fn job_queue(args: &RedisArgs) -> Result<(Redis, JobQueue)> {
+    let redis = args.redis()?;
+    let queue = JobQueue::new(redis.pool(args.redis_pool_size).await?, &args.redis_prefix);
+    Ok((redis, queue))
 }
 
 /// The API, and in `dev` a worker beside it sharing its pool and metrics.
@@ -245,15 +247,15 @@ async fn run(
     storage: &StorageArgs,
     worker: Option<WorkerArgs>,
 ) -> Result<()> {
-    let pool = db::pool(&database.database_url, database.database_pool_size)?;
+    let pool = database.postgres()?.pool(database.database_pool_size)?;
     let metrics = Arc::new(Metrics::new());
-    let (queue, storage) = (job_queue(redis).await?, Storage::open(storage)?);
+    let ((redis, queue), storage) = (job_queue(redis).await?, Storage::open(storage)?);
     let worker = match worker {
         Some(settings) => Some(
             RunningWorker::start(
                 settings,
                 pool.clone(),
-                &redis.redis_url,
+                &redis,
                 queue.clone(),
                 storage.clone(),
                 metrics.clone(),
@@ -281,8 +283,8 @@ async fn shutdown_signal() {
     }
 }
 
-async fn keys(database_url: &str, command: KeysCommand) -> Result<()> {
-    let pool = db::pool(database_url, 1)?;
+async fn keys(postgres: &Postgres, command: KeysCommand) -> Result<()> {
+    let pool = postgres.pool(1)?;
     let client = pool.get().await.context("connecting to PostgreSQL")?;
     match command {
         KeysCommand::Issue {

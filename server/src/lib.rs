@@ -18,5 +18,6 @@ pub mod queue;
 pub mod storage;
 pub mod store;
 pub mod throughput;
+pub mod tls;
 pub mod users;
 pub mod worker;

@@ -1,46 +1,79 @@
 //! Redis: the connection pool and the job stream. A job is one stream entry naming an export
 //! row; the row in PostgreSQL stays the source of truth.
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use fred::prelude::*;
+use fred::types::config::TlsConnector;
 use fred::types::streams::{XReadResponse, XReadValue, XID};
 use fred::types::Builder;
 use fred::types::{Expiration, SetOptions, Value};
 use std::collections::HashSet;
+use std::path::Path;
 use std::time::Duration;
 use uuid::Uuid;
 
-pub async fn connect(redis_url: &str, pool_size: usize) -> Result<Pool> {
-    let config = Config::from_url(redis_url).context("parsing the Redis URL")?;
-    let pool = Builder::from_config(config)
-        .with_connection_config(|connection| {
-            connection.connection_timeout = Duration::from_secs(2);
-            connection.internal_command_timeout = Duration::from_secs(2);
-        })
-        .with_performance_config(|performance| {
-            performance.default_command_timeout = Duration::from_secs(2);
-        })
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-        .build_pool(pool_size)?;
-    pool.init().await.context("connecting to Redis")?;
-    Ok(pool)
+use crate::tls;
+
+/// One Redis server: its connection settings, with a verifying TLS connector for `rediss://`.
+#[derive(Clone)]
+pub struct Redis {
+    config: Config,
 }
 
-/// A Redis connection of its own, for blocking reads (which would hold a pooled one).
-pub async fn connect_dedicated(redis_url: &str, block: Duration) -> Result<Client> {
-    let config = Config::from_url(redis_url).context("parsing the Redis URL")?;
-    let client = Builder::from_config(config)
-        .with_connection_config(|connection| {
-            connection.connection_timeout = Duration::from_secs(2);
-            connection.internal_command_timeout = Duration::from_secs(2);
-        })
-        .with_performance_config(|performance| {
-            performance.default_command_timeout = block + Duration::from_secs(5);
-        })
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-        .build()?;
-    client.init().await.context("connecting to Redis")?;
-    Ok(client)
+impl Redis {
+    /// Reads a Redis URL. `rediss://` verifies the server's certificate and host name against
+    /// the system's CAs and `ca_file`; fred would build its own TLS settings (system CAs
+    /// only), so it is given the URL without the `s` and our settings.
+    pub fn new(redis_url: &str, ca_file: Option<&Path>) -> Result<Self> {
+        let plain_url = ["rediss", "valkeys"]
+            .into_iter()
+            .find(|scheme| redis_url.starts_with(scheme))
+            .map(|scheme| redis_url.replacen(scheme, &scheme[..scheme.len() - 1], 1));
+        let mut config =
+            Config::from_url(plain_url.as_deref().unwrap_or(redis_url)).context("parsing the Redis URL")?;
+        if plain_url.is_some() {
+            config.tls = Some(TlsConnector::from(tls::client_config("Redis", ca_file)?).into());
+        } else {
+            ensure!(
+                ca_file.is_none(),
+                "a Redis CA file is given but the Redis URL does not ask for TLS (use rediss://)"
+            );
+            for server in config.server.hosts() {
+                if !tls::is_loopback(&server.host.to_string()) {
+                    tracing::warn!(host = %server.host, "Redis is reached without TLS; use a rediss:// URL");
+                }
+            }
+        }
+        Ok(Redis { config })
+    }
+
+    pub async fn pool(&self, pool_size: usize) -> Result<Pool> {
+        let pool = self.builder(Duration::from_secs(2)).build_pool(pool_size)?;
+        pool.init().await.context("connecting to Redis")?;
+        Ok(pool)
+    }
+
+    /// A connection of its own, for blocking reads (which would hold a pooled one).
+    pub async fn dedicated(&self, block: Duration) -> Result<Client> {
+        let client = self.builder(block + Duration::from_secs(5)).build()?;
+        client.init().await.context("connecting to Redis")?;
+        Ok(client)
+    }
+
+    /// Bounded waits: with Redis down, requests fail fast instead of hanging.
+    fn builder(&self, command_timeout: Duration) -> Builder {
+        let mut builder = Builder::from_config(self.config.clone());
+        builder
+            .with_connection_config(|connection| {
+                connection.connection_timeout = Duration::from_secs(2);
+                connection.internal_command_timeout = Duration::from_secs(2);
+            })
+            .with_performance_config(|performance| {
+                performance.default_command_timeout = command_timeout;
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
+        builder
+    }
 }
 
 #[derive(Clone)]

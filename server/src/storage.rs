@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;

@@ -30,7 +30,7 @@ use uuid::Uuid;
 use crate::export_file::{finish_upload, write_export, Progress, StorageFailure, Upload};
 use crate::metrics::Metrics;
 use crate::model::{ExportFormat, UserExportFilters};
-use crate::queue::{self, Job, JobQueue};
+use crate::queue::{Job, JobQueue, Redis};
 use crate::storage::Storage;
 
 #[derive(Debug, Clone, Args)]
@@ -126,13 +126,13 @@ impl RunningWorker {
     pub async fn start(
         settings: WorkerArgs,
         pool: deadpool_postgres::Pool,
-        redis_url: &str,
+        redis: &Redis,
         queue: JobQueue,
         storage: Storage,
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
         queue.ensure_group().await?;
-        let reader = queue::connect_dedicated(redis_url, READ_BLOCK).await?;
+        let reader = redis.dedicated(READ_BLOCK).await?;
         let consumer = format!(
             "{}-{}-{}",
             hostname(),

@@ -3,6 +3,8 @@
 //! and server, so tests run in parallel and leave nothing behind. Every response the tests
 //! receive passes through a recording proxy that validates it against `spec/openapi.yaml`.
 
+pub mod tls;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -11,11 +13,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use exports_server::app::{ApiSettings, RunningApi};
+use exports_server::db::Postgres;
 use exports_server::metrics::Metrics;
-use exports_server::queue::JobQueue;
+use exports_server::queue::{JobQueue, Redis};
 use exports_server::storage::{Storage, StorageArgs};
 use exports_server::worker::{RunningWorker, WorkerArgs};
-use exports_server::{auth, db, queue, users};
+use exports_server::{auth, users};
 use exports_spec::Spec;
 use fred::prelude::*;
 use http_body_util::{BodyExt, Full};
@@ -35,6 +38,10 @@ pub fn redis_url() -> String {
     std::env::var("EXPORTS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+pub fn redis() -> Result<Redis> {
+    Redis::new(&redis_url(), None)
+}
+
 /// A database of its own, dropped (even if the test panics) when this is dropped.
 pub struct TestDatabase {
     pub name: String,
@@ -45,8 +52,12 @@ impl TestDatabase {
     pub async fn create() -> Result<Self> {
         let name = format!("exports_test_{}", Uuid::new_v4().simple());
         let url = postgres_url(&name);
-        db::ensure_database(&url).await?;
+        Postgres::new(&url, None)?.ensure_database().await?;
         Ok(Self { name, url })
+    }
+
+    pub fn postgres(&self) -> Result<Postgres> {
+        Postgres::new(&self.url, None)
     }
 }
 
@@ -103,7 +114,7 @@ impl Drop for TestRedisPrefix {
     fn drop(&mut self) {
         let prefix = self.prefix.clone();
         clean_up(async move {
-            let redis = queue::connect(&redis_url(), 1).await?;
+            let redis = redis()?.pool(1).await?;
             delete_keys(&redis, &prefix).await?;
             redis.quit().await?;
             Ok(())
@@ -197,13 +208,15 @@ impl TestEnv {
         setup: Setup,
     ) -> Result<Self> {
         let database = TestDatabase::create().await?;
-        db::migrate(&database.url).await?;
-        let pool = db::pool(&database.url, 8)?;
+        let postgres = database.postgres()?;
+        postgres.migrate().await?;
+        let pool = postgres.pool(8)?;
         let server_pool = match server_database {
-            Some(url) => db::pool(url, 2)?,
+            Some(url) => Postgres::new(url, None)?.pool(2)?,
             None => pool.clone(),
         };
-        let redis = queue::connect(&redis_url(), 2).await?;
+        let redis_server = redis()?;
+        let redis = redis_server.pool(2).await?;
         let redis_keys = TestRedisPrefix::new();
         let redis_prefix = redis_keys.prefix.clone();
         let queue = JobQueue::new(redis.clone(), &redis_prefix);
@@ -244,7 +257,7 @@ impl TestEnv {
                 RunningWorker::start(
                     settings,
                     server_pool,
-                    &redis_url(),
+                    &redis_server,
                     queue.clone(),
                     storage.clone(),
                     metrics.clone(),
@@ -748,6 +761,82 @@ pub async fn download(
     let headers = response.headers().clone();
     let chunks: Vec<Bytes> = response.into_inner().into_inner().try_collect().await?;
     Ok((headers, chunks.concat()))
+}
+
+/// Reads the log of an `exports-server` process until a JSON line says where the API
+/// listens, failing after `limit`.
+pub async fn api_address(log: &std::path::Path, limit: Duration) -> Result<SocketAddr> {
+    tokio::time::timeout(limit, async {
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let found = text
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .find(|record| record["message"] == "API listening")
+                .and_then(|record| record["local_addr"].as_str()?.parse().ok());
+            if let Some(address) = found {
+                return address;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "the API did not say where it listens:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    })
+}
+
+/// The demo key a `dev` process printed to `log`.
+pub fn demo_key(log: &std::path::Path) -> Result<String> {
+    let output = std::fs::read_to_string(log)?;
+    let key = output
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("exk_"))
+        .with_context(|| format!("no demo key in:\n{output}"))?;
+    Ok(key.to_string())
+}
+
+/// Creates a CSV export of every user over plain HTTP (as any client would, without the
+/// generated client) on the API at `address`, and polls it until it is neither pending nor
+/// processing, failing after `limit`. Returns its URL and its last state.
+pub async fn finished_csv_export(
+    http: &reqwest::Client,
+    address: SocketAddr,
+    key: &str,
+    limit: Duration,
+) -> Result<(String, serde_json::Value)> {
+    let api = format!("http://{address}/api/v1/exports/users");
+    let created: serde_json::Value = http
+        .post(&api)
+        .bearer_auth(key)
+        .json(&serde_json::json!({"format": "csv"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let export_url = format!("{api}/{}", created["export_id"].as_str().unwrap_or_default());
+    let export = tokio::time::timeout(limit, async {
+        loop {
+            let export: serde_json::Value = http
+                .get(&export_url)
+                .bearer_auth(key)
+                .send()
+                .await?
+                .json()
+                .await?;
+            if export["status"] != "pending" && export["status"] != "processing" {
+                return anyhow::Ok(export);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .with_context(|| format!("{export_url} not finished after {limit:?}"))??;
+    Ok((export_url, export))
 }
 
 /// Creates an export through the generated client and returns its id.

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use exports_tests::{postgres_url, redis_url};
+use exports_tests::postgres_url;
 use fred::prelude::*;
 
 #[tokio::test]
@@ -34,7 +34,7 @@ async fn a_failing_test_leaves_nothing_behind() -> anyhow::Result<()> {
     assert!(databases.is_empty(), "database {database} is left");
 
     let prefix = made["redis_prefix"].as_str().unwrap();
-    let redis = exports_server::queue::connect(&redis_url(), 1).await?;
+    let redis = exports_tests::redis()?.pool(1).await?;
     let keys: Vec<String> = redis
         .custom(fred::cmd!("KEYS"), vec![format!("{prefix}*")])
         .await?;

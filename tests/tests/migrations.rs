@@ -1,10 +1,10 @@
 //! The migrations apply, roll back and apply again; concurrent runs wait for each other.
 
-use exports_server::db;
+use exports_server::db::Postgres;
 use exports_tests::TestDatabase;
 
 async fn tables(url: &str) -> anyhow::Result<Vec<String>> {
-    let pool = db::pool(url, 1)?;
+    let pool = Postgres::new(url, None)?.pool(1)?;
     let client = pool.get().await?;
     let rows = client
         .query(
@@ -19,7 +19,7 @@ async fn tables(url: &str) -> anyhow::Result<Vec<String>> {
 
 /// How many of `columns` `table` has.
 async fn columns_of(url: &str, table: &str, columns: &[&str]) -> anyhow::Result<i64> {
-    let pool = db::pool(url, 1)?;
+    let pool = Postgres::new(url, None)?.pool(1)?;
     let client = pool.get().await?;
     let row = client
         .query_one(
@@ -44,34 +44,33 @@ async fn key_life_columns(url: &str) -> anyhow::Result<i64> {
 #[tokio::test]
 async fn up_down_up() -> anyhow::Result<()> {
     let database = TestDatabase::create().await?;
-    let applied = db::migrate(&database.url).await?;
+    let postgres = database.postgres()?;
+    let applied = postgres.migrate().await?;
     assert_eq!(applied.len(), 5, "{applied:?}");
     assert_eq!(tables(&database.url).await?, ["api_keys", "exports", "users"]);
     assert_eq!(worker_columns(&database.url).await?, 2);
     assert_eq!(key_life_columns(&database.url).await?, 2);
-    assert_eq!(db::rollback(&database.url, 4).await?, [5]);
+    assert_eq!(postgres.rollback(4).await?, [5]);
     assert_eq!(key_life_columns(&database.url).await?, 0);
 
-    assert_eq!(db::rollback(&database.url, 3).await?, [4]);
+    assert_eq!(postgres.rollback(3).await?, [4]);
     assert_eq!(worker_columns(&database.url).await?, 0);
-    assert_eq!(db::rollback(&database.url, 2).await?, [3]);
+    assert_eq!(postgres.rollback(2).await?, [3]);
     assert_eq!(tables(&database.url).await?, ["api_keys", "users"]);
-    assert_eq!(db::rollback(&database.url, 0).await?, [2, 1]);
+    assert_eq!(postgres.rollback(0).await?, [2, 1]);
     assert!(tables(&database.url).await?.is_empty());
 
-    assert_eq!(db::migrate(&database.url).await?.len(), 5);
+    assert_eq!(postgres.migrate().await?.len(), 5);
     assert_eq!(tables(&database.url).await?, ["api_keys", "exports", "users"]);
-    assert!(
-        db::migrate(&database.url).await?.is_empty(),
-        "nothing left to apply"
-    );
+    assert!(postgres.migrate().await?.is_empty(), "nothing left to apply");
     Ok(())
 }
 
 #[tokio::test]
 async fn concurrent_migrations_apply_once() -> anyhow::Result<()> {
     let database = TestDatabase::create().await?;
-    let runs = futures::future::join_all((0..5).map(|_| db::migrate(&database.url))).await;
+    let postgres = database.postgres()?;
+    let runs = futures::future::join_all((0..5).map(|_| postgres.migrate())).await;
     let applied: usize = runs
         .into_iter()
         .map(|run| run.map(|applied| applied.len()))

@@ -4,18 +4,19 @@
 use std::time::Duration;
 
 use exports_client::types::{CreateUserExport, ExportFormat};
-use exports_server::queue::{self, JobQueue};
-use exports_tests::{create, redis_url, ChildProcess, Setup, TestEnv, TestRedisPrefix};
+use exports_server::queue::JobQueue;
+use exports_tests::{create, ChildProcess, Setup, TestEnv, TestRedisPrefix};
 use fred::prelude::*;
 use uuid::Uuid;
 
 #[tokio::test]
 async fn a_stale_job_behind_many_live_ones_is_taken_over() -> anyhow::Result<()> {
     let keys = TestRedisPrefix::new();
-    let redis = queue::connect(&redis_url(), 2).await?;
+    let server = exports_tests::redis()?;
+    let redis = server.pool(2).await?;
     let queue = JobQueue::new(redis.clone(), &keys.prefix);
     queue.ensure_group().await?;
-    let reader = queue::connect_dedicated(&redis_url(), Duration::from_millis(100)).await?;
+    let reader = server.dedicated(Duration::from_millis(100)).await?;
     let mut exports = Vec::new();
     for _ in 0..40 {
         let id = Uuid::new_v4();

@@ -6,7 +6,7 @@ use std::time::Duration;
 use exports_client::types::{CreateUserExport, ExportFormat, ExportStatus};
 use exports_server::worker::{RunningWorker, WorkerArgs};
 use exports_tests::{
-    create, download, quick_worker, redis_url, stored_objects, wait_for_export, ChildProcess, Setup, TestEnv,
+    create, download, quick_worker, redis, stored_objects, wait_for_export, ChildProcess, Setup, TestEnv,
 };
 use uuid::Uuid;
 
@@ -53,7 +53,7 @@ async fn export_under_way(client: &exports_client::Client) -> anyhow::Result<Uui
 /// A worker in the test's process, on its database, queue and storage, started now.
 async fn worker_in_process(env: &TestEnv, settings: WorkerArgs) -> anyhow::Result<RunningWorker> {
     let (pool, queue, storage) = (env.pool.clone(), env.queue.clone(), env.storage.clone());
-    RunningWorker::start(settings, pool, &redis_url(), queue, storage, env.metrics.clone()).await
+    RunningWorker::start(settings, pool, &redis()?, queue, storage, env.metrics.clone()).await
 }
 
 /// Waits until `check` holds, polling every 50 ms.

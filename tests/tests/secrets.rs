@@ -2,12 +2,12 @@
 //! `dev` process (API and worker), with every secret set the way an operator would, leaves
 //! none of them in any log line.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use exports_tests::{ChildProcess, TestDatabase, TestRedisPrefix};
-use serde_json::Value;
+use exports_tests::{
+    api_address, demo_key, finished_csv_export, ChildProcess, TestDatabase, TestRedisPrefix,
+};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_exports-server-under-test");
 /// A generous upper bound for anything that should happen promptly.
@@ -47,31 +47,6 @@ impl Secrets {
             .env("EXPORTS_S3_SECRET_ACCESS_KEY", &self.s3_secret);
         command
     }
-}
-
-/// Reads `log` until a JSON line says where the API listens.
-async fn api_address(log: &Path) -> anyhow::Result<std::net::SocketAddr> {
-    tokio::time::timeout(PROMPTLY, async {
-        loop {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            let found = text
-                .lines()
-                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-                .find(|record| record["message"] == "API listening")
-                .and_then(|record| record["local_addr"].as_str()?.parse().ok());
-            if let Some(address) = found {
-                return address;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .map_err(|_| {
-        anyhow::anyhow!(
-            "the API did not say where it listens:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        )
-    })
 }
 
 #[tokio::test]
@@ -130,43 +105,13 @@ async fn no_secret_reaches_a_log_line_or_the_help() -> anyhow::Result<()> {
         .stdout(log.try_clone()?)
         .stderr(log);
     let mut dev = ChildProcess::spawn(dev)?;
-    let address = api_address(&log_path).await?;
-    let output = std::fs::read_to_string(&log_path)?;
-    let key = output
-        .lines()
-        .map(str::trim)
-        .find(|line| line.starts_with("exk_"))
-        .ok_or_else(|| anyhow::anyhow!("no demo key in:\n{output}"))?
-        .to_string();
+    let address = api_address(&log_path, PROMPTLY).await?;
+    let key = demo_key(&log_path)?;
     looked_for.push(key.clone());
 
     let http = reqwest::Client::new();
     let api = format!("http://{address}/api/v1/exports/users");
-    let created: Value = http
-        .post(&api)
-        .bearer_auth(&key)
-        .json(&serde_json::json!({"format": "csv"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let export_url = format!("{api}/{}", created["export_id"].as_str().unwrap_or_default());
-    let export = tokio::time::timeout(PROMPTLY, async {
-        loop {
-            let export: Value = http
-                .get(&export_url)
-                .bearer_auth(&key)
-                .send()
-                .await?
-                .json()
-                .await?;
-            if export["status"] != "pending" && export["status"] != "processing" {
-                return anyhow::Ok(export);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await??;
+    let (export_url, export) = finished_csv_export(&http, address, &key, PROMPTLY).await?;
     assert_eq!(export["status"], "done", "{export}");
     let link = export["download_url"].as_str().unwrap_or_default().to_string();
     let signature = url::Url::parse(&link)?

@@ -16,7 +16,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 
-use exports_server::{auth, db, queue, users};
+use exports_server::db::Postgres;
+use exports_server::queue::{self, Redis};
+use exports_server::{auth, users};
 use exports_tests::ChildProcess;
 
 pub struct ApiBenchOptions {
@@ -157,10 +159,11 @@ async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<Exi
     } = Sandbox::new();
     let redis_url = REDIS_URL;
 
-    db::ensure_database(&database_url).await?;
+    let postgres = Postgres::new(&database_url, None)?;
+    postgres.ensure_database().await?;
     let result = async {
-        db::migrate(&database_url).await?;
-        let pool = db::pool(&database_url, 8)?;
+        postgres.migrate().await?;
+        let pool = postgres.pool(8)?;
         let client = pool.get().await?;
         users::seed_demo_users(&client, options.users).await?;
         drop(client);
@@ -468,7 +471,11 @@ pub(crate) async fn cleanup(admin_url: &str, database: &str, redis_url: &str, re
             .batch_execute(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"))
             .await;
     }
-    if let Ok(redis) = queue::connect(redis_url, 1).await {
+    let redis = match Redis::new(redis_url, None) {
+        Ok(redis) => redis.pool(1).await,
+        Err(error) => Err(error),
+    };
+    if let Ok(redis) = redis {
         let queue = queue::JobQueue::new(redis, redis_prefix);
         let _ = queue.delete_stream().await;
     }

@@ -16,9 +16,10 @@ use serde_json::json;
 use crate::bench::{
     api_listening, cleanup, issue_keys, release_server, request_once, wait_until_ready, Sandbox, REDIS_URL,
 };
+use exports_server::db::Postgres;
 use exports_server::export_file::select_sql;
 use exports_server::model::{UserExportFilters, UserQuery};
-use exports_server::{db, users};
+use exports_server::users;
 use exports_tests::{s3s_fs_listening, ChildProcess};
 
 pub struct ExportBenchOptions {
@@ -87,10 +88,11 @@ async fn bench(binary: &Path, s3s: &Path, aws: &Path, options: ExportBenchOption
     let redis_url = REDIS_URL;
     let files = tempfile::tempdir()?;
 
-    db::ensure_database(&database_url).await?;
+    let postgres = Postgres::new(&database_url, None)?;
+    postgres.ensure_database().await?;
     let result = async {
-        db::migrate(&database_url).await?;
-        let pool = db::pool(&database_url, 4)?;
+        postgres.migrate().await?;
+        let pool = postgres.pool(4)?;
         let client = pool.get().await?;
         let seeding = Instant::now();
         users::seed_demo_users(&client, options.users).await?;
