@@ -38,6 +38,8 @@ status. Current codes:
 | `export_finished`          | 409    | Cancel of an export that is already done, failed, cancelled or expired. |
 | `export_expired`           | 410    | Download of an export whose file was deleted.                    |
 | `payload_too_large`        | 413    | The request body exceeds the size limit.                         |
+| `uri_too_long`             | 414    | The request target exceeds 8 KiB.                                |
+| `request_header_fields_too_large` | 431 | More than 96 header fields, or more than 16 KiB of them.    |
 | `too_many_pending_exports` | 429    | The per-user limit of pending exports is reached.                |
 | `too_many_failed_authentications` | 429 | Too many requests with a bad key came from this address.   |
 | `internal_error`           | 500    | A failure on our side; quote `request_id`.                       |
@@ -757,6 +759,12 @@ names a dotted `field` (e.g. `filters.created_after`) and, for enumerations, the
 values. Validation reports every problem at once, not only the first. `429` and `503`
 also carry `retry_after_seconds`, equal to the `Retry-After` header.
 
+Request heads are limited on every path: a request target over 8 KiB gets
+`414 uri_too_long`; more than 96 header fields, or more than 16 KiB of them (each
+counted as `name: value` and a line break), get `431 request_header_fields_too_large`.
+Heads far past those limits (over 256 fields, or about 400 KiB) are refused by the HTTP
+layer itself with a bare `431` or `414` (no body), and the connection is closed.
+
 ## Pagination
 
 `GET /api/v1/exports/users` uses keyset (cursor) pagination. Pass `limit` (1–100, default 100)
@@ -781,7 +789,7 @@ development server allows any, answering `Access-Control-Allow-Origin: *`); cred
 (cookies) are never allowed, since keys travel in the `Authorization` header.
 
 
-Version: 1.2.0*/
+Version: 1.3.0*/
 pub struct Client {
     pub(crate) baseurl: String,
     pub(crate) client: reqwest::Client,
@@ -817,7 +825,7 @@ impl Client {
 }
 impl ClientInfo<()> for Client {
     fn api_version() -> &'static str {
-        "1.2.0"
+        "1.3.0"
     }
     fn baseurl(&self) -> &str {
         self.baseurl.as_str()

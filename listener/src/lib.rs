@@ -43,6 +43,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Connections open at once; more wait until one closes.
     pub max_connections: usize,
+    /// Header fields hyper parses in one request head; past it, hyper itself answers `431`
+    /// (no body) and closes the connection. Handlers that want to answer an oversized head
+    /// themselves set their own, lower, limit.
+    pub max_header_fields: usize,
 }
 
 impl Default for Limits {
@@ -53,6 +57,9 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
             max_connections: 4096,
+            // Above the API's own limit of 96 (and hyper's default of 100), so that the API
+            // answers up to 256 fields in its error envelope.
+            max_header_fields: 256,
         }
     }
 }
@@ -233,6 +240,7 @@ async fn serve_connection<H: Handler>(
     });
     let mut connection = pin!(hyper::server::conn::http1::Builder::new()
         .header_read_timeout(None)
+        .max_headers(limits.max_header_fields)
         .serve_connection(io, service));
     tokio::select! {
         _ = connection.as_mut() => return,

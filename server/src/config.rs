@@ -121,6 +121,7 @@ impl ApiArgs {
                 header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
                 idle_timeout: Duration::from_secs(self.idle_timeout_secs),
                 max_connections: self.max_connections as usize,
+                ..Limits::default()
             },
             max_failed_authentications_per_minute: self.max_failed_auth_per_minute,
             metrics_listen: self.metrics_listen,

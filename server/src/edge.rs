@@ -226,6 +226,11 @@ async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpA
         response
     };
 
+    if let Some((status, code, message)) = oversized_head(&request) {
+        let response = answer(status, code, &message, None);
+        return finish(response, &request_id, cors_origin);
+    }
+
     let declared_length = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -316,6 +321,43 @@ async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpA
             }
         };
     finish(response, &request_id, cors_origin)
+}
+
+/// The largest request target, and header section (fields counted as sent, `name: value`
+/// and a line break), the edge forwards, and the most header fields: nginx's and Node's
+/// orders of magnitude. The field limit leaves room below the 100 that dropshot's hyper
+/// takes for what the edge adds (`X-Request-Id`). Heads past the listener's own, higher,
+/// limits (`Limits::max_header_fields`, hyper's ~400 KiB read buffer, 64 KiB targets) never
+/// reach the edge: hyper answers those with a bare `431` or `414` and closes the connection.
+const MAX_TARGET_BYTES: usize = 8 * 1024;
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+const MAX_HEADER_FIELDS: usize = 96;
+
+/// The edge's answer to a request head past its limits, if it is.
+fn oversized_head<B>(request: &Request<B>) -> Option<(StatusCode, &'static str, String)> {
+    let target = request.uri().to_string().len();
+    if target > MAX_TARGET_BYTES {
+        return Some((
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("The request target is {target} bytes long: the limit is {MAX_TARGET_BYTES}."),
+        ));
+    }
+    let headers = request.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    (headers.len() > MAX_HEADER_FIELDS || bytes > MAX_HEADER_BYTES).then(|| {
+        (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request_header_fields_too_large",
+            format!(
+                "The request has {} header fields of {bytes} bytes in all: the limits are {MAX_HEADER_FIELDS} fields and {MAX_HEADER_BYTES} bytes.",
+                headers.len()
+            ),
+        )
+    })
 }
 
 /// Error bodies: fill in the request id, convert dropshot's own shape to the envelope, and
@@ -489,6 +531,26 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         headers.insert(name, value.parse().unwrap());
         headers
+    }
+
+    #[test]
+    fn heads_are_limited_in_fields_bytes_and_target() {
+        let request = |fields: usize, value: usize, target: usize| {
+            let mut builder = Request::get(format!("/{}", "a".repeat(target - 1)));
+            for i in 0..fields {
+                let value = if i == 0 { "v".repeat(value) } else { String::new() };
+                builder = builder.header(format!("x-{i:03}"), value);
+            }
+            builder.body(()).unwrap()
+        };
+        let status = |request: Request<()>| oversized_head(&request).map(|(status, ..)| status.as_u16());
+        assert_eq!(status(request(MAX_HEADER_FIELDS, 0, 1)), None);
+        assert_eq!(status(request(MAX_HEADER_FIELDS + 1, 0, 1)), Some(431));
+        // One field: "x-000: " and a line break is 9 bytes beside its value.
+        assert_eq!(status(request(1, MAX_HEADER_BYTES - 9, 1)), None);
+        assert_eq!(status(request(1, MAX_HEADER_BYTES - 8, 1)), Some(431));
+        assert_eq!(status(request(0, 0, MAX_TARGET_BYTES)), None);
+        assert_eq!(status(request(0, 0, MAX_TARGET_BYTES + 1)), Some(414));
     }
 
     #[test]
