@@ -35,8 +35,12 @@ pub use generated::*;
 
 use std::time::Duration;
 
-/// A client for the API at `base_url` (e.g. `http://127.0.0.1:8080`) that sends `api_key`
-/// as a bearer token and gives up on a request after `timeout`.
+/// A client for the API at `base_url` (e.g. `http://127.0.0.1:8080`, or an `https://` one)
+/// that sends `api_key` as a bearer token and gives up on a request after `timeout`.
+///
+/// HTTPS uses rustls and trusts the system's CAs (`SSL_CERT_FILE` or `SSL_CERT_DIR` replace
+/// them); for anything else (a private CA, a proxy), build a `reqwest::Client` and pass it to
+/// [`Client::new_with_client`].
 pub fn connect(base_url: &str, api_key: &str, timeout: Duration) -> Result<Client, reqwest::Error> {
     let mut headers = reqwest::header::HeaderMap::new();
     let mut authorization = reqwest::header::HeaderValue::try_from(format!("Bearer {api_key}"))

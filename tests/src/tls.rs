@@ -309,3 +309,62 @@ fn run_as(command: &mut Command, owner: Option<(u32, u32)>) {
         command.uid(uid).gid(gid).current_dir("/");
     }
 }
+
+/// An HTTPS front for a plain HTTP server (as a load balancer terminating TLS would be),
+/// with a certificate for `localhost` from a CA of its own; stopped on drop.
+pub struct TlsFront {
+    pub port: u16,
+    pub certificates: TestCertificates,
+    accepting: tokio::task::JoinHandle<()>,
+    _directory: tempfile::TempDir,
+}
+
+impl TlsFront {
+    pub async fn start(upstream: std::net::SocketAddr) -> Result<Self> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let (directory, certificates) = server_directory(None)?;
+        let chain =
+            CertificateDer::pem_file_iter(&certificates.certificate_file)?.collect::<Result<Vec<_>, _>>()?;
+        let key = PrivateKeyDer::from_pem_file(&certificates.key_file)?;
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let accepting = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let (Ok(mut client), Ok(mut server)) = (
+                        acceptor.accept(client).await,
+                        tokio::net::TcpStream::connect(upstream).await,
+                    ) else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        });
+        Ok(Self {
+            port,
+            certificates,
+            accepting,
+            _directory: directory,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
