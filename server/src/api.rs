@@ -165,10 +165,10 @@ pub mod imp {
     use crate::after_auth::AfterAuth;
     use crate::app::{AppState, DEPENDENCY_RETRY_AFTER_SECONDS};
     use crate::auth::{self, Principal, SCOPE_READ, SCOPE_WRITE};
+    use crate::db::exports::{self, CancelOutcome};
     use crate::error::{ApiError, ErrorDetail};
     use crate::model::*;
     use crate::storage::LinkProblem;
-    use crate::store::{self, CancelOutcome};
     use crate::throughput::Rates;
     use bytes::Bytes;
     use futures::{StreamExt, TryStreamExt};
@@ -285,7 +285,7 @@ pub mod imp {
     }
 
     /// The file of a `done` export, streamed from storage; the errors of an export without one.
-    async fn file_response(state: &AppState, row: &store::ExportRow) -> Result<FileResponse, ApiError> {
+    async fn file_response(state: &AppState, row: &exports::ExportRow) -> Result<FileResponse, ApiError> {
         match row.status {
             ExportStatus::Pending | ExportStatus::Processing => Err(ApiError::conflict(
                 "export_not_ready",
@@ -364,7 +364,7 @@ pub mod imp {
     /// The API view of an export, with a freshly minted download link when it is done.
     async fn export_view(
         state: &AppState,
-        row: &store::ExportRow,
+        row: &exports::ExportRow,
         rates: &Rates,
     ) -> Result<Export, ApiError> {
         let mut export = row.to_api(rates);
@@ -396,7 +396,7 @@ pub mod imp {
                     state.matching_users.count(&client, &filters).await.map_err(ApiError::internal)?;
                 let rates = state.throughput.rates(&client).await;
                 let limit = state.settings.max_pending_per_user;
-                let created = store::create_export(&client, principal.user_id, &request, rows_total, limit)
+                let created = exports::create(&client, principal.user_id, &request, rows_total, limit)
                     .await
                     .map_err(ApiError::internal)?;
                 drop(client);
@@ -451,7 +451,7 @@ pub mod imp {
                     WhichPage::Next(selector) => Some((selector.created_at, selector.id)),
                 };
                 let client = state.database().await?;
-                let rows = store::list_exports(&client, principal.user_id, after, limit)
+                let rows = exports::list(&client, principal.user_id, after, limit)
                     .await
                     .map_err(ApiError::internal)?;
                 let rates = state.throughput.rates(&client).await;
@@ -483,7 +483,7 @@ pub mod imp {
             authorized(&rqctx, "getExport", SCOPE_READ, async |state, principal| {
                 let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
                 let client = state.database().await?;
-                let row = store::get_export(&client, principal.user_id, id)
+                let row = exports::get(&client, principal.user_id, id)
                     .await
                     .map_err(ApiError::internal)?
                     .ok_or_else(|| ApiError::not_found("Export"))?;
@@ -502,7 +502,7 @@ pub mod imp {
             authorized(&rqctx, "downloadExport", SCOPE_READ, async |state, principal| {
                 let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
                 let client = state.database().await?;
-                let row = store::get_export(&client, principal.user_id, id)
+                let row = exports::get(&client, principal.user_id, id)
                     .await
                     .map_err(ApiError::internal)?
                     .ok_or_else(|| ApiError::not_found("Export"))?;
@@ -552,7 +552,7 @@ pub mod imp {
                     }
                 }
                 let client = state.database().await?;
-                let row = store::get_export_by_id(&client, id)
+                let row = exports::get_whoever_owns(&client, id)
                     .await
                     .map_err(ApiError::internal)?
                     .ok_or_else(|| ApiError::not_found("Export"))?;
@@ -571,7 +571,7 @@ pub mod imp {
             authorized(&rqctx, "cancelExport", SCOPE_WRITE, async |state, principal| {
                 let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
                 let client = state.database().await?;
-                match store::cancel_export(&client, principal.user_id, id)
+                match exports::cancel(&client, principal.user_id, id)
                     .await
                     .map_err(ApiError::internal)?
                 {

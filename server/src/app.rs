@@ -8,12 +8,12 @@ use anyhow::{Context, Result};
 
 use crate::api::{exports_api_mod, imp::ExportsImpl};
 use crate::auth::RejectedKeys;
+use crate::db::users::MatchingUsers;
 use crate::edge::{Edge, EdgeSettings};
 use crate::error::{ApiError, ErrorDetail};
 use crate::metrics::Metrics;
 use crate::queue::JobQueue;
 use crate::storage::Storage;
-use crate::store::MatchingUsers;
 use crate::throughput::Throughput;
 
 /// How long one readiness check answers for.

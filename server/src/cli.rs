@@ -11,12 +11,13 @@ use uuid::Uuid;
 use crate::app::RunningApi;
 use crate::auth::{self, SCOPES};
 use crate::config::{ApiArgs, DatabaseArgs, RedisArgs};
+use crate::db::users;
 use crate::db::Postgres;
+use crate::logging;
 use crate::metrics::Metrics;
 use crate::queue::{JobQueue, Redis};
 use crate::storage::{Storage, StorageArgs};
 use crate::worker::{RunningWorker, WorkerArgs};
-use crate::{logging, users};
 
 /// The exports service: asynchronous CSV and XLSX exports of users.
 #[derive(Parser)]

@@ -16,8 +16,6 @@ pub mod metrics;
 pub mod model;
 pub mod queue;
 pub mod storage;
-pub mod store;
 pub mod throughput;
 pub mod tls;
-pub mod users;
 pub mod worker;

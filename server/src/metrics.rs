@@ -150,10 +150,8 @@ impl Metrics {
     /// Redis) for the queue-depth gauge.
     pub async fn refresh_queue_depth(&self, pool: &deadpool_postgres::Pool) -> anyhow::Result<()> {
         let client = pool.get().await?;
-        let row = client
-            .query_one("SELECT count(*) FROM exports WHERE status = 'pending'", &[])
-            .await?;
-        self.queue_depth.set(row.get(0));
+        self.queue_depth
+            .set(crate::db::exports::count_pending(&client).await?);
         Ok(())
     }
 

@@ -74,30 +74,13 @@ impl Throughput {
     }
 }
 
-/// Rows per second of the exports finished in the last day, per format (the 50 newest).
+/// Rows per second of the exports finished in the last day, per format.
 async fn measure(client: &tokio_postgres::Client) -> Result<Rates, tokio_postgres::Error> {
-    let rows = client
-        .query(
-            "SELECT format, sum(rows_written)::float8 / sum(extract(epoch FROM finished_at - started_at))::float8
-             FROM (
-                 SELECT format, rows_written, started_at, finished_at,
-                        row_number() OVER (PARTITION BY format ORDER BY finished_at DESC) AS n
-                 FROM exports
-                 WHERE status = 'done' AND started_at IS NOT NULL AND finished_at > started_at
-                   AND finished_at > now() - interval '1 day'
-             ) AS recent
-             WHERE n <= 50
-             GROUP BY format",
-            &[],
-        )
-        .await?;
     let mut rates = Rates::default();
-    for row in rows {
-        let format: String = row.get(0);
-        let measured: Option<f64> = row.get(1);
-        match (ExportFormat::parse(&format), measured) {
-            (Some(ExportFormat::Csv), Some(rate)) if rate > 0.0 => rates.csv = rate,
-            (Some(ExportFormat::Xlsx), Some(rate)) if rate > 0.0 => rates.xlsx = rate,
+    for (format, rate) in crate::db::exports::recent_throughput(client).await? {
+        match format {
+            ExportFormat::Csv if rate > 0.0 => rates.csv = rate,
+            ExportFormat::Xlsx if rate > 0.0 => rates.xlsx = rate,
             _ => {}
         }
     }

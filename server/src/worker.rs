@@ -27,6 +27,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
+use crate::db::exports::{self, FinishedFile, Taken};
 use crate::export_file::{finish_upload, write_export, Progress, StorageFailure, Upload};
 use crate::metrics::Metrics;
 use crate::model::{ExportFormat, UserExportFilters};
@@ -264,36 +265,15 @@ enum Started {
 
 async fn start_attempt(shared: &Shared, export_id: Uuid) -> Result<Started> {
     let client = shared.pool.get().await?;
-    let lease_ms = shared.settings.lease().as_millis() as f64;
-    let taken = client
-        .query_opt(
-            "UPDATE exports
-             SET status = 'processing', attempts = attempts + 1, rows_written = 0,
-                 lease_expires_at = now() + $2 * interval '1 millisecond',
-                 started_at = now(), retry_at = NULL, updated_at = now()
-             WHERE id = $1
-               AND ((status = 'pending' AND (retry_at IS NULL OR retry_at <= now()))
-                    OR (status = 'processing' AND lease_expires_at < now()))
-             RETURNING attempts, format, filters",
-            &[&export_id, &lease_ms],
-        )
-        .await?;
-    let Some(row) = taken else {
-        let held = client
-            .query_opt(
-                "SELECT 1 FROM exports WHERE id = $1 AND status = 'processing' AND lease_expires_at >= now()",
-                &[&export_id],
-            )
-            .await?;
-        return Ok(if held.is_some() {
-            Started::HeldElsewhere
-        } else {
-            Started::Done
-        });
+    let (attempt, format, filters) = match exports::take(&client, export_id, shared.settings.lease()).await? {
+        Taken::Attempt {
+            attempt,
+            format,
+            filters,
+        } => (attempt, format, filters),
+        Taken::HeldElsewhere => return Ok(Started::HeldElsewhere),
+        Taken::Nothing => return Ok(Started::Done),
     };
-    let attempt: i32 = row.get(0);
-    let format = ExportFormat::parse(row.get(1)).context("unknown format")?;
-    let filters: UserExportFilters = serde_json::from_value(row.get(2))?;
     if attempt > shared.settings.max_attempts {
         // Its earlier attempts ended without recording an outcome: workers died running it.
         let message = format!(
@@ -301,7 +281,7 @@ async fn start_attempt(shared: &Shared, export_id: Uuid) -> Result<Started> {
              Create a new export to try again.",
             attempt - 1
         );
-        mark_failed(&client, export_id, attempt, &message).await?;
+        exports::fail(&client, export_id, attempt, &message).await?;
         shared.metrics.job_failed(format);
         return Ok(Started::Done);
     }
@@ -402,7 +382,7 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::R
             );
             shared.metrics.job_failed(format);
             match shared.pool.get().await {
-                Ok(client) => mark_failed(&client, export_id, number, &message).await,
+                Ok(client) => exports::fail(&client, export_id, number, &message).await,
                 Err(error) => Err(error.into()),
             }
         }
@@ -427,23 +407,20 @@ async fn keep_lease(
     progress: Arc<Progress>,
     lost: watch::Sender<bool>,
 ) {
-    let lease_ms = shared.settings.lease().as_millis() as f64;
     let mut ticks = tokio::time::interval(shared.settings.heartbeat());
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let rows = progress.rows() as i64;
         let renewed = async {
             let client = shared.pool.get().await?;
-            let updated = client
-                .execute(
-                    "UPDATE exports SET rows_written = $3, updated_at = now(),
-                            lease_expires_at = now() + $4 * interval '1 millisecond'
-                     WHERE id = $1 AND attempts = $2 AND status = 'processing'",
-                    &[&export_id, &attempt, &rows, &lease_ms],
-                )
-                .await?;
-            anyhow::Ok(updated == 1)
+            exports::renew(
+                &client,
+                export_id,
+                attempt,
+                progress.rows(),
+                shared.settings.lease(),
+            )
+            .await
         }
         .await;
         match renewed {
@@ -484,26 +461,14 @@ async fn record_done(
     }: StoredFile<'_>,
     started: Instant,
 ) -> Result<()> {
-    let ttl_ms = (shared.settings.file_ttl_secs as f64) * 1000.0;
     let client = shared.pool.get().await?;
-    let updated = client
-        .execute(
-            "UPDATE exports SET status = 'done', file_url = $3, rows_written = $4, rows_total = $4,
-                    file_size_bytes = $5, error_message = NULL, lease_expires_at = NULL,
-                    finished_at = now(), updated_at = now(),
-                    expires_at = now() + $6 * interval '1 millisecond'
-             WHERE id = $1 AND attempts = $2 AND status = 'processing'",
-            &[
-                &export_id,
-                &attempt,
-                &key.as_ref(),
-                &(rows as i64),
-                &(size as i64),
-                &ttl_ms,
-            ],
-        )
-        .await?;
-    if updated == 0 {
+    let file = FinishedFile {
+        key: key.as_ref(),
+        rows,
+        size,
+        ttl: Duration::from_secs(shared.settings.file_ttl_secs),
+    };
+    if !exports::record_done(&client, export_id, attempt, file).await? {
         // Cancelled (or taken over) between the last row and now: this attempt's file is
         // nobody's, so it goes.
         tracing::info!(%export_id, attempt, "export finished after it was cancelled; deleting its file");
@@ -535,7 +500,7 @@ async fn record_failure(
             user_facing_cause(error)
         );
         shared.metrics.job_failed(format);
-        return mark_failed(&client, export_id, attempt, &message).await;
+        return exports::fail(&client, export_id, attempt, &message).await;
     }
     let backoff = shared.settings.backoff(attempt);
     tracing::warn!(
@@ -543,16 +508,7 @@ async fn record_failure(
         error = %format!("{error:#}"), "export attempt failed; retrying"
     );
     shared.metrics.job_retried(format);
-    client
-        .execute(
-            "UPDATE exports SET status = 'pending', lease_expires_at = NULL, rows_written = 0,
-                    retry_at = now() + $3 * interval '1 millisecond', queued_at = NULL,
-                    updated_at = now()
-             WHERE id = $1 AND attempts = $2 AND status = 'processing'",
-            &[&export_id, &attempt, &(backoff.as_millis() as f64)],
-        )
-        .await?;
-    Ok(())
+    exports::retry_later(&client, export_id, attempt, backoff).await
 }
 
 /// What a user is told about a failure (the details are in the worker's log).
@@ -569,35 +525,10 @@ fn user_facing_cause(error: &anyhow::Error) -> &'static str {
     }
 }
 
-async fn mark_failed(
-    client: &deadpool_postgres::Client,
-    export_id: Uuid,
-    attempt: i32,
-    message: &str,
-) -> Result<()> {
-    client
-        .execute(
-            "UPDATE exports SET status = 'failed', error_message = $3, lease_expires_at = NULL,
-                    finished_at = now(), updated_at = now()
-             WHERE id = $1 AND attempts = $2 AND status = 'processing'",
-            &[&export_id, &attempt, &message],
-        )
-        .await?;
-    Ok(())
-}
-
 /// Gives an interrupted attempt back: pending again, the attempt not counted, queued afresh.
 async fn hand_back(shared: &Shared, export_id: Uuid, attempt: i32) -> Result<()> {
     let client = shared.pool.get().await?;
-    let updated = client
-        .execute(
-            "UPDATE exports SET status = 'pending', attempts = attempts - 1, lease_expires_at = NULL,
-                    rows_written = 0, queued_at = now(), updated_at = now()
-             WHERE id = $1 AND attempts = $2 AND status = 'processing'",
-            &[&export_id, &attempt],
-        )
-        .await?;
-    if updated == 1 {
+    if exports::hand_back(&client, export_id, attempt).await? {
         shared.queue.enqueue(export_id).await?;
         tracing::info!(%export_id, "export handed back to the queue on shutdown");
     }
@@ -644,20 +575,7 @@ async fn sweep(shared: Shared, mut stopped: watch::Receiver<bool>) {
 async fn requeue_lost(shared: &Shared, grace: Duration) -> Result<usize> {
     let (pool, queue) = (&shared.pool, &shared.queue);
     let client = pool.get().await?;
-    let grace_ms = grace.as_millis() as f64;
-    let due: Vec<Uuid> = client
-        .query(
-            "SELECT id FROM exports
-             WHERE (status = 'pending' AND (retry_at IS NULL OR retry_at <= now())
-                    AND COALESCE(queued_at, created_at) < now() - $1 * interval '1 millisecond')
-                OR (status = 'processing' AND lease_expires_at < now())
-             ORDER BY created_at LIMIT 1000",
-            &[&grace_ms],
-        )
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let due = exports::due(&client, grace).await?;
     if due.is_empty() {
         return Ok(0);
     }
@@ -667,12 +585,7 @@ async fn requeue_lost(shared: &Shared, grace: Duration) -> Result<usize> {
         queue.enqueue(*export_id).await?;
     }
     if !lost.is_empty() {
-        client
-            .execute(
-                "UPDATE exports SET queued_at = now() WHERE id = ANY($1)",
-                &[&lost],
-            )
-            .await?;
+        exports::mark_queued(&client, &lost).await?;
         tracing::info!(count = lost.len(), "sweeper: queued exports that had no job");
     }
     Ok(lost.len())
@@ -681,25 +594,12 @@ async fn requeue_lost(shared: &Shared, grace: Duration) -> Result<usize> {
 /// Deletes the files of exports past `expires_at` and marks them `expired`.
 async fn expire_files(shared: &Shared) -> Result<usize> {
     let client = shared.pool.get().await?;
-    let expired = client
-        .query(
-            "SELECT id, file_url FROM exports WHERE status = 'done' AND expires_at <= now()
-             ORDER BY expires_at LIMIT 100",
-            &[],
-        )
-        .await?;
-    for row in &expired {
-        let export_id: Uuid = row.get(0);
-        if let Some(key) = row.get::<_, Option<String>>(1) {
-            shared.storage.delete(&key).await?;
+    let expired = exports::past_expiry(&client, 100).await?;
+    for (export_id, key) in &expired {
+        if let Some(key) = key {
+            shared.storage.delete(key).await?;
         }
-        client
-            .execute(
-                "UPDATE exports SET status = 'expired', file_url = NULL, updated_at = now()
-                 WHERE id = $1 AND status = 'done'",
-                &[&export_id],
-            )
-            .await?;
+        exports::expire(&client, *export_id).await?;
         tracing::info!(%export_id, "export expired; file deleted");
     }
     Ok(expired.len())

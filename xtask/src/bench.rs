@@ -16,9 +16,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 
+use exports_server::auth;
+use exports_server::db::users;
 use exports_server::db::Postgres;
 use exports_server::queue::{self, Redis};
-use exports_server::{auth, users};
 use exports_tests::ChildProcess;
 
 pub struct ApiBenchOptions {

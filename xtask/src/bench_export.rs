@@ -16,10 +16,10 @@ use serde_json::json;
 use crate::bench::{
     api_listening, cleanup, issue_keys, release_server, request_once, wait_until_ready, Sandbox, REDIS_URL,
 };
+use exports_server::db::users;
 use exports_server::db::Postgres;
 use exports_server::export_file::select_sql;
 use exports_server::model::{UserExportFilters, UserQuery};
-use exports_server::users;
 use exports_tests::{s3s_fs_listening, ChildProcess};
 
 pub struct ExportBenchOptions {

@@ -12,6 +12,9 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::tls;
 
+pub mod exports;
+pub mod users;
+
 mod embedded {
     refinery::embed_migrations!("../migrations");
 }
@@ -24,11 +27,14 @@ const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Rollback scripts, newest first; each undoes the migration of the same version and removes
 /// it from refinery's history.
 const ROLLBACKS: &[(i32, &str)] = &[
-    (5, include_str!("../../migrations/rollback/R5__api_key_life.sql")),
-    (4, include_str!("../../migrations/rollback/R4__worker.sql")),
-    (3, include_str!("../../migrations/rollback/R3__exports.sql")),
-    (2, include_str!("../../migrations/rollback/R2__api_keys.sql")),
-    (1, include_str!("../../migrations/rollback/R1__users.sql")),
+    (
+        5,
+        include_str!("../../../migrations/rollback/R5__api_key_life.sql"),
+    ),
+    (4, include_str!("../../../migrations/rollback/R4__worker.sql")),
+    (3, include_str!("../../../migrations/rollback/R3__exports.sql")),
+    (2, include_str!("../../../migrations/rollback/R2__api_keys.sql")),
+    (1, include_str!("../../../migrations/rollback/R1__users.sql")),
 ];
 
 /// One PostgreSQL database: its connection settings and, when the URL asks for TLS

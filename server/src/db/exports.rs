@@ -1,0 +1,575 @@
+//! The `exports` table and the life of an export: every statement on the table, for the API
+//! and the worker alike, and the transitions between its statuses.
+//!
+//! ```text
+//!            create                 take                     record_done           expire
+//!   (none) ─────────▶ pending ─────────────▶ processing ─────────────────▶ done ─────────▶ expired
+//!                      ▲  ▲                    │    │  │ fail
+//!                      │  └─── retry_later ────┘    │  └──────▶ failed
+//!                      └────── hand_back ───────────┘
+//!   pending, processing ── cancel ──▶ cancelled
+//! ```
+//!
+//! `take` also takes over a `processing` export whose lease ran out (its worker died). Every
+//! change an attempt makes is conditional on the attempt still holding the row (`attempts`
+//! and `processing`), so an attempt that lost it (cancelled, taken over) changes nothing.
+//! Statuses are written through `ExportStatus` only; the migrations (history, never edited)
+//! spell them too.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::model::{
+    CreateUserExport, Export, ExportFormat, ExportProgress, ExportStatus, ExportType, UserExportFilters,
+};
+use crate::throughput::Rates;
+
+type Client = deadpool_postgres::Client;
+
+/// A status in a statement, as a SQL literal: a literal rather than a parameter, so that the
+/// planner matches the partial index on active exports.
+struct Sql(ExportStatus);
+
+impl fmt::Display for Sql {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "'{}'", self.0.as_str())
+    }
+}
+
+const PENDING: Sql = Sql(ExportStatus::Pending);
+const PROCESSING: Sql = Sql(ExportStatus::Processing);
+const DONE: Sql = Sql(ExportStatus::Done);
+const FAILED: Sql = Sql(ExportStatus::Failed);
+const CANCELLED: Sql = Sql(ExportStatus::Cancelled);
+const EXPIRED: Sql = Sql(ExportStatus::Expired);
+
+const COLUMNS: &str = "id, format, status, filters, rows_total, rows_written, file_size_bytes, \
+                       file_url, error_message, created_at, updated_at, expires_at";
+
+fn milliseconds(duration: Duration) -> f64 {
+    duration.as_millis() as f64
+}
+
+/// An `exports` row as the API reads it.
+#[derive(Debug, Clone)]
+pub(crate) struct ExportRow {
+    pub id: Uuid,
+    pub format: ExportFormat,
+    pub status: ExportStatus,
+    pub filters: UserExportFilters,
+    pub rows_total: u64,
+    pub rows_written: u64,
+    pub file_size_bytes: Option<u64>,
+    /// The object key of the finished file in storage.
+    pub file_key: Option<String>,
+    pub error_message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl ExportRow {
+    fn from_row(row: &Row) -> Result<Self, anyhow::Error> {
+        let format: String = row.get("format");
+        let status: String = row.get("status");
+        let count = |column: &str| row.get::<_, i64>(column).max(0) as u64;
+        Ok(Self {
+            id: row.get("id"),
+            format: ExportFormat::parse(&format)
+                .ok_or_else(|| anyhow::anyhow!("unknown format {format:?}"))?,
+            status: ExportStatus::parse(&status)
+                .ok_or_else(|| anyhow::anyhow!("unknown status {status:?}"))?,
+            filters: serde_json::from_value(row.get("filters"))?,
+            rows_total: count("rows_total"),
+            rows_written: count("rows_written"),
+            file_size_bytes: row
+                .get::<_, Option<i64>>("file_size_bytes")
+                .map(|n| n.max(0) as u64),
+            file_key: row.get("file_url"),
+            error_message: row.get("error_message"),
+            created_at: row.get("created_at"),
+            updated_at: row.get("updated_at"),
+            expires_at: row.get("expires_at"),
+        })
+    }
+
+    /// The API view; the download link is minted by the caller, not stored.
+    pub fn to_api(&self, rates: &Rates) -> Export {
+        let percent = if self.status == ExportStatus::Done {
+            100.0
+        } else if self.rows_total == 0 {
+            0.0
+        } else {
+            (self.rows_written as f64 * 100.0 / self.rows_total as f64).min(100.0)
+        };
+        let estimated_seconds_remaining = self
+            .status
+            .is_active()
+            .then(|| rates.seconds_for(self.format, self.rows_total.saturating_sub(self.rows_written)));
+        Export {
+            export_id: self.id,
+            export_type: ExportType::Users,
+            format: self.format,
+            status: self.status,
+            filters: self.filters.clone(),
+            progress: ExportProgress {
+                rows_written: self.rows_written,
+                rows_total: self.rows_total,
+                percent,
+                estimated_seconds_remaining,
+            },
+            download_url: None,
+            download_expires_at: None,
+            error_message: self.error_message.clone(),
+            file_size_bytes: self.file_size_bytes,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+/// The caller already has `limit` pending or processing exports.
+#[derive(Debug)]
+pub(crate) struct LimitReached {
+    pub limit: u32,
+    /// Format and rows still to write of each active export, to estimate when one finishes.
+    pub active: Vec<(ExportFormat, u64)>,
+}
+
+/// Records a pending export unless the user is at their limit of active exports; the check
+/// and the insert are one statement (`create_export_within_limit`, migration V3), so the limit
+/// holds under concurrency.
+pub(crate) async fn create(
+    client: &Client,
+    user_id: Uuid,
+    request: &CreateUserExport,
+    rows_total: u64,
+    limit: u32,
+) -> anyhow::Result<Result<Uuid, LimitReached>> {
+    let id = Uuid::new_v4();
+    let filters = serde_json::to_value(request.filters.clone().unwrap_or_default())?;
+    let statement = client
+        .prepare_cached("SELECT create_export_within_limit($1, $2, $3, $4, $5, $6)")
+        .await?;
+    let limit_param = i32::try_from(limit).unwrap_or(i32::MAX);
+    let created: bool = client
+        .query_one(
+            &statement,
+            &[
+                &id,
+                &user_id,
+                &request.format.as_str(),
+                &filters,
+                &(rows_total as i64),
+                &limit_param,
+            ],
+        )
+        .await?
+        .get(0);
+    if created {
+        return Ok(Ok(id));
+    }
+    let active = client
+        .query(
+            &format!(
+                "SELECT format, rows_total - rows_written FROM exports
+                 WHERE user_id = $1 AND status IN ({PENDING}, {PROCESSING})"
+            ),
+            &[&user_id],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let format = ExportFormat::parse(row.get(0)).unwrap_or(ExportFormat::Xlsx);
+            (format, row.get::<_, i64>(1).max(0) as u64)
+        })
+        .collect();
+    Ok(Err(LimitReached { limit, active }))
+}
+
+/// The user's export, if they have one of that id.
+pub(crate) async fn get(
+    client: &Client,
+    user_id: Uuid,
+    export_id: Uuid,
+) -> anyhow::Result<Option<ExportRow>> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM exports WHERE id = $1 AND user_id = $2"
+        ))
+        .await?;
+    client
+        .query_opt(&statement, &[&export_id, &user_id])
+        .await?
+        .as_ref()
+        .map(ExportRow::from_row)
+        .transpose()
+}
+
+/// An export whatever its owner: for signed download links, which carry no API key.
+pub(crate) async fn get_whoever_owns(client: &Client, export_id: Uuid) -> anyhow::Result<Option<ExportRow>> {
+    let statement = client
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM exports WHERE id = $1"))
+        .await?;
+    client
+        .query_opt(&statement, &[&export_id])
+        .await?
+        .as_ref()
+        .map(ExportRow::from_row)
+        .transpose()
+}
+
+/// One page of the user's exports, newest first, strictly after `after` when given.
+pub(crate) async fn list(
+    client: &Client,
+    user_id: Uuid,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: u32,
+) -> anyhow::Result<Vec<ExportRow>> {
+    let limit = i64::from(limit);
+    let rows = match after {
+        None => {
+            let statement = client
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM exports WHERE user_id = $1
+                     ORDER BY created_at DESC, id DESC LIMIT $2"
+                ))
+                .await?;
+            client.query(&statement, &[&user_id, &limit]).await?
+        }
+        Some((created_at, id)) => {
+            let statement = client
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM exports WHERE user_id = $1 AND (created_at, id) < ($2, $3)
+                     ORDER BY created_at DESC, id DESC LIMIT $4"
+                ))
+                .await?;
+            client
+                .query(&statement, &[&user_id, &created_at, &id, &limit])
+                .await?
+        }
+    };
+    rows.iter().map(ExportRow::from_row).collect()
+}
+
+pub(crate) enum CancelOutcome {
+    Cancelled(ExportRow),
+    AlreadyFinished(ExportStatus),
+    NotFound,
+}
+
+pub(crate) async fn cancel(client: &Client, user_id: Uuid, export_id: Uuid) -> anyhow::Result<CancelOutcome> {
+    let cancelled = client
+        .query_opt(
+            &format!(
+                "UPDATE exports SET status = {CANCELLED}, finished_at = now(), updated_at = now(),
+                        lease_expires_at = NULL
+                 WHERE id = $1 AND user_id = $2 AND status IN ({PENDING}, {PROCESSING})
+                 RETURNING {COLUMNS}"
+            ),
+            &[&export_id, &user_id],
+        )
+        .await?;
+    if let Some(row) = cancelled {
+        return Ok(CancelOutcome::Cancelled(ExportRow::from_row(&row)?));
+    }
+    Ok(match get(client, user_id, export_id).await? {
+        Some(row) => CancelOutcome::AlreadyFinished(row.status),
+        None => CancelOutcome::NotFound,
+    })
+}
+
+/// What `take` found.
+pub(crate) enum Taken {
+    /// This worker now holds the export, as attempt `attempt`.
+    Attempt {
+        attempt: i32,
+        format: ExportFormat,
+        filters: UserExportFilters,
+    },
+    /// Another worker holds it, with a lease still running.
+    HeldElsewhere,
+    /// Nothing to do: finished, cancelled, gone, or a retry not due yet.
+    Nothing,
+}
+
+/// Takes an export for a new attempt, `pending` and due, or `processing` with its lease run
+/// out, holding it for `lease`.
+pub(crate) async fn take(client: &Client, export_id: Uuid, lease: Duration) -> anyhow::Result<Taken> {
+    let taken = client
+        .query_opt(
+            &format!(
+                "UPDATE exports
+                 SET status = {PROCESSING}, attempts = attempts + 1, rows_written = 0,
+                     lease_expires_at = now() + $2 * interval '1 millisecond',
+                     started_at = now(), retry_at = NULL, updated_at = now()
+                 WHERE id = $1
+                   AND ((status = {PENDING} AND (retry_at IS NULL OR retry_at <= now()))
+                        OR (status = {PROCESSING} AND lease_expires_at < now()))
+                 RETURNING attempts, format, filters"
+            ),
+            &[&export_id, &milliseconds(lease)],
+        )
+        .await?;
+    if let Some(row) = taken {
+        let format: String = row.get(1);
+        return Ok(Taken::Attempt {
+            attempt: row.get(0),
+            format: ExportFormat::parse(&format)
+                .ok_or_else(|| anyhow::anyhow!("unknown format {format:?}"))?,
+            filters: serde_json::from_value(row.get(2))?,
+        });
+    }
+    let held = client
+        .query_opt(
+            &format!(
+                "SELECT 1 FROM exports
+                 WHERE id = $1 AND status = {PROCESSING} AND lease_expires_at >= now()"
+            ),
+            &[&export_id],
+        )
+        .await?;
+    Ok(if held.is_some() {
+        Taken::HeldElsewhere
+    } else {
+        Taken::Nothing
+    })
+}
+
+/// Records the rows an attempt has written and extends its lease; false when the attempt no
+/// longer holds the export.
+pub(crate) async fn renew(
+    client: &Client,
+    export_id: Uuid,
+    attempt: i32,
+    rows_written: u64,
+    lease: Duration,
+) -> anyhow::Result<bool> {
+    let updated = client
+        .execute(
+            &format!(
+                "UPDATE exports SET rows_written = $3, updated_at = now(),
+                        lease_expires_at = now() + $4 * interval '1 millisecond'
+                 WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}"
+            ),
+            &[&export_id, &attempt, &(rows_written as i64), &milliseconds(lease)],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
+/// The file an attempt finished.
+pub(crate) struct FinishedFile<'a> {
+    pub key: &'a str,
+    pub rows: u64,
+    pub size: u64,
+    /// How long it is kept.
+    pub ttl: Duration,
+}
+
+/// `done`, with its file; false when the attempt no longer held the export (its file is then
+/// nobody's).
+pub(crate) async fn record_done(
+    client: &Client,
+    export_id: Uuid,
+    attempt: i32,
+    file: FinishedFile<'_>,
+) -> anyhow::Result<bool> {
+    let updated = client
+        .execute(
+            &format!(
+                "UPDATE exports SET status = {DONE}, file_url = $3, rows_written = $4, rows_total = $4,
+                        file_size_bytes = $5, error_message = NULL, lease_expires_at = NULL,
+                        finished_at = now(), updated_at = now(),
+                        expires_at = now() + $6 * interval '1 millisecond'
+                 WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}"
+            ),
+            &[
+                &export_id,
+                &attempt,
+                &file.key,
+                &(file.rows as i64),
+                &(file.size as i64),
+                &milliseconds(file.ttl),
+            ],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
+/// A failed attempt to be tried again: `pending`, due after `backoff`, to be queued again
+/// by the sweeper.
+pub(crate) async fn retry_later(
+    client: &Client,
+    export_id: Uuid,
+    attempt: i32,
+    backoff: Duration,
+) -> anyhow::Result<()> {
+    client
+        .execute(
+            &format!(
+                "UPDATE exports SET status = {PENDING}, lease_expires_at = NULL, rows_written = 0,
+                        retry_at = now() + $3 * interval '1 millisecond', queued_at = NULL,
+                        updated_at = now()
+                 WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}"
+            ),
+            &[&export_id, &attempt, &milliseconds(backoff)],
+        )
+        .await?;
+    Ok(())
+}
+
+/// `failed` for good, with the message its user sees.
+pub(crate) async fn fail(
+    client: &Client,
+    export_id: Uuid,
+    attempt: i32,
+    message: &str,
+) -> anyhow::Result<()> {
+    client
+        .execute(
+            &format!(
+                "UPDATE exports SET status = {FAILED}, error_message = $3, lease_expires_at = NULL,
+                        finished_at = now(), updated_at = now()
+                 WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}"
+            ),
+            &[&export_id, &attempt, &message],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Gives an interrupted attempt back: `pending` again, the attempt not counted, marked as
+/// queued now (the caller queues it); false when the attempt no longer held the export.
+pub(crate) async fn hand_back(client: &Client, export_id: Uuid, attempt: i32) -> anyhow::Result<bool> {
+    let updated = client
+        .execute(
+            &format!(
+                "UPDATE exports SET status = {PENDING}, attempts = attempts - 1, lease_expires_at = NULL,
+                        rows_written = 0, queued_at = now(), updated_at = now()
+                 WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}"
+            ),
+            &[&export_id, &attempt],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
+/// Exports that should have a job on the queue (at most 1,000, oldest first): `pending` and
+/// due, not queued in the last `grace`, or `processing` with the lease run out.
+pub(crate) async fn due(client: &Client, grace: Duration) -> anyhow::Result<Vec<Uuid>> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT id FROM exports
+                 WHERE (status = {PENDING} AND (retry_at IS NULL OR retry_at <= now())
+                        AND COALESCE(queued_at, created_at) < now() - $1 * interval '1 millisecond')
+                    OR (status = {PROCESSING} AND lease_expires_at < now())
+                 ORDER BY created_at LIMIT 1000"
+            ),
+            &[&milliseconds(grace)],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+pub(crate) async fn mark_queued(client: &Client, export_ids: &[Uuid]) -> anyhow::Result<()> {
+    client
+        .execute(
+            "UPDATE exports SET queued_at = now() WHERE id = ANY($1)",
+            &[&export_ids],
+        )
+        .await?;
+    Ok(())
+}
+
+/// `done` exports past `expires_at` (at most `limit`, oldest first), with their file's key.
+pub(crate) async fn past_expiry(client: &Client, limit: i64) -> anyhow::Result<Vec<(Uuid, Option<String>)>> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT id, file_url FROM exports WHERE status = {DONE} AND expires_at <= now()
+                 ORDER BY expires_at LIMIT $1"
+            ),
+            &[&limit],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+/// `expired`, once its file is deleted.
+pub(crate) async fn expire(client: &Client, export_id: Uuid) -> anyhow::Result<()> {
+    client
+        .execute(
+            &format!(
+                "UPDATE exports SET status = {EXPIRED}, file_url = NULL, updated_at = now()
+                 WHERE id = $1 AND status = {DONE}"
+            ),
+            &[&export_id],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Exports waiting for a worker.
+pub(crate) async fn count_pending(client: &tokio_postgres::Client) -> Result<i64, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            &format!("SELECT count(*) FROM exports WHERE status = {PENDING}"),
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Rows per second of the exports finished in the last day, per format (the 50 newest of
+/// each), for those that have any.
+pub(crate) async fn recent_throughput(
+    client: &tokio_postgres::Client,
+) -> Result<Vec<(ExportFormat, f64)>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT format, sum(rows_written)::float8 / sum(extract(epoch FROM finished_at - started_at))::float8
+                 FROM (
+                     SELECT format, rows_written, started_at, finished_at,
+                            row_number() OVER (PARTITION BY format ORDER BY finished_at DESC) AS n
+                     FROM exports
+                     WHERE status = {DONE} AND started_at IS NOT NULL AND finished_at > started_at
+                       AND finished_at > now() - interval '1 day'
+                 ) AS recent
+                 WHERE n <= 50
+                 GROUP BY format"
+            ),
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| {
+            let format = ExportFormat::parse(row.get(0))?;
+            let rate: Option<f64> = row.get(1);
+            Some((format, rate?))
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_sql_literals_of_their_wire_names() {
+        assert_eq!(PENDING.to_string(), "'pending'");
+        assert_eq!(CANCELLED.to_string(), "'cancelled'");
+        assert_eq!(
+            format!("status IN ({PENDING}, {PROCESSING})"),
+            "status IN ('pending', 'processing')"
+        );
+    }
+}
