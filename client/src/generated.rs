@@ -18,6 +18,69 @@ field and the allowed ones.
         pub filters: ::std::option::Option<UserExportFilters>,
         pub format: ExportFormat,
     }
+    ///`CreateUserExportIdempotencyKey`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CreateUserExportIdempotencyKey(::std::string::String);
+    impl ::std::ops::Deref for CreateUserExportIdempotencyKey {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<CreateUserExportIdempotencyKey> for ::std::string::String {
+        fn from(value: CreateUserExportIdempotencyKey) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for CreateUserExportIdempotencyKey {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 255usize {
+                return Err("longer than 255 characters".into());
+            }
+            if value.chars().count() < 1usize {
+                return Err("shorter than 1 characters".into());
+            }
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^[\\x20-\\x7E]+$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^[\\x20-\\x7E]+$\"".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for CreateUserExportIdempotencyKey {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String>
+    for CreateUserExportIdempotencyKey {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for CreateUserExportIdempotencyKey {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
     ///What went wrong, for programs (`code`, `details`) and for humans (`message`).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct ErrorBody {
@@ -36,7 +99,9 @@ status. Current codes:
 | `method_not_allowed`       | 405    | The route exists but not with this HTTP method.                  |
 | `export_not_ready`         | 409    | Download of an export that is not `done`.                        |
 | `export_finished`          | 409    | Cancel of an export that is already done, failed, cancelled or expired. |
+| `idempotency_key_in_use`   | 409    | A create with this `Idempotency-Key` is still being handled.     |
 | `export_expired`           | 410    | Download of an export whose file was deleted.                    |
+| `idempotency_key_reused`   | 422    | This `Idempotency-Key` was used with a different request.        |
 | `payload_too_large`        | 413    | The request body exceeds the size limit.                         |
 | `uri_too_long`             | 414    | The request target exceeds 8 KiB.                                |
 | `request_header_fields_too_large` | 431 | More than 96 header fields, or more than 16 KiB of them.    |
@@ -765,6 +830,25 @@ counted as `name: value` and a line break), get `431 request_header_fields_too_l
 Heads far past those limits (over 256 fields, or about 400 KiB) are refused by the HTTP
 layer itself with a bare `431` or `414` (no body), and the connection is closed.
 
+## Retrying a create safely
+
+`createUserExport` takes an optional `Idempotency-Key` header (the IETF HTTPAPI draft
+"The Idempotency-Key HTTP Header Field"; 1 to 255 printable ASCII characters, compared
+exactly as sent, so both the draft's quoted form and a bare UUID work). Send a fresh
+random key, a UUID say, for each export you mean to create, and the same key when you
+retry it. Keys belong to the user who owns the API key and are kept for 24 hours:
+
+- The same key with the same request gets the first answer again, `202` with the same
+  `export_id`, and the header `Idempotent-Replayed: true`; nothing new is recorded or
+  queued, and the pending-export limit does not apply to it. Requests are the same when
+  their `format` and `filters` are: the order of JSON members, white space, and leaving
+  `filters` out or sending `{}` make no difference.
+- The same key with a different request: `422 idempotency_key_reused`.
+- The same key while its first request is still being handled: `409
+  idempotency_key_in_use`; retry a moment later.
+- Only a create that succeeded is remembered: after a `400`, `429` or `5xx` the same key
+  is handled afresh.
+
 ## Pagination
 
 `GET /api/v1/exports/users` uses keyset (cursor) pagination. Pass `limit` (1–100, default 100)
@@ -789,7 +873,7 @@ development server allows any, answering `Access-Control-Allow-Origin: *`); cred
 (cookies) are never allowed, since keys travel in the `Authorization` header.
 
 
-Version: 1.3.0*/
+Version: 1.4.0*/
 pub struct Client {
     pub(crate) baseurl: String,
     pub(crate) client: reqwest::Client,
@@ -825,7 +909,7 @@ impl Client {
 }
 impl ClientInfo<()> for Client {
     fn api_version() -> &'static str {
-        "1.3.0"
+        "1.4.0"
     }
     fn baseurl(&self) -> &str {
         self.baseurl.as_str()
@@ -1000,23 +1084,36 @@ Each user may have at most a fixed number of exports in flight (`pending` or
 `Retry-After` header and `retry_after_seconds`. Wait for an export to finish, or
 cancel one, before retrying.
 
+With an `Idempotency-Key`, a create can be retried safely: see "Retrying a create
+safely" above.
+
 **Scope:** requires an API key with `exports:write`.
 
 
 Sends a `POST` request to `/api/v1/exports/users`
 
+Arguments:
+- `idempotency_key`: A key of your choosing (a fresh UUID per export you mean to create) that makes
+retries of this create safe: 1 to 255 printable ASCII characters, compared as sent.
+Anything else gets `400 invalid_request` naming the header.
+
+- `body`
 */
     pub async fn create_user_export<'a>(
         &'a self,
+        idempotency_key: Option<&'a types::CreateUserExportIdempotencyKey>,
         body: &'a types::CreateUserExport,
     ) -> Result<ResponseValue<types::ExportAccepted>, Error<types::ErrorResponse>> {
         let url = format!("{}/api/v1/exports/users", self.baseurl,);
-        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
         header_map
             .append(
                 ::reqwest::header::HeaderName::from_static("api-version"),
                 ::reqwest::header::HeaderValue::from_static(Self::api_version()),
             );
+        if let Some(value) = idempotency_key {
+            header_map.append("Idempotency-Key", value.to_string().try_into()?);
+        }
         #[allow(unused_mut)]
         let mut request = self
             .client
@@ -1046,7 +1143,13 @@ Sends a `POST` request to `/api/v1/exports/users`
             403u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
+            409u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
             413u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            422u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             429u16 => {

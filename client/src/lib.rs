@@ -10,7 +10,7 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = exports_client::connect("http://127.0.0.1:8080", "exk_...", Duration::from_secs(10))?;
 //! let accepted = client
-//!     .create_user_export(&CreateUserExport {
+//!     .create_user_export(None, &CreateUserExport {
 //!         format: ExportFormat::Csv,
 //!         filters: Some(UserExportFilters { created_after: None, status: Some(UserStatus::Active) }),
 //!     })

@@ -411,6 +411,7 @@ fn play(
         body: request.json.as_ref().and_then(|json| json.as_ref().ok()),
         base_url: &base_url,
         example_estimate,
+        idempotency_key: parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok()),
     })?;
     let canned = |code| {
         answer(
@@ -425,30 +426,39 @@ fn play(
             request_id,
         )
     };
+    // A JSON answer, checked against the spec first (its example is served otherwise).
+    let json = |status: u16, value: &Value| {
+        let bytes = serde_json::to_vec(value).expect("JSON serialises");
+        let headers = BTreeMap::from([
+            ("content-type".to_string(), "application/json".to_string()),
+            ("x-request-id".to_string(), request_id.to_string()),
+        ]);
+        if let Err(problems) =
+            spec.validate_operation_response(operation, parts.uri.path(), status, &headers, &bytes)
+        {
+            tracing::warn!(
+                operation = operation.id,
+                ?problems,
+                "the stateful answer breaks the spec; serving its example"
+            );
+            return canned(status);
+        }
+        Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(bytes)))
+            .expect("valid response")
+    };
     Some(match outcome {
         stateful::Outcome::Canned(code) => canned(code),
-        stateful::Outcome::Json(status, value) => {
-            let bytes = serde_json::to_vec(&value).expect("JSON serialises");
-            let headers = BTreeMap::from([
-                ("content-type".to_string(), "application/json".to_string()),
-                ("x-request-id".to_string(), request_id.to_string()),
-            ]);
-            if let Err(problems) =
-                spec.validate_operation_response(operation, parts.uri.path(), status, &headers, &bytes)
-            {
-                tracing::warn!(
-                    operation = operation.id,
-                    ?problems,
-                    "the stateful answer breaks the spec; serving its example"
-                );
-                return Some(canned(status));
-            }
-            Response::builder()
-                .status(status)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Full::new(Bytes::from(bytes)))
-                .expect("valid response")
+        stateful::Outcome::Replayed(value) => {
+            let mut response = json(202, &value);
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            response
         }
+        stateful::Outcome::Json(status, value) => json(status, &value),
         stateful::Outcome::File {
             format,
             filename,

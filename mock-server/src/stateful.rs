@@ -16,6 +16,8 @@ use uuid::Uuid;
 const MAX_EXPORTS: usize = 10_000;
 /// Seconds an export takes at speed 1 when the spec's 202 example gives no estimate.
 const DEFAULT_SECONDS: u64 = 10;
+/// How long an `Idempotency-Key` is remembered, as by the server.
+const KEY_KEPT: Duration = Duration::from_secs(24 * 60 * 60);
 
 pub struct Exports {
     speed: f64,
@@ -77,6 +79,9 @@ impl Clock {
 struct Store {
     by_id: HashMap<Uuid, Record>,
     order: VecDeque<Uuid>,
+    /// Creates with an `Idempotency-Key`, by caller and key: what was asked (format and
+    /// filters, `{}` for none), the answer, and when.
+    keys: HashMap<(String, String), (Value, Value, Instant)>,
 }
 
 #[derive(Clone)]
@@ -112,11 +117,15 @@ pub struct Call<'a> {
     pub base_url: &'a str,
     /// `estimated_seconds` of the spec's example, the export's duration at speed 1.
     pub example_estimate: Option<u64>,
+    /// The `Idempotency-Key` header (checked against the spec already).
+    pub idempotency_key: Option<&'a str>,
 }
 
 /// What the flow answers; `Canned` asks for the spec's own response with that status.
 pub enum Outcome {
     Json(u16, Value),
+    /// The answer of an earlier create with the same `Idempotency-Key`.
+    Replayed(Value),
     File {
         format: String,
         filename: String,
@@ -152,6 +161,7 @@ impl Exports {
             body,
             base_url,
             example_estimate,
+            idempotency_key,
         } = *call;
         let mut store = self.store.lock().expect("exports lock");
         let found = export_id
@@ -163,6 +173,25 @@ impl Exports {
             "createUserExport" => {
                 let body = body?;
                 let now = self.clock.now();
+                // What makes two creates the same request, as on the server: the format and
+                // the filters, whatever the order of their members, `{}` for none.
+                let asked = json!([
+                    body.get("format"),
+                    body.get("filters")
+                        .filter(|f| !f.is_null())
+                        .cloned()
+                        .unwrap_or_else(|| json!({}))
+                ]);
+                let remembered = idempotency_key.map(|key| (owner.to_string(), key.to_string()));
+                if let Some((earlier, answer, at)) = remembered.as_ref().and_then(|k| store.keys.get(k)) {
+                    if now.instant.duration_since(*at) < KEY_KEPT {
+                        return Some(if *earlier == asked {
+                            Outcome::Replayed(answer.clone())
+                        } else {
+                            Outcome::Canned(422)
+                        });
+                    }
+                }
                 let record = Record {
                     id: Uuid::new_v4(),
                     owner: owner.to_string(),
@@ -194,6 +223,16 @@ impl Exports {
                 }
                 store.order.push_back(record.id);
                 store.by_id.insert(record.id, record);
+                if let Some(remembered) = remembered {
+                    if store.keys.len() >= MAX_EXPORTS {
+                        store
+                            .keys
+                            .retain(|_, (_, _, at)| now.instant.duration_since(*at) < KEY_KEPT);
+                    }
+                    store
+                        .keys
+                        .insert(remembered, (asked, accepted.clone(), now.instant));
+                }
                 Outcome::Json(202, accepted)
             }
             "getExport" => match found {

@@ -398,6 +398,66 @@ async fn exports_play_their_lifecycle() {
 }
 
 #[tokio::test]
+async fn idempotent_creates_replay_as_on_the_server() {
+    let spec = Spec::bundled();
+    let (_mock, base) = start(Spec::bundled()).await;
+    let http = reqwest::Client::new();
+    let create = "/api/v1/exports/users";
+    let post = |who: &'static str, key: &'static str, body: &'static str| {
+        http.post(format!("{base}{create}"))
+            .header("authorization", who)
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(body)
+            .send()
+    };
+    let body = r#"{"format": "csv", "filters": {"status": "active", "created_after": "2020-01-01"}}"#;
+    let first = post("Bearer alice", "k1", body).await.unwrap();
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let (status, first) = conforming(&spec, "POST", create, first).await;
+    assert_eq!(status, 202);
+
+    // The same request (members reordered): the first answer, marked as a replay.
+    let reordered = r#"{"filters": {"created_after": "2020-01-01", "status": "active"}, "format": "csv"}"#;
+    let replay = post("Bearer alice", "k1", reordered).await.unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        conforming(&spec, "POST", create, replay).await,
+        (202, first.clone())
+    );
+    // A different request with the key: 422; another caller's equal key: a new export.
+    let (status, reused) = conforming(
+        &spec,
+        "POST",
+        create,
+        post("Bearer alice", "k1", r#"{"format": "xlsx"}"#).await.unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, reused["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+    let (status, bobs) = conforming(
+        &spec,
+        "POST",
+        create,
+        post("Bearer bob", "k1", body).await.unwrap(),
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_ne!(bobs["export_id"], first["export_id"]);
+    // A malformed key: the spec's 400, before anything is remembered.
+    let (status, bad) = conforming(
+        &spec,
+        "POST",
+        create,
+        post("Bearer alice", "", body).await.unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "{bad}");
+}
+
+#[tokio::test]
 async fn xlsx_downloads_are_spreadsheets() {
     let clock = ManualClock::default();
     let options = MockOptions {

@@ -2,13 +2,14 @@
 //! OpenAPI document with no database) and, in `imp`, its implementation.
 
 use dropshot::{
-    Body, EmptyScanParams, HttpResponseAccepted, HttpResponseOk, PaginationParams, Path, Query,
-    RequestContext, ResultsPage, TypedBody,
+    Body, EmptyScanParams, HttpResponseAccepted, HttpResponseHeaders, HttpResponseOk, PaginationParams, Path,
+    Query, RequestContext, ResultsPage, TypedBody,
 };
 use http::Response;
 
 use crate::after_auth::AfterAuth;
 use crate::error::ApiError;
+use crate::idempotency::IdempotencyKeyHeader;
 use crate::model::{
     CreateUserExport, DownloadLinkQuery, Export, ExportAccepted, ExportPageSelector, ExportPath, Health,
     Lenient, Readiness,
@@ -21,7 +22,8 @@ pub trait ExportsApi {
     /// Create a users export
     ///
     /// Validates the request, counts the matching users, records the export as `pending`,
-    /// queues one job and answers 202. Needs the `exports:write` scope.
+    /// queues one job and answers 202. Needs the `exports:write` scope. With an
+    /// `Idempotency-Key`, a retry gets the first answer again.
     #[endpoint {
         method = POST,
         path = "/api/v1/exports/users",
@@ -30,8 +32,9 @@ pub trait ExportsApi {
     }]
     async fn create_user_export(
         rqctx: RequestContext<Self::Context>,
+        idempotency_key: IdempotencyKeyHeader,
         body: AfterAuth<TypedBody<Lenient<CreateUserExport>>>,
-    ) -> Result<HttpResponseAccepted<ExportAccepted>, ApiError>;
+    ) -> Result<HttpResponseHeaders<HttpResponseAccepted<ExportAccepted>>, ApiError>;
 
     /// List your exports
     ///
@@ -156,8 +159,8 @@ pub mod imp {
     use std::time::Instant;
 
     use dropshot::{
-        Body, EmptyScanParams, HttpResponseAccepted, HttpResponseOk, PaginationParams, Path, Query,
-        RequestContext, ResultsPage, TypedBody, WhichPage,
+        Body, EmptyScanParams, HttpResponseAccepted, HttpResponseHeaders, HttpResponseOk, PaginationParams,
+        Path, Query, RequestContext, ResultsPage, TypedBody, WhichPage,
     };
     use http::Response;
 
@@ -165,8 +168,9 @@ pub mod imp {
     use crate::after_auth::AfterAuth;
     use crate::app::{AppState, DEPENDENCY_RETRY_AFTER_SECONDS};
     use crate::auth::{self, Principal, SCOPE_READ, SCOPE_WRITE};
-    use crate::db::exports::{self, CancelOutcome};
+    use crate::db::exports::{self, CancelOutcome, Created, Idempotent, NewExport};
     use crate::error::{ApiError, ErrorDetail};
+    use crate::idempotency::{self, IdempotencyKeyHeader};
     use crate::model::*;
     use crate::storage::LinkProblem;
     use crate::throughput::Rates;
@@ -246,6 +250,31 @@ pub mod imp {
     impl<T: dropshot::HttpCodedResponse> SuccessStatus for T {
         fn status_code(&self) -> u16 {
             T::STATUS_CODE.as_u16()
+        }
+    }
+
+    /// A create's answer, and whether it is the replay of an earlier one.
+    struct Accepted {
+        answer: ExportAccepted,
+        replayed: bool,
+    }
+
+    impl SuccessStatus for Accepted {
+        fn status_code(&self) -> u16 {
+            <HttpResponseAccepted<ExportAccepted> as dropshot::HttpCodedResponse>::STATUS_CODE.as_u16()
+        }
+    }
+
+    impl From<Accepted> for HttpResponseHeaders<HttpResponseAccepted<ExportAccepted>> {
+        fn from(Accepted { answer, replayed }: Accepted) -> Self {
+            let mut response = HttpResponseHeaders::new_unnamed(HttpResponseAccepted(answer));
+            if replayed {
+                response.headers_mut().insert(
+                    idempotency::REPLAYED_HEADER,
+                    http::HeaderValue::from_static("true"),
+                );
+            }
+            response
         }
     }
 
@@ -385,24 +414,61 @@ pub mod imp {
 
         async fn create_user_export(
             rqctx: RequestContext<AppState>,
+            idempotency_key: IdempotencyKeyHeader,
             body: AfterAuth<TypedBody<Lenient<CreateUserExport>>>,
-        ) -> Result<HttpResponseAccepted<ExportAccepted>, ApiError> {
+        ) -> Result<HttpResponseHeaders<HttpResponseAccepted<ExportAccepted>>, ApiError> {
             authorized(&rqctx, "createUserExport", SCOPE_WRITE, async |state, principal| {
                 let body = body.extract(&rqctx).await?.into_inner();
-                let request = validate_create_export(&body.value).map_err(ApiError::invalid_request)?;
+                let (key, request) = match (idempotency_key.key(), validate_create_export(&body.value)) {
+                    (Ok(key), Ok(request)) => (key, request),
+                    (key, request) => {
+                        let problems = key.err().into_iter().chain(request.err().into_iter().flatten());
+                        return Err(ApiError::invalid_request(problems.collect()));
+                    }
+                };
                 let filters = request.filters.clone().unwrap_or_default();
                 let client = state.database().await?;
                 let rows_total =
                     state.matching_users.count(&client, &filters).await.map_err(ApiError::internal)?;
                 let rates = state.throughput.rates(&client).await;
-                let limit = state.settings.max_pending_per_user;
-                let created = exports::create(&client, principal.user_id, &request, rows_total, limit)
+                let answer = ExportAccepted {
+                    export_id: uuid::Uuid::new_v4(),
+                    status: ExportStatus::Pending,
+                    estimated_seconds: rates.seconds_for(request.format, rows_total),
+                };
+                let export = NewExport {
+                    id: answer.export_id,
+                    user_id: principal.user_id,
+                    request: &request,
+                    rows_total,
+                    limit: state.settings.max_pending_per_user,
+                };
+                let idempotent = key.map(|key| Idempotent {
+                    key,
+                    fingerprint: idempotency::fingerprint(&request),
+                    answer: &answer,
+                });
+                let created = exports::create(&client, export, idempotent)
                     .await
                     .map_err(ApiError::internal)?;
                 drop(client);
-                let export_id = match created {
-                    Ok(id) => id,
-                    Err(reached) => {
+                let replayed = match created {
+                    Created::New => None,
+                    Created::Replayed(first) => Some(first),
+                    Created::KeyReused => {
+                        return Err(ApiError::new(
+                            dropshot::ErrorStatusCode::UNPROCESSABLE_ENTITY,
+                            "idempotency_key_reused",
+                            "This Idempotency-Key was used with a different request; use a fresh key for a new export.",
+                        ))
+                    }
+                    Created::KeyInUse => {
+                        return Err(ApiError::conflict(
+                            "idempotency_key_in_use",
+                            "A request with this Idempotency-Key is still being handled; retry a moment later.",
+                        ))
+                    }
+                    Created::LimitReached(reached) => {
                         let soonest = reached
                             .active
                             .iter()
@@ -421,18 +487,25 @@ pub mod imp {
                         .with_retry_after(retry_after));
                     }
                 };
+                if let Some(first) = replayed {
+                    return Ok(Accepted {
+                        answer: first,
+                        replayed: true,
+                    });
+                }
                 // The row is committed: if Redis fails now, the export stays pending and the
                 // worker's sweeper re-queues it, so the request still succeeds.
+                let export_id = answer.export_id;
                 if let Err(error) = state.queue.enqueue(export_id).await {
                     tracing::warn!(%export_id, error = %format!("{error:#}"), "export recorded but not queued; the sweeper will queue it");
                 }
-                Ok(HttpResponseAccepted(ExportAccepted {
-                    export_id,
-                    status: ExportStatus::Pending,
-                    estimated_seconds: rates.seconds_for(request.format, rows_total),
-                }))
+                Ok(Accepted {
+                    answer,
+                    replayed: false,
+                })
             })
             .await
+            .map(Into::into)
         }
 
         async fn list_exports(

@@ -11,6 +11,7 @@ pub mod db;
 pub mod edge;
 pub mod error;
 pub mod export_file;
+pub mod idempotency;
 pub mod logging;
 pub mod metrics;
 pub mod model;

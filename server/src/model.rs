@@ -127,7 +127,7 @@ pub struct CreateUserExport {
     pub filters: Option<UserExportFilters>,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ExportAccepted {
     pub export_id: Uuid,
     pub status: ExportStatus,

@@ -566,6 +566,9 @@ async fn sweep(shared: Shared, mut stopped: watch::Receiver<bool>) {
         if let Err(error) = expire_files(&shared).await {
             tracing::warn!(error = %format!("{error:#}"), "sweeper: expiring files failed");
         }
+        if let Err(error) = purge_idempotency_keys(&shared).await {
+            tracing::warn!(error = %format!("{error:#}"), "sweeper: purging idempotency keys failed");
+        }
     }
 }
 
@@ -589,6 +592,15 @@ async fn requeue_lost(shared: &Shared, grace: Duration) -> Result<usize> {
         tracing::info!(count = lost.len(), "sweeper: queued exports that had no job");
     }
     Ok(lost.len())
+}
+
+async fn purge_idempotency_keys(shared: &Shared) -> Result<()> {
+    let client = shared.pool.get().await?;
+    let purged = exports::purge_idempotency_keys(&client, crate::idempotency::KEPT).await?;
+    if purged > 0 {
+        tracing::info!(purged, "sweeper: forgot idempotency keys older than a day");
+    }
+    Ok(())
 }
 
 /// Deletes the files of exports past `expires_at` and marks them `expired`.

@@ -845,7 +845,11 @@ pub async fn create(
     client: &exports_client::Client,
     request: &exports_client::types::CreateUserExport,
 ) -> Result<Uuid> {
-    Ok(client.create_user_export(request).await?.into_inner().export_id)
+    Ok(client
+        .create_user_export(None, request)
+        .await?
+        .into_inner()
+        .export_id)
 }
 
 #[cfg(test)]

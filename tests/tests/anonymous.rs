@@ -122,7 +122,7 @@ async fn the_queue_depth_is_counted_apart_from_scrapes() -> anyhow::Result<()> {
         format: ExportFormat::Csv,
         filters: None,
     };
-    env.client(&writer).create_user_export(&request).await?;
+    env.client(&writer).create_user_export(None, &request).await?;
     env.metrics.refresh_queue_depth(&env.pool).await?;
     let text = env.raw().get(env.url("/metrics")).send().await?.text().await?;
     assert!(text.contains("exports_queue_depth 1"), "{text}");

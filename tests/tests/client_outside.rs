@@ -43,7 +43,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         format: exports_client::types::ExportFormat::Csv,
         filters: None,
     };
-    let accepted = client.create_user_export(&request).await?.into_inner();
+    let accepted = client.create_user_export(None, &request).await?.into_inner();
     let export = client.get_export(&accepted.export_id).await?.into_inner();
     println!("{}", export.export_id);
     Ok(())

@@ -273,12 +273,12 @@ async fn keys_without_the_scope_get_403() -> anyhow::Result<()> {
         format: ExportFormat::Csv,
         filters: None,
     };
-    let (status, body, _) = error_of(reader.create_user_export(&request).await);
+    let (status, body, _) = error_of(reader.create_user_export(None, &request).await);
     assert_eq!((status, body.error.code.as_str()), (403, "forbidden"));
     assert!(body.error.message.contains(SCOPE_WRITE));
     let id = env
         .client(&writer_only)
-        .create_user_export(&request)
+        .create_user_export(None, &request)
         .await?
         .into_inner()
         .export_id;

@@ -25,7 +25,7 @@ async fn create_records_queues_once_and_reads_back() -> anyhow::Result<()> {
     let client = env.client(&alice);
 
     let accepted = client
-        .create_user_export(&csv(Some(UserStatus::Inactive)))
+        .create_user_export(None, &csv(Some(UserStatus::Inactive)))
         .await?;
     assert_eq!(accepted.status().as_u16(), 202);
     let accepted = accepted.into_inner();
@@ -101,7 +101,11 @@ async fn filters_select_the_rows_counted() -> anyhow::Result<()> {
                 status,
             }),
         };
-        let id = client.create_user_export(&request).await?.into_inner().export_id;
+        let id = client
+            .create_user_export(None, &request)
+            .await?
+            .into_inner()
+            .export_id;
         let export = client.get_export(&id).await?.into_inner();
         assert_eq!(
             export.progress.rows_total, expected,
@@ -127,7 +131,7 @@ async fn estimates_follow_measured_throughput() -> anyhow::Result<()> {
         )
         .await?;
     let client = env.client(&user);
-    let accepted = client.create_user_export(&csv(None)).await?.into_inner();
+    let accepted = client.create_user_export(None, &csv(None)).await?.into_inner();
     let rows = env.count("SELECT count(*) FROM users").await? as f64;
     let expected = (rows / 100.0).ceil() as i64 + 1;
     assert_eq!(
@@ -141,9 +145,9 @@ async fn estimates_follow_measured_throughput() -> anyhow::Result<()> {
 async fn pending_limit_gives_429_with_retry_after() -> anyhow::Result<()> {
     let env = TestEnv::start_with(|s| s.max_pending_per_user = 2).await?;
     let client = env.client(&env.writer().await?);
-    client.create_user_export(&csv(None)).await?;
-    client.create_user_export(&csv(None)).await?;
-    let (status, body, headers) = error_of(client.create_user_export(&csv(None)).await);
+    client.create_user_export(None, &csv(None)).await?;
+    client.create_user_export(None, &csv(None)).await?;
+    let (status, body, headers) = error_of(client.create_user_export(None, &csv(None)).await);
     assert_eq!(status, 429);
     assert_eq!(body.error.code, "too_many_pending_exports");
     assert!(
@@ -165,7 +169,7 @@ async fn the_limit_holds_under_concurrency() -> anyhow::Result<()> {
     let env = TestEnv::start_with(|s| s.max_pending_per_user = 3).await?;
     let client = env.client(&env.writer().await?);
     let request = csv(None);
-    let results = futures::future::join_all((0..50).map(|_| client.create_user_export(&request))).await;
+    let results = futures::future::join_all((0..50).map(|_| client.create_user_export(None, &request))).await;
     let accepted = results.iter().filter(|r| r.is_ok()).count();
     let limited = results
         .iter()
@@ -182,11 +186,11 @@ async fn cancelled_and_finished_exports_free_the_limit() -> anyhow::Result<()> {
     let env = TestEnv::start_with(|s| s.max_pending_per_user = 1).await?;
     let client = env.client(&env.writer().await?);
     let first = client
-        .create_user_export(&csv(None))
+        .create_user_export(None, &csv(None))
         .await?
         .into_inner()
         .export_id;
-    assert_eq!(error_of(client.create_user_export(&csv(None)).await).0, 429);
+    assert_eq!(error_of(client.create_user_export(None, &csv(None)).await).0, 429);
 
     let cancelled = client.cancel_export(&first).await?.into_inner();
     assert_eq!(cancelled.status, ExportStatus::Cancelled);
@@ -197,7 +201,7 @@ async fn cancelled_and_finished_exports_free_the_limit() -> anyhow::Result<()> {
     assert_eq!((status, body.error.code.as_str()), (409, "export_not_ready"));
 
     let second = client
-        .create_user_export(&csv(None))
+        .create_user_export(None, &csv(None))
         .await?
         .into_inner()
         .export_id;
@@ -220,7 +224,7 @@ async fn exports_are_private_to_their_owner() -> anyhow::Result<()> {
     let alice_client = env.client(&alice);
     let bob_client = env.client(&bob);
     let id = alice_client
-        .create_user_export(&csv(None))
+        .create_user_export(None, &csv(None))
         .await?
         .into_inner()
         .export_id;
@@ -261,7 +265,7 @@ async fn pagination_walks_every_export_once_newest_first() -> anyhow::Result<()>
     for _ in 0..7 {
         created.push(
             client
-                .create_user_export(&csv(None))
+                .create_user_export(None, &csv(None))
                 .await?
                 .into_inner()
                 .export_id,
@@ -269,7 +273,7 @@ async fn pagination_walks_every_export_once_newest_first() -> anyhow::Result<()>
     }
     // Someone else's exports never show up.
     env.client(&env.writer().await?)
-        .create_user_export(&csv(None))
+        .create_user_export(None, &csv(None))
         .await?;
     // Creation times one second apart, in creation order: two creates can share a clock tick.
     let client_db = env.pool.get().await?;
@@ -302,7 +306,7 @@ async fn pagination_walks_every_export_once_newest_first() -> anyhow::Result<()>
 
     // A new export created mid-walk does not shift later pages (keyset, not offset).
     let first = client.list_exports(limit, None).await?.into_inner();
-    client.create_user_export(&csv(None)).await?;
+    client.create_user_export(None, &csv(None)).await?;
     let second = client
         .list_exports(limit, first.next_page.as_deref())
         .await?

@@ -122,7 +122,7 @@ async fn exports_complete_after_redis_loses_the_queue() -> anyhow::Result<()> {
     for format in [ExportFormat::Csv, ExportFormat::Xlsx] {
         ids.push(
             client
-                .create_user_export(&export(format))
+                .create_user_export(None, &export(format))
                 .await?
                 .into_inner()
                 .export_id,

@@ -39,6 +39,17 @@ pub(crate) struct Scenario {
     pub(crate) expect: u16,
     /// API keys the requests take turns with.
     pub(crate) keys: Vec<String>,
+    pub(crate) idempotency: IdempotencyKeys,
+}
+
+/// The `Idempotency-Key` a scenario's requests send.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IdempotencyKeys {
+    None,
+    /// A new key on every request: a create that remembers its key.
+    Fresh,
+    /// `replay-<n>` with the `n`th API key, created beforehand: every request is a replay.
+    Known,
 }
 
 /// Stands for "no answer" (a connection error) among the statuses of unexpected answers.
@@ -199,6 +210,7 @@ async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<Exi
                 http::Method::POST,
                 "/api/v1/exports/users",
                 Some(CREATE_BODY),
+                None,
             )
             .await?;
             anyhow::ensure!(
@@ -211,7 +223,24 @@ async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<Exi
                 .parse()?
         };
         let one = vec![key.clone()];
-        let create = |name, keys| Scenario {
+        // The keys of the replay scenario, each with its first create made now.
+        let replayed_keys: Vec<String> = keys.iter().take(REPLAYED_CALLERS).cloned().collect();
+        for (index, api_key) in replayed_keys.iter().enumerate() {
+            let (status, body) = request_once(
+                addr,
+                api_key,
+                http::Method::POST,
+                "/api/v1/exports/users",
+                Some(CREATE_BODY),
+                Some(&replay_key(index)),
+            )
+            .await?;
+            anyhow::ensure!(
+                status == 202,
+                "the first create of a replayed key failed: {status} {body}"
+            );
+        }
+        let create = |name, keys, idempotency| Scenario {
             name,
             target: None,
             method: http::Method::POST,
@@ -219,6 +248,7 @@ async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<Exi
             body: Some(CREATE_BODY),
             expect: 202,
             keys,
+            idempotency,
         };
         let get = |name, path: String| Scenario {
             name,
@@ -228,6 +258,7 @@ async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<Exi
             body: None,
             expect: 200,
             keys: one.clone(),
+            idempotency: IdempotencyKeys::None,
         };
         let scenarios = [
             get("noop", "/health/live".into()),
@@ -237,7 +268,9 @@ async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<Exi
                 target: Some(dropshot_addr),
                 ..get("", "/health/live".into())
             },
-            create("create", keys.clone()),
+            create("create", keys.clone(), IdempotencyKeys::None),
+            create("create_with_key", keys.clone(), IdempotencyKeys::Fresh),
+            create("create_replayed", replayed_keys, IdempotencyKeys::Known),
             get("get", format!("/api/v1/exports/users/{export_id}")),
             get("list", "/api/v1/exports/users?limit=20".into()),
         ];
@@ -332,7 +365,7 @@ pub(crate) async fn measure(
 
 pub(crate) async fn wait_until_ready(addr: SocketAddr, path: &str, seconds: u64) -> Result<()> {
     for _ in 0..seconds * 10 {
-        if let Ok((200, _)) = request_once(addr, "", http::Method::GET, path, None).await {
+        if let Ok((200, _)) = request_once(addr, "", http::Method::GET, path, None, None).await {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -350,12 +383,20 @@ async fn connect(addr: SocketAddr) -> Result<Sender> {
     Ok(sender)
 }
 
+/// Callers of the replay scenario.
+const REPLAYED_CALLERS: usize = 1000;
+
+fn replay_key(caller: usize) -> String {
+    format!("replay-{caller}")
+}
+
 fn build_request(
     addr: SocketAddr,
     key: &str,
     method: &http::Method,
     path: &str,
     body: Option<&'static str>,
+    idempotency_key: Option<&str>,
 ) -> http::Request<Full<Bytes>> {
     let mut builder = http::Request::builder()
         .method(method.clone())
@@ -364,6 +405,9 @@ fn build_request(
         .header(http::header::AUTHORIZATION, format!("Bearer {key}"));
     if body.is_some() {
         builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    if let Some(idempotency_key) = idempotency_key {
+        builder = builder.header("idempotency-key", idempotency_key);
     }
     builder
         .body(Full::new(Bytes::from_static(body.unwrap_or("").as_bytes())))
@@ -376,10 +420,11 @@ pub(crate) async fn request_once(
     method: http::Method,
     path: &str,
     body: Option<&'static str>,
+    idempotency_key: Option<&str>,
 ) -> Result<(u16, String)> {
     let mut sender = connect(addr).await?;
     let response = sender
-        .send_request(build_request(addr, key, &method, path, body))
+        .send_request(build_request(addr, key, &method, path, body, idempotency_key))
         .await?;
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await?.to_bytes();
@@ -400,12 +445,13 @@ pub(crate) async fn load(
     let mut tasks = Vec::new();
     for connection in 0..connections {
         let mut sender = connect(addr).await?;
-        let (keys, method, path, body, expect) = (
+        let (keys, method, path, body, expect, idempotency) = (
             keys.clone(),
             scenario.method.clone(),
             scenario.path.clone(),
             scenario.body,
             scenario.expect,
+            scenario.idempotency,
         );
         tasks.push(tokio::spawn(async move {
             let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
@@ -413,13 +459,23 @@ pub(crate) async fn load(
             let mut unexpected = BTreeMap::<u16, u64>::new();
             while Instant::now() < deadline {
                 // Connections interleave, so a run goes through every key before reusing one.
-                let key = &keys[(requests * connections + connection) % keys.len()];
+                let index = (requests * connections + connection) % keys.len();
                 requests += 1;
+                let idempotency_key = match idempotency {
+                    IdempotencyKeys::None => None,
+                    IdempotencyKeys::Fresh => Some(uuid::Uuid::new_v4().to_string()),
+                    IdempotencyKeys::Known => Some(replay_key(index)),
+                };
+                let request = build_request(
+                    addr,
+                    &keys[index],
+                    &method,
+                    &path,
+                    body,
+                    idempotency_key.as_deref(),
+                );
                 let sent = Instant::now();
-                let status = match sender
-                    .send_request(build_request(addr, key, &method, &path, body))
-                    .await
-                {
+                let status = match sender.send_request(request).await {
                     Ok(response) => {
                         let status = response.status().as_u16();
                         match response.into_body().collect().await {

@@ -329,8 +329,15 @@ fn warm_up_body() -> &'static str {
 /// From the POST of `body` to the poll that sees `done`: seconds, and the file's size.
 async fn export_end_to_end(addr: SocketAddr, key: &str, body: &'static str) -> Result<(f64, u64)> {
     let started = Instant::now();
-    let (status, created) =
-        request_once(addr, key, http::Method::POST, "/api/v1/exports/users", Some(body)).await?;
+    let (status, created) = request_once(
+        addr,
+        key,
+        http::Method::POST,
+        "/api/v1/exports/users",
+        Some(body),
+        None,
+    )
+    .await?;
     anyhow::ensure!(status == 202, "creating the export: {status} {created}");
     let id = serde_json::from_str::<serde_json::Value>(&created)?["export_id"]
         .as_str()
@@ -342,6 +349,7 @@ async fn export_end_to_end(addr: SocketAddr, key: &str, body: &'static str) -> R
             key,
             http::Method::GET,
             &format!("/api/v1/exports/users/{id}"),
+            None,
             None,
         )
         .await?;

@@ -10,7 +10,7 @@ use std::process::{Command, ExitCode, Stdio};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-use crate::bench::{measure, unexpected_answers, wait_until_ready, Scenario, CREATE_BODY};
+use crate::bench::{measure, unexpected_answers, wait_until_ready, IdempotencyKeys, Scenario, CREATE_BODY};
 use exports_tests::ChildProcess;
 
 pub struct MockBenchOptions {
@@ -31,6 +31,7 @@ fn scenarios() -> [Scenario; 2] {
             body: None,
             expect: 200,
             keys: key.clone(),
+            idempotency: IdempotencyKeys::None,
         },
         Scenario {
             name: "validated_post",
@@ -40,6 +41,7 @@ fn scenarios() -> [Scenario; 2] {
             body: Some(CREATE_BODY),
             expect: 202,
             keys: key,
+            idempotency: IdempotencyKeys::None,
         },
     ]
 }

@@ -93,6 +93,10 @@ const RUNTIME_COVERAGE: &[(&str, &str)] = &[
     ),
     ("413", "tests/tests/errors.rs::huge_bodies_get_413"),
     (
+        "422",
+        "tests/tests/idempotency.rs::a_different_request_with_the_same_key_gets_422",
+    ),
+    (
         "429",
         "tests/tests/exports.rs::pending_limit_gives_429_with_retry_after",
     ),
@@ -109,6 +113,10 @@ const RUNTIME_COVERAGE: &[(&str, &str)] = &[
     (
         "header Retry-After",
         "tests/tests/exports.rs::pending_limit_gives_429_with_retry_after",
+    ),
+    (
+        "header Idempotent-Replayed",
+        "tests/tests/idempotency.rs::a_replay_gets_the_first_answer_and_writes_nothing",
     ),
     (
         "header WWW-Authenticate",

@@ -24,7 +24,8 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::model::{
-    CreateUserExport, Export, ExportFormat, ExportProgress, ExportStatus, ExportType, UserExportFilters,
+    CreateUserExport, Export, ExportAccepted, ExportFormat, ExportProgress, ExportStatus, ExportType,
+    UserExportFilters,
 };
 use crate::throughput::Rates;
 
@@ -141,40 +142,120 @@ pub(crate) struct LimitReached {
     pub active: Vec<(ExportFormat, u64)>,
 }
 
+/// An export to record.
+pub(crate) struct NewExport<'a> {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub request: &'a CreateUserExport,
+    pub rows_total: u64,
+    /// Pending or processing exports the user may have at once.
+    pub limit: u32,
+}
+
+/// A create's `Idempotency-Key`, its request's fingerprint, and the answer to remember.
+pub(crate) struct Idempotent<'a> {
+    pub key: &'a str,
+    pub fingerprint: [u8; 32],
+    pub answer: &'a ExportAccepted,
+}
+
+pub(crate) enum Created {
+    /// Recorded now.
+    New,
+    /// The key's first request already created it: that request's answer.
+    Replayed(ExportAccepted),
+    /// The key was used with a different request.
+    KeyReused,
+    /// A request with the key holds it right now.
+    KeyInUse,
+    LimitReached(LimitReached),
+}
+
 /// Records a pending export unless the user is at their limit of active exports; the check
 /// and the insert are one statement (`create_export_within_limit`, migration V3), so the limit
-/// holds under concurrency.
+/// holds under concurrency. With an `Idempotency-Key`, `create_export_idempotently` (V6)
+/// first answers a replay, a reused key or a key in use, and remembers the key with the
+/// export, in the same statement.
 pub(crate) async fn create(
     client: &Client,
-    user_id: Uuid,
-    request: &CreateUserExport,
-    rows_total: u64,
-    limit: u32,
-) -> anyhow::Result<Result<Uuid, LimitReached>> {
-    let id = Uuid::new_v4();
-    let filters = serde_json::to_value(request.filters.clone().unwrap_or_default())?;
-    let statement = client
-        .prepare_cached("SELECT create_export_within_limit($1, $2, $3, $4, $5, $6)")
-        .await?;
-    let limit_param = i32::try_from(limit).unwrap_or(i32::MAX);
-    let created: bool = client
-        .query_one(
-            &statement,
-            &[
-                &id,
-                &user_id,
-                &request.format.as_str(),
-                &filters,
-                &(rows_total as i64),
-                &limit_param,
-            ],
-        )
-        .await?
-        .get(0);
-    if created {
-        return Ok(Ok(id));
-    }
-    let active = client
+    export: NewExport<'_>,
+    idempotent: Option<Idempotent<'_>>,
+) -> anyhow::Result<Created> {
+    let filters = serde_json::to_value(export.request.filters.clone().unwrap_or_default())?;
+    let limit = i32::try_from(export.limit).unwrap_or(i32::MAX);
+    let (id, user_id, format, rows_total) = (
+        export.id,
+        export.user_id,
+        export.request.format.as_str(),
+        export.rows_total as i64,
+    );
+    let created = match idempotent {
+        None => {
+            let statement = client
+                .prepare_cached("SELECT create_export_within_limit($1, $2, $3, $4, $5, $6)")
+                .await?;
+            let created: bool = client
+                .query_one(
+                    &statement,
+                    &[&id, &user_id, &format, &filters, &rows_total, &limit],
+                )
+                .await?
+                .get(0);
+            if created {
+                Created::New
+            } else {
+                Created::LimitReached(LimitReached {
+                    limit: export.limit,
+                    active: Vec::new(),
+                })
+            }
+        }
+        Some(Idempotent {
+            key,
+            fingerprint,
+            answer,
+        }) => {
+            let statement = client
+                .prepare_cached(
+                    "SELECT outcome, response FROM create_export_idempotently(
+                         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 * interval '1 second')",
+                )
+                .await?;
+            let kept = crate::idempotency::KEPT.as_secs_f64();
+            let row = client
+                .query_one(
+                    &statement,
+                    &[
+                        &id,
+                        &user_id,
+                        &format,
+                        &filters,
+                        &rows_total,
+                        &limit,
+                        &key,
+                        &fingerprint.as_slice(),
+                        &serde_json::to_value(answer)?,
+                        &kept,
+                    ],
+                )
+                .await?;
+            match row.get::<_, &str>(0) {
+                "created" => Created::New,
+                "replayed" => Created::Replayed(serde_json::from_value(row.get(1))?),
+                "reused" => Created::KeyReused,
+                "in_use" => Created::KeyInUse,
+                "limit" => Created::LimitReached(LimitReached {
+                    limit: export.limit,
+                    active: Vec::new(),
+                }),
+                outcome => anyhow::bail!("create_export_idempotently answered {outcome:?}"),
+            }
+        }
+    };
+    let Created::LimitReached(mut reached) = created else {
+        return Ok(created);
+    };
+    reached.active = client
         .query(
             &format!(
                 "SELECT format, rows_total - rows_written FROM exports
@@ -189,7 +270,17 @@ pub(crate) async fn create(
             (format, row.get::<_, i64>(1).max(0) as u64)
         })
         .collect();
-    Ok(Err(LimitReached { limit, active }))
+    Ok(Created::LimitReached(reached))
+}
+
+/// Forgets the `Idempotency-Key`s older than `kept`; how many.
+pub(crate) async fn purge_idempotency_keys(client: &Client, kept: Duration) -> anyhow::Result<u64> {
+    Ok(client
+        .execute(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - $1 * interval '1 second'",
+            &[&kept.as_secs_f64()],
+        )
+        .await?)
 }
 
 /// The user's export, if they have one of that id.

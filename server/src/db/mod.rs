@@ -28,6 +28,10 @@ const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// it from refinery's history.
 const ROLLBACKS: &[(i32, &str)] = &[
     (
+        6,
+        include_str!("../../../migrations/rollback/R6__idempotency_keys.sql"),
+    ),
+    (
         5,
         include_str!("../../../migrations/rollback/R5__api_key_life.sql"),
     ),

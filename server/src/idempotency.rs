@@ -1,0 +1,142 @@
+//! `Idempotency-Key` on `createUserExport` (the IETF HTTPAPI draft "The Idempotency-Key HTTP
+//! Header Field", with Stripe's choices where the draft leaves them): the header, read as
+//! sent and checked only after authentication, and the fingerprint that tells a retry from a
+//! different request. What a key does is in `db::exports::create` and the migration V6.
+
+use dropshot::{
+    ApiEndpointBodyContentType, ExtractorMetadata, Header, HttpError, RequestContext, ServerContext,
+    SharedExtractor,
+};
+use http::HeaderValue;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::ErrorDetail;
+use crate::model::CreateUserExport;
+
+pub const HEADER: &str = "Idempotency-Key";
+/// The response header of a replayed answer (Stripe's name; the draft names none).
+pub const REPLAYED_HEADER: &str = "Idempotent-Replayed";
+/// How long a key is remembered.
+pub const KEPT: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+const MAX_LENGTH: usize = 255;
+
+/// The header as the OpenAPI document describes it.
+#[derive(Deserialize, JsonSchema)]
+#[allow(dead_code)] // read by schemars only
+struct Documented {
+    /// A key of your choosing that makes retries of this create safe.
+    #[serde(rename = "Idempotency-Key")]
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[\x20-\x7E]+$"))]
+    idempotency_key: Option<String>,
+}
+
+/// The request's `Idempotency-Key` header values, unchecked. dropshot's `Header` extractor
+/// would refuse a request (with a `400`, before the key is checked) for any header that is
+/// not visible ASCII, ours or not; this one never fails, and `key` checks ours after
+/// authentication.
+pub struct IdempotencyKeyHeader(Vec<HeaderValue>);
+
+#[async_trait::async_trait]
+impl SharedExtractor for IdempotencyKeyHeader {
+    async fn from_request<Context: ServerContext>(
+        rqctx: &RequestContext<Context>,
+    ) -> Result<Self, HttpError> {
+        Ok(Self(
+            rqctx.request.headers().get_all(HEADER).iter().cloned().collect(),
+        ))
+    }
+
+    fn metadata(body_content_type: ApiEndpointBodyContentType) -> ExtractorMetadata {
+        <Header<Documented> as SharedExtractor>::metadata(body_content_type)
+    }
+}
+
+impl IdempotencyKeyHeader {
+    /// The key, if one was sent: 1 to 255 printable ASCII characters, compared as sent (so
+    /// the draft's quoted form and a bare UUID both work), in one header field.
+    pub fn key(&self) -> Result<Option<&str>, ErrorDetail> {
+        let problem = |issue: &str| ErrorDetail::new(HEADER, issue);
+        match self.0.as_slice() {
+            [] => Ok(None),
+            [value] => {
+                let bytes = value.as_bytes();
+                let printable = bytes.iter().all(|byte| (0x20..=0x7e).contains(byte));
+                if bytes.is_empty() || bytes.len() > MAX_LENGTH || !printable {
+                    return Err(problem("must be 1 to 255 printable ASCII characters"));
+                }
+                Ok(Some(value.to_str().expect("printable ASCII")))
+            }
+            _ => Err(problem("must be sent once")),
+        }
+    }
+}
+
+/// What makes two creates the same request: their format and filters as understood, so the
+/// order of JSON members, white space, and `filters` left out or `{}` make no difference.
+pub fn fingerprint(request: &CreateUserExport) -> [u8; 32] {
+    let understood = (request.format, request.filters.clone().unwrap_or_default());
+    let canonical = serde_json::to_vec(&understood).expect("a request serialises");
+    Sha256::digest(canonical).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ExportFormat, UserExportFilters, UserStatus};
+
+    fn header(values: &[&[u8]]) -> IdempotencyKeyHeader {
+        IdempotencyKeyHeader(
+            values
+                .iter()
+                .map(|v| HeaderValue::from_bytes(v).unwrap())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn keys_are_1_to_255_printable_ascii_characters_in_one_field() {
+        assert_eq!(header(&[]).key().unwrap(), None);
+        assert_eq!(header(&[b"a"]).key().unwrap(), Some("a"));
+        assert_eq!(
+            header(&[b"\"8e03978e-40d5\""]).key().unwrap(),
+            Some("\"8e03978e-40d5\"")
+        );
+        let longest = "k".repeat(255);
+        assert_eq!(
+            header(&[longest.as_bytes()]).key().unwrap(),
+            Some(longest.as_str())
+        );
+        for bad in [&b""[..], "k".repeat(256).as_bytes(), "clé".as_bytes(), b"a\tb"] {
+            let problem = header(&[bad]).key().unwrap_err();
+            assert_eq!(problem.field, HEADER);
+        }
+        assert_eq!(
+            header(&[b"a", b"b"]).key().unwrap_err().issue,
+            "must be sent once"
+        );
+    }
+
+    #[test]
+    fn equal_requests_have_equal_fingerprints() {
+        let request = |filters| CreateUserExport {
+            format: ExportFormat::Csv,
+            filters,
+        };
+        assert_eq!(
+            fingerprint(&request(None)),
+            fingerprint(&request(Some(UserExportFilters::default())))
+        );
+        let active = UserExportFilters {
+            status: Some(UserStatus::Active),
+            ..Default::default()
+        };
+        assert_ne!(fingerprint(&request(None)), fingerprint(&request(Some(active))));
+        let xlsx = CreateUserExport {
+            format: ExportFormat::Xlsx,
+            filters: None,
+        };
+        assert_ne!(fingerprint(&request(None)), fingerprint(&xlsx));
+    }
+}
