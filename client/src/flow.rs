@@ -1,0 +1,273 @@
+//! The whole job, beside the generated operations: create an export (retried safely under
+//! one `Idempotency-Key`), wait until it is final, and download its file into any writer.
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::types::{
+    CreateUserExport, CreateUserExportIdempotencyKey, ErrorResponse, Export, ExportAccepted, ExportStatus,
+};
+use crate::Client;
+
+/// The API's error codes (`error.code`). The spec keeps `code` an open string so that a
+/// newer server can add codes: those arrive as `Other`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidRequest,
+    Unauthorized,
+    Forbidden,
+    InvalidDownloadLink,
+    DownloadLinkExpired,
+    NotFound,
+    MethodNotAllowed,
+    ExportNotReady,
+    ExportFinished,
+    IdempotencyKeyInUse,
+    ExportExpired,
+    PayloadTooLarge,
+    UriTooLong,
+    IdempotencyKeyReused,
+    TooManyPendingExports,
+    TooManyFailedAuthentications,
+    RequestHeaderFieldsTooLarge,
+    InternalError,
+    ServiceUnavailable,
+    Timeout,
+    /// A code this client does not know (a newer server's).
+    Other(String),
+}
+
+impl From<&str> for ErrorCode {
+    fn from(code: &str) -> Self {
+        match code {
+            "invalid_request" => Self::InvalidRequest,
+            "unauthorized" => Self::Unauthorized,
+            "forbidden" => Self::Forbidden,
+            "invalid_download_link" => Self::InvalidDownloadLink,
+            "download_link_expired" => Self::DownloadLinkExpired,
+            "not_found" => Self::NotFound,
+            "method_not_allowed" => Self::MethodNotAllowed,
+            "export_not_ready" => Self::ExportNotReady,
+            "export_finished" => Self::ExportFinished,
+            "idempotency_key_in_use" => Self::IdempotencyKeyInUse,
+            "export_expired" => Self::ExportExpired,
+            "payload_too_large" => Self::PayloadTooLarge,
+            "uri_too_long" => Self::UriTooLong,
+            "idempotency_key_reused" => Self::IdempotencyKeyReused,
+            "too_many_pending_exports" => Self::TooManyPendingExports,
+            "too_many_failed_authentications" => Self::TooManyFailedAuthentications,
+            "request_header_fields_too_large" => Self::RequestHeaderFieldsTooLarge,
+            "internal_error" => Self::InternalError,
+            "service_unavailable" => Self::ServiceUnavailable,
+            "timeout" => Self::Timeout,
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+/// What went wrong in `create_export`, `wait_for_export` or `download_export_to`.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    /// The API answered with its error envelope.
+    #[error("{status} {code:?}: {message} (request {request_id})")]
+    Api {
+        status: u16,
+        code: ErrorCode,
+        message: String,
+        request_id: String,
+    },
+    /// No answer, or one the client could not read (after the retries, for a create).
+    #[error("talking to the API: {0}")]
+    Transport(crate::Error<ErrorResponse>),
+    #[error("the export failed: {}", .0.error_message.as_deref().unwrap_or("no reason given"))]
+    Failed(Box<Export>),
+    #[error("the export was cancelled")]
+    Cancelled(Box<Export>),
+    #[error("the export's file has expired")]
+    Expired(Box<Export>),
+    /// Still pending or processing at the deadline.
+    #[error("the export was not finished in time ({:?})", .0.status)]
+    OutOfTime(Box<Export>),
+    #[error("writing the file: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+impl From<crate::Error<ErrorResponse>> for FlowError {
+    fn from(error: crate::Error<ErrorResponse>) -> Self {
+        match error {
+            crate::Error::ErrorResponse(response) => {
+                let status = response.status().as_u16();
+                let error = response.into_inner().error;
+                FlowError::Api {
+                    status,
+                    code: ErrorCode::from(error.code.as_str()),
+                    message: error.message,
+                    request_id: error.request_id,
+                }
+            }
+            other => FlowError::Transport(other),
+        }
+    }
+}
+
+/// How long `create_export` keeps trying.
+#[derive(Debug, Clone, Copy)]
+pub struct Retries {
+    /// Attempts in all, the first one included.
+    pub attempts: u32,
+    /// No attempt starts later than this after the first.
+    pub within: Duration,
+    /// The wait after the first transient failure, doubled after each (a `Retry-After`
+    /// overrides it).
+    pub backoff: Duration,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            within: Duration::from_secs(60),
+            backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Polling of `wait_for_export`: guided by the export's own estimate, kept within these.
+const POLL_AT_LEAST: Duration = Duration::from_secs(1);
+const POLL_AT_MOST: Duration = Duration::from_secs(5);
+
+impl Client {
+    /// Creates an export, retrying transient failures (no answer, `409
+    /// idempotency_key_in_use`, `429` after its `Retry-After`, `503`) within `retries`.
+    /// Every attempt carries the same fresh `Idempotency-Key`, so a retry of a create that
+    /// reached the server gets its answer instead of making a second export.
+    pub async fn create_export(
+        &self,
+        request: &CreateUserExport,
+        retries: Retries,
+    ) -> Result<ExportAccepted, FlowError> {
+        let key: CreateUserExportIdempotencyKey = uuid::Uuid::new_v4()
+            .to_string()
+            .parse()
+            .expect("a UUID is a valid key");
+        let started = Instant::now();
+        let mut backoff = retries.backoff;
+        let mut attempt = 1;
+        loop {
+            let error = match self.create_user_export(Some(&key), request).await {
+                Ok(accepted) => return Ok(accepted.into_inner()),
+                Err(error) => error,
+            };
+            let wait = match transient(&error) {
+                Some(retry_after) => retry_after.unwrap_or(backoff),
+                None => return Err(error.into()),
+            };
+            if attempt >= retries.attempts || started.elapsed() + wait > retries.within {
+                return Err(error.into());
+            }
+            tokio::time::sleep(wait).await;
+            backoff *= 2;
+            attempt += 1;
+        }
+    }
+
+    /// Polls the export until it is `done` (then returns it) or has stopped otherwise
+    /// (`Failed` with its message, `Cancelled`, `Expired`), or until `deadline` has passed
+    /// (`OutOfTime`). The interval follows `progress.estimated_seconds_remaining`, between 1
+    /// and 5 seconds.
+    pub async fn wait_for_export(
+        &self,
+        export_id: &uuid::Uuid,
+        deadline: Duration,
+    ) -> Result<Export, FlowError> {
+        let until = Instant::now() + deadline;
+        loop {
+            let export = self.get_export(export_id).await?.into_inner();
+            let export = match export.status {
+                ExportStatus::Done => return Ok(export),
+                ExportStatus::Failed => return Err(FlowError::Failed(Box::new(export))),
+                ExportStatus::Cancelled => return Err(FlowError::Cancelled(Box::new(export))),
+                ExportStatus::Expired => return Err(FlowError::Expired(Box::new(export))),
+                ExportStatus::Pending | ExportStatus::Processing => export,
+            };
+            let now = Instant::now();
+            if now >= until {
+                return Err(FlowError::OutOfTime(Box::new(export)));
+            }
+            let estimate = export
+                .progress
+                .estimated_seconds_remaining
+                .map(|seconds| Duration::from_secs(seconds.max(0) as u64))
+                .unwrap_or(POLL_AT_LEAST);
+            tokio::time::sleep(estimate.clamp(POLL_AT_LEAST, POLL_AT_MOST).min(until - now)).await;
+        }
+    }
+
+    /// Streams the file of a `done` export into `writer`, never holding it whole in memory,
+    /// and calls `progress` with the bytes written so far and the file's size when the server
+    /// gave it. Returns the bytes written.
+    pub async fn download_export_to<W: AsyncWrite + Unpin>(
+        &self,
+        export_id: &uuid::Uuid,
+        writer: &mut W,
+        mut progress: impl FnMut(u64, Option<u64>),
+    ) -> Result<u64, FlowError> {
+        let response = self.download_export(export_id).await?;
+        let total = response
+            .headers()
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|length| length.to_str().ok()?.parse().ok());
+        let mut chunks = response.into_inner().into_inner();
+        let mut written = 0u64;
+        while let Some(chunk) = chunks
+            .try_next()
+            .await
+            .map_err(|error| FlowError::Transport(crate::Error::ResponseBodyError(error)))?
+        {
+            writer.write_all(&chunk).await?;
+            written += chunk.len() as u64;
+            progress(written, total);
+        }
+        writer.flush().await?;
+        Ok(written)
+    }
+}
+
+/// Whether a failed create may succeed if tried again, and after how long the server asked
+/// for (`Retry-After`).
+fn transient(error: &crate::Error<ErrorResponse>) -> Option<Option<Duration>> {
+    match error {
+        crate::Error::CommunicationError(_) => Some(None),
+        crate::Error::ErrorResponse(response) => match response.status().as_u16() {
+            409 if response.error.code == "idempotency_key_in_use" => Some(None),
+            429 | 503 => Some(
+                response
+                    .error
+                    .retry_after_seconds
+                    .map(|seconds| Duration::from_secs(seconds.max(0) as u64)),
+            ),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_a_newer_server_adds_are_kept() {
+        assert_eq!(
+            ErrorCode::from("idempotency_key_reused"),
+            ErrorCode::IdempotencyKeyReused
+        );
+        assert_eq!(
+            ErrorCode::from("some_future_code"),
+            ErrorCode::Other("some_future_code".to_string())
+        );
+    }
+}
