@@ -873,7 +873,7 @@ development server allows any, answering `Access-Control-Allow-Origin: *`); cred
 (cookies) are never allowed, since keys travel in the `Authorization` header.
 
 
-Version: 1.4.0*/
+Version: 1.5.0*/
 pub struct Client {
     pub(crate) baseurl: String,
     pub(crate) client: reqwest::Client,
@@ -909,7 +909,7 @@ impl Client {
 }
 impl ClientInfo<()> for Client {
     fn api_version() -> &'static str {
-        "1.4.0"
+        "1.5.0"
     }
     fn baseurl(&self) -> &str {
         self.baseurl.as_str()
@@ -1269,11 +1269,14 @@ is RFC 3339 in UTC. XLSX files have the same columns, `created_at` as a date-tim
 larger exports continue on `Sheet2`, `Sheet3` and so on. Rows are ordered by
 `created_at`, then `id`.
 
-In both formats a cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return
-gets a leading `'`, so that spreadsheet programs show it as text instead of running it
-as a formula (CSV injection). An XLSX cell holds at most 32,767 characters (Excel's
-limit): a longer value is cut to 32,766 characters followed by `…`; the CSV file keeps
-it whole.
+A value that starts with `=`, `+`, `-`, `@`, a tab or a carriage return could be run
+as a formula by a spreadsheet program (CSV injection). In CSV, which has no other
+defence, such a cell gets a leading `'`, so that spreadsheets show it as text. In XLSX
+the value is kept exactly as stored: a string cell is never a formula, and the cell
+carries Excel's quote-prefix format, so that editing it cannot turn it into one.
+
+An XLSX cell holds at most 32,767 characters (Excel's limit): a longer value is cut to
+32,766 characters followed by `…`; the CSV file keeps it whole.
 
 - Not `done` yet (or `failed` / `cancelled`, which never produce a file):
   `409 export_not_ready`; check `getExport`.

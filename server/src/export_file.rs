@@ -8,10 +8,12 @@
 //!   under its header, then the next sheet starts. At the end the workbook (a zip) is streamed
 //!   into the upload as it is compressed.
 //!
-//! Both formats neutralise cells that a spreadsheet would run as a formula (OWASP's CSV
-//! injection): a cell starting with `=`, `+`, `-`, `@`, tab or carriage return gets a leading
-//! `'`. XLSX cells are limited to 32,767 characters (Excel's limit): a longer value is cut to
-//! 32,766 and ends in `…` (CSV keeps it whole).
+//! Cells that a spreadsheet would run as a formula (OWASP's CSV injection: a value starting
+//! with `=`, `+`, `-`, `@`, tab or carriage return) are defused. CSV has no other defence than
+//! a leading `'`, which a spreadsheet shows as text. An XLSX string cell is never a formula:
+//! the value is written unchanged, with Excel's quote-prefix cell format, so that editing the
+//! cell cannot turn it into one either. XLSX cells are limited to 32,767 characters (Excel's
+//! limit): a longer value is cut to 32,766 and ends in `…` (CSV keeps it whole).
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -84,12 +86,21 @@ pub struct UserRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// A cell a spreadsheet would evaluate (`=1+1`, `@SUM(..)`, `-2+3`, ...) gets a leading `'`,
-/// which makes every spreadsheet program treat it as text.
+/// Whether a spreadsheet would evaluate a cell starting so (`=1+1`, `@SUM(..)`, `-2+3`, ...).
+fn looks_like_a_formula(cell: &str) -> bool {
+    matches!(
+        cell.as_bytes().first(),
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
+    )
+}
+
+/// A CSV cell a spreadsheet would evaluate gets a leading `'`, which makes every spreadsheet
+/// program treat it as text.
 pub fn neutralise(cell: &str) -> Cow<'_, str> {
-    match cell.as_bytes().first() {
-        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => Cow::Owned(format!("'{cell}")),
-        _ => Cow::Borrowed(cell),
+    if looks_like_a_formula(cell) {
+        Cow::Owned(format!("'{cell}"))
+    } else {
+        Cow::Borrowed(cell)
     }
 }
 
@@ -376,6 +387,7 @@ fn build_xlsx(
     workbook.set_zip_compression_level(3);
     let datetime = Format::new().set_num_format("yyyy-mm-dd hh:mm:ss");
     let header = Format::new().set_bold();
+    let quoted = Format::new().set_quote_prefix();
     let mut sheet = new_sheet(&mut workbook, &header)?;
     let mut row_in_sheet: u32 = 0;
     let mut count = 0u64;
@@ -393,9 +405,14 @@ fn build_xlsx(
             row_in_sheet += 1;
             let r = row_in_sheet;
             sheet.write_string(r, 0, row.id.hyphenated().to_string())?;
-            sheet.write_string(r, 1, fit_xlsx_cell(&neutralise(&row.email)))?;
-            sheet.write_string(r, 2, fit_xlsx_cell(&neutralise(&row.name)))?;
-            sheet.write_string(r, 3, neutralise(&row.status))?;
+            for (column, text) in [(1, &row.email), (2, &row.name), (3, &row.status)] {
+                let cell = fit_xlsx_cell(text);
+                if looks_like_a_formula(&cell) {
+                    sheet.write_string_with_format(r, column, cell, &quoted)?;
+                } else {
+                    sheet.write_string(r, column, cell)?;
+                }
+            }
             sheet.write_datetime_with_format(r, 4, row.created_at.naive_utc(), &datetime)?;
             count += 1;
         }

@@ -111,6 +111,40 @@ fn to_seconds(rows: &[Row]) -> Vec<Row> {
         .collect()
 }
 
+/// Cells of the first sheet whose format has Excel's quote prefix (`quotePrefix="1"` in
+/// styles.xml, referred to by a cell's `s` attribute in the sheet).
+fn quote_prefixed_cells(xlsx: &[u8]) -> anyhow::Result<usize> {
+    use std::io::Read;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(xlsx))?;
+    let mut part = |name: &str| -> anyhow::Result<String> {
+        let mut text = String::new();
+        archive.by_name(name)?.read_to_string(&mut text)?;
+        Ok(text)
+    };
+    let (styles, sheet) = (part("xl/styles.xml")?, part("xl/worksheets/sheet1.xml")?);
+    let cell_formats = styles
+        .split("<cellXfs")
+        .nth(1)
+        .and_then(|rest| rest.split("</cellXfs>").next())
+        .ok_or_else(|| anyhow::anyhow!("no cellXfs in styles.xml"))?;
+    let quoted_styles: Vec<usize> = cell_formats
+        .split("<xf ")
+        .skip(1)
+        .enumerate()
+        .filter(|(_, xf)| {
+            xf.split('>')
+                .next()
+                .is_some_and(|attributes| attributes.contains("quotePrefix=\"1\""))
+        })
+        .map(|(index, _)| index)
+        .collect();
+    anyhow::ensure!(!quoted_styles.is_empty(), "no quote-prefix format in styles.xml");
+    Ok(quoted_styles
+        .iter()
+        .map(|style| sheet.matches(&format!(" s=\"{style}\"")).count())
+        .sum())
+}
+
 fn neutralised(rows: &[Row]) -> Vec<Row> {
     let cell = |text: &String| match text.as_bytes().first() {
         Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => format!("'{text}"),
@@ -242,20 +276,37 @@ async fn formula_cells_are_neutralised_in_both_formats() -> anyhow::Result<()> {
     assert!(expected.iter().any(|row| row.1 == "'=cmd|' /C calc'!A0"));
     assert!(expected.iter().any(|row| row.2 == "Ada = Lovelace"));
 
+    let stored = expected_rows(&env, None, None).await?;
+    let cells = |rows: &[Row]| -> Vec<(String, String)> {
+        rows.iter().map(|row| (row.1.clone(), row.2.clone())).collect()
+    };
     for format in [ExportFormat::Csv, ExportFormat::Xlsx] {
         let id = create(&client, &request(format, None)).await?;
         wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await?;
         let (_, body) = download(&client, &id).await?;
-        let rows = match format {
-            ExportFormat::Csv => parse_csv(&body)?.1,
-            ExportFormat::Xlsx => parse_xlsx(&body)?.1,
-        };
-        let names: Vec<_> = rows.iter().map(|row| (row.1.clone(), row.2.clone())).collect();
-        let wanted: Vec<_> = expected
-            .iter()
-            .map(|row| (row.1.clone(), row.2.clone()))
-            .collect();
-        assert_eq!(names, wanted, "{format:?}");
+        match format {
+            // CSV has no defence but the leading apostrophe.
+            ExportFormat::Csv => assert_eq!(cells(&parse_csv(&body)?.1), cells(&expected)),
+            // XLSX keeps every value as stored, each formula-like one in a quote-prefixed cell.
+            ExportFormat::Xlsx => {
+                assert_eq!(cells(&parse_xlsx(&body)?.1), cells(&stored));
+                let quoted = quote_prefixed_cells(&body)?;
+                let formula_like = stored
+                    .iter()
+                    .flat_map(|row| [&row.1, &row.2])
+                    .filter(|cell| {
+                        matches!(
+                            cell.as_bytes().first(),
+                            Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
+                        )
+                    })
+                    .count();
+                assert_eq!(
+                    quoted, formula_like,
+                    "formula-like cells carry the quote prefix, the others not"
+                );
+            }
+        }
     }
     env.finish().await
 }
