@@ -789,6 +789,8 @@ Every `/api/v1` operation needs an API key sent as a bearer token:
 | `exports:write` | `createUserExport`, `cancelExport`                         |
 | `exports:read`  | `listExports`, `getExport`, `downloadExport`               |
 
+Each operation names its scope in `x-required-scope`.
+
 A missing, unknown, revoked or expired key, or the key of an inactive user, gets
 `401 unauthorized` (with `WWW-Authenticate: Bearer`); a valid key without the needed scope gets `403 forbidden`.
 The key is checked before anything else in the request: without a valid key, a request

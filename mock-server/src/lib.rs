@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use exports_spec::{Operation, Spec};
+use exports_spec::{cors, Operation, Spec};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -39,6 +39,10 @@ pub struct MockOptions {
     pub seed: u64,
     /// The time remembered exports read (a test moves a manual clock instead of sleeping).
     pub clock: Clock,
+    /// The API keys the mock accepts, with their scopes: an unknown key gets `401`, a key
+    /// without an operation's `x-required-scope` `403`. None: any non-empty key, with every
+    /// scope.
+    pub keys: Option<BTreeMap<String, Vec<String>>>,
 }
 
 impl Default for MockOptions {
@@ -50,6 +54,7 @@ impl Default for MockOptions {
             watch: None,
             seed: 0,
             clock: Clock::System,
+            keys: None,
         }
     }
 }
@@ -233,17 +238,13 @@ async fn handle(mock: &Mock, request: Request<Incoming>) -> Response<Full<Bytes>
         HeaderValue::from_str(&request_id).expect("a uuid is a valid header"),
     );
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
-    // Browsers send credentials-free bearer tokens; the Origin is echoed, never `*`, so the
-    // answer stays right for credentialed requests too.
-    if let Some(origin) = origin {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
+    // Any origin, as the server's `dev` allows it: a literal `*`, never credentials (keys
+    // travel in `Authorization`), so an app that works here works there.
+    if origin.is_some() {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("x-request-id, retry-after, content-disposition"),
+            HeaderValue::from_static(cors::EXPOSE_HEADERS),
         );
     }
     tracing::info!(request_id, method = %parts.method, path = parts.uri.path(), status = response.status().as_u16(), "request");
@@ -279,18 +280,10 @@ fn preflight(spec: &Spec, parts: &http::request::Parts) -> Response<Full<Bytes>>
         .collect();
     let mut response = Response::builder().status(StatusCode::NO_CONTENT);
     if !methods.is_empty() {
-        let requested = parts
-            .headers
-            .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
-            .cloned()
-            .unwrap_or(HeaderValue::from_static("authorization, content-type"));
         response = response
-            .header(
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                format!("{}, OPTIONS", methods.join(", ")),
-            )
-            .header(header::ACCESS_CONTROL_ALLOW_HEADERS, requested)
-            .header(header::ACCESS_CONTROL_MAX_AGE, "600");
+            .header(header::ACCESS_CONTROL_ALLOW_METHODS, cors::ALLOW_METHODS)
+            .header(header::ACCESS_CONTROL_ALLOW_HEADERS, cors::ALLOW_HEADERS)
+            .header(header::ACCESS_CONTROL_MAX_AGE, cors::MAX_AGE);
     }
     response.body(Full::new(Bytes::new())).expect("valid response")
 }
@@ -340,19 +333,8 @@ fn respond(
 
     let request = Parsed::new(parts, path_parameters, body);
     let accept = request.accept;
-    if needs_bearer(spec, operation) && !has_bearer(&parts.headers) {
-        let unauthorized = Preferences {
-            code: Some(401),
-            ..Default::default()
-        };
-        return answer(
-            spec,
-            operation,
-            &unauthorized,
-            accept,
-            mock.options.seed,
-            request_id,
-        );
+    if let Some(refusal) = refuse_key(spec, operation, &parts.headers, mock.options.keys.as_ref()) {
+        return answer(spec, operation, &refusal, accept, mock.options.seed, request_id);
     }
     let problems = validate_request(spec, operation, &request);
     if !problems.is_empty() {
@@ -513,12 +495,63 @@ fn needs_bearer(spec: &Spec, operation: &Operation) -> bool {
     })
 }
 
-fn has_bearer(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .is_some_and(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+/// The spec's answer to a request whose key the operation does not take, as the server
+/// gives it: `401` with the spec's `missing_key` example when there is no `Authorization`
+/// header, `invalid_key` for a key that is malformed (or unknown, when `keys` are given), and
+/// `403` with the example naming the operation's `x-required-scope` for a known key without it.
+fn refuse_key(
+    spec: &Spec,
+    operation: &Operation,
+    headers: &http::HeaderMap,
+    keys: Option<&BTreeMap<String, Vec<String>>>,
+) -> Option<Preferences> {
+    let refusal = |code, example: &str| {
+        Some(Preferences {
+            code: Some(code),
+            example: Some(example.to_string()),
+            ..Default::default()
+        })
+    };
+    if !needs_bearer(spec, operation) {
+        return None;
+    }
+    let Some(authorization) = headers.get(header::AUTHORIZATION) else {
+        return refusal(401, "missing_key");
+    };
+    let token = authorization
+        .to_str()
+        .ok()
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+        .map(|(_, token)| token.trim());
+    let Some(token) = token else {
+        return refusal(401, "invalid_key");
+    };
+    let scopes = keys?;
+    let Some(scopes) = scopes.get(token) else {
+        return refusal(401, "invalid_key");
+    };
+    let required = operation
+        .definition
+        .get("x-required-scope")
+        .and_then(Value::as_str)?;
+    if scopes.iter().any(|scope| scope == required) {
+        return None;
+    }
+    // The 403 example that names this scope.
+    let forbidden = spec
+        .resolve(operation.definition.pointer("/responses/403")?)
+        .ok()?;
+    let examples = forbidden
+        .pointer("/content/application~1json/examples")?
+        .as_object()?;
+    let (name, _) = examples.iter().find(|(_, example)| {
+        spec.resolve(example)
+            .ok()
+            .and_then(|example| example.pointer("/value/error/message")?.as_str())
+            .is_some_and(|message| message.contains(required))
+    })?;
+    refusal(403, name)
 }
 
 /// What the handlers read of a request, parsed once.

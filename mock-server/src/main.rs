@@ -31,6 +31,27 @@ struct Cli {
     /// Do not reload the spec when its file changes.
     #[arg(long)]
     no_watch: bool,
+    /// An API key the mock accepts, with its scopes: `--key exk_reader=exports:read`
+    /// (repeat it; scopes comma-separated). Other keys get 401, and a key without an
+    /// operation's scope 403. Without any, every non-empty key is accepted with every scope.
+    #[arg(long = "key", value_name = "KEY=SCOPES", value_parser = parse_key)]
+    keys: Vec<(String, Vec<String>)>,
+}
+
+fn parse_key(text: &str) -> Result<(String, Vec<String>), String> {
+    let (key, scopes) = text
+        .split_once('=')
+        .ok_or("expected KEY=SCOPES, such as exk_reader=exports:read")?;
+    if key.is_empty() {
+        return Err("the key is empty".into());
+    }
+    let scopes = scopes
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    Ok((key.to_string(), scopes))
 }
 
 #[tokio::main]
@@ -51,6 +72,7 @@ async fn main() -> Result<()> {
         watch: (!cli.no_watch).then(|| cli.spec.clone()),
         seed: cli.seed,
         clock: Clock::System,
+        keys: (!cli.keys.is_empty()).then(|| cli.keys.into_iter().collect()),
     };
     let running = RunningMock::start(spec, SocketAddr::from(([127, 0, 0, 1], cli.port)), options).await?;
     tracing::info!(address = %running.local_addr, spec = %cli.spec.display(), "mock server listening");

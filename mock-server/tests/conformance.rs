@@ -243,7 +243,11 @@ async fn a_browser_on_another_origin_passes_preflight() {
         .unwrap();
     assert_eq!(preflight.status().as_u16(), 204);
     let headers = preflight.headers();
-    assert_eq!(headers["access-control-allow-origin"], "http://localhost:5173");
+    assert_eq!(headers["access-control-allow-origin"], "*");
+    assert!(headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("idempotency-key"));
     assert!(headers["access-control-allow-methods"]
         .to_str()
         .unwrap()
@@ -266,11 +270,10 @@ async fn a_browser_on_another_origin_passes_preflight() {
             .collect();
         (response.status(), headers, ())
     };
-    assert_eq!(
-        response_headers["access-control-allow-origin"],
-        "http://localhost:5173"
-    );
-    assert_ne!(response_headers["access-control-allow-origin"], "*");
+    // As the server's `dev` answers: a literal `*`, never credentials.
+    assert_eq!(response_headers["access-control-allow-origin"], "*");
+    assert!(!response_headers.contains_key("access-control-allow-credentials"));
+    assert!(response_headers["access-control-expose-headers"].contains("idempotent-replayed"));
     mock.shutdown().await;
 }
 
@@ -455,6 +458,68 @@ async fn idempotent_creates_replay_as_on_the_server() {
     )
     .await;
     assert_eq!(status, 400, "{bad}");
+}
+
+#[tokio::test]
+async fn named_keys_get_401_and_403_as_on_the_server() {
+    let spec = Spec::bundled();
+    let keys = BTreeMap::from([
+        ("exk_reader".to_string(), vec!["exports:read".to_string()]),
+        (
+            "exk_writer".to_string(),
+            vec!["exports:read".to_string(), "exports:write".to_string()],
+        ),
+    ]);
+    let options = MockOptions {
+        keys: Some(keys),
+        ..MockOptions::default()
+    };
+    let (_mock, base) = start_with(Spec::bundled(), options).await;
+    let http = reqwest::Client::new();
+    let list = "/api/v1/exports/users";
+    let create = |key: Option<&str>| {
+        let request = http.post(format!("{base}{list}")).json(&json!({"format": "csv"}));
+        match key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+        .send()
+    };
+    let (status, missing) = conforming(&spec, "POST", list, create(None).await.unwrap()).await;
+    assert_eq!(status, 401);
+    assert_eq!(missing["error"]["details"][0]["issue"], "is missing", "{missing}");
+    let (status, unknown) = conforming(&spec, "POST", list, create(Some("exk_guess")).await.unwrap()).await;
+    assert_eq!(status, 401);
+    assert!(unknown["error"]["details"][0]["issue"]
+        .as_str()
+        .unwrap()
+        .contains("not a valid API key"));
+    let (status, forbidden) =
+        conforming(&spec, "POST", list, create(Some("exk_reader")).await.unwrap()).await;
+    assert_eq!(
+        (status, forbidden["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    assert!(
+        forbidden["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exports:write"),
+        "{forbidden}"
+    );
+    assert_eq!(
+        conforming(&spec, "POST", list, create(Some("exk_writer")).await.unwrap())
+            .await
+            .0,
+        202
+    );
+    let read = http
+        .get(format!("{base}{list}"))
+        .bearer_auth("exk_reader")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(conforming(&spec, "GET", list, read).await.0, 200);
 }
 
 #[tokio::test]

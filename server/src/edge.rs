@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use bytes::Bytes;
 use exports_listener::{Limits, Serving};
+use exports_spec::cors;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
@@ -208,13 +209,16 @@ async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpA
             let headers = response.headers_mut();
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static("GET, POST, OPTIONS"),
+                HeaderValue::from_static(cors::ALLOW_METHODS),
             );
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("authorization, content-type, x-request-id"),
+                HeaderValue::from_static(cors::ALLOW_HEADERS),
             );
-            headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+            headers.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static(cors::MAX_AGE),
+            );
         }
         return finish(response, &request_id, cors_origin);
     }
@@ -471,7 +475,7 @@ fn finish(
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("x-request-id, retry-after, content-disposition"),
+            HeaderValue::from_static(cors::EXPOSE_HEADERS),
         );
     }
     response

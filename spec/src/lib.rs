@@ -10,6 +10,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{Map, Value};
 
 /// The contract, as committed beside this crate.
+pub mod cors;
+
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
 
 /// The operation keys of a path item, with their methods as sent.

@@ -152,6 +152,12 @@ async fn cors_preflight_allows_a_browser_with_a_bearer_token() -> anyhow::Result
     assert!(headers["access-control-allow-headers"]
         .to_str()?
         .contains("authorization"));
+    // A browser may send a key to retry a create safely, and read whether it was a replay.
+    assert_eq!(
+        headers["access-control-allow-headers"],
+        exports_spec::cors::ALLOW_HEADERS,
+        "the mock's rules, word for word"
+    );
 
     let actual = env
         .raw()

@@ -289,6 +289,51 @@ async fn keys_without_the_scope_get_403() -> anyhow::Result<()> {
     env.finish().await
 }
 
+/// The spec's `x-required-scope` (what the mock enforces) is the scope the server checks: a
+/// key with every scope but that one gets 403 on each operation that names one.
+#[tokio::test]
+async fn every_operation_checks_the_scope_the_spec_names() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let spec = exports_spec::Spec::bundled();
+    let mut checked = 0;
+    for operation in spec.operations() {
+        let Some(required) = operation
+            .definition
+            .get("x-required-scope")
+            .and_then(|s| s.as_str())
+        else {
+            continue;
+        };
+        let others: Vec<&str> = [SCOPE_READ, SCOPE_WRITE]
+            .into_iter()
+            .filter(|s| *s != required)
+            .collect();
+        let key = env.user(&others).await?.key;
+        let path = operation
+            .path
+            .replace("{export_id}", &uuid::Uuid::new_v4().to_string());
+        let response = env
+            .raw()
+            .request(operation.method.parse()?, env.url(&path))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"format": "csv"}))
+            .send()
+            .await?;
+        assert_eq!(response.status(), 403, "{} without {required}", operation.id);
+        let body: serde_json::Value = response.json().await?;
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(required),
+            "{body}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 5, "every exports operation names its scope");
+    env.finish().await
+}
+
 #[tokio::test]
 async fn slow_requests_get_504() -> anyhow::Result<()> {
     // A zero time limit: any operation that waits on PostgreSQL misses it.
