@@ -2,7 +2,8 @@
 # The whole test suite: contract checks (a standard OpenAPI validator, the spec's lint, the
 # server against the spec, the committed client is up to date), then unit and end-to-end
 # tests against real PostgreSQL, Redis and S3-compatible servers (each test makes its own
-# database, Redis prefix and s3s-fs server with its bucket, and removes them).
+# database, Redis prefix and s3s-fs server with its bucket, and removes them), then
+# Schemathesis against the real server and the mock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -13,3 +14,4 @@ cargo xtask spec lint
 cargo xtask spec check
 cargo xtask client --check
 cargo test --workspace --no-fail-fast "$@"
+scripts/schemathesis.sh

@@ -946,7 +946,7 @@ An invalid `limit` or `page_token` gets `400 invalid_request` with the field nam
 Sends a `GET` request to `/api/v1/exports/users`
 
 Arguments:
-- `limit`: Maximum number of items on the page, 1 to 100. Defaults to 100; larger values are capped at 100.
+- `limit`: Maximum number of items on the page, 1 to 100 (anything else gets `400 invalid_request`). Defaults to 100.
 - `page_token`: Opaque token from the previous page's `next_page`, passed unchanged. Omit it for the
 first page. Do not parse or build tokens: their content may change without notice.
 
@@ -1028,7 +1028,7 @@ An invalid `limit` or `page_token` gets `400 invalid_request` with the field nam
 Sends repeated `GET` requests to `/api/v1/exports/users` until there are no more results.
 
 Arguments:
-- `limit`: Maximum number of items on the page, 1 to 100. Defaults to 100; larger values are capped at 100.
+- `limit`: Maximum number of items on the page, 1 to 100 (anything else gets `400 invalid_request`). Defaults to 100.
 */
     pub fn list_exports_stream<'a>(
         &'a self,

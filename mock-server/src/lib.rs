@@ -395,12 +395,13 @@ fn play(
         example_estimate,
         idempotency_key: parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok()),
     })?;
-    let canned = |code| {
+    let example = |code, name: Option<&str>| {
         answer(
             spec,
             operation,
             &Preferences {
                 code: Some(code),
+                example: name.map(str::to_string),
                 ..Default::default()
             },
             accept,
@@ -408,6 +409,7 @@ fn play(
             request_id,
         )
     };
+    let canned = |code| example(code, None);
     // A JSON answer, checked against the spec first (its example is served otherwise).
     let json = |status: u16, value: &Value| {
         let bytes = serde_json::to_vec(value).expect("JSON serialises");
@@ -433,6 +435,7 @@ fn play(
     };
     Some(match outcome {
         stateful::Outcome::Canned(code) => canned(code),
+        stateful::Outcome::Example(code, name) => example(code, Some(name)),
         stateful::Outcome::Replayed(value) => {
             let mut response = json(202, &value);
             response
@@ -619,11 +622,11 @@ fn validate_request(spec: &Spec, operation: &Operation, request: &Parsed) -> Vec
         let value = match location {
             "path" => path_parameters.get(name).cloned(),
             "query" => query.get(name).cloned(),
+            // Bytes outside visible ASCII stay in (replaced), for the schema to refuse them.
             "header" => parts
                 .headers
                 .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
             _ => continue,
         };
         let required = parameter

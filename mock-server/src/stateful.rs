@@ -132,6 +132,8 @@ pub enum Outcome {
         bytes: Vec<u8>,
     },
     Canned(u16),
+    /// The spec's response with that status and that named example.
+    Example(u16, &'static str),
 }
 
 impl Exports {
@@ -274,7 +276,7 @@ impl Exports {
                         .and_then(|n| n.parse::<usize>().ok())
                     {
                         Some(offset) => offset,
-                        None => return Some(Outcome::Canned(400)),
+                        None => return Some(Outcome::Example(400, "invalid_page_token")),
                     },
                 };
                 let mine: Vec<&Record> = store

@@ -164,6 +164,7 @@ async fn invalid_ids_in_paths_are_400s() -> anyhow::Result<()> {
     for (query, field) in [
         ("page_token=garbage", "page_token"),
         ("limit=0", "limit"),
+        ("limit=101", "limit"),
         ("limit=many", "limit"),
     ] {
         let url = env.url(&format!("/api/v1/exports/users?{query}"));
