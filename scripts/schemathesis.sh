@@ -53,11 +53,15 @@ key="$(wait_for "$work/server.log" 'exk_[A-Za-z0-9_-]*')"
 mock="$(wait_for "$work/mock.log" '"address":"[0-9.:]*"' | cut -d'"' -f4)"
 
 status=0
+repository="$PWD"
+# Schemathesis keeps a cache (`.schemathesis/`) in its working directory: the run's own.
+cd "$work"
 for target in "server http://$server $key" "mock http://$mock exk_schemathesis"; do
     read -r name url token <<<"$target"
     echo "schemathesis against the $name ($url)"
-    "$venv/bin/st" --config-file scripts/schemathesis.toml run spec/openapi.yaml --url "$url" \
-        -H "Authorization: Bearer $token" --max-examples 30 --workers 1 --seed 20261124 \
+    "$venv/bin/st" --config-file "$repository/scripts/schemathesis.toml" run "$repository/spec/openapi.yaml" \
+        --url "$url" -H "Authorization: Bearer $token" --max-examples 30 --workers 1 --seed 20261124 \
         --no-color || status=1
 done
+cd "$repository"
 exit "$status"

@@ -18,7 +18,6 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-mod docs;
 mod dynamic;
 mod stateful;
 
@@ -297,10 +296,11 @@ fn respond(
 ) -> Response<Full<Bytes>> {
     let path = parts.uri.path();
     let matches = routes(spec, path);
-    if matches.is_empty() && path == "/docs" && parts.method == Method::GET {
+    // The contract itself, as the server serves it (not the spec's examples of it).
+    if let Some((media_type, body)) = spec.served(path).filter(|_| parts.method == Method::GET) {
         return Response::builder()
-            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-            .body(Full::new(Bytes::from(docs::render(spec))))
+            .header(header::CONTENT_TYPE, media_type)
+            .body(Full::new(Bytes::from(body)))
             .expect("valid response");
     }
     if matches.is_empty() {

@@ -140,6 +140,39 @@ pub trait ExportsApi {
         tags = ["monitoring"],
     }]
     async fn metrics(rqctx: RequestContext<Self::Context>) -> Result<Response<Body>, ApiError>;
+
+    /// This contract, as YAML
+    ///
+    /// The OpenAPI document exactly as written.
+    #[endpoint {
+        method = GET,
+        path = "/openapi.yaml",
+        operation_id = "openApiYaml",
+        tags = ["documentation"],
+    }]
+    async fn open_api_yaml(rqctx: RequestContext<Self::Context>) -> Result<Response<Body>, ApiError>;
+
+    /// This contract, as JSON
+    ///
+    /// The same OpenAPI document, as JSON.
+    #[endpoint {
+        method = GET,
+        path = "/openapi.json",
+        operation_id = "openApiJson",
+        tags = ["documentation"],
+    }]
+    async fn open_api_json(rqctx: RequestContext<Self::Context>) -> Result<Response<Body>, ApiError>;
+
+    /// The API reference, as a page
+    ///
+    /// One self-contained HTML page rendered from the contract.
+    #[endpoint {
+        method = GET,
+        path = "/docs",
+        operation_id = "apiReference",
+        tags = ["documentation"],
+    }]
+    async fn api_reference(rqctx: RequestContext<Self::Context>) -> Result<Response<Body>, ApiError>;
 }
 
 /// The API description without an implementation, for the OpenAPI document.
@@ -240,6 +273,18 @@ pub mod imp {
             .await
             .unwrap_or_else(|_| Err(ApiError::timeout(state.settings.request_timeout.as_secs())));
         finish(outcome, &request_id, operation, None, started)
+    }
+
+    /// The contract this server was built with, as the mock serves its own (`Spec::served`).
+    fn contract(path: &str) -> Result<FileResponse, ApiError> {
+        static SPEC: std::sync::LazyLock<exports_spec::Spec> =
+            std::sync::LazyLock::new(exports_spec::Spec::bundled);
+        let (media_type, body) = SPEC.served(path).ok_or_else(|| ApiError::not_found("Document"))?;
+        Response::builder()
+            .header(http::header::CONTENT_TYPE, media_type)
+            .body(Body::with_content(body))
+            .map(FileResponse)
+            .map_err(ApiError::internal)
     }
 
     /// The status of a successful response, for the request log.
@@ -675,6 +720,24 @@ pub mod imp {
                 }))
             })
             .await
+        }
+
+        async fn open_api_yaml(rqctx: RequestContext<AppState>) -> Result<Response<Body>, ApiError> {
+            public(&rqctx, "openApiYaml", async |_| contract("/openapi.yaml"))
+                .await
+                .map(|FileResponse(response)| response)
+        }
+
+        async fn open_api_json(rqctx: RequestContext<AppState>) -> Result<Response<Body>, ApiError> {
+            public(&rqctx, "openApiJson", async |_| contract("/openapi.json"))
+                .await
+                .map(|FileResponse(response)| response)
+        }
+
+        async fn api_reference(rqctx: RequestContext<AppState>) -> Result<Response<Body>, ApiError> {
+            public(&rqctx, "apiReference", async |_| contract("/docs"))
+                .await
+                .map(|FileResponse(response)| response)
         }
 
         async fn metrics(rqctx: RequestContext<AppState>) -> Result<Response<Body>, ApiError> {

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 /// The contract, as committed beside this crate.
 pub mod cors;
+pub mod docs;
 
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
 
@@ -28,6 +29,8 @@ const METHODS: [(&str, &str); 8] = [
 
 pub struct Spec {
     document: Value,
+    /// The YAML the document was read from, when it was read from YAML: served as written.
+    source: Option<String>,
     /// Compiled validators by schema: compiling translates every component schema, far too
     /// slow to repeat for each request a mock server validates.
     validators: RwLock<HashMap<String, Arc<jsonschema::Validator>>>,
@@ -55,7 +58,9 @@ impl Spec {
     }
 
     pub fn parse(yaml: &str) -> Result<Self> {
-        Self::from_value(serde_yaml_ng::from_str(yaml)?)
+        let mut spec = Self::from_value(serde_yaml_ng::from_str(yaml)?)?;
+        spec.source = Some(yaml.to_string());
+        Ok(spec)
     }
 
     /// Any OpenAPI 3.0 document as JSON, such as the one dropshot generates.
@@ -69,12 +74,34 @@ impl Spec {
         }
         Ok(Self {
             document,
+            source: None,
             validators: RwLock::default(),
         })
     }
 
     pub fn document(&self) -> &Value {
         &self.document
+    }
+
+    /// What the contract's own paths serve, on the server and the mock alike:
+    /// `/openapi.yaml` (the document as written), `/openapi.json` (the same document as
+    /// JSON) and `/docs` (the reference page). The media type and the body.
+    pub fn served(&self, path: &str) -> Option<(&'static str, Vec<u8>)> {
+        match path {
+            "/openapi.yaml" => {
+                let yaml = match &self.source {
+                    Some(source) => source.clone(),
+                    None => serde_yaml_ng::to_string(&self.document).ok()?,
+                };
+                Some(("application/yaml", yaml.into_bytes()))
+            }
+            "/openapi.json" => Some((
+                "application/json",
+                serde_json::to_vec_pretty(&self.document).expect("JSON serialises"),
+            )),
+            "/docs" => Some(("text/html; charset=utf-8", docs::render(self).into_bytes())),
+            _ => None,
+        }
     }
 
     /// Follows local `$ref`s (`#/components/...`) until a value that is not a reference.

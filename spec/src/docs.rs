@@ -1,7 +1,7 @@
 //! `/docs`: a readable HTML reference of the API, rendered from the spec being served. One
 //! self-contained page (inline styles, no scripts, nothing from a CDN), so it works offline.
 
-use exports_spec::Spec;
+use crate::Spec;
 use serde_json::Value;
 
 fn escape(text: &str) -> String {
