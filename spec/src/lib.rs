@@ -83,6 +83,18 @@ impl Spec {
         &self.document
     }
 
+    /// An operation's parameters, references followed.
+    pub fn parameters<'s>(&'s self, operation: &Operation<'s>) -> Vec<&'s Value> {
+        operation
+            .definition
+            .get("parameters")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|parameter| self.resolve(parameter).ok())
+            .collect()
+    }
+
     /// What the contract's own paths serve, on the server and the mock alike:
     /// `/openapi.yaml` (the document as written), `/openapi.json` (the same document as
     /// JSON) and `/docs` (the reference page). The media type and the body.
