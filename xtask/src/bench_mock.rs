@@ -1,7 +1,9 @@
 //! `cargo xtask bench mock`: requests/s, p50/p99 and peak RSS of the mock server for a static
 //! GET and a validated POST under concurrent connections, and the same load against Prism
 //! (Stoplight's Node mock server, installed from the npm registry into ~/.cache/exports/prism)
-//! on the same spec, for the ratio.
+//! on the same spec, for the ratio; and the static GET against a bare hyper handler
+//! (`mock-server/examples/bare_handler.rs`, release, as the mock), the limit a mock can
+//! approach, for `mock_vs_bare`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -69,6 +71,11 @@ fn mock_listening(line: &str) -> Option<SocketAddr> {
     record["address"].as_str()?.parse().ok()
 }
 
+/// The line the bare handler prints once bound: `listening on 127.0.0.1:41234`.
+fn bare_listening(line: &str) -> Option<SocketAddr> {
+    line.trim().strip_prefix("listening on ")?.parse().ok()
+}
+
 /// The line Prism prints once listening: `… Prism is listening on http://127.0.0.1:41691`
 /// (with `--port 0`, the port it bound).
 fn prism_listening(line: &str) -> Option<SocketAddr> {
@@ -105,7 +112,16 @@ fn prism(cache: &Path) -> Result<PathBuf> {
 pub fn run(root: &Path, options: MockBenchOptions) -> Result<ExitCode> {
     println!("building the release mock server ...");
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "-p", "exports-mock"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "exports-mock",
+            "--bins",
+            "--example",
+            "bare_handler",
+        ])
         .current_dir(root)
         .status()?;
     anyhow::ensure!(status.success(), "building exports-mock failed");
@@ -137,6 +153,15 @@ pub fn run(root: &Path, options: MockBenchOptions) -> Result<ExitCode> {
         );
         ours.insert("peak_rss_mib".into(), json!(rss));
         drop(mock);
+
+        let (bare, addr) = ChildProcess::start_listening(
+            Command::new(target.join("release/examples/bare_handler")).args(["--port", "0"]),
+            "the bare handler",
+            bare_listening,
+        )?;
+        let static_get = scenarios().into_iter().take(1).collect::<Vec<_>>();
+        let bare_figures = measure(addr, &static_get, options.connections, options.seconds, "bare").await?;
+        drop(bare);
 
         let cache = std::env::var("HOME")
             .map(PathBuf::from)
@@ -171,10 +196,19 @@ pub fn run(root: &Path, options: MockBenchOptions) -> Result<ExitCode> {
                 _ => Value::Null,
             }
         };
+        let static_rate =
+            |figures: &serde_json::Map<String, Value>| figures["static_get"]["requests_per_second"].as_f64();
+        let mock_vs_bare = match (static_rate(&ours), static_rate(&bare_figures)) {
+            (Some(ours), Some(bare)) if bare > 0.0 => json!((ours / bare * 100.0).round() / 100.0),
+            _ => Value::Null,
+        };
+        println!("static GET: the mock at {mock_vs_bare} of the bare handler");
         let summary = json!({
             "connections": options.connections,
             "seconds": options.seconds,
             "mock": ours,
+            "bare": bare_figures,
+            "mock_vs_bare": mock_vs_bare,
             "prism": theirs,
             "ratio_to_prism": {"static_get": ratio("static_get"), "validated_post": ratio("validated_post")},
         });
@@ -209,6 +243,10 @@ mod tests {
         assert_eq!(
             super::mock_listening(r#"{"message":"request","address":"127.0.0.1:1"}"#),
             None
+        );
+        assert_eq!(
+            super::bare_listening("listening on 127.0.0.1:41234\n"),
+            Some("127.0.0.1:41234".parse().unwrap())
         );
     }
 }
