@@ -206,7 +206,7 @@ fn preferences(headers: &http::HeaderMap) -> Preferences {
 async fn handle(mock: &Mock, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let spec = mock.spec.read().expect("spec lock").clone();
     let spec = spec.as_ref();
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = exports_spec::request_id::of(request.headers());
     let latency = preferences(request.headers())
         .latency
         .unwrap_or(mock.options.latency);

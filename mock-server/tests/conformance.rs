@@ -271,6 +271,17 @@ async fn a_browser_on_another_origin_passes_preflight() {
         (response.status(), headers, ())
     };
     // As the server's `dev` answers: a literal `*`, never credentials.
+    let traced = http
+        .get(format!("{base}/health/live"))
+        .header("x-request-id", "trace-42.a_b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        traced.headers()["x-request-id"],
+        "trace-42.a_b",
+        "an incoming id is kept, as by the server"
+    );
     assert_eq!(response_headers["access-control-allow-origin"], "*");
     assert!(!response_headers.contains_key("access-control-allow-credentials"));
     assert!(response_headers["access-control-expose-headers"].contains("idempotent-replayed"));

@@ -178,20 +178,9 @@ impl Edge {
     }
 }
 
-/// An incoming id is kept when it is safe to log and echo.
-fn incoming_request_id(headers: &http::HeaderMap) -> Option<String> {
-    let id = headers.get(REQUEST_ID)?.to_str().ok()?;
-    let valid = (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    valid.then(|| id.to_string())
-}
-
 async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpAddr) -> Response<EdgeBody> {
     let started = Instant::now();
-    let request_id =
-        incoming_request_id(request.headers()).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let request_id = exports_spec::request_id::of(request.headers());
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let cors_origin = allowed_origin(&state.settings.cors_allowed_origins, request.headers());
@@ -555,17 +544,6 @@ mod tests {
         assert_eq!(status(request(1, MAX_HEADER_BYTES - 8, 1)), Some(431));
         assert_eq!(status(request(0, 0, MAX_TARGET_BYTES)), None);
         assert_eq!(status(request(0, 0, MAX_TARGET_BYTES + 1)), Some(414));
-    }
-
-    #[test]
-    fn honours_only_safe_request_ids() {
-        assert_eq!(
-            incoming_request_id(&headers(REQUEST_ID, "abc-123_x.y")).as_deref(),
-            Some("abc-123_x.y")
-        );
-        assert_eq!(incoming_request_id(&headers(REQUEST_ID, "has space")), None);
-        assert_eq!(incoming_request_id(&headers(REQUEST_ID, &"a".repeat(65))), None);
-        assert_eq!(incoming_request_id(&http::HeaderMap::new()), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 /// The contract, as committed beside this crate.
 pub mod cors;
 pub mod docs;
+pub mod request_id;
 
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
 
