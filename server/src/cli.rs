@@ -107,7 +107,7 @@ enum KeysCommand {
 }
 
 pub async fn main() -> Result<()> {
-    logging::init();
+    let _flushed_on_exit = logging::init();
     let matches = Cli::command().get_matches();
     refuse_secrets_on_the_command_line(&matches)?;
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());

@@ -5,14 +5,22 @@ use std::fmt::Write as _;
 use tracing_subscriber::EnvFilter;
 
 /// JSON lines on stdout; `RUST_LOG` overrides the default level (`info`).
-pub fn init() {
+/// JSON lines on stdout, written by a thread of their own (a `write` per request on the
+/// request path costs throughput); not lossy: a full buffer waits. Keep the guard until the
+/// process ends: dropping it flushes what is buffered.
+pub fn init() -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (stdout, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stdout());
     let _ = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_current_span(false)
         .with_env_filter(filter)
+        .with_writer(stdout)
         .try_init();
+    guard
 }
 
 /// dropshot logs through slog. Its per-request lines would duplicate ours (which carry the
