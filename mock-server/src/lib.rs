@@ -683,8 +683,12 @@ fn validate_request(spec: &Spec, operation: &Operation, request: &Parsed) -> Vec
         Some(Err(error)) => problems.push(detail("body", &format!("is not valid JSON: {error}"))),
         Some(Ok(value)) => {
             if let Some(schema) = media.get("schema") {
-                for (pointer, message) in spec.schema_errors(schema, value) {
-                    problems.push(detail(&field_name(&pointer, &message), &message));
+                for problem in spec.schema_problems(schema, value) {
+                    let mut found = detail(&field_name(&problem.pointer, &problem.message), &problem.message);
+                    if let Some(allowed) = problem.allowed {
+                        found["allowed"] = json!(allowed);
+                    }
+                    problems.push(found);
                 }
             }
         }

@@ -28,6 +28,16 @@ const METHODS: [(&str, &str); 8] = [
     ("trace", "TRACE"),
 ];
 
+/// One way a value breaks a schema (`Spec::schema_problems`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaProblem {
+    /// JSON pointer in the value.
+    pub pointer: String,
+    pub message: String,
+    /// The values the schema allows there, for an enumeration or an unknown member.
+    pub allowed: Option<Vec<String>>,
+}
+
 pub struct Spec {
     document: Value,
     /// The YAML the document was read from, when it was read from YAML: served as written.
@@ -255,14 +265,106 @@ impl Spec {
 
     /// Every way a value breaks an OpenAPI schema: (JSON pointer in the value, message).
     pub fn schema_errors(&self, schema: &Value, instance: &Value) -> Vec<(String, String)> {
+        self.schema_problems(schema, instance)
+            .into_iter()
+            .map(|problem| (problem.pointer, problem.message))
+            .collect()
+    }
+
+    /// Every way a value breaks an OpenAPI schema, as a form needs it: a member the schema
+    /// does not know is one problem of its own ("is not a known field", as the server says),
+    /// and a problem with an enumeration or an unknown member carries the `allowed` values.
+    pub fn schema_problems(&self, schema: &Value, instance: &Value) -> Vec<SchemaProblem> {
         let validator = match self.validator(schema) {
             Ok(validator) => validator,
-            Err(error) => return vec![(String::new(), error)],
+            Err(error) => {
+                return vec![SchemaProblem {
+                    pointer: String::new(),
+                    message: error,
+                    allowed: None,
+                }]
+            }
         };
-        validator
-            .iter_errors(instance)
-            .map(|error| (error.instance_path().as_str().to_string(), error.to_string()))
-            .collect()
+        let mut problems = Vec::new();
+        for error in validator.iter_errors(instance) {
+            let pointer = error.instance_path().as_str().to_string();
+            match error.kind() {
+                jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
+                    let known = self.member_names(schema, &pointer);
+                    for name in unexpected {
+                        problems.push(SchemaProblem {
+                            pointer: format!("{pointer}/{}", escape(name)),
+                            message: "is not a known field".to_string(),
+                            allowed: known.clone(),
+                        });
+                    }
+                }
+                // A missing enumeration: its values, so that a form can offer them.
+                jsonschema::error::ValidationErrorKind::Required { property } => {
+                    let allowed = property
+                        .as_str()
+                        .and_then(|name| self.enum_values(schema, &format!("{pointer}/{}", escape(name))));
+                    problems.push(SchemaProblem {
+                        pointer,
+                        message: error.to_string(),
+                        allowed,
+                    });
+                }
+                jsonschema::error::ValidationErrorKind::Enum { options } => problems.push(SchemaProblem {
+                    pointer,
+                    message: error.to_string(),
+                    allowed: options.as_array().map(|values| {
+                        values
+                            .iter()
+                            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                            .collect()
+                    }),
+                }),
+                _ => problems.push(SchemaProblem {
+                    pointer,
+                    message: error.to_string(),
+                    allowed: None,
+                }),
+            }
+        }
+        problems
+    }
+
+    /// The schema of the member at `pointer` in an instance of `schema`, references followed.
+    fn schema_at<'s>(&'s self, schema: &'s Value, pointer: &str) -> Option<&'s Value> {
+        let mut at = self.resolve(schema).ok()?;
+        for segment in pointer.split('/').skip(1) {
+            let segment = segment.replace("~1", "/").replace("~0", "~");
+            at = self.resolve(at.get("properties")?.get(&segment)?).ok()?;
+            // schemars wraps a nullable reference in a lone `allOf`.
+            if let Some([only]) = at.get("allOf").and_then(Value::as_array).map(Vec::as_slice) {
+                at = self.resolve(only).ok()?;
+            }
+        }
+        Some(at)
+    }
+
+    /// The member names the object schema at `pointer` declares.
+    fn member_names(&self, schema: &Value, pointer: &str) -> Option<Vec<String>> {
+        Some(
+            self.schema_at(schema, pointer)?
+                .get("properties")?
+                .as_object()?
+                .keys()
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// The values an enumeration at `pointer` allows.
+    fn enum_values(&self, schema: &Value, pointer: &str) -> Option<Vec<String>> {
+        let values = self.schema_at(schema, pointer)?.get("enum")?.as_array()?;
+        Some(
+            values
+                .iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                .collect(),
+        )
     }
 
     fn validator(&self, schema: &Value) -> Result<Arc<jsonschema::Validator>, String> {
