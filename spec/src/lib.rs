@@ -327,6 +327,14 @@ impl Spec {
                 }),
             }
         }
+        // One problem per member, as the server reports it: a value of the wrong type for an
+        // enumeration breaks both `type` and `enum`; the one with the allowed values says it all.
+        let enumerations: Vec<String> = problems
+            .iter()
+            .filter(|problem| problem.allowed.is_some())
+            .map(|problem| problem.pointer.clone())
+            .collect();
+        problems.retain(|problem| problem.allowed.is_some() || !enumerations.contains(&problem.pointer));
         problems
     }
 
