@@ -603,16 +603,7 @@ fn validate_request(spec: &Spec, operation: &Operation, request: &Parsed) -> Vec
         ..
     } = request;
     let mut problems = Vec::new();
-    for parameter in operation
-        .definition
-        .get("parameters")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let Ok(parameter) = spec.resolve(parameter) else {
-            continue;
-        };
+    for parameter in spec.parameters(operation) {
         let (Some(name), Some(location)) = (
             parameter.get("name").and_then(Value::as_str),
             parameter.get("in").and_then(Value::as_str),
