@@ -113,7 +113,10 @@ pub async fn main() -> Result<()> {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     let postgres = cli.database.postgres()?;
     match cli.command {
-        Command::Serve { api, redis, storage } => run(&cli.database, &api, &redis, &storage, None).await,
+        Command::Serve { api, redis, storage } => {
+            let pool = postgres.pool(cli.database.database_pool_size)?;
+            run(pool, &api, &redis, &storage, None).await
+        }
         Command::Work {
             redis,
             storage,
@@ -184,7 +187,8 @@ pub async fn main() -> Result<()> {
                 api.cors_allowed_origins = vec!["*".to_string()];
                 tracing::info!("dev: CORS allows any origin (set --cors-allowed-origins to narrow it)");
             }
-            run(&cli.database, &api, &redis, &storage, Some(worker)).await
+            let pool = postgres.pool(cli.database.database_pool_size)?;
+            run(pool, &api, &redis, &storage, Some(worker)).await
         }
     }
 }
@@ -242,13 +246,12 @@ async fn job_queue(args: &RedisArgs) -> Result<(Redis, JobQueue)> {
 
 /// The API, and in `dev` a worker beside it sharing its pool and metrics.
 async fn run(
-    database: &DatabaseArgs,
+    pool: deadpool_postgres::Pool,
     api: &ApiArgs,
     redis: &RedisArgs,
     storage: &StorageArgs,
     worker: Option<WorkerArgs>,
 ) -> Result<()> {
-    let pool = database.postgres()?.pool(database.database_pool_size)?;
     let metrics = Arc::new(Metrics::new());
     let ((redis, queue), storage) = (job_queue(redis).await?, Storage::open(storage)?);
     let worker = match worker {

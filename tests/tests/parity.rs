@@ -194,7 +194,13 @@ fn gist(status: u16, body: &Value) -> Gist {
     )
 }
 
-async fn send(http: &reqwest::Client, base: &str, key: &str, case: &Case) -> anyhow::Result<(u16, Value)> {
+async fn send(
+    spec: &Spec,
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    case: &Case,
+) -> anyhow::Result<(u16, Value)> {
     let mut request = http.request(case.method.parse()?, format!("{base}{}", case.path));
     if case.key {
         request = request.bearer_auth(key);
@@ -212,7 +218,6 @@ async fn send(http: &reqwest::Client, base: &str, key: &str, case: &Case) -> any
     let bytes = response.bytes().await?;
     let path = case.path.split('?').next().unwrap_or(case.path);
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let spec = Spec::bundled();
     // A path or method the spec does not have can only be held to the error envelope.
     let known = spec
         .operations()
@@ -240,6 +245,7 @@ async fn send(http: &reqwest::Client, base: &str, key: &str, case: &Case) -> any
 async fn the_mock_and_the_server_give_the_same_answers() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     let user = env.writer().await?;
+    let spec = Spec::bundled();
     let mock = RunningMock::start(Spec::bundled(), "127.0.0.1:0".parse()?, MockOptions::default()).await?;
     let (server, mock_base) = (
         format!("http://{}", env.server_addr),
@@ -248,8 +254,8 @@ async fn the_mock_and_the_server_give_the_same_answers() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let mut differences = Vec::new();
     for case in CORPUS {
-        let (status, body) = send(&http, &server, &user.key, case).await?;
-        let (mock_status, mock_body) = send(&http, &mock_base, &user.key, case).await?;
+        let (status, body) = send(&spec, &http, &server, &user.key, case).await?;
+        let (mock_status, mock_body) = send(&spec, &http, &mock_base, &user.key, case).await?;
         let (ours, theirs) = (gist(status, &body), gist(mock_status, &mock_body));
         if ours != theirs {
             differences.push(format!("{}: server {ours:?}, mock {theirs:?}", case.name));

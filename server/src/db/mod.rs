@@ -1,10 +1,9 @@
 //! PostgreSQL: the connection pool, and the migrations (refinery, run under an advisory lock
 //! because refinery takes none, with our own rollback scripts because it has no down migrations).
 
-use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, ensure};
+use anyhow::{bail, ensure, Context, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::NoTls;
