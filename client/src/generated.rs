@@ -875,7 +875,7 @@ development server allows any, answering `Access-Control-Allow-Origin: *`); cred
 (cookies) are never allowed, since keys travel in the `Authorization` header.
 
 
-Version: 1.6.0*/
+Version: 1.7.0*/
 pub struct Client {
     pub(crate) baseurl: String,
     pub(crate) client: reqwest::Client,
@@ -911,7 +911,7 @@ impl Client {
 }
 impl ClientInfo<()> for Client {
     fn api_version() -> &'static str {
-        "1.6.0"
+        "1.7.0"
     }
     fn baseurl(&self) -> &str {
         self.baseurl.as_str()

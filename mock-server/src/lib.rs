@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use exports_spec::{cors, Operation, Spec};
+use exports_spec::errors::{self, issue, ErrorBody, ErrorDetail};
+use exports_spec::{auth, cors, Operation, Spec};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -65,8 +66,8 @@ struct Mock {
     exports: stateful::Exports,
 }
 
-/// Request bodies larger than this are refused before validation.
-const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Request bodies larger than this are refused before validation, as the server's default.
+const MAX_BODY_BYTES: usize = errors::DEFAULT_MAX_BODY_BYTES;
 
 pub struct RunningMock {
     pub local_addr: SocketAddr,
@@ -224,9 +225,7 @@ async fn handle(mock: &Mock, request: Request<Incoming>) -> Response<Full<Bytes>
             Ok(body) => respond(mock, spec, &parts, &body.to_bytes(), &request_id),
             Err(_) => envelope(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                &format!("The request body is larger than {MAX_BODY_BYTES} bytes."),
-                vec![],
+                errors::payload_too_large(MAX_BODY_BYTES),
                 &request_id,
             ),
         }
@@ -304,13 +303,7 @@ fn respond(
             .expect("valid response");
     }
     if matches.is_empty() {
-        return envelope(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("No operation at {path}."),
-            vec![],
-            request_id,
-        );
+        return envelope(StatusCode::NOT_FOUND, errors::no_route(path), request_id);
     }
     let Some((operation, path_parameters)) = matches
         .iter()
@@ -319,9 +312,7 @@ fn respond(
         let allowed: Vec<&str> = matches.iter().map(|(op, _)| op.method).collect();
         let mut response = envelope(
             StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            &format!("{path} does not support {}.", parts.method),
-            vec![],
+            errors::method_not_allowed(path, parts.method.as_str()),
             request_id,
         );
         response.headers_mut().insert(
@@ -333,19 +324,14 @@ fn respond(
 
     let request = Parsed::new(parts, path_parameters, body);
     let accept = request.accept;
-    if let Some(refusal) = refuse_key(spec, operation, &parts.headers, mock.options.keys.as_ref()) {
-        return answer(spec, operation, &refusal, accept, mock.options.seed, request_id);
+    if let Some((status, refusal)) = refuse_key(spec, operation, &parts.headers, mock.options.keys.as_ref()) {
+        return envelope(status, refusal, request_id);
     }
     let problems = validate_request(spec, operation, &request);
     if !problems.is_empty() {
-        let message = format!("Invalid request: {} problem(s), see details.", problems.len());
-        return envelope(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            &message,
-            problems,
-            request_id,
-        );
+        let mut body = ErrorBody::new("invalid_request", errors::invalid_request_message(&problems));
+        body.details = problems;
+        return envelope(StatusCode::BAD_REQUEST, body, request_id);
     }
     let preferences = preferences(&parts.headers);
     let canned = preferences.code.is_some() || preferences.example.is_some() || preferences.dynamic;
@@ -435,6 +421,9 @@ fn play(
     };
     Some(match outcome {
         stateful::Outcome::Canned(code) => canned(code),
+        stateful::Outcome::Error(status, body) => {
+            envelope(StatusCode::from_u16(status).expect("a status"), body, request_id)
+        }
         stateful::Outcome::Example(code, name) => example(code, Some(name)),
         stateful::Outcome::Replayed(value) => {
             let mut response = json(202, &value);
@@ -498,63 +487,36 @@ fn needs_bearer(spec: &Spec, operation: &Operation) -> bool {
     })
 }
 
-/// The spec's answer to a request whose key the operation does not take, as the server
-/// gives it: `401` with the spec's `missing_key` example when there is no `Authorization`
-/// header, `invalid_key` for a key that is malformed (or unknown, when `keys` are given), and
-/// `403` with the example naming the operation's `x-required-scope` for a known key without it.
+/// The refusal of a request whose key the operation does not take, as the server words it
+/// (`exports_spec::auth`): `401` for a missing or malformed `Authorization` header (and, when
+/// `keys` are given, for a key not among them), `403` for a known key without the operation's
+/// `x-required-scope`.
 fn refuse_key(
     spec: &Spec,
     operation: &Operation,
     headers: &http::HeaderMap,
     keys: Option<&BTreeMap<String, Vec<String>>>,
-) -> Option<Preferences> {
-    let refusal = |code, example: &str| {
-        Some(Preferences {
-            code: Some(code),
-            example: Some(example.to_string()),
-            ..Default::default()
-        })
-    };
+) -> Option<(StatusCode, ErrorBody)> {
     if !needs_bearer(spec, operation) {
         return None;
     }
-    let Some(authorization) = headers.get(header::AUTHORIZATION) else {
-        return refusal(401, "missing_key");
+    let unauthorized = |issue| Some((StatusCode::UNAUTHORIZED, auth::unauthorized(issue)));
+    let token = match auth::bearer_token(headers) {
+        Ok(token) => token,
+        Err(issue) => return unauthorized(issue),
     };
-    let token = authorization
-        .to_str()
-        .ok()
-        .and_then(|value| value.split_once(' '))
-        .filter(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
-        .map(|(_, token)| token.trim());
-    let Some(token) = token else {
-        return refusal(401, "invalid_key");
-    };
-    let scopes = keys?;
-    let Some(scopes) = scopes.get(token) else {
-        return refusal(401, "invalid_key");
+    let keys = keys?;
+    let scopes = match auth::ours(token).map(|token| keys.get(token)) {
+        Ok(Some(scopes)) => scopes,
+        Ok(None) => return unauthorized(auth::UNKNOWN),
+        Err(issue) => return unauthorized(issue),
     };
     let required = operation
         .definition
         .get("x-required-scope")
         .and_then(Value::as_str)?;
-    if scopes.iter().any(|scope| scope == required) {
-        return None;
-    }
-    // The 403 example that names this scope.
-    let forbidden = spec
-        .resolve(operation.definition.pointer("/responses/403")?)
-        .ok()?;
-    let examples = forbidden
-        .pointer("/content/application~1json/examples")?
-        .as_object()?;
-    let (name, _) = examples.iter().find(|(_, example)| {
-        spec.resolve(example)
-            .ok()
-            .and_then(|example| example.pointer("/value/error/message")?.as_str())
-            .is_some_and(|message| message.contains(required))
-    })?;
-    refusal(403, name)
+    (!scopes.iter().any(|scope| scope == required))
+        .then(|| (StatusCode::FORBIDDEN, auth::forbidden(required)))
 }
 
 /// What the handlers read of a request, parsed once.
@@ -563,8 +525,8 @@ struct Parsed<'r> {
     path_parameters: &'r BTreeMap<String, String>,
     query: HashMap<String, String>,
     body: &'r [u8],
-    /// The body as JSON, when there is one (an error when it is not JSON).
-    json: Option<serde_json::Result<Value>>,
+    /// The body as JSON, when there is one (the issue when it is not JSON).
+    json: Option<Result<Value, String>>,
     accept: Option<&'r str>,
 }
 
@@ -583,18 +545,13 @@ impl<'r> Parsed<'r> {
                 .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
                 .unwrap_or_default(),
             body,
-            json: (!body.is_empty()).then(|| serde_json::from_slice(body)),
+            json: (!body.is_empty()).then(|| errors::parse_json(body)),
             accept: parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
         }
     }
 }
 
-/// A problem for the error envelope's `details`.
-fn detail(field: &str, issue: &str) -> Value {
-    json!({"field": field, "issue": issue})
-}
-
-fn validate_request(spec: &Spec, operation: &Operation, request: &Parsed) -> Vec<Value> {
+fn validate_request(spec: &Spec, operation: &Operation, request: &Parsed) -> Vec<ErrorDetail> {
     let Parsed {
         parts,
         path_parameters,
@@ -625,11 +582,11 @@ fn validate_request(spec: &Spec, operation: &Operation, request: &Parsed) -> Vec
             .and_then(Value::as_bool)
             .unwrap_or(false);
         match (value, parameter.get("schema")) {
-            (None, _) if required => problems.push(detail(name, "is required")),
+            (None, _) if required => problems.push(ErrorDetail::new(name, issue::REQUIRED)),
             (Some(text), Some(schema)) => {
                 let typed = typed_parameter(spec, schema, &text);
-                for (_, message) in spec.schema_errors(schema, &typed) {
-                    problems.push(detail(name, &message));
+                for problem in spec.schema_problems(schema, &typed) {
+                    problems.push(problem.detail(name));
                 }
             }
             _ => {}
@@ -649,7 +606,7 @@ fn validate_request(spec: &Spec, operation: &Operation, request: &Parsed) -> Vec
         .unwrap_or(false);
     if body.is_empty() {
         if required {
-            problems.push(detail("body", "is required"));
+            problems.push(ErrorDetail::new("body", issue::REQUIRED));
         }
         return problems;
     }
@@ -660,9 +617,9 @@ fn validate_request(spec: &Spec, operation: &Operation, request: &Parsed) -> Vec
         .map(exports_spec::media_type)
         .unwrap_or_default();
     let Some(media) = request_body.get("content").and_then(|c| c.get(&media_type)) else {
-        problems.push(detail(
+        problems.push(ErrorDetail::new(
             "Content-Type",
-            &format!("{media_type:?} is not a media type this operation accepts"),
+            format!("{media_type:?} is not a media type this operation accepts"),
         ));
         return problems;
     };
@@ -671,15 +628,11 @@ fn validate_request(spec: &Spec, operation: &Operation, request: &Parsed) -> Vec
     }
     match &request.json {
         None => {}
-        Some(Err(error)) => problems.push(detail("body", &format!("is not valid JSON: {error}"))),
+        Some(Err(issue)) => problems.push(ErrorDetail::new("body", issue.clone())),
         Some(Ok(value)) => {
             if let Some(schema) = media.get("schema") {
                 for problem in spec.schema_problems(schema, value) {
-                    let mut found = detail(&field_name(&problem.pointer, &problem.message), &problem.message);
-                    if let Some(allowed) = problem.allowed {
-                        found["allowed"] = json!(allowed);
-                    }
-                    problems.push(found);
+                    problems.push(problem.detail("body"));
                 }
             }
         }
@@ -697,25 +650,6 @@ fn typed_parameter(spec: &Spec, schema: &Value, text: &str) -> Value {
         _ => None,
     };
     parsed.unwrap_or_else(|| Value::from(text))
-}
-
-/// A JSON pointer in the body as a dotted field name; a missing property is named itself.
-fn field_name(pointer: &str, message: &str) -> String {
-    let mut parts: Vec<String> = pointer
-        .split('/')
-        .skip(1)
-        .map(|p| p.replace("~1", "/").replace("~0", "~"))
-        .collect();
-    if message.ends_with("is a required property") {
-        if let Some(name) = message.split('"').nth(1) {
-            parts.push(name.to_string());
-        }
-    }
-    if parts.is_empty() {
-        "body".to_string()
-    } else {
-        parts.join(".")
-    }
 }
 
 /// The operation's documented response for the preferred status (else its first success),
@@ -888,26 +822,22 @@ fn answer(
 fn mock_error(why: &str, request_id: &str) -> Response<Full<Bytes>> {
     envelope(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "mock_cannot_answer",
-        why,
-        vec![],
+        ErrorBody::new("mock_cannot_answer", why),
         request_id,
     )
 }
 
-fn envelope(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    details: Vec<Value>,
-    request_id: &str,
-) -> Response<Full<Bytes>> {
-    let body =
-        json!({"error": {"code": code, "message": message, "details": details, "request_id": request_id}});
-    Response::builder()
+/// An error in the envelope the server sends (`exports_spec::errors`), with the request's id.
+fn envelope(status: StatusCode, mut body: ErrorBody, request_id: &str) -> Response<Full<Bytes>> {
+    body.request_id = request_id.to_string();
+    let mut response = Response::builder()
         .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
+        .header(header::CONTENT_TYPE, "application/json");
+    if status == StatusCode::UNAUTHORIZED {
+        response = response.header(header::WWW_AUTHENTICATE, auth::CHALLENGE);
+    }
+    response
+        .body(Full::new(Bytes::from(body.to_json())))
         .expect("valid response")
 }
 
@@ -930,16 +860,6 @@ mod tests {
             }
         );
         assert_eq!(preferences(&http::HeaderMap::new()), Preferences::default());
-    }
-
-    #[test]
-    fn names_body_fields() {
-        assert_eq!(
-            field_name("/filters/status", "\"x\" is not one of ..."),
-            "filters.status"
-        );
-        assert_eq!(field_name("", "\"format\" is a required property"), "format");
-        assert_eq!(field_name("", "null is not of type \"object\""), "body");
     }
 
     #[test]

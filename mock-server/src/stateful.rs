@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use exports_spec::errors::{self, ErrorBody};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -132,8 +133,14 @@ pub enum Outcome {
         bytes: Vec<u8>,
     },
     Canned(u16),
+    /// An error, in the words the server uses (`exports_spec::errors`).
+    Error(u16, ErrorBody),
     /// The spec's response with that status and that named example.
     Example(u16, &'static str),
+}
+
+fn not_found() -> Outcome {
+    Outcome::Error(404, errors::not_found("Export"))
 }
 
 impl Exports {
@@ -239,17 +246,17 @@ impl Exports {
             }
             "getExport" => match found {
                 Some(record) => Outcome::Json(200, self.view(&record, base_url)),
-                None => Outcome::Canned(404),
+                None => not_found(),
             },
             "cancelExport" => match found {
-                Some(record) if self.status(&record) == "processing" => {
+                Some(record) if matches!(self.status(&record), "pending" | "processing") => {
                     let record = store.by_id.get_mut(&record.id).expect("found above");
                     record.cancelled_at = Some(self.clock.now().utc);
                     let record = record.clone();
                     Outcome::Json(200, self.view(&record, base_url))
                 }
-                Some(_) => Outcome::Canned(409),
-                None => Outcome::Canned(404),
+                Some(record) => Outcome::Error(409, errors::export_finished(self.status(&record))),
+                None => not_found(),
             },
             "downloadExport" => match found {
                 Some(record) if self.status(&record) == "done" => {
@@ -260,9 +267,12 @@ impl Exports {
                         bytes,
                     }
                 }
-                Some(_) => Outcome::Canned(409),
-                None => Outcome::Canned(404),
+                Some(record) => Outcome::Error(409, errors::export_not_ready(self.status(&record))),
+                None => not_found(),
             },
+            // The mock signs no links (its exports download through `downloadExport`), so
+            // every link is one it did not make.
+            "downloadByLink" => Outcome::Error(403, errors::invalid_download_link()),
             "listExports" => {
                 let limit = query
                     .get("limit")
@@ -304,6 +314,9 @@ impl Exports {
             "cancelled"
         } else if self.elapsed(record) >= self.duration(record) {
             "done"
+        } else if self.elapsed(record) < self.duration(record) / 10 {
+            // Waiting for a worker, as a real export does at first.
+            "pending"
         } else {
             "processing"
         }
@@ -318,7 +331,8 @@ impl Exports {
             "done" => rows_total,
             _ => (rows_total as f64 * fraction) as u64,
         };
-        let remaining = (status == "processing").then(|| (total * (1.0 - fraction)).ceil() as u64);
+        let remaining =
+            matches!(status, "pending" | "processing").then(|| (total * (1.0 - fraction)).ceil() as u64);
         let done_at =
             record.created_at + chrono::Duration::from_std(self.duration(record)).unwrap_or_default();
         let done = status == "done";

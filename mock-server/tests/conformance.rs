@@ -335,7 +335,7 @@ async fn exports_play_their_lifecycle() {
     };
 
     let (status, export) = conforming(&spec, "GET", &path, get(alice, path.clone()).await.unwrap()).await;
-    assert_eq!((status, export["status"].as_str()), (200, Some("processing")));
+    assert_eq!((status, export["status"].as_str()), (200, Some("pending")));
     assert_eq!(export["filters"], json!({"status": "inactive"}));
     let download = format!("{path}/download");
     let (status, early) = conforming(

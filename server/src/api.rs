@@ -208,6 +208,7 @@ pub mod imp {
     use crate::storage::LinkProblem;
     use crate::throughput::Rates;
     use bytes::Bytes;
+    use exports_spec::errors;
     use futures::{StreamExt, TryStreamExt};
 
     /// Largest page of `listExports`, also its default (dropshot's default when `limit` is absent).
@@ -217,6 +218,21 @@ pub mod imp {
     const RETRY_AFTER_BOUNDS: (u64, u64) = (1, 3600);
 
     pub enum ExportsImpl {}
+
+    /// What is wrong with the `limit` sent to `listExports`, if anything: checked before
+    /// dropshot's extractor so that the issue quotes the value, as the mock's does.
+    fn limit_problem(query: Option<&str>) -> Option<ErrorDetail> {
+        let (_, text) = url::form_urlencoded::parse(query?.as_bytes()).find(|(name, _)| name == "limit")?;
+        let sent = match text.parse::<i64>() {
+            Ok(number) if (1..=i64::from(MAX_PAGE_SIZE)).contains(&number) => return None,
+            Ok(number) => serde_json::Value::from(number),
+            Err(_) => serde_json::Value::from(text.as_ref()),
+        };
+        Some(ErrorDetail::new(
+            "limit",
+            exports_spec::errors::issue::not_in_range(1, MAX_PAGE_SIZE.into(), &sent),
+        ))
+    }
 
     /// The request id: the edge's (an accepted incoming `X-Request-Id` or its own), else dropshot's.
     fn request_id(rqctx: &RequestContext<AppState>) -> String {
@@ -361,20 +377,16 @@ pub mod imp {
     /// The file of a `done` export, streamed from storage; the errors of an export without one.
     async fn file_response(state: &AppState, row: &exports::ExportRow) -> Result<FileResponse, ApiError> {
         match row.status {
-            ExportStatus::Pending | ExportStatus::Processing => Err(ApiError::conflict(
-                "export_not_ready",
-                format!(
-                    "The export is {}; download it once it is done.",
-                    row.status.as_str()
-                ),
+            ExportStatus::Pending
+            | ExportStatus::Processing
+            | ExportStatus::Failed
+            | ExportStatus::Cancelled => Err(ApiError::of(
+                dropshot::ErrorStatusCode::CONFLICT,
+                errors::export_not_ready(row.status.as_str()),
             )),
-            ExportStatus::Failed | ExportStatus::Cancelled => Err(ApiError::conflict(
-                "export_not_ready",
-                format!("The export is {} and has no file.", row.status.as_str()),
-            )),
-            ExportStatus::Expired => Err(ApiError::gone(
-                "export_expired",
-                "The export's file has expired and was deleted.",
+            ExportStatus::Expired => Err(ApiError::of(
+                dropshot::ErrorStatusCode::GONE,
+                errors::export_expired(),
             )),
             ExportStatus::Done => {
                 let key = row
@@ -385,9 +397,9 @@ pub mod imp {
                     Ok(chunks) => chunks,
                     Err(error) if is_not_found(&error) => {
                         // Deleted by the expiry sweep an instant ago.
-                        return Err(ApiError::gone(
-                            "export_expired",
-                            "The export's file has expired and was deleted.",
+                        return Err(ApiError::of(
+                            dropshot::ErrorStatusCode::GONE,
+                            errors::export_expired(),
                         ));
                     }
                     Err(error) => {
@@ -558,15 +570,11 @@ pub mod imp {
             query: AfterAuth<Query<PaginationParams<EmptyScanParams, ExportPageSelector>>>,
         ) -> Result<HttpResponseOk<ResultsPage<Export>>, ApiError> {
             authorized(&rqctx, "listExports", SCOPE_READ, async |state, principal| {
+                if let Some(problem) = limit_problem(rqctx.request.uri().query()) {
+                    return Err(ApiError::invalid_request(vec![problem]));
+                }
                 let params = query.extract(&rqctx).await?.into_inner();
                 let limit = rqctx.page_limit(&params).map_err(ApiError::from)?.get();
-                // The spec's maximum, as the mock and any validating client read it.
-                if limit > MAX_PAGE_SIZE {
-                    return Err(ApiError::invalid_request(vec![ErrorDetail::new(
-                        "limit",
-                        format!("must be at most {MAX_PAGE_SIZE}, got {limit}"),
-                    )]));
-                }
                 let after = match &params.page {
                     WhichPage::First(_) => None,
                     WhichPage::Next(selector) => Some((selector.created_at, selector.id)),
@@ -649,12 +657,10 @@ pub mod imp {
                 {
                     Ok(()) => {}
                     Err(LinkProblem::BadSignature) => {
-                        return Err(ApiError::new(
+                        return Err(ApiError::of(
                             dropshot::ErrorStatusCode::FORBIDDEN,
-                            "invalid_download_link",
-                            "This download link is not valid; get a fresh one from getExport.",
-                        )
-                        .with_details(vec![ErrorDetail::new("signature", "does not match the link")]))
+                            errors::invalid_download_link(),
+                        ))
                     }
                     Err(LinkProblem::Expired) => {
                         let at = chrono::DateTime::from_timestamp(expires, 0).unwrap_or_default();
@@ -700,12 +706,9 @@ pub mod imp {
                         let rates = state.throughput.rates(&client).await;
                         Ok(HttpResponseOk(row.to_api(&rates)))
                     }
-                    CancelOutcome::AlreadyFinished(status) => Err(ApiError::conflict(
-                        "export_finished",
-                        format!(
-                            "The export is already {}; only pending or processing exports can be cancelled.",
-                            status.as_str()
-                        ),
+                    CancelOutcome::AlreadyFinished(status) => Err(ApiError::of(
+                        dropshot::ErrorStatusCode::CONFLICT,
+                        errors::export_finished(status.as_str()),
                     )),
                     CancelOutcome::NotFound => Err(ApiError::not_found("Export")),
                 }

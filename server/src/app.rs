@@ -49,7 +49,7 @@ impl Default for ApiSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_pending_per_user: 3,
             request_timeout: Duration::from_secs(30),
-            max_body_bytes: 64 * 1024,
+            max_body_bytes: exports_spec::errors::DEFAULT_MAX_BODY_BYTES,
             cors_allowed_origins: Vec::new(),
             public_url: None,
             connection_limits: exports_listener::Limits::default(),

@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use exports_spec::auth::TOKEN_PREFIX;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -16,9 +17,6 @@ use crate::error::ApiError;
 pub const SCOPE_READ: &str = "exports:read";
 pub const SCOPE_WRITE: &str = "exports:write";
 pub const SCOPES: &[&str] = &[SCOPE_READ, SCOPE_WRITE];
-
-/// Every token starts with this, so leaked keys are easy to recognise (and scan for).
-const TOKEN_PREFIX: &str = "exk_";
 
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -37,25 +35,11 @@ impl Principal {
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header.
+/// The token of an `Authorization: Bearer <token>` header, read as the mock reads it.
 pub fn bearer_token(headers: &http::HeaderMap) -> Result<&str, ApiError> {
-    let value = headers
-        .get(http::header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("is missing"))?;
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::unauthorized("is not valid text"))?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or_else(|| ApiError::unauthorized("must be `Bearer <key>`"))?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(ApiError::unauthorized("must be `Bearer <key>`"));
-    }
-    let token = token.trim();
-    if !token.starts_with(TOKEN_PREFIX) {
-        return Err(ApiError::unauthorized("is not an API key of this service"));
-    }
-    Ok(token)
+    exports_spec::auth::bearer_token(headers)
+        .and_then(exports_spec::auth::ours)
+        .map_err(ApiError::unauthorized)
 }
 
 fn secret_hash(token: &str) -> Vec<u8> {
@@ -154,7 +138,7 @@ impl Default for RejectedKeys {
 }
 
 fn unknown_key() -> ApiError {
-    ApiError::unauthorized("is not a valid API key (unknown, revoked or expired)")
+    ApiError::unauthorized(exports_spec::auth::UNKNOWN)
 }
 
 #[derive(Debug)]

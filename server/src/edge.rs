@@ -25,6 +25,7 @@ use anyhow::Result;
 use bytes::Bytes;
 use exports_listener::{Limits, Serving};
 use exports_spec::cors;
+use exports_spec::errors::{self, ErrorBody};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
@@ -213,14 +214,14 @@ async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpA
     }
 
     // An answer of the edge's own, in the envelope, logged like dropshot's.
-    let answer = |status: StatusCode, code: &str, message: &str, retry_after: Option<u64>| {
-        let response = envelope(status, code, message, &request_id, retry_after);
+    let answer = |status: StatusCode, body: ErrorBody| {
+        let response = envelope(status, body, &request_id);
         log_request(&request_id, &method, &path, response.status(), started);
         response
     };
 
     if let Some((status, code, message)) = oversized_head(&request) {
-        let response = answer(status, code, &message, None);
+        let response = answer(status, ErrorBody::new(code, message));
         return finish(response, &request_id, cors_origin);
     }
 
@@ -230,25 +231,20 @@ async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpA
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
     if declared_length.is_some_and(|length| length > state.settings.max_body_bytes as u64) {
         let limit = state.settings.max_body_bytes;
-        let response = answer(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            &format!("The request body is too large: the limit is {limit} bytes."),
-            None,
-        );
+        let response = answer(StatusCode::PAYLOAD_TOO_LARGE, errors::payload_too_large(limit));
         return finish(response, &request_id, cors_origin);
     }
 
     if path.starts_with("/api/") {
         if let Some(seconds) = state.failed_authentications.retry_after(peer) {
-            let response = answer(
-                StatusCode::TOO_MANY_REQUESTS,
+            let mut body = ErrorBody::new(
                 "too_many_failed_authentications",
-                &format!(
+                format!(
                     "Too many requests with a missing, unknown or revoked API key came from your address; retry after {seconds} seconds."
                 ),
-                Some(seconds),
             );
+            body.retry_after_seconds = Some(seconds);
+            let response = answer(StatusCode::TOO_MANY_REQUESTS, body);
             return finish(response, &request_id, cors_origin);
         }
     }
@@ -274,9 +270,10 @@ async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpA
     let Some(upstream_uri) = upstream_uri else {
         let response = answer(
             StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "The request target must be a path starting with `/`.",
-            None,
+            ErrorBody::new(
+                "invalid_request",
+                "The request target must be a path starting with `/`.",
+            ),
         );
         return finish(response, &request_id, cors_origin);
     };
@@ -286,33 +283,32 @@ async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpA
         HeaderValue::from_str(&request_id).expect("a valid id"),
     );
 
-    let response =
-        match tokio::time::timeout(state.settings.upstream_timeout, state.client.request(request)).await {
-            Ok(Ok(response)) => {
-                if response.status() == StatusCode::UNAUTHORIZED {
-                    state.failed_authentications.record(peer);
-                }
-                rewrite_error(response, &request_id, &method, &path, started).await
+    let response = match tokio::time::timeout(state.settings.upstream_timeout, state.client.request(request))
+        .await
+    {
+        Ok(Ok(response)) => {
+            if response.status() == StatusCode::UNAUTHORIZED {
+                state.failed_authentications.record(peer);
             }
-            Ok(Err(error)) => {
-                tracing::error!(request_id, %error, "the API server did not answer");
-                answer(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "service_unavailable",
-                    "The service is unavailable; retry later.",
-                    Some(crate::app::DEPENDENCY_RETRY_AFTER_SECONDS),
-                )
-            }
-            Err(_) => {
-                let seconds = state.settings.upstream_timeout.as_secs();
-                answer(
-                    StatusCode::GATEWAY_TIMEOUT,
+            rewrite_error(response, &request_id, &method, &path, started).await
+        }
+        Ok(Err(error)) => {
+            tracing::error!(request_id, %error, "the API server did not answer");
+            let mut body = ErrorBody::new("service_unavailable", "The service is unavailable; retry later.");
+            body.retry_after_seconds = Some(crate::app::DEPENDENCY_RETRY_AFTER_SECONDS);
+            answer(StatusCode::SERVICE_UNAVAILABLE, body)
+        }
+        Err(_) => {
+            let seconds = state.settings.upstream_timeout.as_secs();
+            answer(
+                StatusCode::GATEWAY_TIMEOUT,
+                ErrorBody::new(
                     "timeout",
-                    &format!("The request did not complete within {seconds} s."),
-                    None,
-                )
-            }
-        };
+                    format!("The request did not complete within {seconds} s."),
+                ),
+            )
+        }
+    };
     finish(response, &request_id, cors_origin)
 }
 
@@ -392,27 +388,24 @@ async fn rewrite_error(
         }
         None => {
             // dropshot's router: `{"request_id", "error_code", "message"}`.
-            let (code, message) = match parts.status {
-                StatusCode::NOT_FOUND => ("not_found", format!("No operation at {method} {path}.")),
-                StatusCode::METHOD_NOT_ALLOWED => {
-                    ("method_not_allowed", format!("{path} does not support {method}."))
-                }
-                _ => (
+            let mut body = match parts.status {
+                StatusCode::NOT_FOUND => errors::no_route(path),
+                StatusCode::METHOD_NOT_ALLOWED => errors::method_not_allowed(path, method.as_str()),
+                _ => ErrorBody::new(
                     "invalid_request",
-                    value["message"]
-                        .as_str()
-                        .unwrap_or("Invalid request.")
-                        .to_string(),
+                    value["message"].as_str().unwrap_or("Invalid request."),
                 ),
             };
-            value = envelope_value(code, &message, request_id);
+            body.request_id = request_id.to_string();
+            value = json!({ "error": body });
             false
         }
     };
     if parts.status == StatusCode::UNAUTHORIZED {
-        parts
-            .headers
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        parts.headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(exports_spec::auth::CHALLENGE),
+        );
     }
     if let Some(seconds) = value["error"]["retry_after_seconds"].as_u64() {
         parts
@@ -470,28 +463,18 @@ fn finish(
     response
 }
 
-fn envelope_value(code: &str, message: &str, request_id: &str) -> Value {
-    json!({"error": {"code": code, "message": message, "details": [], "request_id": request_id}})
-}
-
-/// An answer of the edge's own; `retry_after` goes into the header and the envelope.
-fn envelope(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    request_id: &str,
-    retry_after: Option<u64>,
-) -> Response<EdgeBody> {
-    let mut value = envelope_value(code, message, request_id);
+/// An answer of the edge's own, in the envelope; `retry_after_seconds` goes into the header too.
+fn envelope(status: StatusCode, mut body: ErrorBody, request_id: &str) -> Response<EdgeBody> {
+    body.request_id = request_id.to_string();
     let mut response = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json");
-    if let Some(seconds) = retry_after {
-        value["error"]["retry_after_seconds"] = json!(seconds);
+    if let Some(seconds) = body.retry_after_seconds {
         response = response.header(header::RETRY_AFTER, seconds);
     }
-    let body = serde_json::to_vec(&value).expect("JSON serialises");
-    response.body(full(Bytes::from(body))).expect("valid response")
+    response
+        .body(full(Bytes::from(body.to_json())))
+        .expect("valid response")
 }
 
 fn log_request(request_id: &str, method: &Method, path: &str, status: StatusCode, started: Instant) {

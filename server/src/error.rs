@@ -1,7 +1,9 @@
-//! The one error envelope of the API, `{"error": {"code", "message", "details", "request_id"}}`,
-//! as a dropshot error type, so every handler and extractor error takes this shape.
+//! The one error envelope of the API (`exports_spec::errors`, which the mock shares) as a
+//! dropshot error type, so every handler and extractor error takes this shape.
 
 use dropshot::{ErrorStatusCode, HttpError, HttpResponseError};
+use exports_spec::errors::{self, issue};
+pub use exports_spec::errors::{ErrorBody, ErrorDetail};
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -18,62 +20,17 @@ pub struct ApiError {
     pub error: Box<ErrorBody>,
 }
 
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct ErrorBody {
-    /// Machine-readable code, e.g. `invalid_request` or `too_many_pending_exports`.
-    pub code: String,
-    /// Human-readable explanation.
-    pub message: String,
-    /// Field-level problems (may be empty).
-    pub details: Vec<ErrorDetail>,
-    /// The request id, also sent as the `X-Request-Id` response header.
-    pub request_id: String,
-    /// Seconds to wait before retrying; the same value as the `Retry-After` header. Left out
-    /// (never null) when there is none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::model::count")]
-    pub retry_after_seconds: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
-pub struct ErrorDetail {
-    /// Dotted location of the problem, e.g. `filters.created_after`.
-    pub field: String,
-    /// What is wrong with it.
-    pub issue: String,
-    /// The allowed values, when the field is an enumeration. Left out (never null) otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Vec<String>")]
-    pub allowed: Option<Vec<String>>,
-}
-
-impl ErrorDetail {
-    pub fn new(field: impl Into<String>, issue: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            issue: issue.into(),
-            allowed: None,
-        }
-    }
-
-    pub fn with_allowed(mut self, allowed: &[&str]) -> Self {
-        self.allowed = Some(allowed.iter().map(|s| s.to_string()).collect());
-        self
-    }
-}
-
 impl ApiError {
     pub fn new(status: ErrorStatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self::of(status, errors::ErrorBody::new(code, message))
+    }
+
+    /// The answer a shared envelope (`exports_spec::errors`, `exports_spec::auth`) describes.
+    pub fn of(status: ErrorStatusCode, body: ErrorBody) -> Self {
         Self {
             status,
             internal: None,
-            error: Box::new(ErrorBody {
-                code: code.to_string(),
-                message: message.into(),
-                details: Vec::new(),
-                request_id: String::new(),
-                retry_after_seconds: None,
-            }),
+            error: Box::new(body),
         }
     }
 
@@ -93,48 +50,27 @@ impl ApiError {
     }
 
     pub fn invalid_request(details: Vec<ErrorDetail>) -> Self {
-        let message = match details.as_slice() {
-            [one] => format!("Invalid request: {} {}.", one.field, one.issue),
-            _ => format!("Invalid request: {} problems, see details.", details.len()),
-        };
+        let message = errors::invalid_request_message(&details);
         Self::new(ErrorStatusCode::BAD_REQUEST, "invalid_request", message).with_details(details)
     }
 
     pub fn unauthorized(issue: &str) -> Self {
-        Self::new(
+        Self::of(
             ErrorStatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "A valid API key is required: send `Authorization: Bearer <key>`.",
+            exports_spec::auth::unauthorized(issue),
         )
-        .with_details(vec![ErrorDetail::new("Authorization", issue)])
     }
 
     pub fn forbidden(scope: &str) -> Self {
-        Self::new(
-            ErrorStatusCode::FORBIDDEN,
-            "forbidden",
-            format!("This API key lacks the {scope} scope."),
-        )
-        .with_details(vec![ErrorDetail::new(
-            "scope",
-            format!("this API key lacks the {scope} scope"),
-        )])
+        Self::of(ErrorStatusCode::FORBIDDEN, exports_spec::auth::forbidden(scope))
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(
-            ErrorStatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} not found."),
-        )
+        Self::of(ErrorStatusCode::NOT_FOUND, errors::not_found(what))
     }
 
     pub fn conflict(code: &str, message: impl Into<String>) -> Self {
         Self::new(ErrorStatusCode::CONFLICT, code, message)
-    }
-
-    pub fn gone(code: &str, message: impl Into<String>) -> Self {
-        Self::new(ErrorStatusCode::GONE, code, message)
     }
 
     pub fn payload_too_large(message: impl Into<String>) -> Self {
@@ -227,15 +163,13 @@ impl From<HttpError> for ApiError {
 }
 
 /// The problem a dropshot extractor reported, named by field where its message allows.
+/// `limit`, the only typed query parameter, is checked before extraction (`api::list_exports`),
+/// so that its issue can quote the value sent.
 fn extractor_error_detail(message: &str) -> ErrorDetail {
     if message.contains("pagination token") {
-        ErrorDetail::new(
-            "page_token",
-            "is not a valid page token; pass next_page from the previous page unchanged",
-        )
-    } else if let Some(cause) = message.strip_prefix("unable to parse query string: ") {
-        // `limit` is the only typed query parameter of the API (listExports).
-        ErrorDetail::new("limit", format!("must be an integer from 1 to 100 ({cause})"))
+        ErrorDetail::new("page_token", issue::NOT_A_PAGE_TOKEN)
+    } else if let Some(cause) = message.strip_prefix("unable to parse JSON body: ") {
+        ErrorDetail::new("body", issue::not_json(cause))
     } else if message.contains("content-type") || message.contains("content type") {
         ErrorDetail::new("Content-Type", format!("must be application/json ({message})"))
     } else if message.contains("URL path") {
@@ -267,6 +201,10 @@ mod tests {
         ));
         assert_eq!(error.status(), http::StatusCode::BAD_REQUEST);
         assert_eq!(error.error.details[0].field, "body");
+        assert_eq!(
+            error.error.details[0].issue,
+            "is not valid JSON: expected value at line 1 column 1"
+        );
     }
 
     #[test]
@@ -279,10 +217,6 @@ mod tests {
         };
         let token = detail("unable to parse query string: failed to parse pagination token: Invalid padding");
         assert_eq!(token.field, "page_token");
-        let limit =
-            detail("unable to parse query string: invalid value: integer `0`, expected a nonzero u32");
-        assert_eq!(limit.field, "limit");
-        assert!(limit.issue.starts_with("must be an integer from 1 to 100"));
         assert_eq!(
             detail("unsupported content-type: text/plain").field,
             "Content-Type"

@@ -12,6 +12,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use exports_spec::errors::issue;
+
 use crate::error::ErrorDetail;
 use crate::model::CreateUserExport;
 
@@ -21,6 +23,8 @@ pub const REPLAYED_HEADER: &str = "Idempotent-Replayed";
 /// How long a key is remembered.
 pub const KEPT: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 const MAX_LENGTH: usize = 255;
+/// The spec's pattern for a key (printable ASCII), as the issue quotes it.
+const PATTERN: &str = r"^[\x20-\x7E]+$";
 
 /// The header as the OpenAPI document describes it.
 #[derive(Deserialize, JsonSchema)]
@@ -64,7 +68,7 @@ impl IdempotencyKeyHeader {
                 let bytes = value.as_bytes();
                 let printable = bytes.iter().all(|byte| (0x20..=0x7e).contains(byte));
                 if bytes.is_empty() || bytes.len() > MAX_LENGTH || !printable {
-                    return Err(problem("must be 1 to 255 printable ASCII characters"));
+                    return Err(problem(&issue::not_text_of_form(1, MAX_LENGTH as u64, PATTERN)));
                 }
                 Ok(Some(value.to_str().expect("printable ASCII")))
             }

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::error::ErrorDetail;
+use exports_spec::errors::issue;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -169,22 +170,7 @@ pub struct Export {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// Counts and durations are `u64` here and `int64` (non-negative) on the wire: every one comes
-/// from a PostgreSQL `bigint` or a bounded computation, and `int64` is the format clients of
-/// every language read natively.
-pub fn count(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
-    use schemars::schema::{InstanceType, NumberValidation, SchemaObject};
-    SchemaObject {
-        instance_type: Some(InstanceType::Integer.into()),
-        format: Some("int64".into()),
-        number: Some(Box::new(NumberValidation {
-            minimum: Some(0.0),
-            ..Default::default()
-        })),
-        ..Default::default()
-    }
-    .into()
-}
+pub use exports_spec::schema::count;
 
 pub fn nullable_count(generator: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
     nullable(count(generator))
@@ -274,8 +260,12 @@ pub struct ExportPath {
 
 impl ExportPath {
     pub fn id(&self) -> Result<Uuid, ErrorDetail> {
-        Uuid::parse_str(&self.export_id)
-            .map_err(|_| ErrorDetail::new("export_id", format!("must be a UUID, got {:?}", self.export_id)))
+        Uuid::parse_str(&self.export_id).map_err(|_| {
+            ErrorDetail::new(
+                "export_id",
+                issue::not_a_uuid(&Value::from(self.export_id.as_str())),
+            )
+        })
     }
 }
 
@@ -294,17 +284,16 @@ impl DownloadLinkQuery {
     pub fn parts(&self) -> Result<(i64, &str), Vec<ErrorDetail>> {
         let expires = self.expires.as_deref().and_then(|text| text.parse::<i64>().ok());
         let mut problems = Vec::new();
-        if expires.is_none() {
-            problems.push(ErrorDetail::new(
+        match self.expires.as_deref() {
+            None => problems.push(ErrorDetail::new("expires", issue::REQUIRED)),
+            Some(text) if expires.is_none() => problems.push(ErrorDetail::new(
                 "expires",
-                "is required: an integer from the download link",
-            ));
+                issue::not_of_type("an integer", &Value::from(text)),
+            )),
+            Some(_) => {}
         }
         if self.signature.is_none() {
-            problems.push(ErrorDetail::new(
-                "signature",
-                "is required: the signature from the download link",
-            ));
+            problems.push(ErrorDetail::new("signature", issue::REQUIRED));
         }
         match (expires, self.signature.as_deref()) {
             (Some(expires), Some(signature)) => Ok((expires, signature)),
@@ -316,13 +305,16 @@ impl DownloadLinkQuery {
 /// Checks a `createUserExport` body and reports every problem at once.
 pub fn validate_create_export(body: &Value) -> Result<CreateUserExport, Vec<ErrorDetail>> {
     let Some(object) = body.as_object() else {
-        return Err(vec![ErrorDetail::new("body", "must be a JSON object")]);
+        return Err(vec![ErrorDetail::new(
+            "body",
+            issue::not_of_type("an object", body),
+        )]);
     };
     let mut problems = unknown_fields(object, "", &["format", "filters"]);
 
     let format = match object.get("format") {
         None | Some(Value::Null) => {
-            problems.push(ErrorDetail::new("format", "is required").with_allowed(ExportFormat::NAMES));
+            problems.push(ErrorDetail::new("format", issue::REQUIRED).with_allowed(ExportFormat::NAMES));
             None
         }
         Some(value) => enum_value(
@@ -360,7 +352,7 @@ pub fn validate_create_export(body: &Value) -> Result<CreateUserExport, Vec<Erro
         Some(other) => {
             problems.push(ErrorDetail::new(
                 "filters",
-                format!("must be an object, got {}", kind(other)),
+                issue::not_of_type("an object", other),
             ));
             None
         }
@@ -376,7 +368,7 @@ fn unknown_fields(object: &Map<String, Value>, prefix: &str, known: &[&str]) -> 
     object
         .keys()
         .filter(|key| !known.contains(&key.as_str()))
-        .map(|key| ErrorDetail::new(format!("{prefix}{key}"), "is not a known field").with_allowed(known))
+        .map(|key| ErrorDetail::new(format!("{prefix}{key}"), issue::UNKNOWN_FIELD).with_allowed(known))
         .collect()
 }
 
@@ -389,8 +381,7 @@ fn enum_value<T>(
 ) -> Option<T> {
     let parsed = value.as_str().and_then(parse);
     if parsed.is_none() {
-        let issue = format!("must be one of {}, got {}", names.join(", "), value);
-        problems.push(ErrorDetail::new(field, issue).with_allowed(names));
+        problems.push(ErrorDetail::new(field, issue::not_one_of(names, value)).with_allowed(names));
     }
     parsed
 }
@@ -402,23 +393,9 @@ fn parse_date(value: &Value, field: &str, problems: &mut Vec<ErrorDetail>) -> Op
         .filter(|text| text.len() == 10)
         .and_then(|text| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok());
     if parsed.is_none() {
-        problems.push(ErrorDetail::new(
-            field,
-            format!("must be a date in YYYY-MM-DD form (RFC 3339 full-date), got {value}"),
-        ));
+        problems.push(ErrorDetail::new(field, issue::not_a_date(value)));
     }
     parsed
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// The `WHERE` clause and parameters of the users an export contains. The same filter counts

@@ -9,10 +9,16 @@ use std::sync::{Arc, RwLock};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{Map, Value};
 
+use crate::errors::issue;
+
 /// The contract, as committed beside this crate.
+pub mod auth;
 pub mod cors;
 pub mod docs;
+pub mod errors;
 pub mod request_id;
+#[cfg(feature = "schemars")]
+pub mod schema;
 
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
 
@@ -28,7 +34,8 @@ const METHODS: [(&str, &str); 8] = [
     ("trace", "TRACE"),
 ];
 
-/// One way a value breaks a schema (`Spec::schema_problems`).
+/// One way a value breaks a schema (`Spec::schema_problems`), in the words of
+/// `errors::issue` where it has them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchemaProblem {
     /// JSON pointer in the value.
@@ -36,6 +43,58 @@ pub struct SchemaProblem {
     pub message: String,
     /// The values the schema allows there, for an enumeration or an unknown member.
     pub allowed: Option<Vec<String>>,
+}
+
+impl SchemaProblem {
+    /// The problem as the envelope's detail: the member's dotted name, or `whole` (`body`, a
+    /// parameter's name) for the value as a whole.
+    pub fn detail(self, whole: &str) -> errors::ErrorDetail {
+        let field = if self.pointer.is_empty() {
+            whole.to_string()
+        } else {
+            self.pointer
+                .split('/')
+                .skip(1)
+                .map(|part| part.replace("~1", "/").replace("~0", "~"))
+                .collect::<Vec<_>>()
+                .join(".")
+        };
+        errors::ErrorDetail {
+            field,
+            issue: self.message,
+            allowed: self.allowed,
+        }
+    }
+}
+
+/// The bounds of an integer schema that has both.
+fn bounds(schema: Option<&Value>) -> Option<(i64, i64)> {
+    let schema = schema?;
+    (schema.get("type")? == "integer").then_some(())?;
+    Some((schema.get("minimum")?.as_i64()?, schema.get("maximum")?.as_i64()?))
+}
+
+/// The length bounds and pattern of a string schema that has all three.
+fn text_form(schema: Option<&Value>) -> Option<(u64, u64, &str)> {
+    let schema = schema?;
+    Some((
+        schema.get("minLength")?.as_u64()?,
+        schema.get("maxLength")?.as_u64()?,
+        schema.get("pattern")?.as_str()?,
+    ))
+}
+
+/// A schema's type as `errors::issue::not_of_type` words it.
+fn type_in_words(schema: Option<&Value>) -> Option<&'static str> {
+    Some(match schema?.get("type")?.as_str()? {
+        "object" => "an object",
+        "array" => "an array",
+        "string" => "a string",
+        "integer" => "an integer",
+        "number" => "a number",
+        "boolean" => "a boolean",
+        _ => return None,
+    })
 }
 
 pub struct Spec {
@@ -275,6 +334,7 @@ impl Spec {
     /// does not know is one problem of its own ("is not a known field", as the server says),
     /// and a problem with an enumeration or an unknown member carries the `allowed` values.
     pub fn schema_problems(&self, schema: &Value, instance: &Value) -> Vec<SchemaProblem> {
+        use jsonschema::error::ValidationErrorKind as Kind;
         let validator = match self.validator(schema) {
             Ok(validator) => validator,
             Err(error) => {
@@ -288,43 +348,73 @@ impl Spec {
         let mut problems = Vec::new();
         for error in validator.iter_errors(instance) {
             let pointer = error.instance_path().as_str().to_string();
+            let got = instance.pointer(&pointer).unwrap_or(&Value::Null);
+            let at = self.schema_at(schema, &pointer);
+            let problem = |message: String| SchemaProblem {
+                pointer: pointer.clone(),
+                message,
+                allowed: None,
+            };
             match error.kind() {
-                jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
+                Kind::AdditionalProperties { unexpected } => {
                     let known = self.member_names(schema, &pointer);
                     for name in unexpected {
                         problems.push(SchemaProblem {
                             pointer: format!("{pointer}/{}", escape(name)),
-                            message: "is not a known field".to_string(),
+                            message: issue::UNKNOWN_FIELD.to_string(),
                             allowed: known.clone(),
                         });
                     }
                 }
-                // A missing enumeration: its values, so that a form can offer them.
-                jsonschema::error::ValidationErrorKind::Required { property } => {
-                    let allowed = property
-                        .as_str()
-                        .and_then(|name| self.enum_values(schema, &format!("{pointer}/{}", escape(name))));
+                // The missing member itself, with its values when it is an enumeration, so
+                // that a form can offer them.
+                Kind::Required { property } => {
+                    let name = property.as_str().unwrap_or_default();
+                    let pointer = format!("{pointer}/{}", escape(name));
                     problems.push(SchemaProblem {
+                        allowed: self.enum_values(schema, &pointer),
                         pointer,
-                        message: error.to_string(),
-                        allowed,
+                        message: issue::REQUIRED.to_string(),
                     });
                 }
-                jsonschema::error::ValidationErrorKind::Enum { options } => problems.push(SchemaProblem {
-                    pointer,
-                    message: error.to_string(),
-                    allowed: options.as_array().map(|values| {
-                        values
-                            .iter()
-                            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
-                            .collect()
-                    }),
-                }),
-                _ => problems.push(SchemaProblem {
-                    pointer,
-                    message: error.to_string(),
-                    allowed: None,
-                }),
+                Kind::Enum { options } => {
+                    let names: Vec<String> = options
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                        .collect();
+                    problems.push(SchemaProblem {
+                        message: issue::not_one_of(&names, got),
+                        allowed: Some(names),
+                        ..problem(String::new())
+                    });
+                }
+                Kind::Type { .. } | Kind::Minimum { .. } | Kind::Maximum { .. } if bounds(at).is_some() => {
+                    let (minimum, maximum) = bounds(at).expect("checked");
+                    problems.push(problem(issue::not_in_range(minimum, maximum, got)));
+                }
+                Kind::Type { .. } if type_in_words(at).is_some() => {
+                    problems.push(problem(issue::not_of_type(
+                        type_in_words(at).expect("checked"),
+                        got,
+                    )));
+                }
+                Kind::MinLength { .. } | Kind::MaxLength { .. } | Kind::Pattern { .. }
+                    if text_form(at).is_some() =>
+                {
+                    let (min_length, max_length, pattern) = text_form(at).expect("checked");
+                    let message = issue::not_text_of_form(min_length, max_length, pattern);
+                    if !problems
+                        .iter()
+                        .any(|p: &SchemaProblem| p.pointer == pointer && p.message == message)
+                    {
+                        problems.push(problem(message));
+                    }
+                }
+                Kind::Format { format } if format == "date" => problems.push(problem(issue::not_a_date(got))),
+                Kind::Format { format } if format == "uuid" => problems.push(problem(issue::not_a_uuid(got))),
+                _ => problems.push(problem(error.to_string())),
             }
         }
         // One problem per member, as the server reports it: a value of the wrong type for an
