@@ -4,15 +4,15 @@ use std::fmt::Write as _;
 
 use tracing_subscriber::EnvFilter;
 
-/// JSON lines on stdout; `RUST_LOG` overrides the default level (`info`).
-/// JSON lines on stdout, written by a thread of their own (a `write` per request on the
-/// request path costs throughput); not lossy: a full buffer waits. Keep the guard until the
-/// process ends: dropping it flushes what is buffered.
+/// JSON lines on stdout (`RUST_LOG` overrides the default level, `info`), written by a thread
+/// of their own (a `write` per request on the request path costs throughput), in one `write`
+/// for what has queued up (the thread flushes once it has drained its queue); not lossy: a
+/// full queue waits. Keep the guard until the process ends: dropping it flushes the rest.
 pub fn init() -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (stdout, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stdout());
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()));
     let _ = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
