@@ -46,7 +46,7 @@ EXPORTS_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$database" RUST_LOG=war
     --storage-dir "$work/files" --max-failed-auth-per-minute 0 >"$work/server.log" 2>&1 &
 pids+=($!)
 "$bin/exports-mock" --spec spec/openapi.yaml --port 0 --no-watch \
-    --key "exk_schemathesis=exports:read,exports:write" >"$work/mock.log" 2>&1 &
+    --key "exk_schemathesis=exports:read,exports:write,webhooks:manage" >"$work/mock.log" 2>&1 &
 pids+=($!)
 server="$(wait_for "$work/server.log" '"local_addr":"[0-9.:]*"' | cut -d'"' -f4)"
 key="$(wait_for "$work/server.log" 'exk_[A-Za-z0-9_-]*')"

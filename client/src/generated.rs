@@ -81,6 +81,70 @@ field and the allowed ones.
                 })
         }
     }
+    ///The body of `createWebhookEndpoint`.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    #[serde(deny_unknown_fields)]
+    pub struct CreateWebhookEndpoint {
+        ///The events to deliver; all of them when left out.
+        #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
+        pub event_types: ::std::vec::Vec<WebhookEventType>,
+        ///Where deliveries are POSTed; `https`, resolving only to public addresses.
+        pub url: CreateWebhookEndpointUrl,
+    }
+    ///Where deliveries are POSTed; `https`, resolving only to public addresses.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CreateWebhookEndpointUrl(::std::string::String);
+    impl ::std::ops::Deref for CreateWebhookEndpointUrl {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<CreateWebhookEndpointUrl> for ::std::string::String {
+        fn from(value: CreateWebhookEndpointUrl) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for CreateWebhookEndpointUrl {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 2048usize {
+                return Err("longer than 2048 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for CreateWebhookEndpointUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for CreateWebhookEndpointUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for CreateWebhookEndpointUrl {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
     ///What went wrong, for programs (`code`, `details`) and for humans (`message`).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct ErrorBody {
@@ -99,6 +163,8 @@ status. Current codes:
 | `method_not_allowed`       | 405    | The route exists but not with this HTTP method.                  |
 | `export_not_ready`         | 409    | Download of an export that is not `done`.                        |
 | `export_finished`          | 409    | Cancel of an export that is already done, failed, cancelled or expired. |
+| `too_many_webhook_endpoints` | 409  | The per-user limit of webhook endpoints (10) is reached.         |
+| `webhook_url_refused`      | 422    | A webhook URL that is not https, does not resolve, or reaches a non-public address. |
 | `idempotency_key_in_use`   | 409    | A create with this `Idempotency-Key` is still being handled.     |
 | `export_expired`           | 410    | Download of an export whose file was deleted.                    |
 | `idempotency_key_reused`   | 422    | This `Idempotency-Key` was used with a different request.        |
@@ -719,6 +785,158 @@ or empty object exports all users. Unknown fields are rejected with `400`.
             value.parse()
         }
     }
+    ///A registered endpoint, without its secret.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct WebhookEndpoint {
+        pub created_at: ::chrono::DateTime<::chrono::offset::Utc>,
+        pub endpoint_id: ::uuid::Uuid,
+        ///The events delivered to it.
+        pub event_types: ::std::vec::Vec<WebhookEventType>,
+        pub url: ::std::string::String,
+    }
+    ///Your webhook endpoints, oldest first.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct WebhookEndpointList {
+        pub items: ::std::vec::Vec<WebhookEndpoint>,
+    }
+    ///A registered endpoint and its signing secret, shown only when it is made.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct WebhookEndpointWithSecret {
+        pub created_at: ::chrono::DateTime<::chrono::offset::Utc>,
+        pub endpoint_id: ::uuid::Uuid,
+        ///The events delivered to it.
+        pub event_types: ::std::vec::Vec<WebhookEventType>,
+        /**The signing secret, `whsec_` and the base64 of 24 random bytes, as Standard
+Webhooks defines it. Shown only here; store it where your receiver can read it.
+*/
+        pub secret: WebhookEndpointWithSecretSecret,
+        pub url: ::std::string::String,
+    }
+    /**The signing secret, `whsec_` and the base64 of 24 random bytes, as Standard
+Webhooks defines it. Shown only here; store it where your receiver can read it.
+*/
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct WebhookEndpointWithSecretSecret(::std::string::String);
+    impl ::std::ops::Deref for WebhookEndpointWithSecretSecret {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<WebhookEndpointWithSecretSecret>
+    for ::std::string::String {
+        fn from(value: WebhookEndpointWithSecretSecret) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for WebhookEndpointWithSecretSecret {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^whsec_[A-Za-z0-9+/]+=*$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^whsec_[A-Za-z0-9+/]+=*$\"".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for WebhookEndpointWithSecretSecret {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String>
+    for WebhookEndpointWithSecretSecret {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for WebhookEndpointWithSecretSecret {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    /**What happened: an export reached a final status (`export.done`, `export.failed`,
+`export.cancelled`), or a finished export's file was deleted (`export.expired`).
+*/
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
+    )]
+    pub enum WebhookEventType {
+        #[serde(rename = "export.done")]
+        ExportDone,
+        #[serde(rename = "export.failed")]
+        ExportFailed,
+        #[serde(rename = "export.cancelled")]
+        ExportCancelled,
+        #[serde(rename = "export.expired")]
+        ExportExpired,
+    }
+    impl ::std::fmt::Display for WebhookEventType {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::ExportDone => f.write_str("export.done"),
+                Self::ExportFailed => f.write_str("export.failed"),
+                Self::ExportCancelled => f.write_str("export.cancelled"),
+                Self::ExportExpired => f.write_str("export.expired"),
+            }
+        }
+    }
+    impl ::std::str::FromStr for WebhookEventType {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "export.done" => Ok(Self::ExportDone),
+                "export.failed" => Ok(Self::ExportFailed),
+                "export.cancelled" => Ok(Self::ExportCancelled),
+                "export.expired" => Ok(Self::ExportExpired),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for WebhookEventType {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for WebhookEventType {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
     /// Error types.
     pub mod error {
         /// Error from a `TryFrom` or `FromStr` implementation.
@@ -788,6 +1006,7 @@ Every `/api/v1` operation needs an API key sent as a bearer token:
 |-----------------|------------------------------------------------------------|
 | `exports:write` | `createUserExport`, `cancelExport`                         |
 | `exports:read`  | `listExports`, `getExport`, `downloadExport`               |
+| `webhooks:manage` | `createWebhookEndpoint`, `listWebhookEndpoints`, `deleteWebhookEndpoint`, `rotateWebhookSecret` |
 
 Each operation names its scope in `x-required-scope`.
 
@@ -875,7 +1094,7 @@ development server allows any, answering `Access-Control-Allow-Origin: *`); cred
 (cookies) are never allowed, since keys travel in the `Authorization` header.
 
 
-Version: 1.7.0*/
+Version: 1.8.0*/
 pub struct Client {
     pub(crate) baseurl: String,
     pub(crate) client: reqwest::Client,
@@ -911,7 +1130,7 @@ impl Client {
 }
 impl ClientInfo<()> for Client {
     fn api_version() -> &'static str {
-        "1.7.0"
+        "1.8.0"
     }
     fn baseurl(&self) -> &str {
         self.baseurl.as_str()
@@ -1415,6 +1634,300 @@ Arguments:
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             409u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            504u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**List your webhook endpoints
+
+Your endpoints, oldest first, without their secrets.
+
+**Scope:** requires an API key with `webhooks:manage`.
+
+
+Sends a `GET` request to `/api/v1/webhooks/endpoints`
+
+*/
+    pub async fn list_webhook_endpoints<'a>(
+        &'a self,
+    ) -> Result<ResponseValue<types::WebhookEndpointList>, Error<types::ErrorResponse>> {
+        let url = format!("{}/api/v1/webhooks/endpoints", self.baseurl,);
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "list_webhook_endpoints",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            504u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**Register a webhook endpoint
+
+Registers a URL of yours to be told when your exports finish, for the event types
+listed (all of them when `event_types` is left out). The answer carries the
+endpoint's signing `secret` (`whsec_…`), shown this once: keep it to verify
+deliveries, or rotate it with `rotateWebhookSecret`.
+
+The URL must be `https`, without user name or password, and its host must resolve
+only to public addresses (not loopback, private, link-local, multicast or other
+special-purpose ones); otherwise `422 webhook_url_refused` says why, on `url`. A
+user has at most 10 endpoints: an 11th gets `409 too_many_webhook_endpoints`.
+
+**Scope:** requires an API key with `webhooks:manage`.
+
+
+Sends a `POST` request to `/api/v1/webhooks/endpoints`
+
+*/
+    pub async fn create_webhook_endpoint<'a>(
+        &'a self,
+        body: &'a types::CreateWebhookEndpoint,
+    ) -> Result<
+        ResponseValue<types::WebhookEndpointWithSecret>,
+        Error<types::ErrorResponse>,
+    > {
+        let url = format!("{}/api/v1/webhooks/endpoints", self.baseurl,);
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "create_webhook_endpoint",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            201u16 => ResponseValue::from_response(response).await,
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            409u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            413u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            422u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            504u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**Delete a webhook endpoint
+
+The endpoint gets nothing more, from this answer on. Unknown ids and other users'
+endpoints get `404`.
+
+**Scope:** requires an API key with `webhooks:manage`.
+
+
+Sends a `DELETE` request to `/api/v1/webhooks/endpoints/{endpoint_id}`
+
+Arguments:
+- `endpoint_id`: The webhook endpoint's id, as returned by `createWebhookEndpoint`.
+*/
+    pub async fn delete_webhook_endpoint<'a>(
+        &'a self,
+        endpoint_id: &'a ::uuid::Uuid,
+    ) -> Result<ResponseValue<()>, Error<types::ErrorResponse>> {
+        let url = format!(
+            "{}/api/v1/webhooks/endpoints/{}", self.baseurl, encode_path(& endpoint_id
+            .to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .delete(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "delete_webhook_endpoint",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            204u16 => Ok(ResponseValue::empty(response)),
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            404u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            504u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**Rotate a webhook endpoint's signing secret
+
+Replaces the endpoint's signing secret and shows the new one, once. Deliveries from
+this answer on are signed with it. No request body.
+
+**Scope:** requires an API key with `webhooks:manage`.
+
+
+Sends a `POST` request to `/api/v1/webhooks/endpoints/{endpoint_id}/rotate-secret`
+
+Arguments:
+- `endpoint_id`: The webhook endpoint's id, as returned by `createWebhookEndpoint`.
+*/
+    pub async fn rotate_webhook_secret<'a>(
+        &'a self,
+        endpoint_id: &'a ::uuid::Uuid,
+    ) -> Result<
+        ResponseValue<types::WebhookEndpointWithSecret>,
+        Error<types::ErrorResponse>,
+    > {
+        let url = format!(
+            "{}/api/v1/webhooks/endpoints/{}/rotate-secret", self.baseurl, encode_path(&
+            endpoint_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "rotate_webhook_secret",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            404u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             429u16 => {

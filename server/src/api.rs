@@ -2,8 +2,9 @@
 //! OpenAPI document with no database) and, in `imp`, its implementation.
 
 use dropshot::{
-    Body, EmptyScanParams, HttpResponseAccepted, HttpResponseHeaders, HttpResponseOk, PaginationParams, Path,
-    Query, RequestContext, ResultsPage, TypedBody,
+    Body, EmptyScanParams, HttpResponseAccepted, HttpResponseCreated, HttpResponseDeleted,
+    HttpResponseHeaders, HttpResponseOk, PaginationParams, Path, Query, RequestContext, ResultsPage,
+    TypedBody,
 };
 use http::Response;
 
@@ -11,8 +12,9 @@ use crate::after_auth::AfterAuth;
 use crate::error::ApiError;
 use crate::idempotency::IdempotencyKeyHeader;
 use crate::model::{
-    CreateUserExport, DownloadLinkQuery, Export, ExportAccepted, ExportPageSelector, ExportPath, Health,
-    Lenient, Readiness,
+    CreateUserExport, CreateWebhookEndpoint, DownloadLinkQuery, EndpointPath, Export, ExportAccepted,
+    ExportPageSelector, ExportPath, Health, Lenient, Readiness, WebhookEndpointList,
+    WebhookEndpointWithSecret,
 };
 
 #[dropshot::api_description]
@@ -108,6 +110,61 @@ pub trait ExportsApi {
         path: Path<ExportPath>,
     ) -> Result<HttpResponseOk<Export>, ApiError>;
 
+    /// Register a webhook endpoint
+    ///
+    /// Shows the endpoint's signing secret once. Needs `webhooks:manage`.
+    #[endpoint {
+        method = POST,
+        path = "/api/v1/webhooks/endpoints",
+        operation_id = "createWebhookEndpoint",
+        tags = ["webhooks"],
+    }]
+    async fn create_webhook_endpoint(
+        rqctx: RequestContext<Self::Context>,
+        body: AfterAuth<TypedBody<Lenient<CreateWebhookEndpoint>>>,
+    ) -> Result<HttpResponseCreated<WebhookEndpointWithSecret>, ApiError>;
+
+    /// List your webhook endpoints
+    ///
+    /// Oldest first, without their secrets. Needs `webhooks:manage`.
+    #[endpoint {
+        method = GET,
+        path = "/api/v1/webhooks/endpoints",
+        operation_id = "listWebhookEndpoints",
+        tags = ["webhooks"],
+    }]
+    async fn list_webhook_endpoints(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<HttpResponseOk<WebhookEndpointList>, ApiError>;
+
+    /// Delete a webhook endpoint
+    ///
+    /// It gets nothing more. Needs `webhooks:manage`.
+    #[endpoint {
+        method = DELETE,
+        path = "/api/v1/webhooks/endpoints/{endpoint_id}",
+        operation_id = "deleteWebhookEndpoint",
+        tags = ["webhooks"],
+    }]
+    async fn delete_webhook_endpoint(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<EndpointPath>,
+    ) -> Result<HttpResponseDeleted, ApiError>;
+
+    /// Rotate a webhook endpoint's signing secret
+    ///
+    /// Shows the new secret once. Needs `webhooks:manage`.
+    #[endpoint {
+        method = POST,
+        path = "/api/v1/webhooks/endpoints/{endpoint_id}/rotate-secret",
+        operation_id = "rotateWebhookSecret",
+        tags = ["webhooks"],
+    }]
+    async fn rotate_webhook_secret(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<EndpointPath>,
+    ) -> Result<HttpResponseOk<WebhookEndpointWithSecret>, ApiError>;
+
     /// Liveness
     ///
     /// The process is up; touches no dependency.
@@ -192,21 +249,24 @@ pub mod imp {
     use std::time::Instant;
 
     use dropshot::{
-        Body, EmptyScanParams, HttpResponseAccepted, HttpResponseHeaders, HttpResponseOk, PaginationParams,
-        Path, Query, RequestContext, ResultsPage, TypedBody, WhichPage,
+        Body, EmptyScanParams, HttpResponseAccepted, HttpResponseCreated, HttpResponseDeleted,
+        HttpResponseHeaders, HttpResponseOk, PaginationParams, Path, Query, RequestContext, ResultsPage,
+        TypedBody, WhichPage,
     };
     use http::Response;
 
     use super::ExportsApi;
     use crate::after_auth::AfterAuth;
     use crate::app::{AppState, DEPENDENCY_RETRY_AFTER_SECONDS};
-    use crate::auth::{self, Principal, SCOPE_READ, SCOPE_WRITE};
+    use crate::auth::{self, Principal, SCOPE_READ, SCOPE_WEBHOOKS, SCOPE_WRITE};
     use crate::db::exports::{self, CancelOutcome, Created, Idempotent, NewExport};
+    use crate::db::webhooks;
     use crate::error::{ApiError, ErrorDetail};
     use crate::idempotency::{self, IdempotencyKeyHeader};
     use crate::model::*;
     use crate::storage::LinkProblem;
     use crate::throughput::Rates;
+    use crate::webhook_url;
     use bytes::Bytes;
     use exports_spec::errors;
     use futures::{StreamExt, TryStreamExt};
@@ -291,16 +351,38 @@ pub mod imp {
         finish(outcome, &request_id, operation, None, started)
     }
 
-    /// The contract this server was built with, as the mock serves its own (`Spec::served`).
+    /// The contract this server was built with.
+    static SPEC: std::sync::LazyLock<exports_spec::Spec> =
+        std::sync::LazyLock::new(exports_spec::Spec::bundled);
+
+    /// The contract, as the mock serves its own (`Spec::served`).
     fn contract(path: &str) -> Result<FileResponse, ApiError> {
-        static SPEC: std::sync::LazyLock<exports_spec::Spec> =
-            std::sync::LazyLock::new(exports_spec::Spec::bundled);
         let (media_type, body) = SPEC.served(path).ok_or_else(|| ApiError::not_found("Document"))?;
         Response::builder()
             .header(http::header::CONTENT_TYPE, media_type)
             .body(Body::with_content(body))
             .map(FileResponse)
             .map_err(ApiError::internal)
+    }
+
+    /// A Standard Webhooks signing secret: `whsec_` and the base64 of 24 random bytes.
+    fn webhook_secret() -> String {
+        use base64::Engine;
+        let bytes: [u8; 24] = rand::random();
+        format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        )
+    }
+
+    fn with_secret(row: &webhooks::EndpointRow) -> WebhookEndpointWithSecret {
+        WebhookEndpointWithSecret {
+            endpoint_id: row.id,
+            url: row.url.clone(),
+            event_types: row.event_types.clone(),
+            created_at: row.created_at,
+            secret: row.secret.clone(),
+        }
     }
 
     /// The status of a successful response, for the request log.
@@ -688,6 +770,121 @@ pub mod imp {
             })
             .await
             .map(|FileResponse(response)| response)
+        }
+
+        async fn create_webhook_endpoint(
+            rqctx: RequestContext<AppState>,
+            body: AfterAuth<TypedBody<Lenient<CreateWebhookEndpoint>>>,
+        ) -> Result<HttpResponseCreated<WebhookEndpointWithSecret>, ApiError> {
+            authorized(&rqctx, "createWebhookEndpoint", SCOPE_WEBHOOKS, async |state, principal| {
+                let body = body.extract(&rqctx).await?.into_inner().value;
+                // The spec's schema checks the body, in the words the mock uses for it.
+                let schema = serde_json::json!({"$ref": "#/components/schemas/CreateWebhookEndpoint"});
+                let problems: Vec<ErrorDetail> =
+                    SPEC.schema_problems(&schema, &body).into_iter().map(|p| p.detail("body")).collect();
+                if !problems.is_empty() {
+                    return Err(ApiError::invalid_request(problems));
+                }
+                let request: CreateWebhookEndpoint = serde_json::from_value(body)
+                    .map_err(|error| ApiError::invalid_request(vec![ErrorDetail::new("body", error.to_string())]))?;
+                let policy = webhook_url::UrlPolicy {
+                    allow_private: state.settings.webhooks_allow_private,
+                };
+                // A well-formed URL the policy refuses is 422, not 400: the request is valid,
+                // what it names is not allowed (or not there).
+                let (url, _) = webhook_url::check(policy, &request.url).await.map_err(|issue| {
+                    ApiError::new(
+                        dropshot::ErrorStatusCode::UNPROCESSABLE_ENTITY,
+                        "webhook_url_refused",
+                        format!("This webhook URL is refused: it {issue}."),
+                    )
+                    .with_details(vec![ErrorDetail::new("url", issue)])
+                })?;
+                let mut event_types = request.event_types.unwrap_or_else(|| WebhookEventType::ALL.to_vec());
+                event_types.dedup();
+                let secret = webhook_secret();
+                let client = state.database().await?;
+                let row = webhooks::create(&client, principal.user_id, url.as_str(), &event_types, &secret)
+                    .await
+                    .map_err(ApiError::internal)?
+                    .ok_or_else(|| {
+                        ApiError::conflict(
+                            "too_many_webhook_endpoints",
+                            format!(
+                                "You already have {} webhook endpoints, the limit per user; delete one first.",
+                                webhooks::MAX_ENDPOINTS_PER_USER
+                            ),
+                        )
+                    })?;
+                Ok(HttpResponseCreated(with_secret(&row)))
+            })
+            .await
+        }
+
+        async fn list_webhook_endpoints(
+            rqctx: RequestContext<AppState>,
+        ) -> Result<HttpResponseOk<WebhookEndpointList>, ApiError> {
+            authorized(
+                &rqctx,
+                "listWebhookEndpoints",
+                SCOPE_WEBHOOKS,
+                async |state, principal| {
+                    let client = state.database().await?;
+                    let rows = webhooks::list(&client, principal.user_id)
+                        .await
+                        .map_err(ApiError::internal)?;
+                    Ok(HttpResponseOk(WebhookEndpointList {
+                        items: rows.iter().map(webhooks::EndpointRow::to_api).collect(),
+                    }))
+                },
+            )
+            .await
+        }
+
+        async fn delete_webhook_endpoint(
+            rqctx: RequestContext<AppState>,
+            path: Path<EndpointPath>,
+        ) -> Result<HttpResponseDeleted, ApiError> {
+            let path = path.into_inner();
+            authorized(
+                &rqctx,
+                "deleteWebhookEndpoint",
+                SCOPE_WEBHOOKS,
+                async |state, principal| {
+                    let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
+                    let client = state.database().await?;
+                    match webhooks::delete(&client, principal.user_id, id)
+                        .await
+                        .map_err(ApiError::internal)?
+                    {
+                        true => Ok(HttpResponseDeleted()),
+                        false => Err(ApiError::not_found("Webhook endpoint")),
+                    }
+                },
+            )
+            .await
+        }
+
+        async fn rotate_webhook_secret(
+            rqctx: RequestContext<AppState>,
+            path: Path<EndpointPath>,
+        ) -> Result<HttpResponseOk<WebhookEndpointWithSecret>, ApiError> {
+            let path = path.into_inner();
+            authorized(
+                &rqctx,
+                "rotateWebhookSecret",
+                SCOPE_WEBHOOKS,
+                async |state, principal| {
+                    let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
+                    let client = state.database().await?;
+                    webhooks::rotate_secret(&client, principal.user_id, id, &webhook_secret())
+                        .await
+                        .map_err(ApiError::internal)?
+                        .map(|row| HttpResponseOk(with_secret(&row)))
+                        .ok_or_else(|| ApiError::not_found("Webhook endpoint"))
+                },
+            )
+            .await
         }
 
         async fn cancel_export(

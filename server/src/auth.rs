@@ -16,7 +16,8 @@ use crate::error::ApiError;
 
 pub const SCOPE_READ: &str = "exports:read";
 pub const SCOPE_WRITE: &str = "exports:write";
-pub const SCOPES: &[&str] = &[SCOPE_READ, SCOPE_WRITE];
+pub const SCOPE_WEBHOOKS: &str = "webhooks:manage";
+pub const SCOPES: &[&str] = &[SCOPE_READ, SCOPE_WRITE, SCOPE_WEBHOOKS];
 
 #[derive(Debug, Clone)]
 pub struct Principal {

@@ -187,6 +187,12 @@ pub async fn main() -> Result<()> {
                 api.cors_allowed_origins = vec!["*".to_string()];
                 tracing::info!("dev: CORS allows any origin (set --cors-allowed-origins to narrow it)");
             }
+            if !api.webhooks_allow_private {
+                api.webhooks_allow_private = true;
+                tracing::warn!(
+                    "dev: webhook endpoints may be http and private or loopback addresses; never in production"
+                );
+            }
             let pool = postgres.pool(cli.database.database_pool_size)?;
             run(pool, &api, &redis, &storage, Some(worker)).await
         }

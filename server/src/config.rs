@@ -106,6 +106,10 @@ pub struct ApiArgs {
     /// Serve `/metrics` on this address instead of the API's (which then answers 404).
     #[arg(long, env = "EXPORTS_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Let webhook endpoints be `http` and resolve to loopback, private and other
+    /// special-purpose addresses: for local development only (`dev` turns it on).
+    #[arg(long, env = "EXPORTS_WEBHOOKS_ALLOW_PRIVATE")]
+    pub webhooks_allow_private: bool,
 }
 
 impl ApiArgs {
@@ -125,6 +129,7 @@ impl ApiArgs {
             },
             max_failed_authentications_per_minute: self.max_failed_auth_per_minute,
             metrics_listen: self.metrics_listen,
+            webhooks_allow_private: self.webhooks_allow_private,
         }
     }
 }

@@ -169,7 +169,12 @@ fn extractor_error_detail(message: &str) -> ErrorDetail {
     if message.contains("pagination token") {
         ErrorDetail::new("page_token", issue::NOT_A_PAGE_TOKEN)
     } else if let Some(cause) = message.strip_prefix("unable to parse JSON body: ") {
-        ErrorDetail::new("body", issue::not_json(cause))
+        // No body at all: serde_json's words for it are "EOF … at line 1 column 0".
+        if cause.ends_with("at line 1 column 0") {
+            ErrorDetail::new("body", issue::REQUIRED)
+        } else {
+            ErrorDetail::new("body", issue::not_json(cause))
+        }
     } else if message.contains("content-type") || message.contains("content type") {
         ErrorDetail::new("Content-Type", format!("must be application/json ({message})"))
     } else if message.contains("URL path") {

@@ -19,4 +19,5 @@ pub mod queue;
 pub mod storage;
 pub mod throughput;
 pub mod tls;
+pub mod webhook_url;
 pub mod worker;

@@ -71,6 +71,125 @@ wire_names!(ExportStatus {
     Expired => "expired",
 });
 
+/// What a webhook delivery announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum WebhookEventType {
+    #[serde(rename = "export.done")]
+    ExportDone,
+    #[serde(rename = "export.failed")]
+    ExportFailed,
+    #[serde(rename = "export.cancelled")]
+    ExportCancelled,
+    #[serde(rename = "export.expired")]
+    ExportExpired,
+}
+
+wire_names!(WebhookEventType {
+    ExportDone => "export.done",
+    ExportFailed => "export.failed",
+    ExportCancelled => "export.cancelled",
+    ExportExpired => "export.expired",
+});
+
+impl WebhookEventType {
+    pub const ALL: [WebhookEventType; 4] = [
+        WebhookEventType::ExportDone,
+        WebhookEventType::ExportFailed,
+        WebhookEventType::ExportCancelled,
+        WebhookEventType::ExportExpired,
+    ];
+}
+
+/// The body of `createWebhookEndpoint` (checked against the spec's schema first).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhookEndpoint {
+    /// Where deliveries are POSTed; `https`, resolving only to public addresses.
+    #[schemars(schema_with = "webhook_url")]
+    pub url: String,
+    /// The events to deliver; all of them when left out.
+    #[serde(default)]
+    #[schemars(schema_with = "event_types_asked")]
+    pub event_types: Option<Vec<WebhookEventType>>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct WebhookEndpoint {
+    pub endpoint_id: Uuid,
+    #[schemars(schema_with = "uri")]
+    pub url: String,
+    /// The events delivered to it.
+    pub event_types: Vec<WebhookEventType>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct WebhookEndpointWithSecret {
+    pub endpoint_id: Uuid,
+    #[schemars(schema_with = "uri")]
+    pub url: String,
+    /// The events delivered to it.
+    pub event_types: Vec<WebhookEventType>,
+    pub created_at: DateTime<Utc>,
+    /// The signing secret (`whsec_` and base64), shown only when it is made.
+    #[schemars(schema_with = "webhook_secret")]
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct WebhookEndpointList {
+    pub items: Vec<WebhookEndpoint>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct EndpointPath {
+    #[schemars(with = "Uuid")]
+    pub endpoint_id: String,
+}
+
+impl EndpointPath {
+    pub fn id(&self) -> Result<Uuid, ErrorDetail> {
+        Uuid::parse_str(&self.endpoint_id).map_err(|_| {
+            ErrorDetail::new(
+                "endpoint_id",
+                issue::not_a_uuid(&Value::from(self.endpoint_id.as_str())),
+            )
+        })
+    }
+}
+
+fn uri(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+    use schemars::schema::{InstanceType, SchemaObject};
+    SchemaObject {
+        instance_type: Some(InstanceType::String.into()),
+        format: Some("uri".into()),
+        ..Default::default()
+    }
+    .into()
+}
+
+fn webhook_url(generator: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+    let mut schema = uri(generator).into_object();
+    schema.string().max_length = Some(2048);
+    schema.into()
+}
+
+fn event_types_asked(generator: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+    let mut schema = generator.subschema_for::<Vec<WebhookEventType>>().into_object();
+    schema.array().min_items = Some(1);
+    schema.into()
+}
+
+fn webhook_secret(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+    use schemars::schema::{InstanceType, SchemaObject};
+    let mut schema = SchemaObject {
+        instance_type: Some(InstanceType::String.into()),
+        ..Default::default()
+    };
+    schema.string().pattern = Some("^whsec_[A-Za-z0-9+/]+=*$".into());
+    schema.into()
+}
+
 impl ExportFormat {
     pub fn file_extension(self) -> &'static str {
         self.as_str()
@@ -176,14 +295,8 @@ pub fn nullable_count(generator: &mut schemars::gen::SchemaGenerator) -> schemar
     nullable(count(generator))
 }
 
-fn nullable_uri(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
-    use schemars::schema::{InstanceType, SchemaObject};
-    let uri = SchemaObject {
-        instance_type: Some(InstanceType::String.into()),
-        format: Some("uri".into()),
-        ..Default::default()
-    };
-    nullable(uri.into())
+fn nullable_uri(generator: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+    nullable(uri(generator))
 }
 
 /// OpenAPI 3.0's `nullable: true`, the way dropshot's schema settings express it.

@@ -21,6 +21,8 @@ enum Key {
     Reader,
     /// `exports:write` only.
     WriteOnly,
+    /// `webhooks:manage` only.
+    Webhooks,
     /// Of this service's form, but issued to nobody.
     Unknown,
     /// Not of this service's form.
@@ -62,6 +64,7 @@ const fn with_body(name: &'static str, body: &'static str) -> Case {
 }
 
 const EXPORTS: &str = "/api/v1/exports/users";
+const WEBHOOKS: &str = "/api/v1/webhooks/endpoints";
 const UNKNOWN_EXPORT: &str = "/api/v1/exports/users/0b6f4a52-8d1e-4c4b-9a57-3e1f0c2d7a91";
 
 const CORPUS: &[Case] = &[
@@ -271,6 +274,109 @@ const CORPUS: &[Case] = &[
         oversized: true,
         ..with_body("a body over the limit", r#"{"format": "csv"}"#)
     },
+    // Webhook endpoints (what needs the mock to keep them is in LEFT_OUT).
+    Case {
+        key: Key::Webhooks,
+        ..case("an endpoint without its url", "POST", WEBHOOKS)
+    },
+    Case {
+        key: Key::Webhooks,
+        body: Some(r#"{}"#),
+        ..case("an endpoint with an empty body", "POST", WEBHOOKS)
+    },
+    Case {
+        key: Key::Webhooks,
+        body: Some(
+            r#"{"url": "https://93.184.215.14/hook", "event_types": ["export.started"], "colour": 1}"#,
+        ),
+        ..case("an endpoint for an unknown event", "POST", WEBHOOKS)
+    },
+    Case {
+        key: Key::Webhooks,
+        body: Some(r#"{"url": "https://93.184.215.14/hook", "event_types": []}"#),
+        ..case("an endpoint for no event", "POST", WEBHOOKS)
+    },
+    Case {
+        key: Key::Webhooks,
+        body: Some(r#"{"url": "https://93.184.215.14/hook"}"#),
+        oversized: true,
+        ..case("an endpoint body over the limit", "POST", WEBHOOKS)
+    },
+    Case {
+        key: Key::Webhooks,
+        body: Some(r#"{"url": "https://93.184.215.14/hook", "event_types": ["export.done"]}"#),
+        ..case("an endpoint registered", "POST", WEBHOOKS)
+    },
+    Case {
+        key: Key::Webhooks,
+        ..case("the endpoints", "GET", WEBHOOKS)
+    },
+    Case {
+        key: Key::Writer,
+        ..case("an exports key listing endpoints", "GET", WEBHOOKS)
+    },
+    Case {
+        key: Key::Writer,
+        body: Some(r#"{"url": "https://93.184.215.14/hook"}"#),
+        ..case("an exports key registering", "POST", WEBHOOKS)
+    },
+    Case {
+        key: Key::Writer,
+        ..case(
+            "an exports key deleting",
+            "DELETE",
+            "/api/v1/webhooks/endpoints/6a1d3c5e-7b9f-4d2a-8c4e-1f3a5b7d9e0c",
+        )
+    },
+    Case {
+        key: Key::Writer,
+        ..case(
+            "an exports key rotating",
+            "POST",
+            "/api/v1/webhooks/endpoints/6a1d3c5e-7b9f-4d2a-8c4e-1f3a5b7d9e0c/rotate-secret",
+        )
+    },
+    Case {
+        key: Key::None,
+        ..case("no key on the endpoints", "GET", WEBHOOKS)
+    },
+    Case {
+        key: Key::None,
+        body: Some(r#"{"url": "https://93.184.215.14/hook"}"#),
+        ..case("no key registering", "POST", WEBHOOKS)
+    },
+    Case {
+        key: Key::Garbage,
+        ..case(
+            "a foreign key deleting",
+            "DELETE",
+            "/api/v1/webhooks/endpoints/6a1d3c5e-7b9f-4d2a-8c4e-1f3a5b7d9e0c",
+        )
+    },
+    Case {
+        key: Key::Basic,
+        ..case(
+            "basic authentication rotating",
+            "POST",
+            "/api/v1/webhooks/endpoints/6a1d3c5e-7b9f-4d2a-8c4e-1f3a5b7d9e0c/rotate-secret",
+        )
+    },
+    Case {
+        key: Key::Webhooks,
+        ..case(
+            "delete with a bad endpoint id",
+            "DELETE",
+            "/api/v1/webhooks/endpoints/not-a-uuid",
+        )
+    },
+    Case {
+        key: Key::Webhooks,
+        ..case(
+            "rotate with a bad endpoint id",
+            "POST",
+            "/api/v1/webhooks/endpoints/not-a-uuid/rotate-secret",
+        )
+    },
 ];
 
 /// Documented answers no request of the corpus can get from both sides alike, and why.
@@ -323,7 +429,22 @@ const LEFT_OUT: &[(&str, u16, &str)] = &[
     ("metrics", 404, "the mock serves the spec's example instead"),
     ("metrics", 500, "a failure of the server's own"),
     ("readiness", 503, "needs PostgreSQL or Redis down"),
+    ("createWebhookEndpoint", 409, MOCK_KEEPS_NO_ENDPOINTS),
+    (
+        "createWebhookEndpoint",
+        422,
+        "the mock does not resolve endpoint URLs (where it runs is not where the server does)",
+    ),
+    ("deleteWebhookEndpoint", 204, MOCK_KEEPS_NO_ENDPOINTS),
+    ("deleteWebhookEndpoint", 404, MOCK_KEEPS_NO_ENDPOINTS),
+    ("rotateWebhookSecret", 200, MOCK_KEEPS_NO_ENDPOINTS),
+    ("rotateWebhookSecret", 404, MOCK_KEEPS_NO_ENDPOINTS),
 ];
+
+/// Until the mock keeps webhook endpoints (issue 13, item 6), it answers these operations
+/// with the spec's examples, whatever the endpoint.
+const MOCK_KEEPS_NO_ENDPOINTS: &str =
+    "the mock keeps no webhook endpoints yet: it answers with the spec's example";
 
 /// Every operation's 429 (too many failed authentications from one address), 500, 503 and 504
 /// need the server's state or faults: a count of bad keys, a bug, a dependency down, a slow one.
@@ -412,6 +533,7 @@ struct Side {
     writer: String,
     reader: String,
     write_only: String,
+    webhooks: String,
     export: Option<String>,
 }
 
@@ -444,6 +566,7 @@ async fn send(
         Key::Writer => request.bearer_auth(&side.writer),
         Key::Reader => request.bearer_auth(&side.reader),
         Key::WriteOnly => request.bearer_auth(&side.write_only),
+        Key::Webhooks => request.bearer_auth(&side.webhooks),
         Key::Unknown => request.bearer_auth("exk_issuedtonobodyissuedtonobodyissuedtonobody1"),
         Key::Garbage => request.bearer_auth("garbage"),
         Key::Basic => request.basic_auth("user", Some("password")),
@@ -503,10 +626,11 @@ async fn send(
 #[tokio::test]
 async fn the_mock_and_the_server_give_the_same_answers() -> anyhow::Result<()> {
     let env = TestEnv::start_with(|settings| settings.cors_allowed_origins = vec!["*".into()]).await?;
-    let (writer, reader, write_only) = (
+    let (writer, reader, write_only, webhooks) = (
         env.writer().await?,
         env.user(&["exports:read"]).await?,
         env.user(&["exports:write"]).await?,
+        env.user(&["webhooks:manage"]).await?,
     );
     let spec = Spec::bundled();
     let keys = BTreeMap::from([
@@ -516,6 +640,7 @@ async fn the_mock_and_the_server_give_the_same_answers() -> anyhow::Result<()> {
         ),
         (reader.key.clone(), vec!["exports:read".to_string()]),
         (write_only.key.clone(), vec!["exports:write".to_string()]),
+        (webhooks.key.clone(), vec!["webhooks:manage".to_string()]),
     ]);
     let options = MockOptions {
         keys: Some(keys),
@@ -529,6 +654,7 @@ async fn the_mock_and_the_server_give_the_same_answers() -> anyhow::Result<()> {
         writer: writer.key.clone(),
         reader: reader.key.clone(),
         write_only: write_only.key.clone(),
+        webhooks: webhooks.key.clone(),
         export: None,
     };
     let mut mocked = Side {
@@ -536,6 +662,7 @@ async fn the_mock_and_the_server_give_the_same_answers() -> anyhow::Result<()> {
         writer: writer.key.clone(),
         reader: reader.key.clone(),
         write_only: write_only.key.clone(),
+        webhooks: webhooks.key.clone(),
         export: None,
     };
     let http = reqwest::Client::new();

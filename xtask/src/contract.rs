@@ -1187,7 +1187,8 @@ pub fn lint(spec: &Spec) -> Vec<String> {
                         .and_then(Value::as_object)
                         .is_some_and(|e| !e.is_empty())
             });
-            if !has_example {
+            // A response without a body (`204`) has nothing to show.
+            if !has_example && content.is_some() {
                 problems.push(format!("{name}: response {status} has no example ({at})"));
             }
             if status.starts_with('4') || status.starts_with('5') {

@@ -13,6 +13,7 @@ use crate::tls;
 
 pub mod exports;
 pub mod users;
+pub mod webhooks;
 
 mod embedded {
     refinery::embed_migrations!("../migrations");
@@ -26,6 +27,10 @@ const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Rollback scripts, newest first; each undoes the migration of the same version and removes
 /// it from refinery's history.
 const ROLLBACKS: &[(i32, &str)] = &[
+    (
+        7,
+        include_str!("../../../migrations/rollback/R7__webhook_endpoints.sql"),
+    ),
     (
         6,
         include_str!("../../../migrations/rollback/R6__idempotency_keys.sql"),
