@@ -785,6 +785,100 @@ or empty object exports all users. Unknown fields are rejected with `400`.
             value.parse()
         }
     }
+    ///One event sent to an endpoint, and its last attempt.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct WebhookDelivery {
+        ///Attempts made so far.
+        pub attempts: i64,
+        ///When your endpoint took it; `null` until then.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub delivered_at: ::std::option::Option<
+            ::chrono::DateTime<::chrono::offset::Utc>,
+        >,
+        ///The `webhook-id` of every attempt of this event.
+        pub delivery_id: ::uuid::Uuid,
+        pub event_type: WebhookEventType,
+        ///When the last attempt started; `null` before the first.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub last_attempt_at: ::std::option::Option<
+            ::chrono::DateTime<::chrono::offset::Utc>,
+        >,
+        ///Why the last attempt failed; `null` when it did not.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub last_error: ::std::option::Option<::std::string::String>,
+        ///The HTTP status your endpoint answered the last attempt with; `null` when it did not answer.
+        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        pub last_response_status: ::std::option::Option<i64>,
+        ///When the export's status changed.
+        pub occurred_at: ::chrono::DateTime<::chrono::offset::Utc>,
+        pub status: WebhookDeliveryStatus,
+    }
+    ///An endpoint's latest deliveries, newest first.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct WebhookDeliveryList {
+        pub items: ::std::vec::Vec<WebhookDelivery>,
+    }
+    /**`pending`: still being tried; `delivered`: your endpoint answered `2xx`; `failed`:
+given up (a day of failed attempts, or the endpoint was deleted).
+*/
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
+    )]
+    pub enum WebhookDeliveryStatus {
+        #[serde(rename = "pending")]
+        Pending,
+        #[serde(rename = "delivered")]
+        Delivered,
+        #[serde(rename = "failed")]
+        Failed,
+    }
+    impl ::std::fmt::Display for WebhookDeliveryStatus {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::Pending => f.write_str("pending"),
+                Self::Delivered => f.write_str("delivered"),
+                Self::Failed => f.write_str("failed"),
+            }
+        }
+    }
+    impl ::std::str::FromStr for WebhookDeliveryStatus {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "pending" => Ok(Self::Pending),
+                "delivered" => Ok(Self::Delivered),
+                "failed" => Ok(Self::Failed),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for WebhookDeliveryStatus {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for WebhookDeliveryStatus {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
     ///A registered endpoint, without its secret.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct WebhookEndpoint {
@@ -871,6 +965,15 @@ Webhooks defines it. Shown only here; store it where your receiver can read it.
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
                 })
         }
+    }
+    ///The body of a webhook delivery (see `x-webhooks`).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct WebhookEvent {
+        pub data: Export,
+        ///When the export's status changed.
+        pub timestamp: ::chrono::DateTime<::chrono::offset::Utc>,
+        #[serde(rename = "type")]
+        pub type_: WebhookEventType,
     }
     /**What happened: an export reached a final status (`export.done`, `export.failed`,
 `export.cancelled`), or a finished export's file was deleted (`export.expired`).
@@ -1006,7 +1109,7 @@ Every `/api/v1` operation needs an API key sent as a bearer token:
 |-----------------|------------------------------------------------------------|
 | `exports:write` | `createUserExport`, `cancelExport`                         |
 | `exports:read`  | `listExports`, `getExport`, `downloadExport`               |
-| `webhooks:manage` | `createWebhookEndpoint`, `listWebhookEndpoints`, `deleteWebhookEndpoint`, `rotateWebhookSecret` |
+| `webhooks:manage` | `createWebhookEndpoint`, `listWebhookEndpoints`, `deleteWebhookEndpoint`, `rotateWebhookSecret`, `listWebhookDeliveries` |
 
 Each operation names its scope in `x-required-scope`.
 
@@ -1911,6 +2014,82 @@ Arguments:
             .build()?;
         let info = OperationInfo {
             operation_id: "rotate_webhook_secret",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            404u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            504u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**The endpoint's latest deliveries and their last attempts
+
+The 50 newest events sent (or being sent) to the endpoint, newest first: whether
+each is still being tried, delivered or given up, how many attempts it took, and the
+last attempt's time, the HTTP status your endpoint answered and the error. Use it to
+see why your endpoint is not receiving events. Unknown ids and other users'
+endpoints get `404`.
+
+**Scope:** requires an API key with `webhooks:manage`.
+
+
+Sends a `GET` request to `/api/v1/webhooks/endpoints/{endpoint_id}/deliveries`
+
+Arguments:
+- `endpoint_id`: The webhook endpoint's id, as returned by `createWebhookEndpoint`.
+*/
+    pub async fn list_webhook_deliveries<'a>(
+        &'a self,
+        endpoint_id: &'a ::uuid::Uuid,
+    ) -> Result<ResponseValue<types::WebhookDeliveryList>, Error<types::ErrorResponse>> {
+        let url = format!(
+            "{}/api/v1/webhooks/endpoints/{}/deliveries", self.baseurl, encode_path(&
+            endpoint_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "list_webhook_deliveries",
         };
         self.pre(&mut request, &info).await?;
         let result = self.exec(request, &info).await;

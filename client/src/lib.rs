@@ -48,6 +48,9 @@
 //!
 //! Errors come back as [`Error::ErrorResponse`] holding the API's error envelope;
 //! `retry_after_seconds` in it repeats the `Retry-After` header of a 429.
+//!
+//! A receiver of the API's webhooks checks each delivery with
+//! [`webhooks::verify_delivery`] (the official Standard Webhooks library underneath).
 
 // Left as progenitor and prettyplease write it: rustfmt would re-indent the doc comments
 // into Markdown code blocks.
@@ -59,6 +62,8 @@ pub use generated::*;
 
 mod flow;
 pub use flow::{ErrorCode, FlowError, Retries};
+
+pub mod webhooks;
 
 use std::time::Duration;
 

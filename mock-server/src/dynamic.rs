@@ -94,6 +94,10 @@ fn string(schema: &Value, rng: &mut StdRng) -> String {
         ),
         Some("uri") => format!("https://example.com/{}", word(rng, 8)),
         Some("email") => format!("{}@example.com", word(rng, 6)),
+        // A pattern is not generated from: the schema's own example is known to match it.
+        _ if schema.get("pattern").is_some() && schema.get("example").is_some_and(Value::is_string) => {
+            schema["example"].as_str().unwrap_or_default().to_string()
+        }
         _ => {
             let min = schema.get("minLength").and_then(Value::as_u64).unwrap_or(4) as usize;
             let max = schema

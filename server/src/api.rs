@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::idempotency::IdempotencyKeyHeader;
 use crate::model::{
     CreateUserExport, CreateWebhookEndpoint, DownloadLinkQuery, EndpointPath, Export, ExportAccepted,
-    ExportPageSelector, ExportPath, Health, Lenient, Readiness, WebhookEndpointList,
+    ExportPageSelector, ExportPath, Health, Lenient, Readiness, WebhookDeliveryList, WebhookEndpointList,
     WebhookEndpointWithSecret,
 };
 
@@ -164,6 +164,20 @@ pub trait ExportsApi {
         rqctx: RequestContext<Self::Context>,
         path: Path<EndpointPath>,
     ) -> Result<HttpResponseOk<WebhookEndpointWithSecret>, ApiError>;
+
+    /// The endpoint's latest deliveries
+    ///
+    /// The 50 newest events sent to it, with their last attempts. Needs `webhooks:manage`.
+    #[endpoint {
+        method = GET,
+        path = "/api/v1/webhooks/endpoints/{endpoint_id}/deliveries",
+        operation_id = "listWebhookDeliveries",
+        tags = ["webhooks"],
+    }]
+    async fn list_webhook_deliveries(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<EndpointPath>,
+    ) -> Result<HttpResponseOk<WebhookDeliveryList>, ApiError>;
 
     /// Liveness
     ///
@@ -881,6 +895,28 @@ pub mod imp {
                         .await
                         .map_err(ApiError::internal)?
                         .map(|row| HttpResponseOk(with_secret(&row)))
+                        .ok_or_else(|| ApiError::not_found("Webhook endpoint"))
+                },
+            )
+            .await
+        }
+
+        async fn list_webhook_deliveries(
+            rqctx: RequestContext<AppState>,
+            path: Path<EndpointPath>,
+        ) -> Result<HttpResponseOk<WebhookDeliveryList>, ApiError> {
+            let path = path.into_inner();
+            authorized(
+                &rqctx,
+                "listWebhookDeliveries",
+                SCOPE_WEBHOOKS,
+                async |state, principal| {
+                    let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
+                    let client = state.database().await?;
+                    webhooks::recent_deliveries(&client, principal.user_id, id)
+                        .await
+                        .map_err(ApiError::internal)?
+                        .map(|items| HttpResponseOk(WebhookDeliveryList { items }))
                         .ok_or_else(|| ApiError::not_found("Webhook endpoint"))
                 },
             )

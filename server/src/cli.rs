@@ -8,9 +8,9 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use uuid::Uuid;
 
-use crate::app::RunningApi;
+use crate::app::{ApiSettings, RunningApi};
 use crate::auth::{self, SCOPES};
-use crate::config::{ApiArgs, DatabaseArgs, RedisArgs};
+use crate::config::{ApiArgs, DatabaseArgs, RedisArgs, WebhookArgs};
 use crate::db::users;
 use crate::db::Postgres;
 use crate::logging;
@@ -36,6 +36,8 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
         #[command(flatten)]
+        webhooks: WebhookArgs,
+        #[command(flatten)]
         redis: RedisArgs,
         #[command(flatten)]
         storage: StorageArgs,
@@ -48,6 +50,8 @@ enum Command {
         storage: StorageArgs,
         #[command(flatten)]
         worker: WorkerArgs,
+        #[command(flatten)]
+        webhooks: WebhookArgs,
         /// Address of this worker's Prometheus `/metrics` (none when absent).
         #[arg(long, env = "EXPORTS_WORKER_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
@@ -74,6 +78,8 @@ enum Command {
         storage: StorageArgs,
         #[command(flatten)]
         worker: WorkerArgs,
+        #[command(flatten)]
+        webhooks: WebhookArgs,
         /// Demo users to seed (existing ones are kept).
         #[arg(long, default_value_t = 1000)]
         demo_users: i64,
@@ -113,16 +119,23 @@ pub async fn main() -> Result<()> {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     let postgres = cli.database.postgres()?;
     match cli.command {
-        Command::Serve { api, redis, storage } => {
+        Command::Serve {
+            api,
+            webhooks,
+            redis,
+            storage,
+        } => {
             let pool = postgres.pool(cli.database.database_pool_size)?;
-            run(pool, &api, &redis, &storage, None).await
+            run(pool, &api, webhooks, &redis, &storage, None).await
         }
         Command::Work {
             redis,
             storage,
-            worker,
+            mut worker,
+            webhooks,
             metrics_listen,
         } => {
+            worker.webhooks_allow_private = webhooks.allow_private;
             let pool = postgres.pool(worker.concurrency * 2 + 2)?;
             let metrics = Arc::new(Metrics::new());
             let _metrics_listener = match metrics_listen {
@@ -158,6 +171,7 @@ pub async fn main() -> Result<()> {
             redis,
             storage,
             worker,
+            webhooks,
             demo_users,
         } => {
             postgres.ensure_database().await?;
@@ -187,14 +201,14 @@ pub async fn main() -> Result<()> {
                 api.cors_allowed_origins = vec!["*".to_string()];
                 tracing::info!("dev: CORS allows any origin (set --cors-allowed-origins to narrow it)");
             }
-            if !api.webhooks_allow_private {
-                api.webhooks_allow_private = true;
+            if !webhooks.allow_private {
                 tracing::warn!(
                     "dev: webhook endpoints may be http and private or loopback addresses; never in production"
                 );
             }
+            let webhooks = WebhookArgs { allow_private: true };
             let pool = postgres.pool(cli.database.database_pool_size)?;
-            run(pool, &api, &redis, &storage, Some(worker)).await
+            run(pool, &api, webhooks, &redis, &storage, Some(worker)).await
         }
     }
 }
@@ -254,6 +268,7 @@ async fn job_queue(args: &RedisArgs) -> Result<(Redis, JobQueue)> {
 async fn run(
     pool: deadpool_postgres::Pool,
     api: &ApiArgs,
+    webhooks: WebhookArgs,
     redis: &RedisArgs,
     storage: &StorageArgs,
     worker: Option<WorkerArgs>,
@@ -263,7 +278,10 @@ async fn run(
     let worker = match worker {
         Some(settings) => Some(
             RunningWorker::start(
-                settings,
+                WorkerArgs {
+                    webhooks_allow_private: webhooks.allow_private,
+                    ..settings
+                },
                 pool.clone(),
                 &redis,
                 queue.clone(),
@@ -274,7 +292,11 @@ async fn run(
         ),
         None => None,
     };
-    let api = RunningApi::start(api.settings(), pool, queue, storage, metrics).await?;
+    let settings = ApiSettings {
+        webhooks_allow_private: webhooks.allow_private,
+        ..api.settings()
+    };
+    let api = RunningApi::start(settings, pool, queue, storage, metrics).await?;
     shutdown_signal().await;
     tracing::info!("shutting down: finishing requests in flight");
     if let Some(worker) = worker {

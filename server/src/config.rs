@@ -106,10 +106,15 @@ pub struct ApiArgs {
     /// Serve `/metrics` on this address instead of the API's (which then answers 404).
     #[arg(long, env = "EXPORTS_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+}
+
+/// What both the API (registration) and the workers (delivery) hold webhook URLs to.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct WebhookArgs {
     /// Let webhook endpoints be `http` and resolve to loopback, private and other
     /// special-purpose addresses: for local development only (`dev` turns it on).
-    #[arg(long, env = "EXPORTS_WEBHOOKS_ALLOW_PRIVATE")]
-    pub webhooks_allow_private: bool,
+    #[arg(long = "webhooks-allow-private", env = "EXPORTS_WEBHOOKS_ALLOW_PRIVATE")]
+    pub allow_private: bool,
 }
 
 impl ApiArgs {
@@ -129,7 +134,7 @@ impl ApiArgs {
             },
             max_failed_authentications_per_minute: self.max_failed_auth_per_minute,
             metrics_listen: self.metrics_listen,
-            webhooks_allow_private: self.webhooks_allow_private,
+            webhooks_allow_private: false,
         }
     }
 }

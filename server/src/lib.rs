@@ -19,5 +19,6 @@ pub mod queue;
 pub mod storage;
 pub mod throughput;
 pub mod tls;
+pub mod webhook_delivery;
 pub mod webhook_url;
 pub mod worker;

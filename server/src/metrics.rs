@@ -22,6 +22,9 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     queue_depth: IntGauge,
     api_key_lookups: IntCounter,
+    webhooks: IntCounterVec,
+    webhook_delay: prometheus::Histogram,
+    pub webhooks_waiting: IntGauge,
 }
 
 /// How often a process that serves metrics counts the pending exports: a scrape only reads the
@@ -98,6 +101,41 @@ impl Metrics {
         registry
             .register(Box::new(api_key_lookups.clone()))
             .expect("registered once");
+        let webhooks = IntCounterVec::new(
+            Opts::new(
+                "exports_webhook_deliveries_total",
+                "Webhook attempts by outcome: delivered, failed (to be tried again) and given_up.",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(webhooks.clone()))
+            .expect("registered once");
+        for outcome in ["delivered", "failed", "given_up"] {
+            webhooks.with_label_values(&[outcome]);
+        }
+        let webhook_delay = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "exports_webhook_delay_seconds",
+                "Time from an export's status change to the delivery of its webhook event.",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 300.0, 3600.0, 86400.0,
+            ]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(webhook_delay.clone()))
+            .expect("registered once");
+        let webhooks_waiting = IntGauge::new(
+            "exports_webhooks_waiting",
+            "Webhook events not yet delivered nor given up, across the deployment (counted by the workers' sweepers).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(webhooks_waiting.clone()))
+            .expect("registered once");
         // Every format appears from the start, so rates and alerts see zeros, not gaps.
         for format in [ExportFormat::Csv, ExportFormat::Xlsx] {
             for counter in [&succeeded, &failed, &retried, &rows] {
@@ -114,7 +152,23 @@ impl Metrics {
             in_flight,
             queue_depth,
             api_key_lookups,
+            webhooks,
+            webhook_delay,
+            webhooks_waiting,
         }
+    }
+
+    pub fn webhook_delivered(&self, delay: Duration) {
+        self.webhooks.with_label_values(&["delivered"]).inc();
+        self.webhook_delay.observe(delay.as_secs_f64());
+    }
+
+    pub fn webhook_attempt_failed(&self) {
+        self.webhooks.with_label_values(&["failed"]).inc();
+    }
+
+    pub fn webhook_given_up(&self) {
+        self.webhooks.with_label_values(&["given_up"]).inc();
     }
 
     pub fn api_key_looked_up(&self) {

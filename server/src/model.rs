@@ -141,6 +141,36 @@ pub struct WebhookEndpointList {
     pub items: Vec<WebhookEndpoint>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookDeliveryStatus {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+/// One event sent to an endpoint, and its last attempt.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct WebhookDelivery {
+    /// The `webhook-id` of every attempt of this event.
+    pub delivery_id: Uuid,
+    pub event_type: WebhookEventType,
+    pub occurred_at: DateTime<Utc>,
+    pub status: WebhookDeliveryStatus,
+    #[schemars(schema_with = "count")]
+    pub attempts: u64,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    #[schemars(schema_with = "nullable_count")]
+    pub last_response_status: Option<u64>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct WebhookDeliveryList {
+    pub items: Vec<WebhookDelivery>,
+}
+
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct EndpointPath {
     #[schemars(with = "Uuid")]

@@ -28,11 +28,14 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::db::exports::{self, FinishedFile, Taken};
+use crate::db::webhooks;
 use crate::export_file::{finish_upload, write_export, Progress, StorageFailure, Upload};
 use crate::metrics::Metrics;
 use crate::model::{ExportFormat, UserExportFilters};
 use crate::queue::{Job, JobQueue, Redis};
 use crate::storage::Storage;
+use crate::webhook_delivery::{self, DeliverySettings};
+use crate::webhook_url::UrlPolicy;
 
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
@@ -60,6 +63,25 @@ pub struct WorkerArgs {
     /// Size of the upload's parts, in MiB (S3 needs at least 5).
     #[arg(long, env = "EXPORTS_UPLOAD_PART_MIB", default_value_t = 8)]
     pub upload_part_mib: usize,
+    /// Backoff after a webhook delivery's first failed attempt, doubled for each later one
+    /// (with full jitter), in ms.
+    #[arg(long, env = "EXPORTS_WEBHOOK_BACKOFF_MS", default_value_t = 5000)]
+    pub webhook_backoff_ms: u64,
+    /// The longest backoff between two attempts of a webhook delivery, in seconds.
+    #[arg(long, env = "EXPORTS_WEBHOOK_MAX_BACKOFF_SECS", default_value_t = 3600)]
+    pub webhook_max_backoff_secs: u64,
+    /// How long after its event a webhook delivery is still attempted, in seconds.
+    #[arg(long, env = "EXPORTS_WEBHOOK_RETRY_FOR_SECS", default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(86400..))]
+    pub webhook_retry_for_secs: u64,
+    /// Webhook deliveries this process attempts at once.
+    #[arg(long, env = "EXPORTS_WEBHOOK_CONCURRENCY", default_value_t = 32)]
+    pub webhook_concurrency: usize,
+    /// How often an idle worker looks for due webhook deliveries, in ms.
+    #[arg(long, env = "EXPORTS_WEBHOOK_POLL_MS", default_value_t = 200)]
+    pub webhook_poll_ms: u64,
+    /// From `--webhooks-allow-private` (shared with the API).
+    #[arg(skip)]
+    pub webhooks_allow_private: bool,
     /// Fault injection for tests: every export holds once this many rows are written, until
     /// it is cancelled, interrupted or timed out (see `export_file::Progress`).
     #[cfg(feature = "fault-injection")]
@@ -78,6 +100,12 @@ impl Default for WorkerArgs {
             sweep_interval_secs: 5,
             file_ttl_secs: 24 * 3600,
             upload_part_mib: 8,
+            webhook_backoff_ms: 5000,
+            webhook_max_backoff_secs: 3600,
+            webhook_retry_for_secs: 24 * 3600,
+            webhook_concurrency: 32,
+            webhook_poll_ms: 200,
+            webhooks_allow_private: false,
             #[cfg(feature = "fault-injection")]
             hold_after_rows: None,
         }
@@ -85,6 +113,19 @@ impl Default for WorkerArgs {
 }
 
 impl WorkerArgs {
+    fn webhook_delivery(&self) -> DeliverySettings {
+        DeliverySettings {
+            policy: UrlPolicy {
+                allow_private: self.webhooks_allow_private,
+            },
+            first_backoff: Duration::from_millis(self.webhook_backoff_ms),
+            max_backoff: Duration::from_secs(self.webhook_max_backoff_secs),
+            retry_for: Duration::from_secs(self.webhook_retry_for_secs),
+            concurrency: self.webhook_concurrency.max(1),
+            poll: Duration::from_millis(self.webhook_poll_ms.max(1)),
+        }
+    }
+
     fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_secs.max(1))
     }
@@ -152,6 +193,7 @@ impl RunningWorker {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tasks.spawn(take_jobs(shared.clone(), reader, stopped.clone()));
+        tasks.spawn(deliver_webhooks(shared.clone(), stopped.clone()));
         tasks.spawn(sweep(shared, stopped));
         Ok(Self { stop, tasks })
     }
@@ -161,6 +203,50 @@ impl RunningWorker {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Delivers due webhook events, a batch of up to `webhook_concurrency` at a time, until stopped.
+/// An attempt in flight when the worker stops is finished (it takes at most 10 seconds).
+async fn deliver_webhooks(shared: Shared, mut stopped: watch::Receiver<bool>) {
+    let settings = shared.settings.webhook_delivery();
+    let http = match webhook_delivery::client(settings.policy) {
+        Ok(http) => http,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "webhooks: no HTTP client; nothing will be delivered");
+            return;
+        }
+    };
+    // An attempt holds its entry a little longer than it can take.
+    let hold = webhook_delivery::ATTEMPT_TIMEOUT * 3;
+    while !*stopped.borrow() {
+        let taken = async {
+            let client = shared.pool.get().await?;
+            anyhow::Ok(webhooks::take_due(&client, settings.concurrency as i64, hold).await?)
+        }
+        .await;
+        let due = match taken {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "webhooks: reading due deliveries failed");
+                Vec::new()
+            }
+        };
+        if due.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep(settings.poll) => {}
+                _ = stopped.changed() => {}
+            }
+            continue;
+        }
+        let attempts = due.into_iter().map(|delivery| {
+            webhook_delivery::attempt(&shared.pool, &http, &settings, &shared.metrics, delivery)
+        });
+        for result in futures::future::join_all(attempts).await {
+            if let Err(error) = result {
+                tracing::warn!(error = %format!("{error:#}"), "webhooks: recording an attempt failed");
+            }
+        }
     }
 }
 
@@ -568,6 +654,13 @@ async fn sweep(shared: Shared, mut stopped: watch::Receiver<bool>) {
         }
         if let Err(error) = purge_idempotency_keys(&shared).await {
             tracing::warn!(error = %format!("{error:#}"), "sweeper: purging idempotency keys failed");
+        }
+        let waiting = async { anyhow::Ok(webhooks::count_waiting(&*shared.pool.get().await?).await?) };
+        match waiting.await {
+            Ok(waiting) => shared.metrics.webhooks_waiting.set(waiting),
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "sweeper: counting webhook events failed")
+            }
         }
     }
 }

@@ -174,7 +174,12 @@ pub fn quick_worker() -> WorkerArgs {
         sweep_interval_secs: 1,
         file_ttl_secs: 3600,
         upload_part_mib: 5,
-        hold_after_rows: None,
+        // Webhook retries in milliseconds; receivers on loopback (the tests' own).
+        webhook_backoff_ms: 50,
+        webhook_max_backoff_secs: 1,
+        webhook_poll_ms: 20,
+        webhooks_allow_private: true,
+        ..WorkerArgs::default()
     }
 }
 
@@ -201,6 +206,11 @@ impl TestEnv {
     /// The API with the storage and worker that `setup` asks for.
     pub async fn start_setup(setup: Setup) -> Result<Self> {
         Self::start_inner(|_| {}, None, setup).await
+    }
+
+    /// `start_setup`, with the API's settings as changed by `configure`.
+    pub async fn start_setup_with(setup: Setup, configure: impl FnOnce(&mut ApiSettings)) -> Result<Self> {
+        Self::start_inner(configure, None, setup).await
     }
 
     async fn start_inner(

@@ -2,7 +2,7 @@
 //! written, and every response still conforms to the spec.
 
 use exports_client::types::{CreateUserExport, ExportFormat};
-use exports_server::auth::{SCOPE_READ, SCOPE_WRITE};
+use exports_server::auth::{SCOPE_READ, SCOPE_WEBHOOKS, SCOPE_WRITE};
 use exports_tests::{error_of, TestEnv};
 use serde_json::{json, Value};
 
@@ -305,14 +305,15 @@ async fn every_operation_checks_the_scope_the_spec_names() -> anyhow::Result<()>
         else {
             continue;
         };
-        let others: Vec<&str> = [SCOPE_READ, SCOPE_WRITE]
+        let others: Vec<&str> = [SCOPE_READ, SCOPE_WRITE, SCOPE_WEBHOOKS]
             .into_iter()
             .filter(|s| *s != required)
             .collect();
         let key = env.user(&others).await?.key;
         let path = operation
             .path
-            .replace("{export_id}", &uuid::Uuid::new_v4().to_string());
+            .replace("{export_id}", &uuid::Uuid::new_v4().to_string())
+            .replace("{endpoint_id}", &uuid::Uuid::new_v4().to_string());
         let response = env
             .raw()
             .request(operation.method.parse()?, env.url(&path))
@@ -331,7 +332,7 @@ async fn every_operation_checks_the_scope_the_spec_names() -> anyhow::Result<()>
         );
         checked += 1;
     }
-    assert_eq!(checked, 5, "every exports operation names its scope");
+    assert_eq!(checked, 10, "every /api/v1 operation names its scope");
     env.finish().await
 }
 

@@ -10,7 +10,7 @@ async fn tables(url: &str) -> anyhow::Result<Vec<String>> {
         .query(
             "SELECT table_name::text FROM information_schema.tables
              WHERE table_schema = 'public'
-               AND table_name IN ('users', 'api_keys', 'exports', 'idempotency_keys', 'webhook_endpoints')
+               AND table_name IN ('users', 'api_keys', 'exports', 'idempotency_keys', 'webhook_endpoints', 'webhook_deliveries')
              ORDER BY table_name",
             &[],
         )
@@ -47,18 +47,19 @@ async fn up_down_up() -> anyhow::Result<()> {
     let database = TestDatabase::create().await?;
     let postgres = database.postgres()?;
     let applied = postgres.migrate().await?;
-    assert_eq!(applied.len(), 7, "{applied:?}");
+    assert_eq!(applied.len(), 8, "{applied:?}");
     let all = [
         "api_keys",
         "exports",
         "idempotency_keys",
         "users",
+        "webhook_deliveries",
         "webhook_endpoints",
     ];
     assert_eq!(tables(&database.url).await?, all);
     assert_eq!(worker_columns(&database.url).await?, 2);
     assert_eq!(key_life_columns(&database.url).await?, 2);
-    assert_eq!(postgres.rollback(6).await?, [7]);
+    assert_eq!(postgres.rollback(6).await?, [8, 7]);
     assert_eq!(
         tables(&database.url).await?,
         ["api_keys", "exports", "idempotency_keys", "users"]
@@ -75,7 +76,7 @@ async fn up_down_up() -> anyhow::Result<()> {
     assert_eq!(postgres.rollback(0).await?, [2, 1]);
     assert!(tables(&database.url).await?.is_empty());
 
-    assert_eq!(postgres.migrate().await?.len(), 7);
+    assert_eq!(postgres.migrate().await?.len(), 8);
     assert_eq!(tables(&database.url).await?, all);
     assert!(postgres.migrate().await?.is_empty(), "nothing left to apply");
     Ok(())
@@ -90,7 +91,7 @@ async fn concurrent_migrations_apply_once() -> anyhow::Result<()> {
         .into_iter()
         .map(|run| run.map(|applied| applied.len()))
         .sum::<anyhow::Result<usize>>()?;
-    assert_eq!(applied, 7, "each migration applied by exactly one run");
+    assert_eq!(applied, 8, "each migration applied by exactly one run");
     assert_eq!(
         tables(&database.url).await?,
         [
@@ -98,6 +99,7 @@ async fn concurrent_migrations_apply_once() -> anyhow::Result<()> {
             "exports",
             "idempotency_keys",
             "users",
+            "webhook_deliveries",
             "webhook_endpoints"
         ]
     );

@@ -377,6 +377,30 @@ const CORPUS: &[Case] = &[
             "/api/v1/webhooks/endpoints/not-a-uuid/rotate-secret",
         )
     },
+    Case {
+        key: Key::Webhooks,
+        ..case(
+            "deliveries with a bad endpoint id",
+            "GET",
+            "/api/v1/webhooks/endpoints/not-a-uuid/deliveries",
+        )
+    },
+    Case {
+        key: Key::Reader,
+        ..case(
+            "an exports key reading deliveries",
+            "GET",
+            "/api/v1/webhooks/endpoints/6a1d3c5e-7b9f-4d2a-8c4e-1f3a5b7d9e0c/deliveries",
+        )
+    },
+    Case {
+        key: Key::None,
+        ..case(
+            "no key on deliveries",
+            "GET",
+            "/api/v1/webhooks/endpoints/6a1d3c5e-7b9f-4d2a-8c4e-1f3a5b7d9e0c/deliveries",
+        )
+    },
 ];
 
 /// Documented answers no request of the corpus can get from both sides alike, and why.
@@ -439,6 +463,8 @@ const LEFT_OUT: &[(&str, u16, &str)] = &[
     ("deleteWebhookEndpoint", 404, MOCK_KEEPS_NO_ENDPOINTS),
     ("rotateWebhookSecret", 200, MOCK_KEEPS_NO_ENDPOINTS),
     ("rotateWebhookSecret", 404, MOCK_KEEPS_NO_ENDPOINTS),
+    ("listWebhookDeliveries", 200, MOCK_KEEPS_NO_ENDPOINTS),
+    ("listWebhookDeliveries", 404, MOCK_KEEPS_NO_ENDPOINTS),
 ];
 
 /// Until the mock keeps webhook endpoints (issue 13, item 6), it answers these operations

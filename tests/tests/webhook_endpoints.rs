@@ -121,7 +121,7 @@ async fn urls_that_reach_the_servers_own_network_are_refused() -> anyhow::Result
         let (status, error, _) = error_of(client.create_webhook_endpoint(&endpoint(url, vec![])).await);
         assert_eq!(
             (status, error.error.code.as_str()),
-            (400, "invalid_request"),
+            (422, "webhook_url_refused"),
             "{url}"
         );
         let detail = &error.error.details[0];

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::model::{
     CreateUserExport, Export, ExportAccepted, ExportFormat, ExportProgress, ExportStatus, ExportType,
-    UserExportFilters,
+    UserExportFilters, WebhookEventType,
 };
 use crate::throughput::Rates;
 
@@ -50,6 +50,24 @@ const EXPIRED: Sql = Sql(ExportStatus::Expired);
 
 const COLUMNS: &str = "id, format, status, filters, rows_total, rows_written, file_size_bytes, \
                        file_url, error_message, created_at, updated_at, expires_at";
+
+/// `update` (an `UPDATE exports … WHERE …` without `RETURNING`) and its webhook events, in one
+/// statement, so in one transaction (the outbox): a row in `webhook_deliveries` for each of the
+/// owner's endpoints that takes `event`, holding the export as the update left it. Returns
+/// `COLUMNS` of the rows updated.
+fn announcing(event: WebhookEventType, update: &str) -> String {
+    let event = event.as_str();
+    format!(
+        "WITH changed AS ({update} RETURNING *),
+              announced AS (
+                  INSERT INTO webhook_deliveries (id, endpoint_id, event_type, export)
+                  SELECT gen_random_uuid(), endpoint.id, '{event}', to_jsonb(changed)
+                  FROM changed JOIN webhook_endpoints endpoint
+                    ON endpoint.user_id = changed.user_id AND endpoint.deleted_at IS NULL
+                   AND '{event}' = ANY (endpoint.event_types))
+         SELECT {COLUMNS} FROM changed"
+    )
+}
 
 fn milliseconds(duration: Duration) -> f64 {
     duration.as_millis() as f64
@@ -95,6 +113,40 @@ impl ExportRow {
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
             expires_at: row.get("expires_at"),
+        })
+    }
+
+    /// The row an outbox entry holds (`to_jsonb` of the `exports` row), for the event's body.
+    pub fn from_snapshot(snapshot: &serde_json::Value) -> Result<Self, anyhow::Error> {
+        #[derive(serde::Deserialize)]
+        struct Snapshot {
+            id: Uuid,
+            format: String,
+            status: String,
+            filters: UserExportFilters,
+            rows_total: i64,
+            rows_written: i64,
+            file_size_bytes: Option<i64>,
+            file_url: Option<String>,
+            error_message: Option<String>,
+            created_at: DateTime<Utc>,
+            updated_at: DateTime<Utc>,
+            expires_at: Option<DateTime<Utc>>,
+        }
+        let row: Snapshot = serde_json::from_value(snapshot.clone())?;
+        Ok(Self {
+            id: row.id,
+            format: ExportFormat::parse(&row.format).ok_or_else(|| anyhow::anyhow!("unknown format"))?,
+            status: ExportStatus::parse(&row.status).ok_or_else(|| anyhow::anyhow!("unknown status"))?,
+            filters: row.filters,
+            rows_total: row.rows_total.max(0) as u64,
+            rows_written: row.rows_written.max(0) as u64,
+            file_size_bytes: row.file_size_bytes.map(|n| n.max(0) as u64),
+            file_key: row.file_url,
+            error_message: row.error_message,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            expires_at: row.expires_at,
         })
     }
 
@@ -357,11 +409,13 @@ pub(crate) enum CancelOutcome {
 pub(crate) async fn cancel(client: &Client, user_id: Uuid, export_id: Uuid) -> anyhow::Result<CancelOutcome> {
     let cancelled = client
         .query_opt(
-            &format!(
-                "UPDATE exports SET status = {CANCELLED}, finished_at = now(), updated_at = now(),
-                        lease_expires_at = NULL
-                 WHERE id = $1 AND user_id = $2 AND status IN ({PENDING}, {PROCESSING})
-                 RETURNING {COLUMNS}"
+            &announcing(
+                WebhookEventType::ExportCancelled,
+                &format!(
+                    "UPDATE exports SET status = {CANCELLED}, finished_at = now(), updated_at = now(),
+                                lease_expires_at = NULL
+                         WHERE id = $1 AND user_id = $2 AND status IN ({PENDING}, {PROCESSING})"
+                ),
             ),
             &[&export_id, &user_id],
         )
@@ -473,12 +527,15 @@ pub(crate) async fn record_done(
 ) -> anyhow::Result<bool> {
     let updated = client
         .execute(
-            &format!(
-                "UPDATE exports SET status = {DONE}, file_url = $3, rows_written = $4, rows_total = $4,
-                        file_size_bytes = $5, error_message = NULL, lease_expires_at = NULL,
-                        finished_at = now(), updated_at = now(),
-                        expires_at = now() + $6 * interval '1 millisecond'
-                 WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}"
+            &announcing(
+                WebhookEventType::ExportDone,
+                &format!(
+                    "UPDATE exports SET status = {DONE}, file_url = $3, rows_written = $4, rows_total = $4,
+                                file_size_bytes = $5, error_message = NULL, lease_expires_at = NULL,
+                                finished_at = now(), updated_at = now(),
+                                expires_at = now() + $6 * interval '1 millisecond'
+                         WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}"
+                ),
             ),
             &[
                 &export_id,
@@ -524,10 +581,13 @@ pub(crate) async fn fail(
 ) -> anyhow::Result<()> {
     client
         .execute(
-            &format!(
-                "UPDATE exports SET status = {FAILED}, error_message = $3, lease_expires_at = NULL,
-                        finished_at = now(), updated_at = now()
-                 WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}"
+            &announcing(
+                WebhookEventType::ExportFailed,
+                &format!(
+                    "UPDATE exports SET status = {FAILED}, error_message = $3, lease_expires_at = NULL,
+                                finished_at = now(), updated_at = now()
+                         WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}"
+                ),
             ),
             &[&export_id, &attempt, &message],
         )
@@ -597,9 +657,12 @@ pub(crate) async fn past_expiry(client: &Client, limit: i64) -> anyhow::Result<V
 pub(crate) async fn expire(client: &Client, export_id: Uuid) -> anyhow::Result<()> {
     client
         .execute(
-            &format!(
-                "UPDATE exports SET status = {EXPIRED}, file_url = NULL, updated_at = now()
-                 WHERE id = $1 AND status = {DONE}"
+            &announcing(
+                WebhookEventType::ExportExpired,
+                &format!(
+                    "UPDATE exports SET status = {EXPIRED}, file_url = NULL, updated_at = now()
+                         WHERE id = $1 AND status = {DONE}"
+                ),
             ),
             &[&export_id],
         )

@@ -28,6 +28,10 @@ const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// it from refinery's history.
 const ROLLBACKS: &[(i32, &str)] = &[
     (
+        8,
+        include_str!("../../../migrations/rollback/R8__webhook_deliveries.sql"),
+    ),
+    (
         7,
         include_str!("../../../migrations/rollback/R7__webhook_endpoints.sql"),
     ),

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::model::{WebhookEndpoint, WebhookEventType};
+use crate::model::{WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint, WebhookEventType};
 
 /// Endpoints a user may have at once.
 pub const MAX_ENDPOINTS_PER_USER: i64 = 10;
@@ -127,4 +127,192 @@ pub async fn rotate_secret(
         )
         .await?;
     Ok(row.as_ref().map(EndpointRow::from_row))
+}
+
+/// An outbox entry a worker took for one attempt, with its endpoint.
+pub struct DueDelivery {
+    pub id: Uuid,
+    pub endpoint_id: Uuid,
+    pub event_type: String,
+    /// The export's row as its status change left it.
+    pub export: serde_json::Value,
+    pub occurred_at: DateTime<Utc>,
+    /// This attempt's number (1 for the first); every write of it is conditional on it.
+    pub attempt: i32,
+    pub url: String,
+    pub secret: String,
+    pub endpoint_deleted: bool,
+}
+
+fn milliseconds(duration: std::time::Duration) -> f64 {
+    duration.as_millis() as f64
+}
+
+/// Takes up to `limit` due entries for one attempt each, held for `hold` (past it, another
+/// worker may take them: the holder died). Rows another worker is taking are skipped.
+pub async fn take_due(
+    client: &tokio_postgres::Client,
+    limit: i64,
+    hold: std::time::Duration,
+) -> Result<Vec<DueDelivery>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "WITH due AS (
+                 SELECT id FROM webhook_deliveries
+                 WHERE delivered_at IS NULL AND gave_up_at IS NULL AND next_attempt_at <= now()
+                   AND (locked_until IS NULL OR locked_until < now())
+                 ORDER BY next_attempt_at LIMIT $1
+                 FOR UPDATE SKIP LOCKED)
+             UPDATE webhook_deliveries delivery
+             SET attempts = delivery.attempts + 1, last_attempt_at = now(),
+                 locked_until = now() + $2 * interval '1 millisecond'
+             FROM due, webhook_endpoints endpoint
+             WHERE delivery.id = due.id AND endpoint.id = delivery.endpoint_id
+             RETURNING delivery.id, delivery.endpoint_id, delivery.event_type, delivery.export,
+                       delivery.occurred_at, delivery.attempts, endpoint.url, endpoint.secret,
+                       endpoint.deleted_at IS NOT NULL AS endpoint_deleted",
+            &[&limit, &milliseconds(hold)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| DueDelivery {
+            id: row.get("id"),
+            endpoint_id: row.get("endpoint_id"),
+            event_type: row.get("event_type"),
+            export: row.get("export"),
+            occurred_at: row.get("occurred_at"),
+            attempt: row.get("attempts"),
+            url: row.get("url"),
+            secret: row.get("secret"),
+            endpoint_deleted: row.get("endpoint_deleted"),
+        })
+        .collect())
+}
+
+/// Delivered; the delay from the event to now, unless the attempt no longer held the entry.
+pub async fn record_delivered(
+    client: &tokio_postgres::Client,
+    id: Uuid,
+    attempt: i32,
+    status: u16,
+) -> anyhow::Result<Option<std::time::Duration>> {
+    let row = client
+        .query_opt(
+            "UPDATE webhook_deliveries
+             SET delivered_at = now(), locked_until = NULL, last_status = $3, last_error = NULL
+             WHERE id = $1 AND attempts = $2 AND delivered_at IS NULL
+             RETURNING extract(epoch FROM now() - occurred_at)::float8",
+            &[&id, &attempt, &i32::from(status)],
+        )
+        .await?;
+    Ok(row.map(|row| std::time::Duration::from_secs_f64(row.get::<_, f64>(0).max(0.0))))
+}
+
+/// A failed attempt, to be tried again after `retry_in`.
+pub async fn retry_later(
+    client: &tokio_postgres::Client,
+    id: Uuid,
+    attempt: i32,
+    status: Option<u16>,
+    error: &str,
+    retry_in: std::time::Duration,
+) -> anyhow::Result<()> {
+    client
+        .execute(
+            "UPDATE webhook_deliveries
+             SET next_attempt_at = now() + $5 * interval '1 millisecond', locked_until = NULL,
+                 last_status = $3, last_error = $4
+             WHERE id = $1 AND attempts = $2 AND delivered_at IS NULL",
+            &[
+                &id,
+                &attempt,
+                &status.map(i32::from),
+                &error,
+                &milliseconds(retry_in),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// No more attempts: the endpoint is gone, or a day of them failed.
+pub async fn give_up(
+    client: &tokio_postgres::Client,
+    id: Uuid,
+    attempt: i32,
+    error: &str,
+) -> anyhow::Result<()> {
+    client
+        .execute(
+            "UPDATE webhook_deliveries SET gave_up_at = now(), locked_until = NULL, last_error = $3
+             WHERE id = $1 AND attempts = $2 AND delivered_at IS NULL",
+            &[&id, &attempt, &error],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Events waiting to be delivered, across the deployment.
+pub async fn count_waiting(client: &tokio_postgres::Client) -> Result<i64, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NULL AND gave_up_at IS NULL",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Deliveries `recent_deliveries` shows.
+pub const RECENT_DELIVERIES: i64 = 50;
+
+/// The newest deliveries of the user's endpoint, newest first; `None` when the user has no
+/// such endpoint (deleted ones included: their last deliveries still explain what happened).
+pub async fn recent_deliveries(
+    client: &tokio_postgres::Client,
+    user_id: Uuid,
+    endpoint_id: Uuid,
+) -> Result<Option<Vec<WebhookDelivery>>, tokio_postgres::Error> {
+    let owned = client
+        .query_opt(
+            "SELECT 1 FROM webhook_endpoints WHERE id = $1 AND user_id = $2",
+            &[&endpoint_id, &user_id],
+        )
+        .await?;
+    if owned.is_none() {
+        return Ok(None);
+    }
+    let rows = client
+        .query(
+            "SELECT id, event_type, occurred_at, attempts, last_attempt_at, last_status, last_error,
+                    delivered_at, gave_up_at IS NOT NULL AS gave_up
+             FROM webhook_deliveries WHERE endpoint_id = $1
+             ORDER BY occurred_at DESC, id LIMIT $2",
+            &[&endpoint_id, &RECENT_DELIVERIES],
+        )
+        .await?;
+    Ok(Some(
+        rows.iter()
+            .filter_map(|row| {
+                let delivered_at: Option<DateTime<Utc>> = row.get("delivered_at");
+                let status = match (delivered_at, row.get::<_, bool>("gave_up")) {
+                    (Some(_), _) => WebhookDeliveryStatus::Delivered,
+                    (None, true) => WebhookDeliveryStatus::Failed,
+                    (None, false) => WebhookDeliveryStatus::Pending,
+                };
+                Some(WebhookDelivery {
+                    delivery_id: row.get("id"),
+                    event_type: WebhookEventType::parse(row.get("event_type"))?,
+                    occurred_at: row.get("occurred_at"),
+                    status,
+                    attempts: row.get::<_, i32>("attempts").max(0) as u64,
+                    last_attempt_at: row.get("last_attempt_at"),
+                    last_response_status: row.get::<_, Option<i32>>("last_status").map(|s| s.max(0) as u64),
+                    last_error: row.get("last_error"),
+                    delivered_at,
+                })
+            })
+            .collect(),
+    ))
 }
