@@ -1,5 +1,5 @@
 //! Delivering the webhook outbox (`webhook_deliveries`), in the workers: each due event is
-//! taken for one attempt at a time, its body rendered from the export as its status change left
+//! taken for one attempt at a time (its row locked in the attempt's transaction), its body rendered from the export as its status change left
 //! it, signed as Standard Webhooks 1.0 says (`webhook-id`, `webhook-timestamp`,
 //! `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`), and POSTed with a
 //! 10-second limit and no redirects followed. A 2xx answer ends it; anything else is tried
@@ -116,44 +116,76 @@ enum Attempt {
     Failed { status: Option<u16>, error: String },
 }
 
-/// Makes one attempt of a taken delivery and records its outcome.
-pub async fn attempt(
+/// Takes up to `concurrency` due events, makes one attempt of each at once, and records the
+/// outcomes, all in one transaction that holds their rows: the delivered ones in one statement,
+/// each failure on its own (tried again later, or given up after `retry_for`). Returns how
+/// many were attempted.
+pub async fn attempt_due(
     pool: &deadpool_postgres::Pool,
     http: &reqwest::Client,
     settings: &DeliverySettings,
     metrics: &Metrics,
-    delivery: DueDelivery,
-) -> anyhow::Result<()> {
-    if delivery.endpoint_deleted {
-        let client = pool.get().await?;
-        return webhooks::give_up(&client, delivery.id, delivery.attempt, "the endpoint was deleted").await;
+) -> anyhow::Result<usize> {
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    let due = webhooks::take_due(&*transaction, settings.concurrency as i64).await?;
+    if due.is_empty() {
+        return Ok(0);
     }
-    let outcome = send(http, settings.policy, &delivery).await;
-    let client = pool.get().await?;
-    match outcome {
-        Attempt::Delivered(status) => {
-            if let Some(delay) =
-                webhooks::record_delivered(&client, delivery.id, delivery.attempt, status).await?
-            {
-                metrics.webhook_delivered(delay);
+    let attempted_at = Utc::now();
+    let outcomes = futures::future::join_all(due.iter().map(|delivery| async move {
+        if delivery.endpoint_deleted {
+            Attempt::Failed {
+                status: None,
+                error: "the endpoint was deleted".to_string(),
             }
+        } else {
+            send(http, settings.policy, delivery).await
         }
-        Attempt::Failed { status, error } => {
-            metrics.webhook_attempt_failed();
-            let age = (Utc::now() - delivery.occurred_at).to_std().unwrap_or_default();
-            if age >= settings.retry_for {
-                metrics.webhook_given_up();
+    }))
+    .await;
+    let delivered: Vec<(uuid::Uuid, u16)> = due
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(delivery, outcome)| match outcome {
+            Attempt::Delivered(status) => Some((delivery.id, *status)),
+            Attempt::Failed { .. } => None,
+        })
+        .collect();
+    let delays = if delivered.is_empty() {
+        Vec::new()
+    } else {
+        webhooks::record_delivered(&*transaction, &delivered, attempted_at).await?
+    };
+    let mut given_up = 0;
+    for (delivery, outcome) in due.iter().zip(outcomes) {
+        let Attempt::Failed { status, error } = outcome else {
+            continue;
+        };
+        metrics.webhook_attempt_failed();
+        let age = (Utc::now() - delivery.occurred_at).to_std().unwrap_or_default();
+        let retry_in = (!delivery.endpoint_deleted && age < settings.retry_for)
+            .then(|| settings.backoff(delivery.attempt));
+        match retry_in {
+            Some(retry_in) => {
+                tracing::info!(delivery_id = %delivery.id, endpoint_id = %delivery.endpoint_id, attempt = delivery.attempt, %error, retry_in_ms = retry_in.as_millis() as u64, "webhook: attempt failed")
+            }
+            None => {
+                given_up += 1;
                 tracing::warn!(delivery_id = %delivery.id, endpoint_id = %delivery.endpoint_id, attempts = delivery.attempt, %error, "webhook: gave up");
-                webhooks::give_up(&client, delivery.id, delivery.attempt, &error).await?;
-            } else {
-                let retry_in = settings.backoff(delivery.attempt);
-                tracing::info!(delivery_id = %delivery.id, endpoint_id = %delivery.endpoint_id, attempt = delivery.attempt, %error, retry_in_ms = retry_in.as_millis() as u64, "webhook: attempt failed");
-                webhooks::retry_later(&client, delivery.id, delivery.attempt, status, &error, retry_in)
-                    .await?;
             }
         }
+        webhooks::record_failure(&*transaction, delivery.id, attempted_at, status, &error, retry_in).await?;
     }
-    Ok(())
+    transaction.commit().await?;
+    // Counted once committed: what the metrics say happened did.
+    for delay in delays {
+        metrics.webhook_delivered(delay);
+    }
+    for _ in 0..given_up {
+        metrics.webhook_given_up();
+    }
+    Ok(due.len())
 }
 
 async fn send(http: &reqwest::Client, policy: UrlPolicy, delivery: &DueDelivery) -> Attempt {

@@ -207,7 +207,7 @@ impl RunningWorker {
 }
 
 /// Delivers due webhook events, a batch of up to `webhook_concurrency` at a time, until stopped.
-/// An attempt in flight when the worker stops is finished (it takes at most 10 seconds).
+/// A batch in flight when the worker stops is finished (an attempt takes at most 10 seconds).
 async fn deliver_webhooks(shared: Shared, mut stopped: watch::Receiver<bool>) {
     let settings = shared.settings.webhook_delivery();
     let http = match webhook_delivery::client(settings.policy) {
@@ -217,34 +217,20 @@ async fn deliver_webhooks(shared: Shared, mut stopped: watch::Receiver<bool>) {
             return;
         }
     };
-    // An attempt holds its entry a little longer than it can take.
-    let hold = webhook_delivery::ATTEMPT_TIMEOUT * 3;
     while !*stopped.borrow() {
-        let taken = async {
-            let client = shared.pool.get().await?;
-            anyhow::Ok(webhooks::take_due(&client, settings.concurrency as i64, hold).await?)
-        }
-        .await;
-        let due = match taken {
-            Ok(due) => due,
+        let attempted = webhook_delivery::attempt_due(&shared.pool, &http, &settings, &shared.metrics).await;
+        let idle = match attempted {
+            Ok(count) => count == 0,
             Err(error) => {
-                tracing::warn!(error = %format!("{error:#}"), "webhooks: reading due deliveries failed");
-                Vec::new()
+                // Rolled back: the events are due again for the next attempt.
+                tracing::warn!(error = %format!("{error:#}"), "webhooks: an attempt's bookkeeping failed");
+                true
             }
         };
-        if due.is_empty() {
+        if idle {
             tokio::select! {
                 _ = tokio::time::sleep(settings.poll) => {}
                 _ = stopped.changed() => {}
-            }
-            continue;
-        }
-        let attempts = due.into_iter().map(|delivery| {
-            webhook_delivery::attempt(&shared.pool, &http, &settings, &shared.metrics, delivery)
-        });
-        for result in futures::future::join_all(attempts).await {
-            if let Err(error) = result {
-                tracing::warn!(error = %format!("{error:#}"), "webhooks: recording an attempt failed");
             }
         }
     }

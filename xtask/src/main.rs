@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 mod bench;
 mod bench_export;
 mod bench_mock;
+mod bench_webhooks;
 mod contract;
 use clap::{Parser, Subcommand};
 
@@ -78,6 +79,18 @@ enum BenchTarget {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Webhook events delivered per second by the release worker to a local receiver, and
+    /// the p50/p99 delay from status change to delivery; fails when an event is lost.
+    Webhooks {
+        #[arg(long, default_value_t = 10_000)]
+        events: usize,
+        /// Status changes (cancels) per second.
+        #[arg(long, default_value_t = 1_250)]
+        rate: u64,
+        /// Every status change before the worker starts: the delivery pipeline alone.
+        #[arg(long)]
+        burst: bool,
+    },
     /// Requests/s and p50/p99 latency of create, get and list beside a no-op endpoint; fails
     /// when any request gets an unexpected status.
     Api {
@@ -128,6 +141,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
+        Task::Bench {
+            target: BenchTarget::Webhooks { events, rate, burst },
+        } => bench_webhooks::run(
+            &workspace_root(),
+            bench_webhooks::WebhookBenchOptions { events, rate, burst },
+        ),
         Task::Bench {
             target: BenchTarget::Mock { connections, seconds },
         } => bench_mock::run(

@@ -75,7 +75,7 @@ fn milliseconds(duration: Duration) -> f64 {
 
 /// An `exports` row as the API reads it.
 #[derive(Debug, Clone)]
-pub(crate) struct ExportRow {
+pub struct ExportRow {
     pub id: Uuid,
     pub format: ExportFormat,
     pub status: ExportStatus,
@@ -400,13 +400,14 @@ pub(crate) async fn list(
     rows.iter().map(ExportRow::from_row).collect()
 }
 
-pub(crate) enum CancelOutcome {
+pub enum CancelOutcome {
     Cancelled(ExportRow),
     AlreadyFinished(ExportStatus),
     NotFound,
 }
 
-pub(crate) async fn cancel(client: &Client, user_id: Uuid, export_id: Uuid) -> anyhow::Result<CancelOutcome> {
+/// (`pub` for `cargo xtask bench webhooks`, whose events are cancels.)
+pub async fn cancel(client: &Client, user_id: Uuid, export_id: Uuid) -> anyhow::Result<CancelOutcome> {
     let cancelled = client
         .query_opt(
             &announcing(

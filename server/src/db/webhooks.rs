@@ -137,7 +137,7 @@ pub struct DueDelivery {
     /// The export's row as its status change left it.
     pub export: serde_json::Value,
     pub occurred_at: DateTime<Utc>,
-    /// This attempt's number (1 for the first); every write of it is conditional on it.
+    /// This attempt's number (1 for the first).
     pub attempt: i32,
     pub url: String,
     pub secret: String,
@@ -148,30 +148,25 @@ fn milliseconds(duration: std::time::Duration) -> f64 {
     duration.as_millis() as f64
 }
 
-/// Takes up to `limit` due entries for one attempt each, held for `hold` (past it, another
-/// worker may take them: the holder died). Rows another worker is taking are skipped.
+/// Takes up to `limit` due entries for one attempt each, locking their rows in the caller's
+/// transaction: another worker skips them until it ends, and a worker that dies mid-attempt
+/// (its connection gone, its transaction rolled back) leaves them due at once.
 pub async fn take_due(
-    client: &tokio_postgres::Client,
+    transaction: &impl tokio_postgres::GenericClient,
     limit: i64,
-    hold: std::time::Duration,
 ) -> Result<Vec<DueDelivery>, tokio_postgres::Error> {
-    let rows = client
+    let rows = transaction
         .query(
-            "WITH due AS (
-                 SELECT id FROM webhook_deliveries
-                 WHERE delivered_at IS NULL AND gave_up_at IS NULL AND next_attempt_at <= now()
-                   AND (locked_until IS NULL OR locked_until < now())
-                 ORDER BY next_attempt_at LIMIT $1
-                 FOR UPDATE SKIP LOCKED)
-             UPDATE webhook_deliveries delivery
-             SET attempts = delivery.attempts + 1, last_attempt_at = now(),
-                 locked_until = now() + $2 * interval '1 millisecond'
-             FROM due, webhook_endpoints endpoint
-             WHERE delivery.id = due.id AND endpoint.id = delivery.endpoint_id
-             RETURNING delivery.id, delivery.endpoint_id, delivery.event_type, delivery.export,
-                       delivery.occurred_at, delivery.attempts, endpoint.url, endpoint.secret,
-                       endpoint.deleted_at IS NOT NULL AS endpoint_deleted",
-            &[&limit, &milliseconds(hold)],
+            "SELECT delivery.id, delivery.endpoint_id, delivery.event_type, delivery.export,
+                    delivery.occurred_at, delivery.attempts + 1 AS attempt, endpoint.url,
+                    endpoint.secret, endpoint.deleted_at IS NOT NULL AS endpoint_deleted
+             FROM webhook_deliveries delivery
+             JOIN webhook_endpoints endpoint ON endpoint.id = delivery.endpoint_id
+             WHERE delivery.delivered_at IS NULL AND delivery.gave_up_at IS NULL
+               AND delivery.next_attempt_at <= now()
+             ORDER BY delivery.next_attempt_at LIMIT $1
+             FOR UPDATE OF delivery SKIP LOCKED",
+            &[&limit],
         )
         .await?;
     Ok(rows
@@ -182,7 +177,7 @@ pub async fn take_due(
             event_type: row.get("event_type"),
             export: row.get("export"),
             occurred_at: row.get("occurred_at"),
-            attempt: row.get("attempts"),
+            attempt: row.get("attempt"),
             url: row.get("url"),
             secret: row.get("secret"),
             endpoint_deleted: row.get("endpoint_deleted"),
@@ -190,64 +185,56 @@ pub async fn take_due(
         .collect())
 }
 
-/// Delivered; the delay from the event to now, unless the attempt no longer held the entry.
+/// Delivered, each `(id, HTTP status)` of the caller's taken entries, in one statement; the
+/// delays from the events to now.
 pub async fn record_delivered(
-    client: &tokio_postgres::Client,
-    id: Uuid,
-    attempt: i32,
-    status: u16,
-) -> anyhow::Result<Option<std::time::Duration>> {
-    let row = client
-        .query_opt(
-            "UPDATE webhook_deliveries
-             SET delivered_at = now(), locked_until = NULL, last_status = $3, last_error = NULL
-             WHERE id = $1 AND attempts = $2 AND delivered_at IS NULL
-             RETURNING extract(epoch FROM now() - occurred_at)::float8",
-            &[&id, &attempt, &i32::from(status)],
+    transaction: &impl tokio_postgres::GenericClient,
+    delivered: &[(Uuid, u16)],
+    attempted_at: DateTime<Utc>,
+) -> anyhow::Result<Vec<std::time::Duration>> {
+    let ids: Vec<Uuid> = delivered.iter().map(|(id, _)| *id).collect();
+    let statuses: Vec<i32> = delivered.iter().map(|(_, status)| i32::from(*status)).collect();
+    let rows = transaction
+        .query(
+            "UPDATE webhook_deliveries delivery
+             SET attempts = delivery.attempts + 1, last_attempt_at = $3, delivered_at = now(),
+                 last_status = answer.status, last_error = NULL
+             FROM unnest($1::uuid[], $2::int[]) AS answer (id, status)
+             WHERE delivery.id = answer.id
+             RETURNING extract(epoch FROM now() - delivery.occurred_at)::float8",
+            &[&ids, &statuses, &attempted_at],
         )
         .await?;
-    Ok(row.map(|row| std::time::Duration::from_secs_f64(row.get::<_, f64>(0).max(0.0))))
+    Ok(rows
+        .iter()
+        .map(|row| std::time::Duration::from_secs_f64(row.get::<_, f64>(0).max(0.0)))
+        .collect())
 }
 
-/// A failed attempt, to be tried again after `retry_in`.
-pub async fn retry_later(
-    client: &tokio_postgres::Client,
+/// A failed attempt of a taken entry, to be tried again after `retry_in`, or (`None`) never.
+pub async fn record_failure(
+    transaction: &impl tokio_postgres::GenericClient,
     id: Uuid,
-    attempt: i32,
+    attempted_at: DateTime<Utc>,
     status: Option<u16>,
     error: &str,
-    retry_in: std::time::Duration,
+    retry_in: Option<std::time::Duration>,
 ) -> anyhow::Result<()> {
-    client
+    transaction
         .execute(
             "UPDATE webhook_deliveries
-             SET next_attempt_at = now() + $5 * interval '1 millisecond', locked_until = NULL,
-                 last_status = $3, last_error = $4
-             WHERE id = $1 AND attempts = $2 AND delivered_at IS NULL",
+             SET attempts = attempts + 1, last_attempt_at = $2, last_status = $3, last_error = $4,
+                 next_attempt_at = CASE WHEN $5::float8 IS NULL THEN next_attempt_at
+                                        ELSE now() + $5 * interval '1 millisecond' END,
+                 gave_up_at = CASE WHEN $5::float8 IS NULL THEN now() END
+             WHERE id = $1",
             &[
                 &id,
-                &attempt,
+                &attempted_at,
                 &status.map(i32::from),
                 &error,
-                &milliseconds(retry_in),
+                &retry_in.map(milliseconds),
             ],
-        )
-        .await?;
-    Ok(())
-}
-
-/// No more attempts: the endpoint is gone, or a day of them failed.
-pub async fn give_up(
-    client: &tokio_postgres::Client,
-    id: Uuid,
-    attempt: i32,
-    error: &str,
-) -> anyhow::Result<()> {
-    client
-        .execute(
-            "UPDATE webhook_deliveries SET gave_up_at = now(), locked_until = NULL, last_error = $3
-             WHERE id = $1 AND attempts = $2 AND delivered_at IS NULL",
-            &[&id, &attempt, &error],
         )
         .await?;
     Ok(())
