@@ -47,7 +47,7 @@ async fn up_down_up() -> anyhow::Result<()> {
     let database = TestDatabase::create().await?;
     let postgres = database.postgres()?;
     let applied = postgres.migrate().await?;
-    assert_eq!(applied.len(), 8, "{applied:?}");
+    assert_eq!(applied.len(), 9, "{applied:?}");
     let all = [
         "api_keys",
         "exports",
@@ -59,7 +59,7 @@ async fn up_down_up() -> anyhow::Result<()> {
     assert_eq!(tables(&database.url).await?, all);
     assert_eq!(worker_columns(&database.url).await?, 2);
     assert_eq!(key_life_columns(&database.url).await?, 2);
-    assert_eq!(postgres.rollback(6).await?, [8, 7]);
+    assert_eq!(postgres.rollback(6).await?, [9, 8, 7]);
     assert_eq!(
         tables(&database.url).await?,
         ["api_keys", "exports", "idempotency_keys", "users"]
@@ -76,7 +76,7 @@ async fn up_down_up() -> anyhow::Result<()> {
     assert_eq!(postgres.rollback(0).await?, [2, 1]);
     assert!(tables(&database.url).await?.is_empty());
 
-    assert_eq!(postgres.migrate().await?.len(), 8);
+    assert_eq!(postgres.migrate().await?.len(), 9);
     assert_eq!(tables(&database.url).await?, all);
     assert!(postgres.migrate().await?.is_empty(), "nothing left to apply");
     Ok(())
@@ -91,7 +91,7 @@ async fn concurrent_migrations_apply_once() -> anyhow::Result<()> {
         .into_iter()
         .map(|run| run.map(|applied| applied.len()))
         .sum::<anyhow::Result<usize>>()?;
-    assert_eq!(applied, 8, "each migration applied by exactly one run");
+    assert_eq!(applied, 9, "each migration applied by exactly one run");
     assert_eq!(
         tables(&database.url).await?,
         [

@@ -37,6 +37,8 @@ enum Step {
     Drop,
     /// Answers with this status.
     Answer(u16),
+    /// Takes the request and never answers.
+    Hold,
 }
 
 /// An HTTP receiver on loopback that records every request and follows its script.
@@ -55,9 +57,13 @@ impl Receiver {
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let step = script.lock().unwrap().pop_front().unwrap_or(Step::Answer(200));
-                let Step::Answer(status) = step else {
-                    drop(stream);
-                    continue;
+                let (status, hold) = match step {
+                    Step::Drop => {
+                        drop(stream);
+                        continue;
+                    }
+                    Step::Answer(status) => (status, false),
+                    Step::Hold => (200, true),
                 };
                 let sender = sender.clone();
                 tokio::spawn(async move {
@@ -71,6 +77,9 @@ impl Receiver {
                                     headers: parts.headers,
                                     body,
                                 });
+                                if hold {
+                                    std::future::pending::<()>().await;
+                                }
                                 let mut response = Response::new(Full::new(Bytes::new()));
                                 *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
                                 Ok::<_, Infallible>(response)
@@ -295,5 +304,50 @@ async fn a_deleted_endpoint_gets_nothing_and_a_rotated_secret_signs_the_next_eve
     );
     // The outbox holds the kept endpoint's event only: the deleted one was never announced.
     assert_eq!(all_delivered(&env).await?, [(kept_id, 1, true)]);
+    env.finish().await
+}
+
+const WORKER: &str = env!("CARGO_BIN_EXE_exports-server-under-test");
+
+#[tokio::test]
+async fn an_event_whose_worker_is_killed_mid_delivery_is_delivered_by_another() -> anyhow::Result<()> {
+    // No worker in the test's process: real worker processes, one of them killed.
+    let env = TestEnv::start_setup_with(Setup::default(), |settings| {
+        settings.webhooks_allow_private = true
+    })
+    .await?;
+    let user = env
+        .user(&["exports:read", "exports:write", "webhooks:manage"])
+        .await?;
+    let mut receiver = Receiver::start(vec![Step::Hold]).await?;
+    let (endpoint_id, secret) = register(&env, &user, &receiver.url()).await?;
+    // A cancel announces at once, with no worker needed to finish the export.
+    let client = env.client(&user);
+    let request = CreateUserExport {
+        format: ExportFormat::Csv,
+        filters: None,
+    };
+    let export_id = create(&client, &request).await?;
+    client.cancel_export(&export_id).await?;
+
+    let logs = tempfile::tempdir()?;
+    let log = logs.path().join("workers.log");
+    let worker = |env: &TestEnv| -> anyhow::Result<std::process::Command> {
+        let mut command = env.worker_command(WORKER, &log)?;
+        command.args(["--webhooks-allow-private", "--webhook-poll-ms", "20"]);
+        Ok(command)
+    };
+    let mut first = exports_tests::ChildProcess::spawn(worker(&env)?)?;
+    let held = receiver.next().await?;
+    first.kill(); // SIGKILL in the middle of the attempt: its transaction dies with its connection
+    let _second = exports_tests::ChildProcess::spawn(worker(&env)?)?;
+    let delivered = receiver.next().await?;
+    verify(&secret, &delivered).map_err(|e| anyhow::anyhow!("not verified: {e:?}"))?;
+    assert_eq!(
+        held.headers["webhook-id"], delivered.headers["webhook-id"],
+        "the same event"
+    );
+    // The killed attempt left no trace: the event took one recorded attempt.
+    assert_eq!(all_delivered(&env).await?, [(endpoint_id, 1, true)]);
     env.finish().await
 }

@@ -28,6 +28,10 @@ const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// it from refinery's history.
 const ROLLBACKS: &[(i32, &str)] = &[
     (
+        9,
+        include_str!("../../../migrations/rollback/R9__webhook_deliveries_without_holds.sql"),
+    ),
+    (
         8,
         include_str!("../../../migrations/rollback/R8__webhook_deliveries.sql"),
     ),
