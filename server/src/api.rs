@@ -806,7 +806,7 @@ pub mod imp {
                 };
                 // A well-formed URL the policy refuses is 422, not 400: the request is valid,
                 // what it names is not allowed (or not there).
-                let (url, _) = webhook_url::check(policy, &request.url).await.map_err(|issue| {
+                let url = webhook_url::check(policy, &request.url).await.map_err(|issue| {
                     ApiError::new(
                         dropshot::ErrorStatusCode::UNPROCESSABLE_ENTITY,
                         "webhook_url_refused",

@@ -4,9 +4,9 @@
 //! `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`), and POSTed with a
 //! 10-second limit and no redirects followed. A 2xx answer ends it; anything else is tried
 //! again with exponential backoff and full jitter until a day has passed since the event.
-//! The endpoint's URL is checked again at each attempt, and the client's resolver connects only
-//! to the public addresses it resolved (so a name that starts resolving to a private address
-//! between the check and the connection is refused too).
+//! The endpoint's URL is checked again at each attempt (`webhook_url::check_form`), and the
+//! client's resolver connects only to the public addresses a name resolves to, so a name that
+//! starts resolving to a private address after registration is refused at connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -191,8 +191,8 @@ pub async fn attempt_due(
 async fn send(http: &reqwest::Client, policy: UrlPolicy, delivery: &DueDelivery) -> Attempt {
     let failed = |error: String| Attempt::Failed { status: None, error };
     // The URL again: its scheme, and a host given as an address, which no resolver sees.
-    let url = match webhook_url::check(policy, &delivery.url).await {
-        Ok((url, _)) => url,
+    let url = match webhook_url::check_form(policy, &delivery.url) {
+        Ok(url) => url,
         Err(issue) => return failed(format!("the URL {issue}")),
     };
     let body = match event_body(&delivery.event_type, delivery.occurred_at, &delivery.export) {

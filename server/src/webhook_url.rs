@@ -1,6 +1,8 @@
 //! Webhook endpoint URLs that cannot turn the server against its own network (server-side
 //! request forgery): `https` only, no credentials, and a host that resolves only to public
-//! addresses. Checked at registration and again before each delivery, since DNS can change.
+//! addresses. Checked at registration, and again at each delivery (DNS can change): there the
+//! form here, and the names by the delivery client's resolver, which hands out public
+//! addresses only (`webhook_delivery::client`).
 //! `--webhooks-allow-private` (on in `dev`) lifts the address and scheme rules for local work.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -14,8 +16,10 @@ pub struct UrlPolicy {
     pub allow_private: bool,
 }
 
-/// The URL and the addresses it resolves to now, all of them allowed; or the issue with it.
-pub async fn check(policy: UrlPolicy, text: &str) -> Result<(Url, Vec<SocketAddr>), String> {
+/// The URL's own form: `https` (or `http` when private addresses are allowed), no
+/// credentials, a host, and a host written as an address a public one (no resolver sees it).
+/// The check at each delivery: the delivery client's resolver judges the addresses of names.
+pub fn check_form(policy: UrlPolicy, text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|error| format!("must be an absolute URL ({error})"))?;
     match url.scheme() {
         "https" => {}
@@ -25,6 +29,21 @@ pub async fn check(policy: UrlPolicy, text: &str) -> Result<(Url, Vec<SocketAddr
     if !url.username().is_empty() || url.password().is_some() {
         return Err("must not carry a user name or password".to_string());
     }
+    let written = match url.host().ok_or("must name a host")? {
+        url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+        url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+        url::Host::Domain(_) => None,
+    };
+    match written {
+        Some(ip) if !policy.allow_private => refuse(ip).map(|()| url),
+        _ => Ok(url),
+    }
+}
+
+/// The URL's form, and every address its host resolves to now allowed: the check at
+/// registration.
+pub async fn check(policy: UrlPolicy, text: &str) -> Result<Url, String> {
+    let url = check_form(policy, text)?;
     let host = url.host_str().ok_or("must name a host")?;
     let port = url.port_or_known_default().ok_or("must name a port")?;
     // `[::1]` is written with brackets in a URL, not in a lookup.
@@ -37,18 +56,21 @@ pub async fn check(policy: UrlPolicy, text: &str) -> Result<(Url, Vec<SocketAddr
         return Err(format!("has a host, {host}, that does not resolve"));
     }
     if !policy.allow_private {
-        if let Some(refused) = addresses
-            .iter()
-            .find(|address| special_purpose(address.ip()).is_some())
-        {
-            let kind = special_purpose(refused.ip()).expect("found above");
-            return Err(format!(
-                "resolves to {}, a {kind} address; webhooks go to public addresses only",
-                refused.ip()
-            ));
+        for address in &addresses {
+            refuse(address.ip())?;
         }
     }
-    Ok((url, addresses))
+    Ok(url)
+}
+
+/// The issue with an address that is not public.
+fn refuse(ip: IpAddr) -> Result<(), String> {
+    match special_purpose(ip) {
+        Some(kind) => Err(format!(
+            "resolves to {ip}, a {kind} address; webhooks go to public addresses only"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// What kind of special-purpose address this is (IANA's registries), `None` for a public one.
@@ -150,8 +172,13 @@ mod tests {
         assert!(issue("https://[::1]:8443/hook").await.contains("loopback"));
         assert!(issue("https://localhost/hook").await.contains("loopback"));
         assert!(issue("not a url").await.starts_with("must be an absolute URL"));
-        let (url, addresses) = check(strict, "https://93.184.215.14/hook").await.unwrap();
-        assert_eq!((url.as_str(), addresses.len()), ("https://93.184.215.14/hook", 1));
+        let url = check(strict, "https://93.184.215.14/hook").await.unwrap();
+        assert_eq!(url.as_str(), "https://93.184.215.14/hook");
+        // At delivery, a name is left to the client's resolver; an address is judged at once.
+        assert!(check_form(strict, "https://hooks.example.com/").is_ok());
+        assert!(check_form(strict, "https://10.0.0.1/")
+            .unwrap_err()
+            .contains("private"));
         let local = UrlPolicy { allow_private: true };
         assert!(check(local, "http://127.0.0.1:9/hook").await.is_ok());
     }
