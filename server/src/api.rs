@@ -389,16 +389,6 @@ pub mod imp {
         )
     }
 
-    fn with_secret(row: &webhooks::EndpointRow) -> WebhookEndpointWithSecret {
-        WebhookEndpointWithSecret {
-            endpoint_id: row.id,
-            url: row.url.clone(),
-            event_types: row.event_types.clone(),
-            created_at: row.created_at,
-            secret: row.secret.clone(),
-        }
-    }
-
     /// The status of a successful response, for the request log.
     trait SuccessStatus {
         fn status_code(&self) -> u16;
@@ -830,7 +820,7 @@ pub mod imp {
                             ),
                         )
                     })?;
-                Ok(HttpResponseCreated(with_secret(&row)))
+                Ok(HttpResponseCreated(row.to_api_with_secret()))
             })
             .await
         }
@@ -894,7 +884,7 @@ pub mod imp {
                     webhooks::rotate_secret(&client, principal.user_id, id, &webhook_secret())
                         .await
                         .map_err(ApiError::internal)?
-                        .map(|row| HttpResponseOk(with_secret(&row)))
+                        .map(|row| HttpResponseOk(row.to_api_with_secret()))
                         .ok_or_else(|| ApiError::not_found("Webhook endpoint"))
                 },
             )

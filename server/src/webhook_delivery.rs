@@ -1,6 +1,6 @@
 //! Delivering the webhook outbox (`webhook_deliveries`), in the workers: each due event is
-//! taken for one attempt at a time (its row locked in the attempt's transaction), its body rendered from the export as its status change left
-//! it, signed as Standard Webhooks 1.0 says (`webhook-id`, `webhook-timestamp`,
+//! taken for one attempt at a time (its row locked in the attempt's transaction), its body
+//! rendered from the export as its status change left it, signed as Standard Webhooks 1.0 says (`webhook-id`, `webhook-timestamp`,
 //! `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`), and POSTed with a
 //! 10-second limit and no redirects followed. A 2xx answer ends it; anything else is tried
 //! again with exponential backoff and full jitter until a day has passed since the event.
@@ -25,7 +25,7 @@ use crate::throughput::Rates;
 use crate::webhook_url::{self, UrlPolicy};
 
 /// One attempt's time limit.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How deliveries are made and retried.
 #[derive(Debug, Clone)]

@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::milliseconds;
 use crate::model::{
     CreateUserExport, Export, ExportAccepted, ExportFormat, ExportProgress, ExportStatus, ExportType,
     UserExportFilters, WebhookEventType,
@@ -67,10 +68,6 @@ fn announcing(event: WebhookEventType, update: &str) -> String {
                    AND '{event}' = ANY (endpoint.event_types))
          SELECT {COLUMNS} FROM changed"
     )
-}
-
-fn milliseconds(duration: Duration) -> f64 {
-    duration.as_millis() as f64
 }
 
 /// An `exports` row as the API reads it.

@@ -15,6 +15,11 @@ pub mod exports;
 pub mod users;
 pub mod webhooks;
 
+/// A duration as statements take it: milliseconds, multiplied by `interval '1 millisecond'`.
+fn milliseconds(duration: std::time::Duration) -> f64 {
+    duration.as_millis() as f64
+}
+
 mod embedded {
     refinery::embed_migrations!("../migrations");
 }

@@ -3,7 +3,10 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::model::{WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint, WebhookEventType};
+use super::milliseconds;
+use crate::model::{
+    WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint, WebhookEndpointWithSecret, WebhookEventType,
+};
 
 /// Endpoints a user may have at once.
 pub const MAX_ENDPOINTS_PER_USER: i64 = 10;
@@ -37,6 +40,17 @@ impl EndpointRow {
             url: self.url.clone(),
             event_types: self.event_types.clone(),
             created_at: self.created_at,
+        }
+    }
+
+    /// The API view with the signing secret, shown only when the secret is made.
+    pub fn to_api_with_secret(&self) -> WebhookEndpointWithSecret {
+        WebhookEndpointWithSecret {
+            endpoint_id: self.id,
+            url: self.url.clone(),
+            event_types: self.event_types.clone(),
+            created_at: self.created_at,
+            secret: self.secret.clone(),
         }
     }
 }
@@ -142,10 +156,6 @@ pub struct DueDelivery {
     pub url: String,
     pub secret: String,
     pub endpoint_deleted: bool,
-}
-
-fn milliseconds(duration: std::time::Duration) -> f64 {
-    duration.as_millis() as f64
 }
 
 /// Takes up to `limit` due entries for one attempt each, locking their rows in the caller's
