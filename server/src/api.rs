@@ -804,8 +804,14 @@ pub mod imp {
                     )
                     .with_details(vec![ErrorDetail::new("url", issue)])
                 })?;
-                let mut event_types = request.event_types.unwrap_or_else(|| WebhookEventType::ALL.to_vec());
-                event_types.dedup();
+                // Each type once, in the order of the request (`dedup` alone keeps non-adjacent repeats).
+                let asked = request.event_types.unwrap_or_else(|| WebhookEventType::ALL.to_vec());
+                let mut event_types = Vec::with_capacity(asked.len());
+                for event_type in asked {
+                    if !event_types.contains(&event_type) {
+                        event_types.push(event_type);
+                    }
+                }
                 let secret = webhook_secret();
                 let client = state.database().await?;
                 let row = webhooks::create(&client, principal.user_id, url.as_str(), &event_types, &secret)

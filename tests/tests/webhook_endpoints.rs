@@ -40,6 +40,24 @@ async fn endpoints_are_registered_listed_rotated_and_deleted() -> anyhow::Result
     assert_eq!(created.event_types, [WebhookEventType::ExportDone]);
     assert_eq!(secret_bytes(&created.secret), 24);
 
+    // Each type once, in the order asked.
+    let repeated = client
+        .create_webhook_endpoint(&endpoint(
+            PUBLIC_URL,
+            vec![
+                WebhookEventType::ExportDone,
+                WebhookEventType::ExportFailed,
+                WebhookEventType::ExportDone,
+            ],
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(
+        repeated.event_types,
+        [WebhookEventType::ExportDone, WebhookEventType::ExportFailed]
+    );
+    client.delete_webhook_endpoint(&repeated.endpoint_id).await?;
+
     // All events when none are named; listed oldest first, without secrets.
     let all = client
         .create_webhook_endpoint(&endpoint(PUBLIC_URL, vec![]))
