@@ -78,8 +78,6 @@ enum Command {
         storage: StorageArgs,
         #[command(flatten)]
         worker: WorkerArgs,
-        #[command(flatten)]
-        webhooks: WebhookArgs,
         /// Demo users to seed (existing ones are kept).
         #[arg(long, default_value_t = 1000)]
         demo_users: i64,
@@ -171,7 +169,6 @@ pub async fn main() -> Result<()> {
             redis,
             storage,
             worker,
-            webhooks,
             demo_users,
         } => {
             postgres.ensure_database().await?;
@@ -201,11 +198,10 @@ pub async fn main() -> Result<()> {
                 api.cors_allowed_origins = vec!["*".to_string()];
                 tracing::info!("dev: CORS allows any origin (set --cors-allowed-origins to narrow it)");
             }
-            if !webhooks.allow_private {
-                tracing::warn!(
-                    "dev: webhook endpoints may be http and private or loopback addresses; never in production"
-                );
-            }
+            // Always on in dev (no flag to give): receivers under development run locally.
+            tracing::warn!(
+                "dev: webhook endpoints may be http and private or loopback addresses; never in production"
+            );
             let webhooks = WebhookArgs { allow_private: true };
             let pool = postgres.pool(cli.database.database_pool_size)?;
             run(pool, &api, webhooks, &redis, &storage, Some(worker)).await
