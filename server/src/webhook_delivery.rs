@@ -157,12 +157,12 @@ pub async fn attempt_due(
     } else {
         webhooks::record_delivered(&*transaction, &delivered, attempted_at).await?
     };
-    let mut given_up = 0;
+    let (mut failed, mut given_up) = (0, 0);
     for (delivery, outcome) in due.iter().zip(outcomes) {
         let Attempt::Failed { status, error } = outcome else {
             continue;
         };
-        metrics.webhook_attempt_failed();
+        failed += 1;
         let age = (Utc::now() - delivery.occurred_at).to_std().unwrap_or_default();
         let retry_in = (!delivery.endpoint_deleted && age < settings.retry_for)
             .then(|| settings.backoff(delivery.attempt));
@@ -181,6 +181,9 @@ pub async fn attempt_due(
     // Counted once committed: what the metrics say happened did.
     for delay in delays {
         metrics.webhook_delivered(delay);
+    }
+    for _ in 0..failed {
+        metrics.webhook_attempt_failed();
     }
     for _ in 0..given_up {
         metrics.webhook_given_up();
