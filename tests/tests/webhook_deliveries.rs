@@ -135,14 +135,17 @@ async fn register(env: &TestEnv, user: &TestUser, url: &str) -> anyhow::Result<(
     Ok((created.endpoint_id, created.secret.to_string()))
 }
 
+fn every_user_as_csv() -> CreateUserExport {
+    CreateUserExport {
+        format: ExportFormat::Csv,
+        filters: None,
+    }
+}
+
 /// A finished export of the user's.
 async fn finished_export(env: &TestEnv, user: &TestUser) -> anyhow::Result<uuid::Uuid> {
     let client = env.client(user);
-    let request = CreateUserExport {
-        format: ExportFormat::Csv,
-        filters: None,
-    };
-    let id = create(&client, &request).await?;
+    let id = create(&client, &every_user_as_csv()).await?;
     wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await?;
     Ok(id)
 }
@@ -323,11 +326,7 @@ async fn an_event_whose_worker_is_killed_mid_delivery_is_delivered_by_another() 
     let (endpoint_id, secret) = register(&env, &user, &receiver.url()).await?;
     // A cancel announces at once, with no worker needed to finish the export.
     let client = env.client(&user);
-    let request = CreateUserExport {
-        format: ExportFormat::Csv,
-        filters: None,
-    };
-    let export_id = create(&client, &request).await?;
+    let export_id = create(&client, &every_user_as_csv()).await?;
     client.cancel_export(&export_id).await?;
 
     let logs = tempfile::tempdir()?;
