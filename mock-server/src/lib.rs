@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 mod dynamic;
 mod stateful;
+mod webhooks;
 
 pub use stateful::{Clock, ManualClock};
 
@@ -43,6 +44,9 @@ pub struct MockOptions {
     /// without an operation's `x-required-scope` `403`. None: any non-empty key, with every
     /// scope.
     pub keys: Option<BTreeMap<String, Vec<String>>>,
+    /// When failed webhook deliveries are tried again (the server's defaults unless a test
+    /// wants them sooner).
+    pub webhook_retries: exports_spec::webhooks::Retries,
 }
 
 impl Default for MockOptions {
@@ -55,6 +59,11 @@ impl Default for MockOptions {
             seed: 0,
             clock: Clock::System,
             keys: None,
+            webhook_retries: exports_spec::webhooks::Retries {
+                first_backoff: Duration::from_secs(5),
+                max_backoff: Duration::from_secs(3600),
+                retry_for: exports_spec::webhooks::RETRY_FOR,
+            },
         }
     }
 }
@@ -64,6 +73,7 @@ struct Mock {
     spec: std::sync::RwLock<Arc<Spec>>,
     options: MockOptions,
     exports: stateful::Exports,
+    webhooks: Arc<webhooks::Webhooks>,
 }
 
 /// Request bodies larger than this are refused before validation, as the server's default.
@@ -91,13 +101,23 @@ impl RunningMock {
             .await
             .with_context(|| format!("listening on {listen}"))?;
         let local_addr = listener.local_addr()?;
-        let exports = stateful::Exports::new(options.speed, options.clock.clone());
+        let (stop, _) = watch::channel(false);
+        let webhooks = Arc::new(webhooks::Webhooks::new(
+            options.webhook_retries,
+            stop.subscribe(),
+        )?);
+        let exports = stateful::Exports::new(options.speed, options.clock.clone(), webhooks.clone());
         let spec = Arc::new(Mock {
             spec: std::sync::RwLock::new(Arc::new(spec)),
             options,
             exports,
+            webhooks,
         });
-        let (stop, _) = watch::channel(false);
+        if spec.options.stateful {
+            let mock = spec.clone();
+            let stopped = stop.subscribe();
+            tokio::spawn(async move { mock.exports.announce_finished(stopped).await });
+        }
         let (edits, spec_edits) = watch::channel(SpecEdits::default());
         if let Some(path) = spec.options.watch.clone() {
             // Read here, not in the task, so that any edit made once `start` returns is seen.
@@ -222,7 +242,7 @@ async fn handle(mock: &Mock, request: Request<Incoming>) -> Response<Full<Bytes>
         preflight(spec, &parts)
     } else {
         match Limited::new(body, MAX_BODY_BYTES).collect().await {
-            Ok(body) => respond(mock, spec, &parts, &body.to_bytes(), &request_id),
+            Ok(body) => respond(mock, spec, &parts, &body.to_bytes(), &request_id).await,
             Err(_) => envelope(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 errors::payload_too_large(MAX_BODY_BYTES),
@@ -286,7 +306,7 @@ fn preflight(spec: &Spec, parts: &http::request::Parts) -> Response<Full<Bytes>>
     response.body(Full::new(Bytes::new())).expect("valid response")
 }
 
-fn respond(
+async fn respond(
     mock: &Mock,
     spec: &Spec,
     parts: &http::request::Parts,
@@ -336,7 +356,7 @@ fn respond(
     let preferences = preferences(&parts.headers);
     let canned = preferences.code.is_some() || preferences.example.is_some() || preferences.dynamic;
     if mock.options.stateful && !canned {
-        if let Some(response) = play(mock, spec, operation, &request, request_id) {
+        if let Some(response) = play(mock, spec, operation, &request, request_id).await {
             return response;
         }
     }
@@ -350,12 +370,12 @@ fn respond(
     )
 }
 
-/// The stateful flow's answer, if the operation is one of the exports flow's.
-fn play(
+/// The stateful flow's answer, if the operation is one of the exports flow's or the webhooks'.
+async fn play(
     mock: &Mock,
     spec: &Spec,
-    operation: &Operation,
-    request: &Parsed,
+    operation: &Operation<'_>,
+    request: &Parsed<'_>,
     request_id: &str,
 ) -> Option<Response<Full<Bytes>>> {
     let (parts, accept) = (request.parts, request.accept);
@@ -371,16 +391,30 @@ fn play(
         .unwrap_or("127.0.0.1");
     let example_estimate = first_example(spec, operation).and_then(|e| e.get("estimated_seconds")?.as_u64());
     let base_url = format!("http://{host}");
-    let outcome = mock.exports.handle(&stateful::Call {
+    let body = request.json.as_ref().and_then(|json| json.as_ref().ok());
+    let exports = mock.exports.handle(&stateful::Call {
         operation_id: operation.id,
         owner,
         export_id: request.path_parameters.get("export_id").map(String::as_str),
         query: &request.query,
-        body: request.json.as_ref().and_then(|json| json.as_ref().ok()),
+        body,
         base_url: &base_url,
         example_estimate,
         idempotency_key: parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok()),
-    })?;
+    });
+    let outcome = match exports {
+        Some(outcome) => outcome,
+        None => {
+            mock.webhooks
+                .handle(&webhooks::Call {
+                    operation_id: operation.id,
+                    owner,
+                    endpoint_id: request.path_parameters.get("endpoint_id").map(String::as_str),
+                    body,
+                })
+                .await?
+        }
+    };
     let example = |code, name: Option<&str>| {
         answer(
             spec,
@@ -421,6 +455,10 @@ fn play(
     };
     Some(match outcome {
         stateful::Outcome::Canned(code) => canned(code),
+        stateful::Outcome::NoContent => Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .body(Full::new(Bytes::new()))
+            .expect("valid response"),
         stateful::Outcome::Error(status, body) => {
             envelope(StatusCode::from_u16(status).expect("a status"), body, request_id)
         }

@@ -86,6 +86,7 @@ async fn main() -> Result<()> {
         seed: cli.seed,
         clock: Clock::System,
         keys: (!cli.keys.is_empty()).then(|| cli.keys.into_iter().collect()),
+        ..MockOptions::default()
     };
     let running = RunningMock::start(spec, SocketAddr::from(([127, 0, 0, 1], cli.port)), options).await?;
     tracing::info!(address = %running.local_addr, spec = %cli.spec.display(), "mock server listening");

@@ -2,16 +2,22 @@
 //! token), shows `processing` and then `done` once its `estimated_seconds` have passed (scaled
 //! by `--speed`), appears in the list, can be cancelled, and downloads as a small real CSV or
 //! XLSX file of fake users. Every body is checked against the spec before it is sent; one the
-//! spec no longer allows falls back to the spec's own example.
+//! spec no longer allows falls back to the spec's own example. Finished and cancelled exports
+//! are announced to their owner's webhook endpoints (`webhooks`); mock exports neither fail
+//! nor expire.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use exports_spec::errors::{self, ErrorBody};
 use serde_json::{json, Value};
+use tokio::sync::{watch, Notify};
 use uuid::Uuid;
+
+use crate::webhooks::Webhooks;
 
 /// Exports kept at most; the oldest are forgotten first, so a long session stays small.
 const MAX_EXPORTS: usize = 10_000;
@@ -24,6 +30,9 @@ pub struct Exports {
     speed: f64,
     clock: Clock,
     store: Mutex<Store>,
+    webhooks: Arc<Webhooks>,
+    /// An export was made that finishes before any other unfinished one.
+    sooner: Notify,
 }
 
 /// The time the exports flow reads: the machine's, or a manual clock that stands still until a
@@ -37,7 +46,7 @@ pub enum Clock {
 
 /// A clock that moves only when `advance` is called; its clones share one time.
 #[derive(Debug, Clone)]
-pub struct ManualClock(Arc<Mutex<Now>>);
+pub struct ManualClock(Arc<watch::Sender<Now>>);
 
 #[derive(Debug, Clone, Copy)]
 struct Now {
@@ -49,7 +58,7 @@ struct Now {
 
 impl Default for ManualClock {
     fn default() -> Self {
-        Self(Arc::new(Mutex::new(Now {
+        Self(Arc::new(watch::Sender::new(Now {
             instant: Instant::now(),
             utc: Utc::now(),
         })))
@@ -58,9 +67,10 @@ impl Default for ManualClock {
 
 impl ManualClock {
     pub fn advance(&self, by: Duration) {
-        let mut now = self.0.lock().expect("clock lock");
-        now.instant += by;
-        now.utc += chrono::Duration::from_std(by).expect("a duration chrono can hold");
+        self.0.send_modify(|now| {
+            now.instant += by;
+            now.utc += chrono::Duration::from_std(by).expect("a duration chrono can hold");
+        });
     }
 }
 
@@ -71,7 +81,15 @@ impl Clock {
                 instant: Instant::now(),
                 utc: Utc::now(),
             },
-            Clock::Manual(clock) => *clock.0.lock().expect("clock lock"),
+            Clock::Manual(clock) => *clock.0.borrow(),
+        }
+    }
+
+    /// Follows a manual clock's moves (`None` for the system's, which moves by itself).
+    fn moves(&self) -> Option<watch::Receiver<Now>> {
+        match self {
+            Clock::System => None,
+            Clock::Manual(clock) => Some(clock.0.subscribe()),
         }
     }
 }
@@ -83,6 +101,8 @@ struct Store {
     /// Creates with an `Idempotency-Key`, by caller and key: what was asked (format and
     /// filters, `{}` for none), the answer, and when.
     keys: HashMap<(String, String), (Value, Value, Instant)>,
+    /// Exports not yet announced as done, soonest first: when each finishes.
+    finishing: BinaryHeap<Reverse<(Instant, Uuid)>>,
 }
 
 #[derive(Clone)]
@@ -133,6 +153,8 @@ pub enum Outcome {
         bytes: Vec<u8>,
     },
     Canned(u16),
+    /// `204`, no body.
+    NoContent,
     /// An error, in the words the server uses (`exports_spec::errors`).
     Error(u16, ErrorBody),
     /// The spec's response with that status and that named example.
@@ -144,12 +166,63 @@ fn not_found() -> Outcome {
 }
 
 impl Exports {
-    pub fn new(speed: f64, clock: Clock) -> Self {
+    pub fn new(speed: f64, clock: Clock, webhooks: Arc<Webhooks>) -> Self {
         Self {
             speed: if speed > 0.0 { speed } else { 1.0 },
             clock,
             store: Mutex::default(),
+            webhooks,
+            sooner: Notify::new(),
         }
+    }
+
+    /// Announces each export as it finishes (`export.done`), until `stopped`: on the system
+    /// clock when the next one is due, on a manual one whenever it moves.
+    pub async fn announce_finished(&self, mut stopped: watch::Receiver<bool>) {
+        let mut moves = self.clock.moves();
+        loop {
+            if let Some(moves) = moves.as_mut() {
+                moves.borrow_and_update();
+            }
+            let next = self.announce_due();
+            let due = async {
+                match (moves.as_mut(), next) {
+                    (Some(moves), _) => {
+                        let _ = moves.changed().await;
+                    }
+                    (None, Some(next)) => tokio::time::sleep_until(next.into()).await,
+                    (None, None) => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = due => {}
+                _ = self.sooner.notified() => {}
+                _ = stopped.changed() => return,
+            }
+        }
+    }
+
+    /// Announces the exports finished by now; returns when the next one finishes.
+    fn announce_due(&self) -> Option<Instant> {
+        let now = self.clock.now();
+        let mut store = self.store.lock().expect("exports lock");
+        while let Some(Reverse((due, id))) = store.finishing.peek().copied() {
+            if due > now.instant {
+                return Some(due);
+            }
+            store.finishing.pop();
+            let Some(record) = store.by_id.get(&id) else {
+                continue;
+            };
+            if record.cancelled_at.is_none() && self.webhooks.wants(&record.owner, "export.done") {
+                let finished_at =
+                    record.created_at + chrono::Duration::from_std(self.duration(record)).unwrap_or_default();
+                let view = self.view(record, "");
+                self.webhooks
+                    .announce(&record.owner, "export.done", finished_at, &view);
+            }
+        }
+        None
     }
 
     fn duration(&self, record: &Record) -> Duration {
@@ -230,6 +303,15 @@ impl Exports {
                         store.by_id.remove(&oldest);
                     }
                 }
+                let finishes = now.instant + self.duration(&record);
+                if store
+                    .finishing
+                    .peek()
+                    .is_none_or(|Reverse((first, _))| finishes < *first)
+                {
+                    self.sooner.notify_one();
+                }
+                store.finishing.push(Reverse((finishes, record.id)));
                 store.order.push_back(record.id);
                 store.by_id.insert(record.id, record);
                 if let Some(remembered) = remembered {
@@ -251,9 +333,15 @@ impl Exports {
             "cancelExport" => match found {
                 Some(record) if matches!(self.status(&record), "pending" | "processing") => {
                     let record = store.by_id.get_mut(&record.id).expect("found above");
-                    record.cancelled_at = Some(self.clock.now().utc);
+                    let cancelled_at = self.clock.now().utc;
+                    record.cancelled_at = Some(cancelled_at);
                     let record = record.clone();
-                    Outcome::Json(200, self.view(&record, base_url))
+                    let view = self.view(&record, base_url);
+                    if self.webhooks.wants(owner, "export.cancelled") {
+                        self.webhooks
+                            .announce(owner, "export.cancelled", cancelled_at, &view);
+                    }
+                    Outcome::Json(200, view)
                 }
                 Some(record) => Outcome::Error(409, errors::export_finished(self.status(&record))),
                 None => not_found(),

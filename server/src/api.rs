@@ -280,9 +280,9 @@ pub mod imp {
     use crate::model::*;
     use crate::storage::LinkProblem;
     use crate::throughput::Rates;
-    use crate::webhook_url;
     use bytes::Bytes;
     use exports_spec::errors;
+    use exports_spec::webhook_url;
     use futures::{StreamExt, TryStreamExt};
 
     /// Largest page of `listExports`, also its default (dropshot's default when `limit` is absent).
@@ -377,16 +377,6 @@ pub mod imp {
             .body(Body::with_content(body))
             .map(FileResponse)
             .map_err(ApiError::internal)
-    }
-
-    /// A Standard Webhooks signing secret: `whsec_` and the base64 of 24 random bytes.
-    fn webhook_secret() -> String {
-        use base64::Engine;
-        let bytes: [u8; 24] = rand::random();
-        format!(
-            "whsec_{}",
-            base64::engine::general_purpose::STANDARD.encode(bytes)
-        )
     }
 
     /// The status of a successful response, for the request log.
@@ -780,54 +770,60 @@ pub mod imp {
             rqctx: RequestContext<AppState>,
             body: AfterAuth<TypedBody<Lenient<CreateWebhookEndpoint>>>,
         ) -> Result<HttpResponseCreated<WebhookEndpointWithSecret>, ApiError> {
-            authorized(&rqctx, "createWebhookEndpoint", SCOPE_WEBHOOKS, async |state, principal| {
-                let body = body.extract(&rqctx).await?.into_inner().value;
-                // The spec's schema checks the body, in the words the mock uses for it.
-                let schema = serde_json::json!({"$ref": "#/components/schemas/CreateWebhookEndpoint"});
-                let problems: Vec<ErrorDetail> =
-                    SPEC.schema_problems(&schema, &body).into_iter().map(|p| p.detail("body")).collect();
-                if !problems.is_empty() {
-                    return Err(ApiError::invalid_request(problems));
-                }
-                let request: CreateWebhookEndpoint = serde_json::from_value(body)
-                    .map_err(|error| ApiError::invalid_request(vec![ErrorDetail::new("body", error.to_string())]))?;
-                let policy = webhook_url::UrlPolicy {
-                    allow_private: state.settings.webhooks_allow_private,
-                };
-                // A well-formed URL the policy refuses is 422, not 400: the request is valid,
-                // what it names is not allowed (or not there).
-                let url = webhook_url::check(policy, &request.url).await.map_err(|issue| {
-                    ApiError::new(
-                        dropshot::ErrorStatusCode::UNPROCESSABLE_ENTITY,
-                        "webhook_url_refused",
-                        format!("This webhook URL is refused: it {issue}."),
-                    )
-                    .with_details(vec![ErrorDetail::new("url", issue)])
-                })?;
-                // Each type once, in the order of the request (`dedup` alone keeps non-adjacent repeats).
-                let asked = request.event_types.unwrap_or_else(|| WebhookEventType::ALL.to_vec());
-                let mut event_types = Vec::with_capacity(asked.len());
-                for event_type in asked {
-                    if !event_types.contains(&event_type) {
-                        event_types.push(event_type);
+            authorized(
+                &rqctx,
+                "createWebhookEndpoint",
+                SCOPE_WEBHOOKS,
+                async |state, principal| {
+                    let body = body.extract(&rqctx).await?.into_inner().value;
+                    // The spec's schema checks the body, in the words the mock uses for it.
+                    let schema = serde_json::json!({"$ref": "#/components/schemas/CreateWebhookEndpoint"});
+                    let problems: Vec<ErrorDetail> = SPEC
+                        .schema_problems(&schema, &body)
+                        .into_iter()
+                        .map(|p| p.detail("body"))
+                        .collect();
+                    if !problems.is_empty() {
+                        return Err(ApiError::invalid_request(problems));
                     }
-                }
-                let secret = webhook_secret();
-                let client = state.database().await?;
-                let row = webhooks::create(&client, principal.user_id, url.as_str(), &event_types, &secret)
-                    .await
-                    .map_err(ApiError::internal)?
-                    .ok_or_else(|| {
-                        ApiError::conflict(
-                            "too_many_webhook_endpoints",
-                            format!(
-                                "You already have {} webhook endpoints, the limit per user; delete one first.",
-                                webhooks::MAX_ENDPOINTS_PER_USER
-                            ),
-                        )
+                    let request: CreateWebhookEndpoint = serde_json::from_value(body).map_err(|error| {
+                        ApiError::invalid_request(vec![ErrorDetail::new("body", error.to_string())])
                     })?;
-                Ok(HttpResponseCreated(row.to_api_with_secret()))
-            })
+                    let url = webhook_url::check(&state.settings.webhook_urls, &request.url)
+                        .await
+                        .map_err(|issue| {
+                            ApiError::of(
+                                dropshot::ErrorStatusCode::UNPROCESSABLE_ENTITY,
+                                errors::webhook_url_refused(&issue),
+                            )
+                        })?;
+                    // Each type once, in the order of the request (`dedup` alone keeps non-adjacent repeats).
+                    let asked = request
+                        .event_types
+                        .unwrap_or_else(|| WebhookEventType::ALL.to_vec());
+                    let mut event_types = Vec::with_capacity(asked.len());
+                    for event_type in asked {
+                        if !event_types.contains(&event_type) {
+                            event_types.push(event_type);
+                        }
+                    }
+                    let secret = exports_spec::webhooks::new_secret();
+                    let client = state.database().await?;
+                    let row =
+                        webhooks::create(&client, principal.user_id, url.as_str(), &event_types, &secret)
+                            .await
+                            .map_err(ApiError::internal)?
+                            .ok_or_else(|| {
+                                ApiError::of(
+                                    dropshot::ErrorStatusCode::CONFLICT,
+                                    errors::too_many_webhook_endpoints(
+                                        exports_spec::webhooks::MAX_ENDPOINTS_PER_USER,
+                                    ),
+                                )
+                            })?;
+                    Ok(HttpResponseCreated(row.to_api_with_secret()))
+                },
+            )
             .await
         }
 
@@ -887,11 +883,16 @@ pub mod imp {
                 async |state, principal| {
                     let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
                     let client = state.database().await?;
-                    webhooks::rotate_secret(&client, principal.user_id, id, &webhook_secret())
-                        .await
-                        .map_err(ApiError::internal)?
-                        .map(|row| HttpResponseOk(row.to_api_with_secret()))
-                        .ok_or_else(|| ApiError::not_found("Webhook endpoint"))
+                    webhooks::rotate_secret(
+                        &client,
+                        principal.user_id,
+                        id,
+                        &exports_spec::webhooks::new_secret(),
+                    )
+                    .await
+                    .map_err(ApiError::internal)?
+                    .map(|row| HttpResponseOk(row.to_api_with_secret()))
+                    .ok_or_else(|| ApiError::not_found("Webhook endpoint"))
                 },
             )
             .await

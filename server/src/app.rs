@@ -41,8 +41,9 @@ pub struct ApiSettings {
     pub max_failed_authentications_per_minute: u32,
     /// Where `/metrics` is served instead of the API's own address (which then answers 404).
     pub metrics_listen: Option<SocketAddr>,
-    /// Webhook endpoints may be `http` and private addresses (local development only).
-    pub webhooks_allow_private: bool,
+    /// What webhook endpoint URLs must be (`http` and private addresses allowed for local
+    /// development only).
+    pub webhook_urls: exports_spec::webhook_url::UrlPolicy,
 }
 
 impl Default for ApiSettings {
@@ -57,7 +58,7 @@ impl Default for ApiSettings {
             connection_limits: exports_listener::Limits::default(),
             max_failed_authentications_per_minute: 30,
             metrics_listen: None,
-            webhooks_allow_private: false,
+            webhook_urls: Default::default(),
         }
     }
 }

@@ -133,7 +133,7 @@ pub async fn main() -> Result<()> {
             webhooks,
             metrics_listen,
         } => {
-            worker.webhooks_allow_private = webhooks.allow_private;
+            worker.webhook_urls = webhooks.policy();
             let pool = postgres.pool(worker.concurrency * 2 + 2)?;
             let metrics = Arc::new(Metrics::new());
             let _metrics_listener = match metrics_listen {
@@ -275,7 +275,7 @@ async fn run(
         Some(settings) => Some(
             RunningWorker::start(
                 WorkerArgs {
-                    webhooks_allow_private: webhooks.allow_private,
+                    webhook_urls: webhooks.policy(),
                     ..settings
                 },
                 pool.clone(),
@@ -289,7 +289,7 @@ async fn run(
         None => None,
     };
     let settings = ApiSettings {
-        webhooks_allow_private: webhooks.allow_private,
+        webhook_urls: webhooks.policy(),
         ..api.settings()
     };
     let api = RunningApi::start(settings, pool, queue, storage, metrics).await?;

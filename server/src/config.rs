@@ -117,6 +117,15 @@ pub struct WebhookArgs {
     pub allow_private: bool,
 }
 
+impl WebhookArgs {
+    pub fn policy(&self) -> exports_spec::webhook_url::UrlPolicy {
+        exports_spec::webhook_url::UrlPolicy {
+            allow_private: self.allow_private,
+            ..Default::default()
+        }
+    }
+}
+
 impl ApiArgs {
     pub fn settings(&self) -> ApiSettings {
         ApiSettings {
@@ -134,7 +143,7 @@ impl ApiArgs {
             },
             max_failed_authentications_per_minute: self.max_failed_auth_per_minute,
             metrics_listen: self.metrics_listen,
-            webhooks_allow_private: false,
+            webhook_urls: Default::default(),
         }
     }
 }

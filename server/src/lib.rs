@@ -20,5 +20,4 @@ pub mod storage;
 pub mod throughput;
 pub mod tls;
 pub mod webhook_delivery;
-pub mod webhook_url;
 pub mod worker;

@@ -598,6 +598,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn the_event_types_are_those_the_mock_announces() {
+        assert_eq!(WebhookEventType::NAMES, exports_spec::webhooks::EVENT_TYPES);
+    }
+
     fn fields(problems: &[ErrorDetail]) -> Vec<&str> {
         problems.iter().map(|p| p.field.as_str()).collect()
     }

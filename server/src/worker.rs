@@ -35,7 +35,8 @@ use crate::model::{ExportFormat, UserExportFilters};
 use crate::queue::{Job, JobQueue, Redis};
 use crate::storage::Storage;
 use crate::webhook_delivery::{self, DeliverySettings};
-use crate::webhook_url::UrlPolicy;
+use exports_spec::webhook_url::UrlPolicy;
+use exports_spec::webhooks::Retries;
 
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
@@ -81,7 +82,7 @@ pub struct WorkerArgs {
     pub webhook_poll_ms: u64,
     /// From `--webhooks-allow-private` (shared with the API).
     #[arg(skip)]
-    pub webhooks_allow_private: bool,
+    pub webhook_urls: UrlPolicy,
     /// Fault injection for tests: every export holds once this many rows are written, until
     /// it is cancelled, interrupted or timed out (see `export_file::Progress`).
     #[cfg(feature = "fault-injection")]
@@ -105,7 +106,7 @@ impl Default for WorkerArgs {
             webhook_retry_for_secs: 24 * 3600,
             webhook_concurrency: 32,
             webhook_poll_ms: 200,
-            webhooks_allow_private: false,
+            webhook_urls: UrlPolicy::default(),
             #[cfg(feature = "fault-injection")]
             hold_after_rows: None,
         }
@@ -115,12 +116,12 @@ impl Default for WorkerArgs {
 impl WorkerArgs {
     fn webhook_delivery(&self) -> DeliverySettings {
         DeliverySettings {
-            policy: UrlPolicy {
-                allow_private: self.webhooks_allow_private,
+            policy: self.webhook_urls.clone(),
+            retries: Retries {
+                first_backoff: Duration::from_millis(self.webhook_backoff_ms),
+                max_backoff: Duration::from_secs(self.webhook_max_backoff_secs),
+                retry_for: Duration::from_secs(self.webhook_retry_for_secs),
             },
-            first_backoff: Duration::from_millis(self.webhook_backoff_ms),
-            max_backoff: Duration::from_secs(self.webhook_max_backoff_secs),
-            retry_for: Duration::from_secs(self.webhook_retry_for_secs),
             concurrency: self.webhook_concurrency.max(1),
             poll: Duration::from_millis(self.webhook_poll_ms.max(1)),
         }
@@ -210,7 +211,7 @@ impl RunningWorker {
 /// A batch in flight when the worker stops is finished (an attempt takes at most 10 seconds).
 async fn deliver_webhooks(shared: Shared, mut stopped: watch::Receiver<bool>) {
     let settings = shared.settings.webhook_delivery();
-    let http = match webhook_delivery::client(settings.policy) {
+    let http = match webhook_delivery::client(&settings.policy) {
         Ok(http) => http,
         Err(error) => {
             tracing::error!(error = %format!("{error:#}"), "webhooks: no HTTP client; nothing will be delivered");

@@ -196,6 +196,25 @@ pub fn payload_too_large(limit_bytes: usize) -> ErrorBody {
     )
 }
 
+/// `409 too_many_webhook_endpoints`: the user has `limit` endpoints already.
+pub fn too_many_webhook_endpoints(limit: usize) -> ErrorBody {
+    ErrorBody::new(
+        "too_many_webhook_endpoints",
+        format!("You already have {limit} webhook endpoints, the limit per user; delete one first."),
+    )
+}
+
+/// `422 webhook_url_refused`: a well-formed URL the policy refuses (`webhook_url::check`):
+/// the request is valid, what it names is not allowed (or not there).
+pub fn webhook_url_refused(issue: &str) -> ErrorBody {
+    let mut body = ErrorBody::new(
+        "webhook_url_refused",
+        format!("This webhook URL is refused: it {issue}."),
+    );
+    body.details = vec![ErrorDetail::new("url", issue)];
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

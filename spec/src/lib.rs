@@ -19,6 +19,8 @@ pub mod errors;
 pub mod request_id;
 #[cfg(feature = "schemars")]
 pub mod schema;
+pub mod webhook_url;
+pub mod webhooks;
 
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
 

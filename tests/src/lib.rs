@@ -3,6 +3,7 @@
 //! and server, so tests run in parallel and leave nothing behind. Every response the tests
 //! receive passes through a recording proxy that validates it against `spec/openapi.yaml`.
 
+pub mod receiver;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -178,7 +179,10 @@ pub fn quick_worker() -> WorkerArgs {
         webhook_backoff_ms: 50,
         webhook_max_backoff_secs: 1,
         webhook_poll_ms: 20,
-        webhooks_allow_private: true,
+        webhook_urls: exports_spec::webhook_url::UrlPolicy {
+            allow_private: true,
+            ..Default::default()
+        },
         ..WorkerArgs::default()
     }
 }
@@ -384,6 +388,15 @@ impl TestEnv {
             command.arg("--storage-dir").arg(&storage.storage_dir);
         }
         Ok(command)
+    }
+
+    /// Deletes every Redis key of the test, as a `FLUSHALL` or a Redis that lost its data
+    /// would (the Redis server is shared, so the test's keys only).
+    pub async fn flush_redis(&self) -> Result<()> {
+        let redis = redis()?.pool(1).await?;
+        delete_keys(&redis, &self.redis_prefix).await?;
+        redis.quit().await?;
+        Ok(())
     }
 
     /// What this environment made outside the test's process (database, Redis prefix,

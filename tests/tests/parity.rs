@@ -32,7 +32,7 @@ enum Key {
 }
 
 /// A request of the corpus. `{export}` in the path is the export the last create made on the
-/// side it is sent to.
+/// side it is sent to, `{endpoint}` the webhook endpoint the last registration made.
 struct Case {
     name: &'static str,
     method: &'static str,
@@ -42,6 +42,8 @@ struct Case {
     body: Option<&'static str>,
     /// The body padded with spaces past the size limit both sides share.
     oversized: bool,
+    /// Sent this many times (each answer compared).
+    times: usize,
 }
 
 const fn case(name: &'static str, method: &'static str, path: &'static str) -> Case {
@@ -53,6 +55,7 @@ const fn case(name: &'static str, method: &'static str, path: &'static str) -> C
         headers: &[],
         body: None,
         oversized: false,
+        times: 1,
     }
 }
 
@@ -65,6 +68,8 @@ const fn with_body(name: &'static str, body: &'static str) -> Case {
 
 const EXPORTS: &str = "/api/v1/exports/users";
 const WEBHOOKS: &str = "/api/v1/webhooks/endpoints";
+const UNKNOWN_ENDPOINT: &str = "/api/v1/webhooks/endpoints/6a1d3c5e-7b9f-4d2a-8c4e-1f3a5b7d9e0c";
+const PUBLIC_HOOK: &str = r#"{"url": "https://93.184.215.14/hook"}"#;
 const UNKNOWN_EXPORT: &str = "/api/v1/exports/users/0b6f4a52-8d1e-4c4b-9a57-3e1f0c2d7a91";
 
 const CORPUS: &[Case] = &[
@@ -312,6 +317,88 @@ const CORPUS: &[Case] = &[
         ..case("the endpoints", "GET", WEBHOOKS)
     },
     Case {
+        key: Key::Webhooks,
+        ..case(
+            "the endpoint's deliveries",
+            "GET",
+            "/api/v1/webhooks/endpoints/{endpoint}/deliveries",
+        )
+    },
+    Case {
+        key: Key::Webhooks,
+        ..case(
+            "the endpoint's secret rotated",
+            "POST",
+            "/api/v1/webhooks/endpoints/{endpoint}/rotate-secret",
+        )
+    },
+    Case {
+        key: Key::Webhooks,
+        ..case(
+            "the endpoint deleted",
+            "DELETE",
+            "/api/v1/webhooks/endpoints/{endpoint}",
+        )
+    },
+    Case {
+        key: Key::Webhooks,
+        ..case(
+            "the deleted endpoint's deliveries",
+            "GET",
+            "/api/v1/webhooks/endpoints/{endpoint}/deliveries",
+        )
+    },
+    Case {
+        key: Key::Webhooks,
+        ..case(
+            "the endpoint deleted again",
+            "DELETE",
+            "/api/v1/webhooks/endpoints/{endpoint}",
+        )
+    },
+    Case {
+        key: Key::Webhooks,
+        ..case(
+            "the deleted endpoint's secret rotated",
+            "POST",
+            "/api/v1/webhooks/endpoints/{endpoint}/rotate-secret",
+        )
+    },
+    Case {
+        key: Key::Webhooks,
+        ..case(
+            "an unknown endpoint's deliveries",
+            "GET",
+            "/api/v1/webhooks/endpoints/6a1d3c5e-7b9f-4d2a-8c4e-1f3a5b7d9e0c/deliveries",
+        )
+    },
+    Case {
+        key: Key::Webhooks,
+        body: Some(r#"{"url": "ftp://93.184.215.14/hook"}"#),
+        ..case("an endpoint that is not https", "POST", WEBHOOKS)
+    },
+    Case {
+        key: Key::Webhooks,
+        body: Some(r#"{"url": "https://user:secret@93.184.215.14/hook"}"#),
+        ..case("an endpoint with credentials", "POST", WEBHOOKS)
+    },
+    Case {
+        key: Key::Webhooks,
+        body: Some(r#"{"url": "https://93.184.215.14/hook", "event_types": ["export.started"]}"#),
+        ..case("an endpoint for an unknown event", "POST", WEBHOOKS)
+    },
+    Case {
+        key: Key::Webhooks,
+        body: Some(PUBLIC_HOOK),
+        times: 10,
+        ..case("endpoints up to the limit", "POST", WEBHOOKS)
+    },
+    Case {
+        key: Key::Webhooks,
+        body: Some(PUBLIC_HOOK),
+        ..case("an endpoint past the limit", "POST", WEBHOOKS)
+    },
+    Case {
         key: Key::Writer,
         ..case("an exports key listing endpoints", "GET", WEBHOOKS)
     },
@@ -322,11 +409,7 @@ const CORPUS: &[Case] = &[
     },
     Case {
         key: Key::Writer,
-        ..case(
-            "an exports key deleting",
-            "DELETE",
-            "/api/v1/webhooks/endpoints/6a1d3c5e-7b9f-4d2a-8c4e-1f3a5b7d9e0c",
-        )
+        ..case("an exports key deleting", "DELETE", UNKNOWN_ENDPOINT)
     },
     Case {
         key: Key::Writer,
@@ -347,11 +430,7 @@ const CORPUS: &[Case] = &[
     },
     Case {
         key: Key::Garbage,
-        ..case(
-            "a foreign key deleting",
-            "DELETE",
-            "/api/v1/webhooks/endpoints/6a1d3c5e-7b9f-4d2a-8c4e-1f3a5b7d9e0c",
-        )
+        ..case("a foreign key deleting", "DELETE", UNKNOWN_ENDPOINT)
     },
     Case {
         key: Key::Basic,
@@ -453,24 +532,7 @@ const LEFT_OUT: &[(&str, u16, &str)] = &[
     ("metrics", 404, "the mock serves the spec's example instead"),
     ("metrics", 500, "a failure of the server's own"),
     ("readiness", 503, "needs PostgreSQL or Redis down"),
-    ("createWebhookEndpoint", 409, MOCK_KEEPS_NO_ENDPOINTS),
-    (
-        "createWebhookEndpoint",
-        422,
-        "the mock does not resolve endpoint URLs (where it runs is not where the server does)",
-    ),
-    ("deleteWebhookEndpoint", 204, MOCK_KEEPS_NO_ENDPOINTS),
-    ("deleteWebhookEndpoint", 404, MOCK_KEEPS_NO_ENDPOINTS),
-    ("rotateWebhookSecret", 200, MOCK_KEEPS_NO_ENDPOINTS),
-    ("rotateWebhookSecret", 404, MOCK_KEEPS_NO_ENDPOINTS),
-    ("listWebhookDeliveries", 200, MOCK_KEEPS_NO_ENDPOINTS),
-    ("listWebhookDeliveries", 404, MOCK_KEEPS_NO_ENDPOINTS),
 ];
-
-/// Until the mock keeps webhook endpoints (issue 13, item 6), it answers these operations
-/// with the spec's examples, whatever the endpoint.
-const MOCK_KEEPS_NO_ENDPOINTS: &str =
-    "the mock keeps no webhook endpoints yet: it answers with the spec's example";
 
 /// Every operation's 429 (too many failed authentications from one address), 500, 503 and 504
 /// need the server's state or faults: a count of bad keys, a bug, a dependency down, a slow one.
@@ -561,6 +623,7 @@ struct Side {
     write_only: String,
     webhooks: String,
     export: Option<String>,
+    endpoint: Option<String>,
 }
 
 struct Answer {
@@ -582,6 +645,10 @@ async fn send(
     if path.contains("{export}") {
         let export = side.export.as_deref().unwrap_or("no-export-yet");
         path = path.replace("{export}", export);
+    }
+    if path.contains("{endpoint}") {
+        let endpoint = side.endpoint.as_deref().unwrap_or("no-endpoint-yet");
+        path = path.replace("{endpoint}", endpoint);
     }
     let mut request = http
         .request(case.method.parse()?, format!("{}{path}", side.base))
@@ -641,6 +708,9 @@ async fn send(
     if status == 202 {
         side.export = body["export_id"].as_str().map(str::to_string);
     }
+    if status == 201 {
+        side.endpoint = body["endpoint_id"].as_str().map(str::to_string);
+    }
     Ok(Answer {
         status,
         headers,
@@ -682,6 +752,7 @@ async fn the_mock_and_the_server_give_the_same_answers() -> anyhow::Result<()> {
         write_only: write_only.key.clone(),
         webhooks: webhooks.key.clone(),
         export: None,
+        endpoint: None,
     };
     let mut mocked = Side {
         base: format!("http://{}", mock.local_addr),
@@ -690,11 +761,15 @@ async fn the_mock_and_the_server_give_the_same_answers() -> anyhow::Result<()> {
         write_only: write_only.key.clone(),
         webhooks: webhooks.key.clone(),
         export: None,
+        endpoint: None,
     };
     let http = reqwest::Client::new();
     let mut differences = Vec::new();
     let mut reached = BTreeSet::new();
-    for (number, case) in CORPUS.iter().enumerate() {
+    let sent = CORPUS
+        .iter()
+        .flat_map(|case| std::iter::repeat_n(case, case.times));
+    for (number, case) in sent.enumerate() {
         let ours = send(&spec, &http, &mut server, number, case).await?;
         let theirs = send(&spec, &http, &mut mocked, number, case).await?;
         let (ours_gist, theirs_gist) = (

@@ -2,117 +2,19 @@
 //! and Redis, to real HTTP receivers in the test: a finished export is announced once, signed
 //! so that the official Standard Webhooks library verifies it; a receiver that fails, or is
 //! down, gets the event again with the same `webhook-id` until it takes it; a deleted endpoint
-//! gets nothing; a rotated secret signs the next delivery.
+//! gets nothing; a rotated secret signs the next delivery; a flushed Redis loses nothing (the
+//! outbox is PostgreSQL's); a name that resolves to loopback by delivery time is not reached.
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use exports_client::types::{
     CreateUserExport, CreateWebhookEndpoint, ExportFormat, ExportStatus, WebhookDeliveryStatus,
     WebhookEventType,
 };
+use exports_tests::receiver::{verify, Receiver, Step};
 use exports_tests::{create, quick_worker, wait_for_export, Setup, TestEnv, TestUser};
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response};
-use tokio::sync::mpsc;
 
 const FINISH: Duration = Duration::from_secs(60);
-
-/// One request a receiver got.
-#[derive(Debug)]
-struct Received {
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-/// What a receiver does with each connection, in order; once the script is used up, it takes
-/// every request with `200`.
-#[derive(Clone, Copy)]
-enum Step {
-    /// Closes the connection before reading anything: the receiver is down.
-    Drop,
-    /// Answers with this status.
-    Answer(u16),
-    /// Takes the request and never answers.
-    Hold,
-}
-
-/// An HTTP receiver on loopback that records every request and follows its script.
-struct Receiver {
-    addr: SocketAddr,
-    received: mpsc::UnboundedReceiver<Received>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Receiver {
-    async fn start(script: Vec<Step>) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (sender, received) = mpsc::unbounded_channel();
-        let script = Arc::new(Mutex::new(VecDeque::from(script)));
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let step = script.lock().unwrap().pop_front().unwrap_or(Step::Answer(200));
-                let (status, hold) = match step {
-                    Step::Drop => {
-                        drop(stream);
-                        continue;
-                    }
-                    Step::Answer(status) => (status, false),
-                    Step::Hold => (200, true),
-                };
-                let sender = sender.clone();
-                tokio::spawn(async move {
-                    let service =
-                        hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                            let sender = sender.clone();
-                            async move {
-                                let (parts, body) = request.into_parts();
-                                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                                let _ = sender.send(Received {
-                                    headers: parts.headers,
-                                    body,
-                                });
-                                if hold {
-                                    std::future::pending::<()>().await;
-                                }
-                                let mut response = Response::new(Full::new(Bytes::new()));
-                                *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                                Ok::<_, Infallible>(response)
-                            }
-                        });
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(false)
-                        .serve_connection(io, service)
-                        .await;
-                });
-            }
-        });
-        Ok(Self { addr, received, task })
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/hooks/exports", self.addr)
-    }
-
-    /// The next request, within a generous bound.
-    async fn next(&mut self) -> anyhow::Result<Received> {
-        tokio::time::timeout(FINISH, self.received.recv())
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the receiver stopped"))
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 /// The API and a worker, webhooks allowed to loopback (the receivers are the test's own).
 async fn env() -> anyhow::Result<TestEnv> {
@@ -120,7 +22,7 @@ async fn env() -> anyhow::Result<TestEnv> {
         worker: Some(quick_worker()),
         ..Setup::default()
     };
-    TestEnv::start_setup_with(setup, |settings| settings.webhooks_allow_private = true).await
+    TestEnv::start_setup_with(setup, |settings| settings.webhook_urls.allow_private = true).await
 }
 
 async fn register(env: &TestEnv, user: &TestUser, url: &str) -> anyhow::Result<(uuid::Uuid, String)> {
@@ -148,11 +50,6 @@ async fn finished_export(env: &TestEnv, user: &TestUser) -> anyhow::Result<uuid:
     let id = create(&client, &every_user_as_csv()).await?;
     wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await?;
     Ok(id)
-}
-
-/// Verified with the official library, as a receiver would.
-fn verify(secret: &str, received: &Received) -> Result<(), standardwebhooks::WebhookError> {
-    standardwebhooks::Webhook::new(secret)?.verify(&received.body, &received.headers)
 }
 
 async fn delivery_rows(env: &TestEnv) -> anyhow::Result<Vec<(uuid::Uuid, i32, bool)>> {
@@ -316,7 +213,7 @@ const WORKER: &str = env!("CARGO_BIN_EXE_exports-server-under-test");
 async fn an_event_whose_worker_is_killed_mid_delivery_is_delivered_by_another() -> anyhow::Result<()> {
     // No worker in the test's process: real worker processes, one of them killed.
     let env = TestEnv::start_setup_with(Setup::default(), |settings| {
-        settings.webhooks_allow_private = true
+        settings.webhook_urls.allow_private = true
     })
     .await?;
     let user = env
@@ -348,5 +245,91 @@ async fn an_event_whose_worker_is_killed_mid_delivery_is_delivered_by_another() 
     );
     // The killed attempt left no trace: the event took one recorded attempt.
     assert_eq!(all_delivered(&env).await?, [(endpoint_id, 1, true)]);
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_flushed_redis_loses_no_event() -> anyhow::Result<()> {
+    let env = env().await?;
+    let user = env
+        .user(&["exports:read", "exports:write", "webhooks:manage"])
+        .await?;
+    let mut receiver = Receiver::start(vec![Step::Answer(500)]).await?;
+    let (endpoint_id, secret) = register(&env, &user, &receiver.url()).await?;
+    finished_export(&env, &user).await?;
+    // The event is due again when Redis loses everything (the test's keys: the server is shared).
+    let refused = receiver.next().await?;
+    env.flush_redis().await?;
+    let delivered = receiver.next().await?;
+    verify(&secret, &delivered).map_err(|e| anyhow::anyhow!("not verified: {e:?}"))?;
+    assert_eq!(refused.headers["webhook-id"], delivered.headers["webhook-id"]);
+    assert_eq!(all_delivered(&env).await?, [(endpoint_id, 2, true)]);
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_name_that_starts_resolving_to_a_private_address_is_refused_at_delivery() -> anyhow::Result<()> {
+    use exports_spec::webhook_url::UrlPolicy;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    // Where a connection would land if the check at delivery were missing.
+    let loopback = std::net::TcpListener::bind("127.0.0.1:0")?;
+    loopback.set_nonblocking(true)?;
+    let url = format!("https://hooks.test:{}/exports", loopback.local_addr()?.port());
+    // The name is public when the API checks it, and loopback when the worker delivers.
+    let resolving_to = |address: &str| UrlPolicy {
+        allow_private: false,
+        resolve: Arc::new(BTreeMap::from([(
+            "hooks.test".to_string(),
+            vec![address.parse().expect("an address")],
+        )])),
+    };
+    let setup = Setup {
+        worker: Some(exports_server::worker::WorkerArgs {
+            webhook_urls: resolving_to("127.0.0.1"),
+            ..quick_worker()
+        }),
+        ..Setup::default()
+    };
+    let env = TestEnv::start_setup_with(setup, |settings| {
+        settings.webhook_urls = resolving_to("93.184.215.14")
+    })
+    .await?;
+    let user = env
+        .user(&["exports:read", "exports:write", "webhooks:manage"])
+        .await?;
+    let (endpoint_id, _) = register(&env, &user, &url).await?;
+    finished_export(&env, &user).await?;
+    let client = env.client(&user);
+
+    let deadline = tokio::time::Instant::now() + FINISH;
+    let delivery = loop {
+        let deliveries = client
+            .list_webhook_deliveries(&endpoint_id)
+            .await?
+            .into_inner()
+            .items;
+        match deliveries.into_iter().next() {
+            Some(delivery) if delivery.attempts > 0 => break delivery,
+            _ if tokio::time::Instant::now() > deadline => anyhow::bail!("no attempt was made"),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    assert_eq!(
+        delivery.status,
+        WebhookDeliveryStatus::Pending,
+        "tried again later"
+    );
+    assert_eq!(delivery.last_response_status, None);
+    let error = delivery.last_error.unwrap_or_default();
+    assert!(
+        error.contains("hooks.test resolves to no public address"),
+        "{error}"
+    );
+    assert!(
+        matches!(loopback.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the worker connected to loopback"
+    );
     env.finish().await
 }

@@ -161,7 +161,7 @@ async fn urls_that_reach_the_servers_own_network_are_refused() -> anyhow::Result
 
 #[tokio::test]
 async fn local_development_may_register_private_http_endpoints() -> anyhow::Result<()> {
-    let env = TestEnv::start_with(|settings| settings.webhooks_allow_private = true).await?;
+    let env = TestEnv::start_with(|settings| settings.webhook_urls.allow_private = true).await?;
     let user = env.user(&["webhooks:manage"]).await?;
     let created = env
         .client(&user)

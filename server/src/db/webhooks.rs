@@ -8,9 +8,6 @@ use crate::model::{
     WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint, WebhookEndpointWithSecret, WebhookEventType,
 };
 
-/// Endpoints a user may have at once.
-pub const MAX_ENDPOINTS_PER_USER: i64 = 10;
-
 pub struct EndpointRow {
     pub id: Uuid,
     pub url: String,
@@ -57,7 +54,7 @@ impl EndpointRow {
 
 const COLUMNS: &str = "id, url, event_types, secret, created_at";
 
-/// Records an endpoint unless the user has `MAX_ENDPOINTS_PER_USER` already (then `None`).
+/// Records an endpoint unless the user has `webhooks::MAX_ENDPOINTS_PER_USER` already (then `None`).
 /// The user's row is locked for the count, so two concurrent registrations cannot both pass it.
 pub async fn create(
     client: &tokio_postgres::Client,
@@ -83,7 +80,7 @@ pub async fn create(
                 &url,
                 &names,
                 &secret,
-                &MAX_ENDPOINTS_PER_USER,
+                &(exports_spec::webhooks::MAX_ENDPOINTS_PER_USER as i64),
             ],
         )
         .await?;
@@ -261,9 +258,6 @@ pub async fn count_waiting(client: &tokio_postgres::Client) -> Result<i64, tokio
     Ok(row.get(0))
 }
 
-/// Deliveries `recent_deliveries` shows.
-pub const RECENT_DELIVERIES: i64 = 50;
-
 /// The newest deliveries of the user's endpoint, newest first; `None` when the user has no
 /// such endpoint (deleted ones included: their last deliveries still explain what happened).
 pub async fn recent_deliveries(
@@ -286,7 +280,7 @@ pub async fn recent_deliveries(
                     delivered_at, gave_up_at IS NOT NULL AS gave_up
              FROM webhook_deliveries WHERE endpoint_id = $1
              ORDER BY occurred_at DESC, id LIMIT $2",
-            &[&endpoint_id, &RECENT_DELIVERIES],
+            &[&endpoint_id, &(exports_spec::webhooks::RECENT_DELIVERIES as i64)],
         )
         .await?;
     Ok(Some(

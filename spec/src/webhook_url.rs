@@ -2,24 +2,40 @@
 //! request forgery): `https` only, no credentials, and a host that resolves only to public
 //! addresses. Checked at registration, and again at each delivery (DNS can change): there the
 //! form here, and the names by the delivery client's resolver, which hands out public
-//! addresses only (`webhook_delivery::client`).
-//! `--webhooks-allow-private` (on in `dev`) lifts the address and scheme rules for local work.
+//! addresses only (`webhooks::client`).
+//! The server's `--webhooks-allow-private` (on in `dev`, and always in the mock) lifts the
+//! address and scheme rules for local work.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
 use url::Url;
 
-/// What a URL must be, and why it is not.
-#[derive(Debug, Clone, Copy)]
+/// What a URL must be, and how its names are resolved.
+#[derive(Debug, Clone, Default)]
 pub struct UrlPolicy {
     /// `http` and non-public addresses allowed (local development only).
     pub allow_private: bool,
+    /// Names resolved to these addresses instead of by the system, as curl's `--resolve`
+    /// does: how a test makes a name change its addresses between registration and delivery.
+    pub resolve: Arc<BTreeMap<String, Vec<IpAddr>>>,
+}
+
+impl UrlPolicy {
+    /// The addresses `host` resolves to, with `port`.
+    pub async fn lookup(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        if let Some(addresses) = self.resolve.get(host) {
+            return Ok(addresses.iter().map(|ip| SocketAddr::new(*ip, port)).collect());
+        }
+        Ok(tokio::net::lookup_host((host, port)).await?.collect())
+    }
 }
 
 /// The URL's own form: `https` (or `http` when private addresses are allowed), no
 /// credentials, a host, and a host written as an address a public one (no resolver sees it).
 /// The check at each delivery: the delivery client's resolver judges the addresses of names.
-pub fn check_form(policy: UrlPolicy, text: &str) -> Result<Url, String> {
+pub fn check_form(policy: &UrlPolicy, text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|error| format!("must be an absolute URL ({error})"))?;
     match url.scheme() {
         "https" => {}
@@ -42,16 +58,16 @@ pub fn check_form(policy: UrlPolicy, text: &str) -> Result<Url, String> {
 
 /// The URL's form, and every address its host resolves to now allowed: the check at
 /// registration.
-pub async fn check(policy: UrlPolicy, text: &str) -> Result<Url, String> {
+pub async fn check(policy: &UrlPolicy, text: &str) -> Result<Url, String> {
     let url = check_form(policy, text)?;
     let host = url.host_str().ok_or("must name a host")?;
     let port = url.port_or_known_default().ok_or("must name a port")?;
     // `[::1]` is written with brackets in a URL, not in a lookup.
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+    let addresses = policy
+        .lookup(host, port)
         .await
-        .map_err(|_| format!("has a host, {host}, that does not resolve"))?
-        .collect();
+        .map_err(|_| format!("has a host, {host}, that does not resolve"))?;
     if addresses.is_empty() {
         return Err(format!("has a host, {host}, that does not resolve"));
     }
@@ -161,8 +177,11 @@ mod tests {
 
     #[tokio::test]
     async fn urls_are_checked_before_anything_is_sent() {
-        let strict = UrlPolicy { allow_private: false };
-        let issue = |text: &'static str| async move { check(strict, text).await.unwrap_err() };
+        let strict = UrlPolicy::default();
+        let issue = |text: &'static str| {
+            let strict = strict.clone();
+            async move { check(&strict, text).await.unwrap_err() }
+        };
         assert_eq!(issue("http://93.184.215.14/hook").await, "must be an https URL");
         assert_eq!(
             issue("https://user:pw@93.184.215.14/").await,
@@ -172,14 +191,30 @@ mod tests {
         assert!(issue("https://[::1]:8443/hook").await.contains("loopback"));
         assert!(issue("https://localhost/hook").await.contains("loopback"));
         assert!(issue("not a url").await.starts_with("must be an absolute URL"));
-        let url = check(strict, "https://93.184.215.14/hook").await.unwrap();
+        let url = check(&strict, "https://93.184.215.14/hook").await.unwrap();
         assert_eq!(url.as_str(), "https://93.184.215.14/hook");
         // At delivery, a name is left to the client's resolver; an address is judged at once.
-        assert!(check_form(strict, "https://hooks.example.com/").is_ok());
-        assert!(check_form(strict, "https://10.0.0.1/")
+        assert!(check_form(&strict, "https://hooks.example.com/").is_ok());
+        assert!(check_form(&strict, "https://10.0.0.1/")
             .unwrap_err()
             .contains("private"));
-        let local = UrlPolicy { allow_private: true };
-        assert!(check(local, "http://127.0.0.1:9/hook").await.is_ok());
+        let local = UrlPolicy {
+            allow_private: true,
+            ..UrlPolicy::default()
+        };
+        assert!(check(&local, "http://127.0.0.1:9/hook").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn names_given_to_the_policy_resolve_as_given() {
+        let policy = UrlPolicy {
+            resolve: std::sync::Arc::new(BTreeMap::from([(
+                "hooks.test".to_string(),
+                vec!["10.0.0.7".parse().unwrap()],
+            )])),
+            ..UrlPolicy::default()
+        };
+        let issue = check(&policy, "https://hooks.test/hook").await.unwrap_err();
+        assert!(issue.contains("10.0.0.7, a private address"), "{issue}");
     }
 }
