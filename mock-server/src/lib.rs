@@ -285,6 +285,9 @@ fn routes<'s>(spec: &'s Spec, path: &str) -> Vec<(Operation<'s>, BTreeMap<String
 }
 
 fn percent_decode(text: &str) -> String {
+    if !text.contains(['%', '+']) {
+        return text.to_string();
+    }
     form_urlencoded::parse(format!("v={}", text.replace('+', "%2B")).as_bytes())
         .next()
         .map(|(_, v)| v.into_owned())

@@ -23,6 +23,8 @@ use crate::webhooks::Webhooks;
 const MAX_EXPORTS: usize = 10_000;
 /// Seconds an export takes at speed 1 when the spec's 202 example gives no estimate.
 const DEFAULT_SECONDS: u64 = 10;
+/// On the system clock, the finished exports of one tick are announced together.
+const ANNOUNCE_TICK: Duration = Duration::from_millis(10);
 /// How long an `Idempotency-Key` is remembered, as by the server.
 const KEY_KEPT: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -190,7 +192,12 @@ impl Exports {
                     (Some(moves), _) => {
                         let _ = moves.changed().await;
                     }
-                    (None, Some(next)) => tokio::time::sleep_until(next.into()).await,
+                    // Exports finishing within one tick are announced together, so that a
+                    // stream of creates does not wake this task once per export.
+                    (None, Some(next)) => {
+                        let tick = Instant::now() + ANNOUNCE_TICK;
+                        tokio::time::sleep_until(next.max(tick).into()).await
+                    }
                     (None, None) => std::future::pending().await,
                 }
             };
@@ -275,7 +282,7 @@ impl Exports {
                     }
                 }
                 let record = Record {
-                    id: Uuid::new_v4(),
+                    id: exports_spec::random_uuid(),
                     owner: owner.to_string(),
                     format: body
                         .get("format")
@@ -312,6 +319,12 @@ impl Exports {
                     self.sooner.notify_one();
                 }
                 store.finishing.push(Reverse((finishes, record.id)));
+                // Forgotten exports are never announced: drop them now and then, so that the
+                // queue stays as small as the store.
+                if store.finishing.len() > 2 * MAX_EXPORTS {
+                    let Store { finishing, by_id, .. } = &mut *store;
+                    finishing.retain(|Reverse((_, id))| by_id.contains_key(id));
+                }
                 store.order.push_back(record.id);
                 store.by_id.insert(record.id, record);
                 if let Some(remembered) = remembered {

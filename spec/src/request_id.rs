@@ -8,7 +8,7 @@ pub fn of(headers: &http::HeaderMap) -> String {
         .get("x-request-id")
         .and_then(|value| value.to_str().ok())
         .filter(|id| is_kept(id))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string)
+        .map_or_else(|| crate::random_uuid().to_string(), str::to_string)
 }
 
 fn is_kept(id: &str) -> bool {
