@@ -1151,8 +1151,10 @@ also carry `retry_after_seconds`, equal to the `Retry-After` header.
 Request heads are limited on every path: a request target over 8 KiB gets
 `414 uri_too_long`; more than 96 header fields, or more than 16 KiB of them (each
 counted as `name: value` and a line break), get `431 request_header_fields_too_large`.
-Heads far past those limits (over 256 fields, or about 400 KiB) are refused by the HTTP
-layer itself with a bare `431` or `414` (no body), and the connection is closed.
+Heads far past those limits (over 256 fields, about 400 KiB, or a target over 64 KiB)
+are refused before any handler reads them, with the same codes in the same envelope,
+and the connection is closed; a head that is not HTTP/1.1 at all gets
+`400 invalid_request`.
 
 ## Retrying a create safely
 
@@ -1197,7 +1199,7 @@ development server allows any, answering `Access-Control-Allow-Origin: *`); cred
 (cookies) are never allowed, since keys travel in the `Authorization` header.
 
 
-Version: 1.8.0*/
+Version: 1.8.1*/
 pub struct Client {
     pub(crate) baseurl: String,
     pub(crate) client: reqwest::Client,
@@ -1233,7 +1235,7 @@ impl Client {
 }
 impl ClientInfo<()> for Client {
     fn api_version() -> &'static str {
-        "1.8.0"
+        "1.8.1"
     }
     fn baseurl(&self) -> &str {
         self.baseurl.as_str()

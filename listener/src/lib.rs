@@ -11,7 +11,12 @@
 //!   or download);
 //! - **back-off when `accept` fails** (a full file-descriptor table fails every call at once),
 //!   from 5 ms doubling to 1 s, as Go's `net/http` does;
-//! - **graceful shutdown**: stop accepting, let each connection finish its request, then close.
+//! - **graceful shutdown**: stop accepting, let each connection finish its request, then close;
+//! - **refused heads in the envelope**: a head hyper cannot read (past `max_header_fields` or
+//!   its ~400 KiB buffer, a target over 64 KiB, not HTTP/1.1) gets hyper's status, `431`,
+//!   `414` or `400`, with the spec's error envelope (`exports_spec::errors::refused_head`)
+//!   instead of hyper's empty body: hyper has no hook for it, so its answer is recognised as it
+//!   is written (nothing is being handled or owed, and it has hyper's exact form) and replaced.
 //!
 //! hyper's own header-read timeout is off: it starts when hyper waits for a head, so it would
 //! also close kept-alive connections as soon as the (short) head limit passed, and a load
@@ -43,9 +48,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Connections open at once; more wait until one closes.
     pub max_connections: usize,
-    /// Header fields hyper parses in one request head; past it, hyper itself answers `431`
-    /// (no body) and closes the connection. Handlers that want to answer an oversized head
-    /// themselves set their own, lower, limit.
+    /// Header fields hyper parses in one request head; past it, the listener answers `431`
+    /// in the envelope and closes the connection. Handlers that want to answer an oversized
+    /// head themselves (with its figures) set their own, lower, limit.
     pub max_header_fields: usize,
 }
 
@@ -229,6 +234,7 @@ async fn serve_connection<H: Handler>(
             let response = handler.handle(request, peer);
             async move {
                 let response = response.await;
+                handling.0.state().heads_owed += 1;
                 drop(handling);
                 Ok::<_, Infallible>(response)
             }
@@ -237,6 +243,8 @@ async fn serve_connection<H: Handler>(
     let io = TokioIo::new(Watched {
         stream,
         activity: activity.clone(),
+        limits,
+        replacing: None,
     });
     let mut connection = pin!(hyper::server::conn::http1::Builder::new()
         .header_read_timeout(None)
@@ -284,6 +292,8 @@ struct ActivityState {
     /// When the first byte of a request head arrived, while no request is being handled.
     head_started: Option<Instant>,
     requests_handled_now: usize,
+    /// Responses a handler returned whose head hyper has not written yet.
+    heads_owed: usize,
 }
 
 impl Activity {
@@ -293,6 +303,7 @@ impl Activity {
                 last_byte: Instant::now(),
                 head_started: None,
                 requests_handled_now: 0,
+                heads_owed: 0,
             }),
             changed: Notify::new(),
         }
@@ -313,6 +324,21 @@ impl Activity {
 
     fn bytes_written(&self) {
         self.state().last_byte = Instant::now();
+    }
+
+    /// Notes what a write holds: a response head owed by a handler, or hyper's own refusal
+    /// of a head it could not read (its status), which is then to be replaced.
+    fn writing(&self, bytes: &[u8]) -> Option<u16> {
+        let mut state = self.state();
+        if !bytes.starts_with(b"HTTP/1.1 ") {
+            return None;
+        }
+        if state.heads_owed > 0 {
+            state.heads_owed -= 1;
+            return None;
+        }
+        let reading_a_head = state.requests_handled_now == 0 && state.head_started.is_some();
+        reading_a_head.then(|| hypers_refusal(bytes)).flatten()
     }
 
     /// Resolves when the connection has outlived one of its limits.
@@ -369,10 +395,76 @@ impl Drop for Handling {
     }
 }
 
+/// hyper's answer to a head it could not read, if these bytes are one: a status line with one
+/// of the statuses it uses for that, `connection: close`, `content-length: 0` and `date`,
+/// nothing else (`hyper::proto::h1::role::Server::on_error`).
+fn hypers_refusal(bytes: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(bytes).ok().filter(|text| text.len() < 256)?;
+    let status: u16 = text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    let (_, headers) = text.split_once("\r\n")?;
+    let hyper_form = headers.starts_with("connection: close\r\ncontent-length: 0\r\ndate: ")
+        && headers.ends_with("\r\n\r\n")
+        && headers.matches("\r\n").count() == 4;
+    (hyper_form && matches!(status, 400 | 414 | 431)).then_some(status)
+}
+
+/// The answer that replaces hyper's refusal: its status line and date, the envelope, closed.
+fn refusal_in_the_envelope(refusal: &[u8], status: u16, limits: &Limits) -> Vec<u8> {
+    let text = String::from_utf8_lossy(refusal);
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let date = lines.find(|line| line.starts_with("date: ")).unwrap_or_default();
+    let request_id = exports_spec::random_uuid().to_string();
+    let mut body = exports_spec::errors::refused_head(status, limits.max_header_fields);
+    body.request_id = request_id.clone();
+    let body = String::from_utf8(body.to_json()).expect("JSON is UTF-8");
+    format!(
+        "{status_line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\
+         cache-control: no-store\r\nx-content-type-options: nosniff\r\nx-request-id: {request_id}\r\n{date}\r\n\r\n{body}",
+        body.len(),
+    )
+    .into_bytes()
+}
+
 /// The connection's stream, noting when bytes move.
 struct Watched {
     stream: TcpStream,
     activity: Arc<Activity>,
+    limits: Limits,
+    /// The envelope being written in place of hyper's refusal, and how much of it is out.
+    replacing: Option<(Vec<u8>, usize)>,
+}
+
+impl Watched {
+    /// Writes the replacement for hyper's refusal; ready once all of it is out.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, written)) = self.replacing.as_mut() {
+            if *written == bytes.len() {
+                self.replacing = None;
+                break;
+            }
+            match Pin::new(&mut self.stream).poll_write(cx, &bytes[*written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    *written += n;
+                    self.activity.bytes_written();
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Starts replacing `bytes` if they are hyper's refusal of a head; then writes the
+    /// replacement and reports `bytes` written.
+    fn poll_replaced(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Option<Poll<io::Result<usize>>> {
+        if self.replacing.is_none() {
+            let status = self.activity.writing(bytes)?;
+            self.replacing = Some((refusal_in_the_envelope(bytes, status, &self.limits), 0));
+        }
+        Some(self.poll_replacement(cx).map_ok(|()| bytes.len()))
+    }
 }
 
 impl AsyncRead for Watched {
@@ -390,6 +482,9 @@ impl AsyncRead for Watched {
 impl AsyncWrite for Watched {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if let Some(replaced) = this.poll_replaced(cx, buf) {
+            return replaced;
+        }
         let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
         if matches!(polled, Poll::Ready(Ok(written)) if written > 0) {
             this.activity.bytes_written();
@@ -403,6 +498,19 @@ impl AsyncWrite for Watched {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        // hyper's refusal is small: gather it to look at it whole.
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
+        if first.starts_with(b"HTTP/1.1 ") {
+            let whole = if total < 256 && first.len() < total {
+                bufs.iter().flat_map(|b| b.iter().copied()).collect()
+            } else {
+                first.to_vec()
+            };
+            if let Some(replaced) = this.poll_replaced(cx, &whole) {
+                return replaced.map_ok(|_| total);
+            }
+        }
         let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
         if matches!(polled, Poll::Ready(Ok(written)) if written > 0) {
             this.activity.bytes_written();
@@ -472,5 +580,74 @@ mod tests {
         assert!(response.ends_with("done"), "{response}");
         tokio::time::timeout(PROMPTLY, shutdown).await.unwrap().unwrap();
         assert!(TcpStream::connect(addr).await.is_err());
+    }
+
+    /// Sends raw bytes and reads the answer until the server closes.
+    async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(request).await.unwrap();
+        let mut response = Vec::new();
+        tokio::time::timeout(PROMPTLY, client.read_to_end(&mut response))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8(response).unwrap()
+    }
+
+    /// What a handler may answer: a body of exactly the form hyper's refusals have.
+    const HYPER_FORM: &[u8] =
+        b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: Tue, 24 Nov 2026 20:52:48 GMT\r\n\r\n";
+
+    #[tokio::test]
+    async fn heads_hyper_cannot_read_are_refused_in_the_envelope() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let limits = Limits {
+            max_header_fields: 8,
+            ..Limits::default()
+        };
+        let serving = serve(listener, limits, |_request, _peer| async {
+            Response::new(Full::new(Bytes::from_static(HYPER_FORM)))
+        })
+        .unwrap();
+        let addr = serving.local_addr();
+        let fields: String = (0..9).map(|i| format!("x-field-{i}: 1\r\n")).collect();
+        let refused = [
+            (
+                format!("GET / HTTP/1.1\r\nhost: t\r\n{fields}\r\n"),
+                431,
+                "request_header_fields_too_large",
+            ),
+            (
+                format!("GET /{} HTTP/1.1\r\nhost: t\r\n\r\n", "a".repeat(70_000)),
+                414,
+                "uri_too_long",
+            ),
+            ("NOT HTTP AT ALL\r\n\r\n".to_string(), 400, "invalid_request"),
+        ];
+        for (request, status, code) in refused {
+            let response = exchange(addr, request.as_bytes()).await;
+            let (head, body) = response.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+            assert!(head.contains("\r\ncontent-type: application/json\r\n"), "{head}");
+            assert!(
+                head.contains(&format!("\r\ncontent-length: {}\r\n", body.len())),
+                "{head}"
+            );
+            let envelope: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(envelope["error"]["code"], code, "{body}");
+            let request_id = envelope["error"]["request_id"].as_str().unwrap();
+            assert!(
+                head.contains(&format!("\r\nx-request-id: {request_id}\r\n")),
+                "{head}"
+            );
+        }
+        // A handler's answer is never taken for hyper's, whatever its body holds.
+        let response = exchange(addr, b"GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n").await;
+        assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+        assert!(
+            response.ends_with(std::str::from_utf8(HYPER_FORM).unwrap()),
+            "{response}"
+        );
+        serving.shutdown(PROMPTLY).await;
     }
 }

@@ -317,7 +317,8 @@ async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpA
 /// orders of magnitude. The field limit leaves room below the 100 that dropshot's hyper
 /// takes for what the edge adds (`X-Request-Id`). Heads past the listener's own, higher,
 /// limits (`Limits::max_header_fields`, hyper's ~400 KiB read buffer, 64 KiB targets) never
-/// reach the edge: hyper answers those with a bare `431` or `414` and closes the connection.
+/// reach the edge: the listener answers those (`exports_spec::errors::refused_head`) and closes
+/// the connection.
 const MAX_TARGET_BYTES: usize = 8 * 1024;
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 const MAX_HEADER_FIELDS: usize = 96;

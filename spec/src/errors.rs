@@ -196,6 +196,26 @@ pub fn payload_too_large(limit_bytes: usize) -> ErrorBody {
     )
 }
 
+/// What the HTTP layer answers to a request head it cannot read, before any handler sees it
+/// (`exports_listener`): `431 request_header_fields_too_large` past its `max_header_fields` or
+/// hyper's ~400 KiB head buffer, `414 uri_too_long` past hyper's 64 KiB target, and
+/// `400 invalid_request` for a head that is not HTTP/1.1.
+pub fn refused_head(status: u16, max_header_fields: usize) -> ErrorBody {
+    match status {
+        431 => ErrorBody::new(
+            "request_header_fields_too_large",
+            format!(
+                "The request head is too large to be read: at most {max_header_fields} header fields and about 400 KiB."
+            ),
+        ),
+        414 => ErrorBody::new(
+            "uri_too_long",
+            "The request target is too long to be read: at most 64 KiB.",
+        ),
+        _ => ErrorBody::new("invalid_request", "The request head is not valid HTTP/1.1."),
+    }
+}
+
 /// `409 too_many_webhook_endpoints`: the user has `limit` endpoints already.
 pub fn too_many_webhook_endpoints(limit: usize) -> ErrorBody {
     ErrorBody::new(
