@@ -88,24 +88,34 @@ pub struct ExportRow {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// An `exports` row's columns as stored, read from the table or from an outbox snapshot.
+#[derive(serde::Deserialize)]
+struct Stored {
+    id: Uuid,
+    format: String,
+    status: String,
+    filters: UserExportFilters,
+    rows_total: i64,
+    rows_written: i64,
+    file_size_bytes: Option<i64>,
+    file_url: Option<String>,
+    error_message: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
 impl ExportRow {
     fn from_row(row: &Row) -> Result<Self, anyhow::Error> {
-        let format: String = row.get("format");
-        let status: String = row.get("status");
-        let count = |column: &str| row.get::<_, i64>(column).max(0) as u64;
-        Ok(Self {
+        Self::from_stored(Stored {
             id: row.get("id"),
-            format: ExportFormat::parse(&format)
-                .ok_or_else(|| anyhow::anyhow!("unknown format {format:?}"))?,
-            status: ExportStatus::parse(&status)
-                .ok_or_else(|| anyhow::anyhow!("unknown status {status:?}"))?,
+            format: row.get("format"),
+            status: row.get("status"),
             filters: serde_json::from_value(row.get("filters"))?,
-            rows_total: count("rows_total"),
-            rows_written: count("rows_written"),
-            file_size_bytes: row
-                .get::<_, Option<i64>>("file_size_bytes")
-                .map(|n| n.max(0) as u64),
-            file_key: row.get("file_url"),
+            rows_total: row.get("rows_total"),
+            rows_written: row.get("rows_written"),
+            file_size_bytes: row.get("file_size_bytes"),
+            file_url: row.get("file_url"),
             error_message: row.get("error_message"),
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
@@ -115,35 +125,26 @@ impl ExportRow {
 
     /// The row an outbox entry holds (`to_jsonb` of the `exports` row), for the event's body.
     pub fn from_snapshot(snapshot: &serde_json::Value) -> Result<Self, anyhow::Error> {
-        #[derive(serde::Deserialize)]
-        struct Snapshot {
-            id: Uuid,
-            format: String,
-            status: String,
-            filters: UserExportFilters,
-            rows_total: i64,
-            rows_written: i64,
-            file_size_bytes: Option<i64>,
-            file_url: Option<String>,
-            error_message: Option<String>,
-            created_at: DateTime<Utc>,
-            updated_at: DateTime<Utc>,
-            expires_at: Option<DateTime<Utc>>,
-        }
-        let row: Snapshot = serde_json::from_value(snapshot.clone())?;
+        Self::from_stored(serde_json::from_value(snapshot.clone())?)
+    }
+
+    fn from_stored(stored: Stored) -> Result<Self, anyhow::Error> {
+        let count = |n: i64| n.max(0) as u64;
         Ok(Self {
-            id: row.id,
-            format: ExportFormat::parse(&row.format).ok_or_else(|| anyhow::anyhow!("unknown format"))?,
-            status: ExportStatus::parse(&row.status).ok_or_else(|| anyhow::anyhow!("unknown status"))?,
-            filters: row.filters,
-            rows_total: row.rows_total.max(0) as u64,
-            rows_written: row.rows_written.max(0) as u64,
-            file_size_bytes: row.file_size_bytes.map(|n| n.max(0) as u64),
-            file_key: row.file_url,
-            error_message: row.error_message,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-            expires_at: row.expires_at,
+            id: stored.id,
+            format: ExportFormat::parse(&stored.format)
+                .ok_or_else(|| anyhow::anyhow!("unknown format {:?}", stored.format))?,
+            status: ExportStatus::parse(&stored.status)
+                .ok_or_else(|| anyhow::anyhow!("unknown status {:?}", stored.status))?,
+            filters: stored.filters,
+            rows_total: count(stored.rows_total),
+            rows_written: count(stored.rows_written),
+            file_size_bytes: stored.file_size_bytes.map(count),
+            file_key: stored.file_url,
+            error_message: stored.error_message,
+            created_at: stored.created_at,
+            updated_at: stored.updated_at,
+            expires_at: stored.expires_at,
         })
     }
 
