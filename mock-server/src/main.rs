@@ -90,6 +90,9 @@ async fn main() -> Result<()> {
     };
     let running = RunningMock::start(spec, SocketAddr::from(([127, 0, 0, 1], cli.port)), options).await?;
     tracing::info!(address = %running.local_addr, spec = %cli.spec.display(), "mock server listening");
+    if !cli.stateless {
+        tracing::info!("webhook endpoints may be http and resolve to private addresses here (the mock is for local development; the server refuses both unless --webhooks-allow-private)");
+    }
     tokio::signal::ctrl_c().await?;
     running.shutdown().await;
     Ok(())
