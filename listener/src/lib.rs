@@ -502,12 +502,14 @@ impl AsyncWrite for Watched {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
         if first.starts_with(b"HTTP/1.1 ") {
+            let gathered: Vec<u8>;
             let whole = if total < 256 && first.len() < total {
-                bufs.iter().flat_map(|b| b.iter().copied()).collect()
+                gathered = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+                &gathered[..]
             } else {
-                first.to_vec()
+                first
             };
-            if let Some(replaced) = this.poll_replaced(cx, &whole) {
+            if let Some(replaced) = this.poll_replaced(cx, whole) {
                 return replaced.map_ok(|_| total);
             }
         }

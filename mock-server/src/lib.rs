@@ -271,15 +271,14 @@ async fn handle(mock: &Mock, request: Request<Incoming>) -> Response<Full<Bytes>
 
 /// Operations whose path template matches, with the path parameters of the match.
 fn routes<'s>(spec: &'s Spec, path: &str) -> Vec<(Operation<'s>, BTreeMap<String, String>)> {
-    spec.operations()
+    spec.operations_at(path)
         .into_iter()
-        .filter_map(|operation| {
-            let parameters = exports_spec::path_parameters(operation.path, path)?;
+        .map(|(operation, parameters)| {
             let decoded = parameters
                 .into_iter()
                 .map(|(name, value)| (name, percent_decode(value)))
                 .collect();
-            Some((operation, decoded))
+            (operation, decoded)
         })
         .collect()
 }

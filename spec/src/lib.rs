@@ -110,8 +110,18 @@ pub struct Spec {
     /// The YAML the document was read from, when it was read from YAML: served as written.
     source: Option<String>,
     /// Compiled validators by schema: compiling translates every component schema, far too
-    /// slow to repeat for each request a mock server validates.
-    validators: RwLock<HashMap<String, Arc<jsonschema::Validator>>>,
+    /// slow to repeat for each request a mock server validates. A schema that is only a
+    /// `$ref` is found by its reference, any other by its JSON text.
+    validators: RwLock<Validators>,
+    /// Every operation's path template and method (`paths` key, lower case), in document order:
+    /// found once, not at each request a mock server routes.
+    operation_keys: Vec<(String, &'static str)>,
+}
+
+#[derive(Default)]
+struct Validators {
+    by_reference: HashMap<String, Arc<jsonschema::Validator>>,
+    by_text: HashMap<String, Arc<jsonschema::Validator>>,
 }
 
 /// One operation: `GET /api/v1/exports/users/{export_id}` and its definition.
@@ -150,10 +160,23 @@ impl Spec {
         {
             bail!("not an OpenAPI 3.0 document");
         }
+        let operation_keys = document
+            .get("paths")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .flat_map(|(path, item)| {
+                METHODS
+                    .iter()
+                    .filter(|(method, _)| item.get(*method).is_some())
+                    .map(|(method, _)| (path.clone(), *method))
+            })
+            .collect();
         Ok(Self {
             document,
             source: None,
             validators: RwLock::default(),
+            operation_keys,
         })
     }
 
@@ -212,26 +235,37 @@ impl Spec {
     }
 
     pub fn operations(&self) -> Vec<Operation<'_>> {
-        let mut operations = Vec::new();
-        let Some(paths) = self.document.get("paths").and_then(Value::as_object) else {
-            return operations;
-        };
-        for (path, item) in paths {
-            for (method, wire) in METHODS {
-                if let Some(definition) = item.get(method) {
-                    operations.push(Operation {
-                        id: definition
-                            .get("operationId")
-                            .and_then(Value::as_str)
-                            .unwrap_or(""),
-                        method: wire,
-                        path,
-                        definition,
-                    });
-                }
-            }
-        }
-        operations
+        self.operation_keys
+            .iter()
+            .filter_map(|(path, method)| self.operation(path, method))
+            .collect()
+    }
+
+    /// The operations whose path template `path` matches, with its path parameters (as sent,
+    /// not percent-decoded).
+    pub fn operations_at<'s, 'p>(&'s self, path: &'p str) -> Vec<(Operation<'s>, BTreeMap<String, &'p str>)> {
+        self.operation_keys
+            .iter()
+            .filter_map(|(template, method)| {
+                let parameters = path_parameters(template, path)?;
+                Some((self.operation(template, method)?, parameters))
+            })
+            .collect()
+    }
+
+    fn operation(&self, path: &str, method: &str) -> Option<Operation<'_>> {
+        let (path, item) = self.document.get("paths")?.as_object()?.get_key_value(path)?;
+        let definition = item.get(method)?;
+        let (_, wire) = METHODS.iter().find(|(key, _)| *key == method)?;
+        Some(Operation {
+            id: definition
+                .get("operationId")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+            method: wire,
+            path,
+            definition,
+        })
     }
 
     /// Every example of a response or request body, with its schema and where it stands:
@@ -476,9 +510,24 @@ impl Spec {
     }
 
     fn validator(&self, schema: &Value) -> Result<Arc<jsonschema::Validator>, String> {
-        let key = schema.to_string();
-        if let Some(validator) = self.validators.read().expect("validators lock").get(&key) {
-            return Ok(validator.clone());
+        let reference = schema
+            .as_object()
+            .filter(|members| members.len() == 1)
+            .and_then(|members| members.get("$ref")?.as_str());
+        let text = match reference {
+            Some(_) => None,
+            None => Some(schema.to_string()),
+        };
+        {
+            let validators = self.validators.read().expect("validators lock");
+            let found = match (reference, &text) {
+                (Some(reference), _) => validators.by_reference.get(reference),
+                (None, Some(text)) => validators.by_text.get(text),
+                (None, None) => None,
+            };
+            if let Some(validator) = found {
+                return Ok(validator.clone());
+            }
         }
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft202012)
@@ -486,10 +535,14 @@ impl Spec {
             .build(&self.json_schema_root(schema))
             .map_err(|error| format!("the schema does not compile: {error}"))?;
         let validator = Arc::new(validator);
-        self.validators
-            .write()
-            .expect("validators lock")
-            .insert(key, validator.clone());
+        let mut validators = self.validators.write().expect("validators lock");
+        match (reference, text) {
+            (Some(reference), _) => validators
+                .by_reference
+                .insert(reference.to_string(), validator.clone()),
+            (None, Some(text)) => validators.by_text.insert(text, validator.clone()),
+            (None, None) => None,
+        };
         Ok(validator)
     }
 
@@ -545,7 +598,9 @@ impl Spec {
         body: &[u8],
     ) -> Result<(), Vec<String>> {
         let method = operation.method;
-        let context = format!("{} ({method} {path}) answered {status}", operation.id);
+        // Written out only when there is a problem to report.
+        let context =
+            std::fmt::from_fn(|f| write!(f, "{} ({method} {path}) answered {status}", operation.id));
         let response = self
             .response_for(operation, status)
             .ok_or_else(|| vec![format!("{context}: status not documented")])?;
