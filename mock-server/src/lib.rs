@@ -102,10 +102,7 @@ impl RunningMock {
             .with_context(|| format!("listening on {listen}"))?;
         let local_addr = listener.local_addr()?;
         let (stop, _) = watch::channel(false);
-        let webhooks = Arc::new(webhooks::Webhooks::new(
-            options.webhook_retries,
-            stop.subscribe(),
-        )?);
+        let webhooks = Arc::new(webhooks::Webhooks::new(options.webhook_retries, stop.subscribe()));
         let exports = stateful::Exports::new(options.speed, options.clock.clone(), webhooks.clone());
         let spec = Arc::new(Mock {
             spec: std::sync::RwLock::new(Arc::new(spec)),

@@ -6,7 +6,7 @@
 //! the mock runs beside the receivers under development.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -25,7 +25,8 @@ const KEPT_DELETED: usize = 10;
 pub struct Webhooks {
     /// By caller (bearer token), oldest first.
     endpoints: Mutex<HashMap<String, Vec<Endpoint>>>,
-    http: reqwest::Client,
+    /// Made on the first delivery: a mock that delivers nothing keeps no TLS roots in memory.
+    http: OnceLock<Result<reqwest::Client, String>>,
     policy: UrlPolicy,
     retries: Retries,
     /// Stops deliveries waiting to be tried again when the mock shuts down.
@@ -103,21 +104,25 @@ fn not_found() -> Outcome {
 }
 
 impl Webhooks {
-    pub fn new(retries: Retries, stopped: watch::Receiver<bool>) -> anyhow::Result<Self> {
-        let policy = UrlPolicy {
-            allow_private: true,
-            ..UrlPolicy::default()
-        };
-        Ok(Self {
+    pub fn new(retries: Retries, stopped: watch::Receiver<bool>) -> Self {
+        Self {
             endpoints: Mutex::default(),
-            http: webhooks::client(
-                &policy,
-                concat!("exports-mock-webhooks/", env!("CARGO_PKG_VERSION")),
-            )?,
-            policy,
+            http: OnceLock::new(),
+            policy: UrlPolicy {
+                allow_private: true,
+                ..UrlPolicy::default()
+            },
             retries,
             stopped,
-        })
+        }
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, String> {
+        let user_agent = concat!("exports-mock-webhooks/", env!("CARGO_PKG_VERSION"));
+        self.http
+            .get_or_init(|| webhooks::client(&self.policy, user_agent).map_err(|error| format!("{error:#}")))
+            .as_ref()
+            .map_err(|error| format!("no HTTP client: {error}"))
     }
 
     /// Handles the webhook operations by their operationId; `None` for any other operation.
@@ -267,21 +272,14 @@ impl Webhooks {
         let mut stopped = self.stopped.clone();
         for attempt in 1.. {
             // The endpoint as it is now: a rotated secret signs the next attempt.
-            let outcome = match self.endpoint(&target) {
-                Some((url, secret)) => {
-                    webhooks::attempt(
-                        &self.http,
-                        &self.policy,
-                        &url,
-                        &secret,
-                        &Event { id: &id, body: &body },
-                    )
-                    .await
+            let failed = |error: String| Attempt::Failed { status: None, error };
+            let outcome = match (self.endpoint(&target), self.http()) {
+                (Some((url, secret)), Ok(http)) => {
+                    let event = Event { id: &id, body: &body };
+                    webhooks::attempt(http, &self.policy, &url, &secret, &event).await
                 }
-                None => Attempt::Failed {
-                    status: None,
-                    error: "the endpoint was deleted".to_string(),
-                },
+                (None, _) => failed("the endpoint was deleted".to_string()),
+                (_, Err(error)) => failed(error),
             };
             let retry_in = match &outcome {
                 Attempt::Delivered(_) => None,
