@@ -15,6 +15,8 @@ use exports_tests::receiver::{verify, Receiver, Step};
 use exports_tests::{create, quick_worker, wait_for_export, Setup, TestEnv, TestUser};
 
 const FINISH: Duration = Duration::from_secs(60);
+/// What a user needs to make exports and receive their events.
+const SCOPES: &[&str] = &["exports:read", "exports:write", "webhooks:manage"];
 
 /// The API and a worker, webhooks allowed to loopback (the receivers are the test's own).
 async fn env() -> anyhow::Result<TestEnv> {
@@ -83,9 +85,7 @@ async fn all_delivered(env: &TestEnv) -> anyhow::Result<Vec<(uuid::Uuid, i32, bo
 #[tokio::test]
 async fn a_finished_export_is_announced_once_and_the_official_library_verifies_it() -> anyhow::Result<()> {
     let env = env().await?;
-    let user = env
-        .user(&["exports:read", "exports:write", "webhooks:manage"])
-        .await?;
+    let user = env.user(SCOPES).await?;
     let mut receiver = Receiver::start(vec![]).await?;
     let (endpoint_id, secret) = register(&env, &user, &receiver.url()).await?;
     let export_id = finished_export(&env, &user).await?;
@@ -131,9 +131,7 @@ async fn a_finished_export_is_announced_once_and_the_official_library_verifies_i
 #[tokio::test]
 async fn a_failing_receiver_gets_the_same_event_until_it_takes_it() -> anyhow::Result<()> {
     let env = env().await?;
-    let user = env
-        .user(&["exports:read", "exports:write", "webhooks:manage"])
-        .await?;
+    let user = env.user(SCOPES).await?;
     // Down for two connections, then 500 three times, then up.
     let script = vec![
         Step::Drop,
@@ -180,9 +178,7 @@ async fn a_failing_receiver_gets_the_same_event_until_it_takes_it() -> anyhow::R
 #[tokio::test]
 async fn a_deleted_endpoint_gets_nothing_and_a_rotated_secret_signs_the_next_event() -> anyhow::Result<()> {
     let env = env().await?;
-    let user = env
-        .user(&["exports:read", "exports:write", "webhooks:manage"])
-        .await?;
+    let user = env.user(SCOPES).await?;
     let (mut kept, deleted) = (Receiver::start(vec![]).await?, Receiver::start(vec![]).await?);
     let (kept_id, old_secret) = register(&env, &user, &kept.url()).await?;
     let (deleted_id, _) = register(&env, &user, &deleted.url()).await?;
@@ -216,9 +212,7 @@ async fn an_event_whose_worker_is_killed_mid_delivery_is_delivered_by_another() 
         settings.webhook_urls.allow_private = true
     })
     .await?;
-    let user = env
-        .user(&["exports:read", "exports:write", "webhooks:manage"])
-        .await?;
+    let user = env.user(SCOPES).await?;
     let mut receiver = Receiver::start(vec![Step::Hold]).await?;
     let (endpoint_id, secret) = register(&env, &user, &receiver.url()).await?;
     // A cancel announces at once, with no worker needed to finish the export.
@@ -251,9 +245,7 @@ async fn an_event_whose_worker_is_killed_mid_delivery_is_delivered_by_another() 
 #[tokio::test]
 async fn a_flushed_redis_loses_no_event() -> anyhow::Result<()> {
     let env = env().await?;
-    let user = env
-        .user(&["exports:read", "exports:write", "webhooks:manage"])
-        .await?;
+    let user = env.user(SCOPES).await?;
     let mut receiver = Receiver::start(vec![Step::Answer(500)]).await?;
     let (endpoint_id, secret) = register(&env, &user, &receiver.url()).await?;
     finished_export(&env, &user).await?;
@@ -296,9 +288,7 @@ async fn a_name_that_starts_resolving_to_a_private_address_is_refused_at_deliver
         settings.webhook_urls = resolving_to("93.184.215.14")
     })
     .await?;
-    let user = env
-        .user(&["exports:read", "exports:write", "webhooks:manage"])
-        .await?;
+    let user = env.user(SCOPES).await?;
     let (endpoint_id, _) = register(&env, &user, &url).await?;
     finished_export(&env, &user).await?;
     let client = env.client(&user);
