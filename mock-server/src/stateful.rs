@@ -221,15 +221,18 @@ impl Exports {
             let Some(record) = store.by_id.get(&id) else {
                 continue;
             };
-            if record.cancelled_at.is_none() && self.webhooks.wants(&record.owner, "export.done") {
-                let finished_at =
-                    record.created_at + chrono::Duration::from_std(self.duration(record)).unwrap_or_default();
-                let view = self.view(record, "");
+            if record.cancelled_at.is_none() {
+                let export = || self.view(record, "");
                 self.webhooks
-                    .announce(&record.owner, "export.done", finished_at, &view);
+                    .announce(&record.owner, "export.done", self.finished_at(record), export);
             }
         }
         None
+    }
+
+    /// When the export is (or was) done, unless cancelled first.
+    fn finished_at(&self, record: &Record) -> DateTime<Utc> {
+        record.created_at + chrono::Duration::from_std(self.duration(record)).unwrap_or_default()
     }
 
     fn duration(&self, record: &Record) -> Duration {
@@ -350,10 +353,8 @@ impl Exports {
                     record.cancelled_at = Some(cancelled_at);
                     let record = record.clone();
                     let view = self.view(&record, base_url);
-                    if self.webhooks.wants(owner, "export.cancelled") {
-                        self.webhooks
-                            .announce(owner, "export.cancelled", cancelled_at, &view);
-                    }
+                    self.webhooks
+                        .announce(owner, "export.cancelled", cancelled_at, || view.clone());
                     Outcome::Json(200, view)
                 }
                 Some(record) => Outcome::Error(409, errors::export_finished(self.status(&record))),
@@ -434,8 +435,7 @@ impl Exports {
         };
         let remaining =
             matches!(status, "pending" | "processing").then(|| (total * (1.0 - fraction)).ceil() as u64);
-        let done_at =
-            record.created_at + chrono::Duration::from_std(self.duration(record)).unwrap_or_default();
+        let done_at = self.finished_at(record);
         let done = status == "done";
         let now = self.clock.now().utc;
         let updated_at = record.cancelled_at.unwrap_or(if done { done_at } else { now });

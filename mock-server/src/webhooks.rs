@@ -182,18 +182,11 @@ impl Webhooks {
             Ok(url) => url,
             Err(issue) => return Outcome::Error(422, errors::webhook_url_refused(&issue)),
         };
-        // Each type once, in the order asked; all of them when none are.
-        let mut event_types: Vec<String> = Vec::new();
-        let asked = body.get("event_types").and_then(Value::as_array);
-        let asked: Vec<&str> = match asked {
+        let asked: Vec<&str> = match body.get("event_types").and_then(Value::as_array) {
             Some(asked) => asked.iter().filter_map(Value::as_str).collect(),
             None => EVENT_TYPES.to_vec(),
         };
-        for event_type in asked {
-            if !event_types.iter().any(|e| e == event_type) {
-                event_types.push(event_type.to_string());
-            }
-        }
+        let event_types: Vec<String> = webhooks::each_once(asked).into_iter().map(String::from).collect();
         let mut endpoints = self.endpoints.lock().expect("webhooks lock");
         let mine = endpoints.entry(owner.to_string()).or_default();
         if mine.iter().filter(|e| !e.deleted).count() >= webhooks::MAX_ENDPOINTS_PER_USER {
@@ -216,34 +209,28 @@ impl Webhooks {
         Outcome::Json(201, view)
     }
 
-    /// Whether any endpoint of `owner` takes `event_type` (so that an event nobody takes is
-    /// not even rendered).
-    pub fn wants(&self, owner: &str, event_type: &str) -> bool {
-        let endpoints = self.endpoints.lock().expect("webhooks lock");
-        endpoints.get(owner).is_some_and(|mine| {
-            mine.iter()
-                .any(|e| !e.deleted && e.event_types.iter().any(|t| t == event_type))
-        })
-    }
-
     /// Sends the event to each endpoint of `owner` registered for it, each delivery tried until
-    /// it is taken, given up, or its endpoint deleted.
+    /// it is taken, given up, or its endpoint deleted. The export is rendered only when some
+    /// endpoint takes the event.
     pub fn announce(
         self: &Arc<Self>,
         owner: &str,
         event_type: &'static str,
         occurred_at: DateTime<Utc>,
-        export: &Value,
+        export: impl FnOnce() -> Value,
     ) {
         let mut endpoints = self.endpoints.lock().expect("webhooks lock");
-        let Some(mine) = endpoints.get_mut(owner) else {
-            return;
-        };
-        let body = Arc::new(webhooks::event_body(event_type, occurred_at, export));
-        for endpoint in mine
-            .iter_mut()
+        let mut takers = endpoints
+            .get_mut(owner)
+            .into_iter()
+            .flatten()
             .filter(|e| !e.deleted && e.event_types.iter().any(|t| t == event_type))
-        {
+            .peekable();
+        if takers.peek().is_none() {
+            return;
+        }
+        let body = Arc::new(webhooks::event_body(event_type, occurred_at, &export()));
+        for endpoint in takers {
             let delivery = Delivery {
                 id: Uuid::new_v4(),
                 event_type,

@@ -797,16 +797,11 @@ pub mod imp {
                                 errors::webhook_url_refused(&issue),
                             )
                         })?;
-                    // Each type once, in the order of the request (`dedup` alone keeps non-adjacent repeats).
-                    let asked = request
-                        .event_types
-                        .unwrap_or_else(|| WebhookEventType::ALL.to_vec());
-                    let mut event_types = Vec::with_capacity(asked.len());
-                    for event_type in asked {
-                        if !event_types.contains(&event_type) {
-                            event_types.push(event_type);
-                        }
-                    }
+                    let event_types = exports_spec::webhooks::each_once(
+                        request
+                            .event_types
+                            .unwrap_or_else(|| WebhookEventType::ALL.to_vec()),
+                    );
                     let secret = exports_spec::webhooks::new_secret();
                     let client = state.database().await?;
                     let row =

@@ -31,6 +31,18 @@ pub const EVENT_TYPES: [&str; 4] = [
     "export.expired",
 ];
 
+/// The event types an endpoint is registered for: each asked once, in the order asked
+/// (`dedup` alone would keep repeats that are not side by side).
+pub fn each_once<T: PartialEq>(asked: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut once = Vec::new();
+    for item in asked {
+        if !once.contains(&item) {
+            once.push(item);
+        }
+    }
+    once
+}
+
 /// One attempt's time limit.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
