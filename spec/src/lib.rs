@@ -111,17 +111,11 @@ pub struct Spec {
     source: Option<String>,
     /// Compiled validators by schema: compiling translates every component schema, far too
     /// slow to repeat for each request a mock server validates. A schema that is only a
-    /// `$ref` is found by its reference, any other by its JSON text.
-    validators: RwLock<Validators>,
+    /// `$ref` is found by its reference (`#/…`), any other by its JSON text (`{…}`).
+    validators: RwLock<HashMap<String, Arc<jsonschema::Validator>>>,
     /// Every operation's path template and method (`paths` key, lower case), in document order:
     /// found once, not at each request a mock server routes.
     operation_keys: Vec<(String, &'static str)>,
-}
-
-#[derive(Default)]
-struct Validators {
-    by_reference: HashMap<String, Arc<jsonschema::Validator>>,
-    by_text: HashMap<String, Arc<jsonschema::Validator>>,
 }
 
 /// One operation: `GET /api/v1/exports/users/{export_id}` and its definition.
@@ -514,20 +508,16 @@ impl Spec {
             .as_object()
             .filter(|members| members.len() == 1)
             .and_then(|members| members.get("$ref")?.as_str());
-        let text = match reference {
-            Some(_) => None,
-            None => Some(schema.to_string()),
-        };
-        {
-            let validators = self.validators.read().expect("validators lock");
-            let found = match (reference, &text) {
-                (Some(reference), _) => validators.by_reference.get(reference),
-                (None, Some(text)) => validators.by_text.get(text),
-                (None, None) => None,
-            };
-            if let Some(validator) = found {
-                return Ok(validator.clone());
+        let text;
+        let key = match reference {
+            Some(reference) => reference,
+            None => {
+                text = schema.to_string();
+                &text
             }
+        };
+        if let Some(validator) = self.validators.read().expect("validators lock").get(key) {
+            return Ok(validator.clone());
         }
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft202012)
@@ -535,14 +525,10 @@ impl Spec {
             .build(&self.json_schema_root(schema))
             .map_err(|error| format!("the schema does not compile: {error}"))?;
         let validator = Arc::new(validator);
-        let mut validators = self.validators.write().expect("validators lock");
-        match (reference, text) {
-            (Some(reference), _) => validators
-                .by_reference
-                .insert(reference.to_string(), validator.clone()),
-            (None, Some(text)) => validators.by_text.insert(text, validator.clone()),
-            (None, None) => None,
-        };
+        self.validators
+            .write()
+            .expect("validators lock")
+            .insert(key.to_string(), validator.clone());
         Ok(validator)
     }
 
