@@ -115,12 +115,7 @@ impl Default for TestRedisPrefix {
 impl Drop for TestRedisPrefix {
     fn drop(&mut self) {
         let prefix = self.prefix.clone();
-        clean_up(async move {
-            let redis = redis()?.pool(1).await?;
-            delete_keys(&redis, &prefix).await?;
-            redis.quit().await?;
-            Ok(())
-        });
+        clean_up(async move { delete_prefix(&prefix).await });
     }
 }
 
@@ -393,10 +388,7 @@ impl TestEnv {
     /// Deletes every Redis key of the test, as a `FLUSHALL` or a Redis that lost its data
     /// would (the Redis server is shared, so the test's keys only).
     pub async fn flush_redis(&self) -> Result<()> {
-        let redis = redis()?.pool(1).await?;
-        delete_keys(&redis, &self.redis_prefix).await?;
-        redis.quit().await?;
-        Ok(())
+        delete_prefix(&self.redis_prefix).await
     }
 
     /// What this environment made outside the test's process (database, Redis prefix,
@@ -453,14 +445,17 @@ impl TestEnv {
     }
 }
 
-/// Deletes every key under a test's prefix (a handful, so `KEYS` is fine here).
-async fn delete_keys(redis: &Pool, prefix: &str) -> Result<()> {
+/// Deletes every key under a test's prefix (a handful, so `KEYS` is fine here), on a
+/// connection of its own.
+async fn delete_prefix(prefix: &str) -> Result<()> {
+    let redis = redis()?.pool(1).await?;
     let keys: Vec<String> = redis
         .custom(fred::cmd!("KEYS"), vec![format!("{prefix}*")])
         .await?;
     if !keys.is_empty() {
         let _: i64 = redis.del(keys).await?;
     }
+    redis.quit().await?;
     Ok(())
 }
 
