@@ -21,3 +21,4 @@ pub mod throughput;
 pub mod tls;
 pub mod webhook_delivery;
 pub mod worker;
+mod xlsx;
