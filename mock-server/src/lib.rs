@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use exports_spec::errors::{self, issue, ErrorBody, ErrorDetail};
-use exports_spec::{auth, cors, Operation, Spec};
+use exports_spec::{auth, cors, Operation, ResponseBody, Spec};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -431,13 +431,13 @@ async fn play(
     let canned = |code| example(code, None);
     // A JSON answer, checked against the spec first (its example is served otherwise).
     let json = |status: u16, value: &Value| {
-        let bytes = serde_json::to_vec(value).expect("JSON serialises");
         let headers = BTreeMap::from([
             ("content-type".to_string(), "application/json".to_string()),
             ("x-request-id".to_string(), request_id.to_string()),
         ]);
+        let body = ResponseBody::Json(value);
         if let Err(problems) =
-            spec.validate_operation_response(operation, parts.uri.path(), status, &headers, &bytes)
+            spec.validate_operation_response(operation, parts.uri.path(), status, &headers, body)
         {
             tracing::warn!(
                 operation = operation.id,
@@ -446,6 +446,7 @@ async fn play(
             );
             return canned(status);
         }
+        let bytes = serde_json::to_vec(value).expect("JSON serialises");
         Response::builder()
             .status(status)
             .header(header::CONTENT_TYPE, "application/json")

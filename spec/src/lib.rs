@@ -113,9 +113,72 @@ pub struct Spec {
     /// slow to repeat for each request a mock server validates. A schema that is only a
     /// `$ref` is found by its reference (`#/…`), any other by its JSON text (`{…}`).
     validators: RwLock<HashMap<String, Arc<jsonschema::Validator>>>,
-    /// Every operation's path template and method (`paths` key, lower case), in document order:
-    /// found once, not at each request a mock server routes.
-    operation_keys: Vec<(String, &'static str)>,
+    /// Every path template, split, with its methods, in document order: found once, not at
+    /// each request a mock server routes.
+    templates: Vec<PathTemplate>,
+}
+
+/// A `paths` key split at its slashes, and its operations' methods (lower case, as keys).
+#[derive(Debug)]
+struct PathTemplate {
+    template: String,
+    segments: Vec<Segment>,
+    methods: Vec<&'static str>,
+}
+
+#[derive(Debug)]
+enum Segment {
+    Literal(String),
+    /// `{name}`: any one non-empty segment.
+    Parameter(String),
+}
+
+impl PathTemplate {
+    fn new(template: &str, item: &Value) -> Self {
+        let segments = template
+            .split('/')
+            .map(
+                |part| match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                    Some(name) => Segment::Parameter(name.to_string()),
+                    None => Segment::Literal(part.to_string()),
+                },
+            )
+            .collect();
+        let methods = METHODS
+            .iter()
+            .filter(|(method, _)| item.get(*method).is_some())
+            .map(|(method, _)| *method)
+            .collect();
+        Self {
+            template: template.to_string(),
+            segments,
+            methods,
+        }
+    }
+
+    /// The path parameters (as sent, not percent-decoded) of a concrete path, split by
+    /// [`split_path`], that this template matches.
+    fn parameters<'p>(&self, path: &[&'p str]) -> Option<BTreeMap<String, &'p str>> {
+        if path.len() != self.segments.len() {
+            return None;
+        }
+        let mut parameters = BTreeMap::new();
+        for (segment, part) in self.segments.iter().zip(path) {
+            match segment {
+                Segment::Parameter(name) if !part.is_empty() => {
+                    parameters.insert(name.clone(), *part);
+                }
+                Segment::Literal(literal) if literal == part => {}
+                _ => return None,
+            }
+        }
+        Some(parameters)
+    }
+}
+
+/// A concrete path's segments, a trailing slash ignored.
+fn split_path(path: &str) -> Vec<&str> {
+    path.trim_end_matches('/').split('/').collect()
 }
 
 /// One operation: `GET /api/v1/exports/users/{export_id}` and its definition.
@@ -126,6 +189,23 @@ pub struct Operation<'a> {
     pub method: &'static str,
     pub path: &'a str,
     pub definition: &'a Value,
+}
+
+/// A response's body as [`Spec::validate_operation_response`] checks it: as sent, or, for a
+/// JSON body about to be sent, the value before it is written (not parsed back).
+#[derive(Debug, Clone, Copy)]
+pub enum ResponseBody<'b> {
+    Bytes(&'b [u8]),
+    Json(&'b Value),
+}
+
+impl std::fmt::Display for ResponseBody<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bytes(bytes) => write!(f, "{} bytes", bytes.len()),
+            Self::Json(_) => write!(f, "a JSON body"),
+        }
+    }
 }
 
 impl Spec {
@@ -154,23 +234,18 @@ impl Spec {
         {
             bail!("not an OpenAPI 3.0 document");
         }
-        let operation_keys = document
+        let templates = document
             .get("paths")
             .and_then(Value::as_object)
             .into_iter()
             .flatten()
-            .flat_map(|(path, item)| {
-                METHODS
-                    .iter()
-                    .filter(|(method, _)| item.get(*method).is_some())
-                    .map(|(method, _)| (path.clone(), *method))
-            })
+            .map(|(template, item)| PathTemplate::new(template, item))
             .collect();
         Ok(Self {
             document,
             source: None,
             validators: RwLock::default(),
-            operation_keys,
+            templates,
         })
     }
 
@@ -229,22 +304,29 @@ impl Spec {
     }
 
     pub fn operations(&self) -> Vec<Operation<'_>> {
-        self.operation_keys
+        self.templates
             .iter()
-            .filter_map(|(path, method)| self.operation(path, method))
+            .flat_map(|template| template.methods.iter().map(move |method| (template, method)))
+            .filter_map(|(template, method)| self.operation(&template.template, method))
             .collect()
     }
 
-    /// The operations whose path template `path` matches, with its path parameters (as sent,
-    /// not percent-decoded).
+    /// The operations whose path template `path` matches (`{param}` matches one non-empty
+    /// segment), with its path parameters (as sent, not percent-decoded).
     pub fn operations_at<'s, 'p>(&'s self, path: &'p str) -> Vec<(Operation<'s>, BTreeMap<String, &'p str>)> {
-        self.operation_keys
-            .iter()
-            .filter_map(|(template, method)| {
-                let parameters = path_parameters(template, path)?;
-                Some((self.operation(template, method)?, parameters))
-            })
-            .collect()
+        let path = split_path(path);
+        let mut found = Vec::new();
+        for template in &self.templates {
+            let Some(parameters) = template.parameters(&path) else {
+                continue;
+            };
+            for method in &template.methods {
+                if let Some(operation) = self.operation(&template.template, method) {
+                    found.push((operation, parameters.clone()));
+                }
+            }
+        }
+        found
     }
 
     fn operation(&self, path: &str, method: &str) -> Option<Operation<'_>> {
@@ -325,11 +407,12 @@ impl Spec {
         found
     }
 
-    /// The operation serving a concrete request path (`{param}` matches one segment).
+    /// The operation serving a concrete request path.
     pub fn find_operation(&self, method: &str, path: &str) -> Option<Operation<'_>> {
-        self.operations().into_iter().find(|operation| {
-            operation.method.eq_ignore_ascii_case(method) && path_parameters(operation.path, path).is_some()
-        })
+        self.operations_at(path)
+            .into_iter()
+            .map(|(operation, _)| operation)
+            .find(|operation| operation.method.eq_ignore_ascii_case(method))
     }
 
     /// The documented response of an operation for a status: exact, then `4XX`, then `default`.
@@ -571,7 +654,7 @@ impl Spec {
         let operation = self
             .find_operation(method, path)
             .ok_or_else(|| vec![format!("{method} {path} is not an operation of the spec")])?;
-        self.validate_operation_response(&operation, path, status, headers, body)
+        self.validate_operation_response(&operation, path, status, headers, ResponseBody::Bytes(body))
     }
 
     /// [`Spec::validate_response`] for an operation already found.
@@ -581,7 +664,7 @@ impl Spec {
         path: &str,
         status: u16,
         headers: &BTreeMap<String, String>,
-        body: &[u8],
+        body: ResponseBody,
     ) -> Result<(), Vec<String>> {
         let method = operation.method;
         // Written out only when there is a problem to report.
@@ -622,11 +705,8 @@ impl Spec {
 
         let content = response.get("content").and_then(Value::as_object);
         match content {
-            None if body.is_empty() => {}
-            None => problems.push(format!(
-                "{context}: the spec documents no body, got {} bytes",
-                body.len()
-            )),
+            None if matches!(body, ResponseBody::Bytes([])) => {}
+            None => problems.push(format!("{context}: the spec documents no body, got {body}")),
             Some(content) => {
                 let media_type = headers
                     .get("content-type")
@@ -638,11 +718,22 @@ impl Spec {
                         content.keys().collect::<Vec<_>>()
                     )),
                     Some(media) if media_type == "application/json" => {
-                        match serde_json::from_slice::<Value>(body) {
+                        let parsed;
+                        let value = match body {
+                            ResponseBody::Json(value) => Ok(value),
+                            ResponseBody::Bytes(bytes) => match serde_json::from_slice::<Value>(bytes) {
+                                Ok(value) => {
+                                    parsed = value;
+                                    Ok(&parsed)
+                                }
+                                Err(error) => Err(error),
+                            },
+                        };
+                        match value {
                             Err(error) => problems.push(format!("{context}: body is not JSON: {error}")),
                             Ok(value) => {
                                 if let Some(schema) = media.get("schema") {
-                                    if let Err(errors) = self.validate(schema, &value) {
+                                    if let Err(errors) = self.validate(schema, value) {
                                         problems.extend(
                                             errors.into_iter().map(|e| format!("{context}: body {e}")),
                                         );
@@ -661,25 +752,6 @@ impl Spec {
             Err(problems)
         }
     }
-}
-
-/// The path parameters of a concrete path that matches a template such as
-/// `/api/v1/exports/users/{export_id}` (`{param}` matches one non-empty segment, as sent, not
-/// percent-decoded); `None` when it does not match.
-pub fn path_parameters<'p>(template: &str, path: &'p str) -> Option<BTreeMap<String, &'p str>> {
-    let mut segments = path.trim_end_matches('/').split('/');
-    let mut parameters = BTreeMap::new();
-    for part in template.split('/') {
-        let segment = segments.next()?;
-        match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-            Some(name) if !segment.is_empty() => {
-                parameters.insert(name.to_string(), segment);
-            }
-            _ if part == segment => {}
-            _ => return None,
-        }
-    }
-    segments.next().is_none().then_some(parameters)
 }
 
 /// `Value::pointer`, without its two allocations per token when a token has nothing escaped:
