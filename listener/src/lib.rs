@@ -22,6 +22,7 @@
 //! also close kept-alive connections as soon as the (short) head limit passed, and a load
 //! balancer that keeps connections open longer than its backend would then see resets.
 
+pub mod log;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;

@@ -4,15 +4,12 @@ use std::fmt::Write as _;
 
 use tracing_subscriber::EnvFilter;
 
-/// JSON lines on stdout (`RUST_LOG` overrides the default level, `info`), written by a thread
-/// of their own (a `write` per request on the request path costs throughput), in one `write`
-/// for what has queued up (the thread flushes once it has drained its queue); not lossy: a
-/// full queue waits. Keep the guard until the process ends: dropping it flushes the rest.
-pub fn init() -> tracing_appender::non_blocking::WorkerGuard {
+/// JSON lines on stdout (`RUST_LOG` overrides the default level, `info`), through the
+/// listener's buffered writer (`exports_listener::log`). Keep the guard until the process
+/// ends: dropping it writes out what is still buffered.
+pub fn init() -> exports_listener::log::FlushOnDrop {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let (stdout, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()));
+    let (stdout, flushed_on_exit) = exports_listener::log::LogWriter::start();
     let _ = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
@@ -20,7 +17,7 @@ pub fn init() -> tracing_appender::non_blocking::WorkerGuard {
         .with_env_filter(filter)
         .with_writer(stdout)
         .try_init();
-    guard
+    flushed_on_exit
 }
 
 /// dropshot logs through slog. Its per-request lines would duplicate ours (which carry the
