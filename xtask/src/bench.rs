@@ -390,28 +390,56 @@ fn replay_key(caller: usize) -> String {
     format!("replay-{caller}")
 }
 
-fn build_request(
-    addr: SocketAddr,
-    key: &str,
-    method: &http::Method,
-    path: &str,
-    body: Option<&'static str>,
-    idempotency_key: Option<&str>,
-) -> http::Request<Full<Bytes>> {
-    let mut builder = http::Request::builder()
-        .method(method.clone())
-        .uri(path)
-        .header(http::header::HOST, addr.to_string())
-        .header(http::header::AUTHORIZATION, format!("Bearer {key}"));
-    if body.is_some() {
-        builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+/// One scenario's requests, their parts made once: the load generator shares the machine's
+/// cores with the server it measures, so each request it sends should cost it little.
+struct Requests {
+    method: http::Method,
+    uri: http::Uri,
+    host: http::HeaderValue,
+    /// `Bearer <key>` for each key.
+    authorizations: Vec<http::HeaderValue>,
+    body: Option<Bytes>,
+}
+
+impl Requests {
+    fn new(
+        addr: SocketAddr,
+        keys: &[String],
+        method: &http::Method,
+        path: &str,
+        body: Option<&'static str>,
+    ) -> Self {
+        let header = |text: String| http::HeaderValue::try_from(text).expect("a valid header value");
+        Self {
+            method: method.clone(),
+            uri: path.parse().expect("a valid path"),
+            host: header(addr.to_string()),
+            authorizations: keys.iter().map(|key| header(format!("Bearer {key}"))).collect(),
+            body: body.map(|body| Bytes::from_static(body.as_bytes())),
+        }
     }
-    if let Some(idempotency_key) = idempotency_key {
-        builder = builder.header("idempotency-key", idempotency_key);
+
+    fn build(&self, key: usize, idempotency_key: Option<&str>) -> http::Request<Full<Bytes>> {
+        let mut request = http::Request::new(Full::new(self.body.clone().unwrap_or_default()));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        let headers = request.headers_mut();
+        headers.insert(http::header::HOST, self.host.clone());
+        headers.insert(http::header::AUTHORIZATION, self.authorizations[key].clone());
+        if self.body.is_some() {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+        }
+        if let Some(idempotency_key) = idempotency_key {
+            headers.insert(
+                "idempotency-key",
+                idempotency_key.try_into().expect("a valid key"),
+            );
+        }
+        request
     }
-    builder
-        .body(Full::new(Bytes::from_static(body.unwrap_or("").as_bytes())))
-        .expect("valid request")
 }
 
 pub(crate) async fn request_once(
@@ -423,9 +451,8 @@ pub(crate) async fn request_once(
     idempotency_key: Option<&str>,
 ) -> Result<(u16, String)> {
     let mut sender = connect(addr).await?;
-    let response = sender
-        .send_request(build_request(addr, key, &method, path, body, idempotency_key))
-        .await?;
+    let request = Requests::new(addr, &[key.to_string()], &method, path, body).build(0, idempotency_key);
+    let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await?.to_bytes();
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
@@ -441,40 +468,32 @@ pub(crate) async fn load(
     let addr = scenario.target.unwrap_or(addr);
     let started = Instant::now();
     let deadline = started + duration;
-    let keys: Arc<[String]> = scenario.keys.clone().into();
+    let requests = Arc::new(Requests::new(
+        addr,
+        &scenario.keys,
+        &scenario.method,
+        &scenario.path,
+        scenario.body,
+    ));
     let mut tasks = Vec::new();
     for connection in 0..connections {
         let mut sender = connect(addr).await?;
-        let (keys, method, path, body, expect, idempotency) = (
-            keys.clone(),
-            scenario.method.clone(),
-            scenario.path.clone(),
-            scenario.body,
-            scenario.expect,
-            scenario.idempotency,
-        );
+        let (requests, expect, idempotency) = (requests.clone(), scenario.expect, scenario.idempotency);
         tasks.push(tokio::spawn(async move {
             let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-            let (mut requests, mut expected) = (0usize, 0u64);
+            let (mut sent, mut expected) = (0usize, 0u64);
             let mut unexpected = BTreeMap::<u16, u64>::new();
             while Instant::now() < deadline {
                 // Connections interleave, so a run goes through every key before reusing one.
-                let index = (requests * connections + connection) % keys.len();
-                requests += 1;
+                let index = (sent * connections + connection) % requests.authorizations.len();
+                sent += 1;
                 let idempotency_key = match idempotency {
                     IdempotencyKeys::None => None,
                     IdempotencyKeys::Fresh => Some(uuid::Uuid::new_v4().to_string()),
                     IdempotencyKeys::Known => Some(replay_key(index)),
                 };
-                let request = build_request(
-                    addr,
-                    &keys[index],
-                    &method,
-                    &path,
-                    body,
-                    idempotency_key.as_deref(),
-                );
-                let sent = Instant::now();
+                let request = requests.build(index, idempotency_key.as_deref());
+                let sent_at = Instant::now();
                 let status = match sender.send_request(request).await {
                     Ok(response) => {
                         let status = response.status().as_u16();
@@ -486,7 +505,7 @@ pub(crate) async fn load(
                     Err(_) => NO_ANSWER,
                 };
                 if status == expect {
-                    latency.saturating_record(sent.elapsed().as_micros() as u64);
+                    latency.saturating_record(sent_at.elapsed().as_micros() as u64);
                     expected += 1;
                 } else {
                     *unexpected.entry(status).or_default() += 1;
