@@ -6,8 +6,8 @@
 //! (about a tenth of the mock's CPU under load). Not lossy: a full buffer is written out by
 //! the line that filled it.
 
-use std::io::{Stdout, Write};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::io::Write;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 /// How long a line may wait in the buffer before it reaches stdout.
@@ -21,9 +21,9 @@ pub struct LogWriter(Arc<Shared>);
 struct Shared {
     /// Lines not yet written.
     buffer: Mutex<Vec<u8>>,
-    /// Held while a full buffer is written, so buffers reach stdout in order; lines go on
-    /// into the next buffer meanwhile (stdout may be a pipe its reader drains late).
-    stdout: Mutex<Stdout>,
+    /// Stdout, held while a full buffer is written, so buffers reach it in order; lines go
+    /// on into the next buffer meanwhile (stdout may be a pipe its reader drains late).
+    out: Mutex<Box<dyn Write + Send>>,
 }
 
 /// Writes what is still buffered when dropped: keep it until the process ends.
@@ -32,16 +32,24 @@ pub struct FlushOnDrop(LogWriter);
 impl LogWriter {
     /// The writer, with a thread that flushes it every [`FLUSH_INTERVAL`].
     pub fn start() -> (Self, FlushOnDrop) {
+        Self::writing_to(Box::new(std::io::stdout()))
+    }
+
+    fn writing_to(out: Box<dyn Write + Send>) -> (Self, FlushOnDrop) {
         let writer = Self(Arc::new(Shared {
             buffer: Mutex::new(Vec::with_capacity(BUFFER_BYTES)),
-            stdout: Mutex::new(std::io::stdout()),
+            out: Mutex::new(out),
         }));
-        let flushed = writer.clone();
+        let flushed: Weak<Shared> = Arc::downgrade(&writer.0);
         std::thread::Builder::new()
             .name("log-flush".into())
             .spawn(move || loop {
                 std::thread::sleep(FLUSH_INTERVAL);
-                flushed.write_out(flushed.buffer());
+                let Some(shared) = flushed.upgrade() else {
+                    break; // every writer is gone
+                };
+                let writer = LogWriter(shared);
+                writer.write_out(writer.buffer());
             })
             .expect("a thread starts");
         (writer.clone(), FlushOnDrop(writer))
@@ -51,16 +59,16 @@ impl LogWriter {
         self.0.buffer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Writes the buffer's lines to stdout, releasing the buffer first.
+    /// Writes the buffer's lines out, releasing the buffer first.
     fn write_out(&self, mut buffer: MutexGuard<'_, Vec<u8>>) {
         if buffer.is_empty() {
             return;
         }
         let lines = std::mem::replace(&mut *buffer, Vec::with_capacity(BUFFER_BYTES));
-        let mut stdout = self.0.stdout.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = self.0.out.lock().unwrap_or_else(PoisonError::into_inner);
         drop(buffer);
-        let _ = stdout.write_all(&lines);
-        let _ = stdout.flush();
+        let _ = out.write_all(&lines);
+        let _ = out.flush();
     }
 }
 
@@ -108,6 +116,84 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
         LogLine {
             writer: self,
             buffer: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// What the writer wrote, for the test to read.
+    #[derive(Clone, Default)]
+    struct Written(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Written {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Written {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    fn log(writer: &LogWriter, line: &str) {
+        use tracing_subscriber::fmt::MakeWriter;
+        writer.make_writer().write_all(line.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn every_line_is_written_once_and_in_each_threads_order() {
+        let written = Written::default();
+        let (writer, flushed_on_exit) = LogWriter::writing_to(Box::new(written.clone()));
+        // Four threads, together many buffers' worth, so full buffers are written out while
+        // the other threads go on logging.
+        let threads: Vec<_> = (0..4)
+            .map(|thread| {
+                let writer = writer.clone();
+                std::thread::spawn(move || {
+                    for line in 0..20_000 {
+                        log(&writer, &format!("thread {thread} line {line}\n"));
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        drop(flushed_on_exit);
+        let text = written.text();
+        for thread in 0..4 {
+            let prefix = format!("thread {thread} line ");
+            let lines: Vec<usize> = text
+                .lines()
+                .filter_map(|line| line.strip_prefix(&prefix))
+                .map(|number| number.parse().unwrap())
+                .collect();
+            assert_eq!(lines, (0..20_000).collect::<Vec<_>>(), "thread {thread}");
+        }
+        assert_eq!(text.lines().count(), 80_000);
+    }
+
+    #[test]
+    fn a_lone_line_is_written_out_without_waiting_for_more() {
+        let written = Written::default();
+        let (writer, _flushed_on_exit) = LogWriter::writing_to(Box::new(written.clone()));
+        log(&writer, "alone\n");
+        // A generous bound on the flushing thread's interval, not what is tested.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while written.text() != "alone\n" {
+            assert!(Instant::now() < deadline, "the line was never written out");
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }
