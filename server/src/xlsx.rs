@@ -116,14 +116,21 @@ impl<W: Write> XlsxWriter<W> {
         row.push_str(r);
         row.push_str(r#"">"#);
         let mut id = uuid::Uuid::encode_buffer();
-        push_text_cell(row, "A", r, user.id.hyphenated().encode_lower(&mut id), None);
-        for (column, text) in [("B", &user.email), ("C", &user.name), ("D", &user.status)] {
+        let [id_column, email, name, status, created_at] = COLUMNS;
+        push_text_cell(
+            row,
+            id_column,
+            r,
+            user.id.hyphenated().encode_lower(&mut id),
+            None,
+        );
+        for (column, text) in [(email, &user.email), (name, &user.name), (status, &user.status)] {
             let cell = fit_cell(text);
             let format = looks_like_a_formula(&cell).then_some(QUOTED);
             push_text_cell(row, column, r, &cell, format);
         }
         let serial = user.created_at.naive_utc().to_excel_serial_date();
-        for part in [r#"<c r="E"#, r, r#"" s=""#, DATETIME, r#""><v>"#] {
+        for part in [r#"<c r=""#, created_at, r, r#"" s=""#, DATETIME, r#""><v>"#] {
             row.push_str(part);
         }
         row.push_str(zmij::Buffer::new().format_finite(serial));
