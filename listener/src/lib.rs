@@ -37,7 +37,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// What a listener allows one connection, and how many it keeps open.
@@ -281,11 +281,11 @@ enum Expired {
     Idle,
 }
 
-/// What the timeouts of one connection are measured from.
+/// What the timeouts of one connection are measured from. Nothing is told when it changes:
+/// `expired` looks at it again at least once per header-read timeout, which is often enough
+/// (see there), so a request costs no wake-up and no timer of its own.
 struct Activity {
     state: Mutex<ActivityState>,
-    /// Told when a deadline may have moved earlier (a head began, a request ended).
-    changed: Notify,
 }
 
 struct ActivityState {
@@ -306,7 +306,6 @@ impl Activity {
                 requests_handled_now: 0,
                 heads_owed: 0,
             }),
-            changed: Notify::new(),
         }
     }
 
@@ -319,7 +318,6 @@ impl Activity {
         state.last_byte = Instant::now();
         if state.requests_handled_now == 0 && state.head_started.is_none() {
             state.head_started = Some(state.last_byte);
-            self.changed.notify_waiters();
         }
     }
 
@@ -342,11 +340,14 @@ impl Activity {
         reading_a_head.then(|| hypers_refusal(bytes)).flatten()
     }
 
-    /// Resolves when the connection has outlived one of its limits.
+    /// Resolves when the connection has outlived one of its limits. It wakes at the earlier
+    /// of the deadline it sees and one header-read timeout later: a head that starts after a
+    /// look expires no earlier than that timeout after it, so the next look is in time for
+    /// it, and a deadline that moved later (bytes came) is looked at again rather than met.
     async fn expired(&self, limits: &Limits) -> Expired {
         loop {
-            let mut changed = pin!(self.changed.notified());
-            changed.as_mut().enable();
+            let now = Instant::now();
+            let next_look = now + limits.header_read_timeout;
             let deadline = {
                 let state = self.state();
                 match (state.head_started, state.requests_handled_now) {
@@ -357,14 +358,9 @@ impl Activity {
                 }
             };
             match deadline {
-                Some((at, expired)) if at <= Instant::now() => return expired,
-                Some((at, _)) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(at) => {}
-                        _ = changed => {}
-                    }
-                }
-                None => changed.await,
+                Some((at, expired)) if at <= now => return expired,
+                Some((at, _)) => tokio::time::sleep_until(at.min(next_look)).await,
+                None => tokio::time::sleep_until(next_look).await,
             }
         }
     }
@@ -380,19 +376,15 @@ impl Handling {
             state.requests_handled_now += 1;
             state.head_started = None;
         }
-        activity.changed.notify_waiters();
         Self(activity)
     }
 }
 
 impl Drop for Handling {
     fn drop(&mut self) {
-        {
-            let mut state = self.0.state();
-            state.requests_handled_now -= 1;
-            state.last_byte = Instant::now();
-        }
-        self.0.changed.notify_waiters();
+        let mut state = self.0.state();
+        state.requests_handled_now -= 1;
+        state.last_byte = Instant::now();
     }
 }
 
