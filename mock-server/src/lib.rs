@@ -225,9 +225,8 @@ async fn handle(mock: &Mock, request: Request<Incoming>) -> Response<Full<Bytes>
     let spec = mock.spec.read().expect("spec lock").clone();
     let spec = spec.as_ref();
     let request_id = exports_spec::request_id::of(request.headers());
-    let latency = preferences(request.headers())
-        .latency
-        .unwrap_or(mock.options.latency);
+    let preferences = preferences(request.headers());
+    let latency = preferences.latency.unwrap_or(mock.options.latency);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -239,7 +238,7 @@ async fn handle(mock: &Mock, request: Request<Incoming>) -> Response<Full<Bytes>
         preflight(spec, &parts)
     } else {
         match Limited::new(body, MAX_BODY_BYTES).collect().await {
-            Ok(body) => respond(mock, spec, &parts, &body.to_bytes(), &request_id).await,
+            Ok(body) => respond(mock, spec, &parts, &preferences, &body.to_bytes(), &request_id).await,
             Err(_) => envelope(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 errors::payload_too_large(MAX_BODY_BYTES),
@@ -262,7 +261,13 @@ async fn handle(mock: &Mock, request: Request<Incoming>) -> Response<Full<Bytes>
             HeaderValue::from_static(cors::EXPOSE_HEADERS),
         );
     }
-    tracing::info!(request_id, method = %parts.method, path = parts.uri.path(), status = response.status().as_u16(), "request");
+    tracing::info!(
+        request_id,
+        method = parts.method.as_str(),
+        path = parts.uri.path(),
+        status = response.status().as_u16(),
+        "request"
+    );
     response
 }
 
@@ -309,6 +314,7 @@ async fn respond(
     mock: &Mock,
     spec: &Spec,
     parts: &http::request::Parts,
+    preferences: &Preferences,
     body: &[u8],
     request_id: &str,
 ) -> Response<Full<Bytes>> {
@@ -352,7 +358,6 @@ async fn respond(
         body.details = problems;
         return envelope(StatusCode::BAD_REQUEST, body, request_id);
     }
-    let preferences = preferences(&parts.headers);
     let canned = preferences.code.is_some() || preferences.example.is_some() || preferences.dynamic;
     if mock.options.stateful && !canned {
         if let Some(response) = play(mock, spec, operation, &request, request_id).await {
@@ -362,7 +367,7 @@ async fn respond(
     answer(
         spec,
         operation,
-        &preferences,
+        preferences,
         accept,
         mock.options.seed,
         request_id,
@@ -377,6 +382,9 @@ async fn play(
     request: &Parsed<'_>,
     request_id: &str,
 ) -> Option<Response<Full<Bytes>>> {
+    if !stateful::Exports::answers(operation.id) && !webhooks::Webhooks::answers(operation.id) {
+        return None;
+    }
     let (parts, accept) = (request.parts, request.accept);
     let owner = parts
         .headers

@@ -163,11 +163,41 @@ pub enum Outcome {
     Example(u16, &'static str),
 }
 
+/// The operations of the exports flow.
+#[derive(Clone, Copy)]
+enum Operation {
+    Create,
+    Get,
+    Cancel,
+    Download,
+    DownloadByLink,
+    List,
+}
+
+impl Operation {
+    fn of(operation_id: &str) -> Option<Self> {
+        Some(match operation_id {
+            "createUserExport" => Self::Create,
+            "getExport" => Self::Get,
+            "cancelExport" => Self::Cancel,
+            "downloadExport" => Self::Download,
+            "downloadByLink" => Self::DownloadByLink,
+            "listExports" => Self::List,
+            _ => return None,
+        })
+    }
+}
+
 fn not_found() -> Outcome {
     Outcome::Error(404, errors::not_found("Export"))
 }
 
 impl Exports {
+    /// Whether `handle` answers this operation.
+    pub fn answers(operation_id: &str) -> bool {
+        Operation::of(operation_id).is_some()
+    }
+
     pub fn new(speed: f64, clock: Clock, webhooks: Arc<Webhooks>) -> Self {
         Self {
             speed: if speed > 0.0 { speed } else { 1.0 },
@@ -245,8 +275,8 @@ impl Exports {
 
     /// Handles the exports operations by their operationId; `None` for any other operation.
     pub fn handle(&self, call: &Call) -> Option<Outcome> {
+        let operation = Operation::of(call.operation_id)?;
         let Call {
-            operation_id,
             owner,
             export_id,
             query,
@@ -254,6 +284,7 @@ impl Exports {
             base_url,
             example_estimate,
             idempotency_key,
+            ..
         } = *call;
         let mut store = self.store.lock().expect("exports lock");
         let found = export_id
@@ -261,8 +292,8 @@ impl Exports {
             .and_then(|id| store.by_id.get(&id))
             .filter(|record| record.owner == owner)
             .cloned();
-        Some(match operation_id {
-            "createUserExport" => {
+        Some(match operation {
+            Operation::Create => {
                 let body = body?;
                 let now = self.clock.now();
                 // What makes two creates the same request, as on the server: the format and
@@ -342,11 +373,11 @@ impl Exports {
                 }
                 Outcome::Json(202, accepted)
             }
-            "getExport" => match found {
+            Operation::Get => match found {
                 Some(record) => Outcome::Json(200, self.view(&record, base_url)),
                 None => not_found(),
             },
-            "cancelExport" => match found {
+            Operation::Cancel => match found {
                 Some(record) if matches!(self.status(&record), "pending" | "processing") => {
                     let record = store.by_id.get_mut(&record.id).expect("found above");
                     let cancelled_at = self.clock.now().utc;
@@ -360,7 +391,7 @@ impl Exports {
                 Some(record) => Outcome::Error(409, errors::export_finished(self.status(&record))),
                 None => not_found(),
             },
-            "downloadExport" => match found {
+            Operation::Download => match found {
                 Some(record) if self.status(&record) == "done" => {
                     let bytes = record.file().to_vec();
                     Outcome::File {
@@ -374,8 +405,8 @@ impl Exports {
             },
             // The mock signs no links (its exports download through `downloadExport`), so
             // every link is one it did not make.
-            "downloadByLink" => Outcome::Error(403, errors::invalid_download_link()),
-            "listExports" => {
+            Operation::DownloadByLink => Outcome::Error(403, errors::invalid_download_link()),
+            Operation::List => {
                 let limit = query
                     .get("limit")
                     .and_then(|l| l.parse::<usize>().ok())
@@ -407,7 +438,6 @@ impl Exports {
                 let next = (offset + limit < mine.len()).then(|| format!("mock-offset-{}", offset + limit));
                 Outcome::Json(200, json!({"items": items, "next_page": next}))
             }
-            _ => return None,
         })
     }
 

@@ -99,11 +99,40 @@ pub struct Call<'a> {
     pub body: Option<&'a Value>,
 }
 
+/// The operationId of the create, the one operation that looks up no endpoint.
+const CREATE: &str = "createWebhookEndpoint";
+
+/// The webhooks operations on the caller's endpoints.
+#[derive(Clone, Copy)]
+enum OnEndpoints {
+    List,
+    Delete,
+    Rotate,
+    Deliveries,
+}
+
+impl OnEndpoints {
+    fn of(operation_id: &str) -> Option<Self> {
+        Some(match operation_id {
+            "listWebhookEndpoints" => Self::List,
+            "deleteWebhookEndpoint" => Self::Delete,
+            "rotateWebhookSecret" => Self::Rotate,
+            "listWebhookDeliveries" => Self::Deliveries,
+            _ => return None,
+        })
+    }
+}
+
 fn not_found() -> Outcome {
     Outcome::Error(404, errors::not_found("Webhook endpoint"))
 }
 
 impl Webhooks {
+    /// Whether `handle` answers this operation.
+    pub fn answers(operation_id: &str) -> bool {
+        operation_id == CREATE || OnEndpoints::of(operation_id).is_some()
+    }
+
     pub fn new(retries: Retries, stopped: watch::Receiver<bool>) -> Self {
         Self {
             endpoints: Mutex::default(),
@@ -133,19 +162,20 @@ impl Webhooks {
             endpoint_id,
             body,
         } = *call;
-        let endpoint_id = endpoint_id.and_then(|id| Uuid::parse_str(id).ok());
-        if operation_id == "createWebhookEndpoint" {
+        if operation_id == CREATE {
             return Some(self.create(owner, body?).await);
         }
+        let operation = OnEndpoints::of(operation_id)?;
+        let endpoint_id = endpoint_id.and_then(|id| Uuid::parse_str(id).ok());
         let mut endpoints = self.endpoints.lock().expect("webhooks lock");
         let mine = endpoints.entry(owner.to_string()).or_default();
         let found = mine.iter_mut().find(|e| Some(e.id) == endpoint_id);
-        Some(match operation_id {
-            "listWebhookEndpoints" => {
+        Some(match operation {
+            OnEndpoints::List => {
                 let items: Vec<Value> = mine.iter().filter(|e| !e.deleted).map(Endpoint::view).collect();
                 Outcome::Json(200, json!({ "items": items }))
             }
-            "deleteWebhookEndpoint" => match found {
+            OnEndpoints::Delete => match found {
                 Some(endpoint) if !endpoint.deleted => {
                     endpoint.deleted = true;
                     let deleted = mine.iter().filter(|e| e.deleted).count();
@@ -157,7 +187,7 @@ impl Webhooks {
                 }
                 _ => not_found(),
             },
-            "rotateWebhookSecret" => match found {
+            OnEndpoints::Rotate => match found {
                 Some(endpoint) if !endpoint.deleted => {
                     endpoint.secret = webhooks::new_secret();
                     Outcome::Json(200, endpoint.view_with_secret())
@@ -165,14 +195,13 @@ impl Webhooks {
                 _ => not_found(),
             },
             // A deleted endpoint's last deliveries still explain what happened, as on the server.
-            "listWebhookDeliveries" => match found {
+            OnEndpoints::Deliveries => match found {
                 Some(endpoint) => {
                     let items: Vec<Value> = endpoint.deliveries.iter().map(Delivery::view).collect();
                     Outcome::Json(200, json!({ "items": items }))
                 }
                 None => not_found(),
             },
-            _ => return None,
         })
     }
 
