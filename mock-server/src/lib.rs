@@ -2,6 +2,7 @@
 //! has, validates requests against it, and answers with the spec's examples. Prism's request
 //! selectors work the same: `Prefer: code=429`, `Prefer: example=name`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -710,32 +711,32 @@ fn answer(
 ) -> Response<Full<Bytes>> {
     let (code, example_name) = (preferences.code, preferences.example.as_deref());
     let responses = operation.definition.get("responses").and_then(Value::as_object);
-    let statuses: Vec<&String> = responses.map(|r| r.keys().collect()).unwrap_or_default();
-    let status = match code {
-        Some(code) => match statuses.iter().find(|s| s.as_str() == code.to_string()) {
-            Some(status) => status.to_string(),
+    let statuses = || responses.into_iter().flat_map(|r| r.keys());
+    let status: &str = match code {
+        Some(code) => match statuses().find(|s| s.parse() == Ok(code)) {
+            Some(status) => status,
             None => {
+                let documented: Vec<&String> = statuses().collect();
                 return mock_error(
                     &format!(
-                        "{} documents no {code} response (it has {statuses:?})",
+                        "{} documents no {code} response (it has {documented:?})",
                         operation.id
                     ),
                     request_id,
-                )
+                );
             }
         },
-        None => match statuses
-            .iter()
+        None => match statuses()
             .filter(|s| s.starts_with('2'))
             .min()
-            .or(statuses.first())
+            .or(statuses().next())
         {
-            Some(status) => status.to_string(),
+            Some(status) => status,
             None => return mock_error(&format!("{} documents no response", operation.id), request_id),
         },
     };
     let Some(response) = responses
-        .and_then(|r| r.get(&status))
+        .and_then(|r| r.get(status))
         .and_then(|r| spec.resolve(r).ok())
     else {
         return mock_error(
@@ -756,22 +757,22 @@ fn answer(
         .into_iter()
         .flatten()
     {
+        // `handle` gives every answer its request's own id.
+        if name.eq_ignore_ascii_case("x-request-id") {
+            continue;
+        }
         let Ok(header) = spec.resolve(header) else {
             continue;
         };
-        let value = if name.eq_ignore_ascii_case("x-request-id") {
-            Some(request_id.to_string())
-        } else {
-            header
-                .get("example")
-                .or_else(|| {
-                    header
-                        .get("schema")
-                        .and_then(|s| spec.resolve(s).ok())
-                        .and_then(|s| s.get("example"))
-                })
-                .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
-        };
+        let value = header
+            .get("example")
+            .or_else(|| {
+                header
+                    .get("schema")
+                    .and_then(|s| spec.resolve(s).ok())
+                    .and_then(|s| s.get("example"))
+            })
+            .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
         if let (Some(value), Ok(name)) = (value, HeaderName::try_from(name.as_str())) {
             if let Ok(value) = HeaderValue::from_str(&value) {
                 builder = builder.header(name, value);
@@ -794,7 +795,7 @@ fn answer(
     let example = if preferences.dynamic {
         let schema = media.get("schema");
         let generated = schema.and_then(|schema| {
-            dynamic::generate(spec, schema, &mut dynamic::rng(seed, operation.id, &status), 0)
+            dynamic::generate(spec, schema, &mut dynamic::rng(seed, operation.id, status), 0)
         });
         if generated.is_none() {
             return mock_error(
@@ -805,11 +806,15 @@ fn answer(
                 request_id,
             );
         }
-        generated
+        generated.map(Cow::Owned)
     } else {
         match example_name {
             Some(name) => match media.get("examples").and_then(|e| e.get(name)) {
-                Some(example) => spec.resolve(example).ok().and_then(|e| e.get("value")).cloned(),
+                Some(example) => spec
+                    .resolve(example)
+                    .ok()
+                    .and_then(|e| e.get("value"))
+                    .map(Cow::Borrowed),
                 None => {
                     let names: Vec<&String> = media
                         .get("examples")
@@ -838,7 +843,7 @@ fn answer(
                         .and_then(|s| spec.resolve(s).ok())
                         .and_then(|s| s.get("example"))
                 })
-                .cloned(),
+                .map(Cow::Borrowed),
         }
     };
     let Some(mut example) = example else {
@@ -851,12 +856,14 @@ fn answer(
         );
     };
     // Error envelopes carry the request's own id, as the real server's do.
-    if let Some(id) = example.pointer_mut("/error/request_id") {
-        *id = Value::from(request_id);
+    if example.pointer("/error/request_id").is_some() {
+        if let Some(id) = example.to_mut().pointer_mut("/error/request_id") {
+            *id = Value::from(request_id);
+        }
     }
-    let body = match (&example, media_type.as_str()) {
+    let body = match (example.as_ref(), media_type.as_str()) {
         (Value::String(text), media) if media != "application/json" => Bytes::from(text.clone()),
-        _ => Bytes::from(serde_json::to_vec(&example).expect("JSON serialises")),
+        (example, _) => Bytes::from(serde_json::to_vec(example).expect("JSON serialises")),
     };
     builder
         .header(header::CONTENT_TYPE, media_type.as_str())
