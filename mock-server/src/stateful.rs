@@ -163,10 +163,12 @@ pub enum Outcome {
     Example(u16, &'static str),
 }
 
-/// The operations of the exports flow.
+/// The operationId of the create, the one operation of the flow that looks up no export.
+const CREATE: &str = "createUserExport";
+
+/// The operations on the caller's exports.
 #[derive(Clone, Copy)]
-enum Operation {
-    Create,
+enum OnExports {
     Get,
     Cancel,
     Download,
@@ -174,10 +176,9 @@ enum Operation {
     List,
 }
 
-impl Operation {
+impl OnExports {
     fn of(operation_id: &str) -> Option<Self> {
         Some(match operation_id {
-            "createUserExport" => Self::Create,
             "getExport" => Self::Get,
             "cancelExport" => Self::Cancel,
             "downloadExport" => Self::Download,
@@ -195,7 +196,7 @@ fn not_found() -> Outcome {
 impl Exports {
     /// Whether `handle` answers this operation.
     pub fn answers(operation_id: &str) -> bool {
-        Operation::of(operation_id).is_some()
+        operation_id == CREATE || OnExports::of(operation_id).is_some()
     }
 
     pub fn new(speed: f64, clock: Clock, webhooks: Arc<Webhooks>) -> Self {
@@ -275,15 +276,15 @@ impl Exports {
 
     /// Handles the exports operations by their operationId; `None` for any other operation.
     pub fn handle(&self, call: &Call) -> Option<Outcome> {
-        let operation = Operation::of(call.operation_id)?;
+        if call.operation_id == CREATE {
+            return self.create(call);
+        }
+        let operation = OnExports::of(call.operation_id)?;
         let Call {
             owner,
             export_id,
             query,
-            body,
             base_url,
-            example_estimate,
-            idempotency_key,
             ..
         } = *call;
         let mut store = self.store.lock().expect("exports lock");
@@ -293,91 +294,11 @@ impl Exports {
             .filter(|record| record.owner == owner)
             .cloned();
         Some(match operation {
-            Operation::Create => {
-                let body = body?;
-                let now = self.clock.now();
-                // What makes two creates the same request, as on the server: the format and
-                // the filters, whatever the order of their members, `{}` for none.
-                let asked = json!([
-                    body.get("format"),
-                    body.get("filters")
-                        .filter(|f| !f.is_null())
-                        .cloned()
-                        .unwrap_or_else(|| json!({}))
-                ]);
-                let remembered = idempotency_key.map(|key| (owner.to_string(), key.to_string()));
-                if let Some((earlier, answer, at)) = remembered.as_ref().and_then(|k| store.keys.get(k)) {
-                    if now.instant.duration_since(*at) < KEY_KEPT {
-                        return Some(if *earlier == asked {
-                            Outcome::Replayed(answer.clone())
-                        } else {
-                            Outcome::Canned(422)
-                        });
-                    }
-                }
-                let record = Record {
-                    id: exports_spec::random_uuid(),
-                    owner: owner.to_string(),
-                    format: body
-                        .get("format")
-                        .and_then(Value::as_str)
-                        .unwrap_or("csv")
-                        .to_string(),
-                    filters: body
-                        .get("filters")
-                        .cloned()
-                        .filter(Value::is_object)
-                        .unwrap_or_else(|| json!({})),
-                    started: now.instant,
-                    created_at: now.utc,
-                    estimated_seconds: example_estimate.unwrap_or(DEFAULT_SECONDS),
-                    cancelled_at: None,
-                    file: Arc::default(),
-                };
-                let accepted = json!({
-                    "export_id": record.id,
-                    "status": "pending",
-                    "estimated_seconds": (record.estimated_seconds as f64 / self.speed).ceil() as u64,
-                });
-                if store.order.len() >= MAX_EXPORTS {
-                    if let Some(oldest) = store.order.pop_front() {
-                        store.by_id.remove(&oldest);
-                    }
-                }
-                let finishes = now.instant + self.duration(&record);
-                if store
-                    .finishing
-                    .peek()
-                    .is_none_or(|Reverse((first, _))| finishes < *first)
-                {
-                    self.sooner.notify_one();
-                }
-                store.finishing.push(Reverse((finishes, record.id)));
-                // Forgotten exports are never announced: drop them now and then, so that the
-                // queue stays as small as the store.
-                if store.finishing.len() > 2 * MAX_EXPORTS {
-                    let Store { finishing, by_id, .. } = &mut *store;
-                    finishing.retain(|Reverse((_, id))| by_id.contains_key(id));
-                }
-                store.order.push_back(record.id);
-                store.by_id.insert(record.id, record);
-                if let Some(remembered) = remembered {
-                    if store.keys.len() >= MAX_EXPORTS {
-                        store
-                            .keys
-                            .retain(|_, (_, _, at)| now.instant.duration_since(*at) < KEY_KEPT);
-                    }
-                    store
-                        .keys
-                        .insert(remembered, (asked, accepted.clone(), now.instant));
-                }
-                Outcome::Json(202, accepted)
-            }
-            Operation::Get => match found {
+            OnExports::Get => match found {
                 Some(record) => Outcome::Json(200, self.view(&record, base_url)),
                 None => not_found(),
             },
-            Operation::Cancel => match found {
+            OnExports::Cancel => match found {
                 Some(record) if matches!(self.status(&record), "pending" | "processing") => {
                     let record = store.by_id.get_mut(&record.id).expect("found above");
                     let cancelled_at = self.clock.now().utc;
@@ -391,7 +312,7 @@ impl Exports {
                 Some(record) => Outcome::Error(409, errors::export_finished(self.status(&record))),
                 None => not_found(),
             },
-            Operation::Download => match found {
+            OnExports::Download => match found {
                 Some(record) if self.status(&record) == "done" => {
                     let bytes = record.file().to_vec();
                     Outcome::File {
@@ -405,8 +326,8 @@ impl Exports {
             },
             // The mock signs no links (its exports download through `downloadExport`), so
             // every link is one it did not make.
-            Operation::DownloadByLink => Outcome::Error(403, errors::invalid_download_link()),
-            Operation::List => {
+            OnExports::DownloadByLink => Outcome::Error(403, errors::invalid_download_link()),
+            OnExports::List => {
                 let limit = query
                     .get("limit")
                     .and_then(|l| l.parse::<usize>().ok())
@@ -439,6 +360,101 @@ impl Exports {
                 Outcome::Json(200, json!({"items": items, "next_page": next}))
             }
         })
+    }
+
+    /// A create: the export and its answer are made before the store is locked, and the
+    /// export it forgets to make room is dropped after, so concurrent requests wait little.
+    fn create(&self, call: &Call) -> Option<Outcome> {
+        let Call {
+            owner,
+            body,
+            example_estimate,
+            idempotency_key,
+            ..
+        } = *call;
+        let body = body?;
+        let now = self.clock.now();
+        // What makes two creates the same request, as on the server: the format and the
+        // filters, whatever the order of their members, `{}` for none.
+        let asked = json!([
+            body.get("format"),
+            body.get("filters")
+                .filter(|f| !f.is_null())
+                .cloned()
+                .unwrap_or_else(|| json!({}))
+        ]);
+        let remembered = idempotency_key.map(|key| (owner.to_string(), key.to_string()));
+        let record = Record {
+            id: exports_spec::random_uuid(),
+            owner: owner.to_string(),
+            format: body
+                .get("format")
+                .and_then(Value::as_str)
+                .unwrap_or("csv")
+                .to_string(),
+            filters: body
+                .get("filters")
+                .cloned()
+                .filter(Value::is_object)
+                .unwrap_or_else(|| json!({})),
+            started: now.instant,
+            created_at: now.utc,
+            estimated_seconds: example_estimate.unwrap_or(DEFAULT_SECONDS),
+            cancelled_at: None,
+            file: Arc::default(),
+        };
+        let accepted = json!({
+            "export_id": record.id,
+            "status": "pending",
+            "estimated_seconds": (record.estimated_seconds as f64 / self.speed).ceil() as u64,
+        });
+        let finishes = now.instant + self.duration(&record);
+
+        let mut store = self.store.lock().expect("exports lock");
+        if let Some((earlier, answer, at)) = remembered.as_ref().and_then(|k| store.keys.get(k)) {
+            if now.instant.duration_since(*at) < KEY_KEPT {
+                return Some(if *earlier == asked {
+                    Outcome::Replayed(answer.clone())
+                } else {
+                    Outcome::Canned(422)
+                });
+            }
+        }
+        let forgotten = if store.order.len() >= MAX_EXPORTS {
+            let oldest = store.order.pop_front();
+            oldest.and_then(|oldest| store.by_id.remove(&oldest))
+        } else {
+            None
+        };
+        if store
+            .finishing
+            .peek()
+            .is_none_or(|Reverse((first, _))| finishes < *first)
+        {
+            self.sooner.notify_one();
+        }
+        store.finishing.push(Reverse((finishes, record.id)));
+        // Forgotten exports are never announced: drop them now and then, so that the queue
+        // stays as small as the store.
+        if store.finishing.len() > 2 * MAX_EXPORTS {
+            let Store { finishing, by_id, .. } = &mut *store;
+            finishing.retain(|Reverse((_, id))| by_id.contains_key(id));
+        }
+        store.order.push_back(record.id);
+        store.by_id.insert(record.id, record);
+        if let Some(remembered) = remembered {
+            if store.keys.len() >= MAX_EXPORTS {
+                store
+                    .keys
+                    .retain(|_, (_, _, at)| now.instant.duration_since(*at) < KEY_KEPT);
+            }
+            store
+                .keys
+                .insert(remembered, (asked, accepted.clone(), now.instant));
+        }
+        drop(store);
+        drop(forgotten);
+        Some(Outcome::Json(202, accepted))
     }
 
     fn status(&self, record: &Record) -> &'static str {
