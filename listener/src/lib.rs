@@ -577,6 +577,53 @@ mod tests {
         assert!(TcpStream::connect(addr).await.is_err());
     }
 
+    /// How long a connection stays open once `start` is sent, then nothing more: read until
+    /// the server closes it. On tokio's paused clock, which moves to the next timer whenever
+    /// nothing else can run, so the figure is the server's deadline whatever the machine.
+    async fn open_after(limits: Limits, idle_first: Duration, start: &[u8]) -> Duration {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let serving = serve(listener, limits, |_request, _peer| async {
+            Response::new(Full::new(Bytes::from_static(b"done")))
+        })
+        .unwrap();
+        let mut client = TcpStream::connect(serving.local_addr()).await.unwrap();
+        tokio::time::sleep(idle_first).await;
+        let sent = Instant::now();
+        client.write_all(start).await.unwrap();
+        let mut received = Vec::new();
+        let _ = client.read_to_end(&mut received).await;
+        sent.elapsed()
+    }
+
+    const LIMITS: Limits = Limits {
+        header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(75),
+        max_connections: 16,
+        max_header_fields: 100,
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_begun_between_two_looks_is_closed_at_its_own_deadline() {
+        // The connection looked at its deadlines when it opened; the head begins 7 s later,
+        // between that look and the next.
+        let open = open_after(LIMITS, Duration::from_secs(7), b"GET / HTTP/1.1\r\nhost: t").await;
+        let limit = LIMITS.header_read_timeout;
+        assert!(
+            open >= limit && open < limit + Duration::from_secs(1),
+            "closed {open:?} after the head began"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answered_connection_is_closed_at_its_idle_deadline() {
+        let open = open_after(LIMITS, Duration::ZERO, b"GET / HTTP/1.1\r\nhost: t\r\n\r\n").await;
+        let limit = LIMITS.idle_timeout;
+        assert!(
+            open >= limit && open < limit + Duration::from_secs(1),
+            "closed {open:?} after the request"
+        );
+    }
+
     /// Sends raw bytes and reads the answer until the server closes.
     async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
         let mut client = TcpStream::connect(addr).await.unwrap();
