@@ -320,6 +320,10 @@ async fn respond(
     request_id: &str,
 ) -> Response<Full<Bytes>> {
     let path = parts.uri.path();
+    // The server's edge refuses these too, before any route is looked up.
+    if let Some(refusal) = exports_spec::request_path::non_canonical(path) {
+        return envelope(StatusCode::BAD_REQUEST, refusal, request_id);
+    }
     let matches = routes(spec, path);
     // The contract itself, as the server serves it (not the spec's examples of it).
     if let Some((media_type, body)) = spec.served(path).filter(|_| parts.method == Method::GET) {

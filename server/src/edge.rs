@@ -26,10 +26,12 @@ use bytes::Bytes;
 use exports_listener::{Limits, Serving};
 use exports_spec::cors;
 use exports_spec::errors::{self, ErrorBody};
+use futures::StreamExt;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -235,6 +237,12 @@ async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpA
         return finish(response, &request_id, cors_origin);
     }
 
+    // From here on, the path is the one dropshot routes (`exports_spec::request_path`).
+    if let Some(body) = exports_spec::request_path::non_canonical(&path) {
+        let response = answer(StatusCode::BAD_REQUEST, body);
+        return finish(response, &request_id, cors_origin);
+    }
+
     if path.starts_with("/api/") {
         if let Some(seconds) = state.failed_authentications.retry_after(peer) {
             let mut body = ErrorBody::new(
@@ -283,32 +291,29 @@ async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpA
         HeaderValue::from_str(&request_id).expect("a valid id"),
     );
 
-    let response = match tokio::time::timeout(state.settings.upstream_timeout, state.client.request(request))
-        .await
-    {
-        Ok(Ok(response)) => {
-            if response.status() == StatusCode::UNAUTHORIZED {
-                state.failed_authentications.record(peer);
+    let response =
+        match tokio::time::timeout(state.settings.upstream_timeout, state.client.request(request)).await {
+            Ok(Ok(response)) => {
+                if response.status() == StatusCode::UNAUTHORIZED {
+                    state.failed_authentications.record(peer);
+                }
+                rewrite_error(response, &request_id, &method, &path, started).await
             }
-            rewrite_error(response, &request_id, &method, &path, started).await
-        }
-        Ok(Err(error)) => {
-            tracing::error!(request_id, %error, "the API server did not answer");
-            let mut body = ErrorBody::new("service_unavailable", "The service is unavailable; retry later.");
-            body.retry_after_seconds = Some(crate::app::DEPENDENCY_RETRY_AFTER_SECONDS);
-            answer(StatusCode::SERVICE_UNAVAILABLE, body)
-        }
-        Err(_) => {
-            let seconds = state.settings.upstream_timeout.as_secs();
-            answer(
-                StatusCode::GATEWAY_TIMEOUT,
-                ErrorBody::new(
-                    "timeout",
-                    format!("The request did not complete within {seconds} s."),
-                ),
-            )
-        }
-    };
+            Ok(Err(error)) => {
+                tracing::error!(request_id, %error, "the API server did not answer");
+                answer(StatusCode::SERVICE_UNAVAILABLE, unavailable())
+            }
+            Err(_) => {
+                let seconds = state.settings.upstream_timeout.as_secs();
+                answer(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    ErrorBody::new(
+                        "timeout",
+                        format!("The request did not complete within {seconds} s."),
+                    ),
+                )
+            }
+        };
     finish(response, &request_id, cors_origin)
 }
 
@@ -368,10 +373,14 @@ async fn rewrite_error(
         return response.map(|body| body.boxed());
     }
     let (mut parts, body) = response.into_parts();
-    let Ok(collected) = Limited::new(body, MAX_ERROR_BODY_BYTES).collect().await else {
-        return Response::from_parts(parts, full(Bytes::new()));
+    let bytes = match read_error_body(body).await {
+        ErrorBodyRead::Whole(bytes) => bytes,
+        ErrorBodyRead::TooLong(body) => return Response::from_parts(parts, body),
+        ErrorBodyRead::Broken(error) => {
+            tracing::error!(request_id, %error, "the API server's error body broke off");
+            return envelope(StatusCode::SERVICE_UNAVAILABLE, unavailable(), request_id);
+        }
     };
-    let bytes = collected.to_bytes();
     let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
         return Response::from_parts(parts, full(bytes));
     };
@@ -422,6 +431,39 @@ async fn rewrite_error(
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     Response::from_parts(parts, full(body))
+}
+
+enum ErrorBodyRead<E> {
+    Whole(Bytes),
+    /// Longer than `MAX_ERROR_BODY_BYTES`: what was read, then the rest, as it was sent.
+    TooLong(BoxBody<Bytes, E>),
+    Broken(E),
+}
+
+/// Reads an error body to rewrite it, unless it is too long to hold: then it is passed on
+/// whole, the part already read in front of the rest, with the upstream's own headers.
+async fn read_error_body<B>(mut body: B) -> ErrorBodyRead<B::Error>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+{
+    let mut read: Vec<Bytes> = Vec::new();
+    let mut length = 0;
+    while let Some(frame) = body.frame().await {
+        let data = match frame.map(Frame::into_data) {
+            Ok(Ok(data)) => data,
+            // Trailers: an error body has none worth keeping.
+            Ok(Err(_)) => continue,
+            Err(error) => return ErrorBodyRead::Broken(error),
+        };
+        length += data.len();
+        read.push(data);
+        if length > MAX_ERROR_BODY_BYTES {
+            let head = futures::stream::iter(read.into_iter().map(|data| Ok(Frame::data(data))));
+            let whole = StreamBody::new(head.chain(BodyStream::new(body)));
+            return ErrorBodyRead::TooLong(BodyExt::boxed(whole));
+        }
+    }
+    ErrorBodyRead::Whole(read.concat().into())
 }
 
 /// The `Access-Control-Allow-Origin` for a request: `*` when any origin is allowed, else the
@@ -478,6 +520,13 @@ fn envelope(status: StatusCode, mut body: ErrorBody, request_id: &str) -> Respon
         .expect("valid response")
 }
 
+/// `503 service_unavailable`: the API server behind the edge did not answer whole.
+fn unavailable() -> ErrorBody {
+    let mut body = ErrorBody::new("service_unavailable", "The service is unavailable; retry later.");
+    body.retry_after_seconds = Some(crate::app::DEPENDENCY_RETRY_AFTER_SECONDS);
+    body
+}
+
 fn log_request(request_id: &str, method: &Method, path: &str, status: StatusCode, started: Instant) {
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(
@@ -528,6 +577,35 @@ mod tests {
         assert_eq!(status(request(1, MAX_HEADER_BYTES - 8, 1)), Some(431));
         assert_eq!(status(request(0, 0, MAX_TARGET_BYTES)), None);
         assert_eq!(status(request(0, 0, MAX_TARGET_BYTES + 1)), Some(414));
+    }
+
+    #[tokio::test]
+    async fn an_error_body_too_long_to_rewrite_is_passed_on_whole() {
+        let chunks = |sizes: &[usize]| {
+            let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &size)| Ok(Frame::data(Bytes::from(vec![b'a' + i as u8; size]))))
+                .collect();
+            StreamBody::new(futures::stream::iter(frames))
+        };
+        let sizes = [40 * 1024, 30 * 1024, 20 * 1024];
+        let ErrorBodyRead::TooLong(body) = read_error_body(chunks(&sizes)).await else {
+            panic!("a 90 KiB body was read whole");
+        };
+        let passed_on = body.collect().await.unwrap().to_bytes();
+        let sent: Vec<u8> = sizes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &size)| vec![b'a' + i as u8; size])
+            .collect();
+        assert_eq!(passed_on.as_ref(), sent.as_slice());
+
+        let ErrorBodyRead::Whole(small) = read_error_body(chunks(&[10, MAX_ERROR_BODY_BYTES - 10])).await
+        else {
+            panic!("a 64 KiB body was not read whole");
+        };
+        assert_eq!(small.len(), MAX_ERROR_BODY_BYTES);
     }
 
     #[test]

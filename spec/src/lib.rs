@@ -13,10 +13,12 @@ use crate::errors::issue;
 
 /// The contract, as committed beside this crate.
 pub mod auth;
+pub mod backoff;
 pub mod cors;
 pub mod docs;
 pub mod errors;
 pub mod request_id;
+pub mod request_path;
 #[cfg(feature = "schemars")]
 pub mod schema;
 pub mod webhook_url;

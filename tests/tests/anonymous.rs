@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use exports_client::types::{CreateUserExport, ExportFormat};
-use exports_tests::{error_of, TestEnv};
+use exports_tests::{error_of, raw_request, TestEnv};
 use serde_json::Value;
 
 /// A generous upper bound for anything the server should do promptly.
@@ -90,6 +90,63 @@ async fn an_address_that_keeps_failing_authentication_gets_429_and_others_are_an
         .send()
         .await?;
     assert_eq!(response.status(), 200);
+    env.finish().await
+}
+
+/// Spellings of `/api/v1/exports/users` that dropshot's router takes (it drops empty segments
+/// and percent-decodes) but a check of the raw path does not: each once let a good key past
+/// the limit on failed authentications, and a bad one through to PostgreSQL.
+const OTHER_SPELLINGS: &[&str] = &[
+    "//api/v1/exports/users",
+    "/%61pi/v1/exports/users",
+    "/api/v1/./exports/users",
+    "/api%2Fv1/exports/users",
+    "/api/v1/exports%2fusers",
+    "/api/v1/exports/users/",
+];
+
+#[tokio::test]
+async fn only_the_routed_spelling_of_a_path_is_answered_so_the_failure_limit_has_no_way_round(
+) -> anyhow::Result<()> {
+    let limit = 5;
+    let env = TestEnv::start_with(|settings| settings.max_failed_authentications_per_minute = limit).await?;
+    let writer = env.writer().await?;
+    let get = |path: &str, key: &str| format!("GET {path} HTTP/1.1\r\nAuthorization: Bearer {key}");
+    let expect_refused = |path: &str, (status, body): (u16, String)| -> anyhow::Result<()> {
+        assert_eq!(status, 400, "{path}: {body}");
+        let body: Value = serde_json::from_str(&body)?;
+        assert_eq!(body["error"]["code"], "invalid_request", "{path}: {body}");
+        assert_eq!(body["error"]["details"][0]["field"], "path", "{path}: {body}");
+        Ok(())
+    };
+
+    // A thousand wrong keys spread over the other spellings: every one is refused at the edge,
+    // none is looked up, and the address is not limited by them.
+    for n in 0..1000 {
+        let path = OTHER_SPELLINGS[n % OTHER_SPELLINGS.len()];
+        expect_refused(
+            path,
+            raw_request(env.server_addr, &get(path, &unknown_key(n))).await?,
+        )?;
+    }
+    assert_eq!(api_key_lookups(&env).await?, 0);
+    let (status, body) = raw_request(env.server_addr, &get("/api/v1/exports/users", &writer.key)).await?;
+    assert_eq!(status, 200, "{body}");
+    let looked_up = api_key_lookups(&env).await?;
+
+    // Past the limit on the routed spelling, a good key gets 429 there and 400 elsewhere,
+    // never 200.
+    for n in 0..limit as usize {
+        let path = "/api/v1/exports/users";
+        let (status, body) = raw_request(env.server_addr, &get(path, &unknown_key(n))).await?;
+        assert_eq!(status, 401, "{body}");
+    }
+    let (status, body) = raw_request(env.server_addr, &get("/api/v1/exports/users", &writer.key)).await?;
+    assert_eq!(status, 429, "{body}");
+    for path in OTHER_SPELLINGS {
+        expect_refused(path, raw_request(env.server_addr, &get(path, &writer.key)).await?)?;
+    }
+    assert_eq!(api_key_lookups(&env).await? - looked_up, u64::from(limit));
     env.finish().await
 }
 

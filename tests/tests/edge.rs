@@ -1,7 +1,7 @@
 //! What the edge adds in front of dropshot: request ids, router errors in the envelope, CORS,
 //! and the health endpoints.
 
-use exports_tests::TestEnv;
+use exports_tests::{raw_request, TestEnv};
 use serde_json::Value;
 
 #[tokio::test]
@@ -28,28 +28,6 @@ async fn request_ids_are_honoured_or_generated() -> anyhow::Result<()> {
     let body: Value = response.json().await?;
     assert_eq!(body["error"]["request_id"], id.as_str());
     env.finish().await
-}
-
-/// Sends `head` (a request line and headers) over a raw connection and returns the status and
-/// the body: for request targets no HTTP client library sends.
-async fn raw_request(addr: std::net::SocketAddr, head: &str) -> anyhow::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(format!("{head}\r\nHost: exports.test\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await?;
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no status line: {answer}"))?;
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
 }
 
 #[tokio::test]
