@@ -2,7 +2,7 @@
 //! taken for one attempt at a time (its row locked in the attempt's transaction), its body
 //! rendered from the export as its status change left it, and sent as `exports_spec::webhooks`
 //! says (signed as Standard Webhooks 1.0 says, 10 seconds, no redirects, a 2xx ends it; tried
-//! again with exponential backoff and full jitter until a day has passed since the event).
+//! again with exponential backoff and equal jitter until a day has passed since the event).
 //! The endpoint's URL is checked again at each attempt, and the client's resolver connects
 //! only to the public addresses a name resolves to, so a name that starts resolving to a
 //! private address after registration is refused at connection.

@@ -2,7 +2,7 @@
 //! Standard Webhooks 1.0 signatures (`webhook-id`, `webhook-timestamp`,
 //! `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`), the event's body,
 //! one attempt (10 seconds, no redirects followed, a 2xx ends it) and the retry schedule
-//! (exponential backoff with full jitter, for a day). Where the events come from (the
+//! (exponential backoff with equal jitter, for a day). Where the events come from (the
 //! server's outbox, the mock's clock) and where attempts are recorded is each side's own.
 
 use std::net::SocketAddr;
@@ -85,7 +85,7 @@ pub fn event_body(event_type: &str, occurred_at: DateTime<Utc>, export: &Value) 
 /// When failed attempts are tried again.
 #[derive(Debug, Clone, Copy)]
 pub struct Retries {
-    /// Backoff before the second attempt, doubled for each later one (with full jitter).
+    /// Backoff before the second attempt, doubled for each later one (with equal jitter).
     pub first_backoff: Duration,
     /// The longest backoff.
     pub max_backoff: Duration,
@@ -94,14 +94,9 @@ pub struct Retries {
 }
 
 impl Retries {
-    /// Backoff after failed attempt `attempt` (1 for the first): exponential with full jitter.
+    /// Backoff after failed attempt `attempt` (1 for the first): `crate::backoff::equal_jitter`.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = self
-            .first_backoff
-            .saturating_mul(1 << (attempt.clamp(1, 20) - 1))
-            .min(self.max_backoff);
-        let millis = ceiling.as_millis() as u64;
-        Duration::from_millis(millis / 2 + rand::random_range(0..=millis / 2))
+        crate::backoff::equal_jitter(self.first_backoff, attempt, self.max_backoff)
     }
 
     /// The backoff before the next attempt, `None` once the event is too old to try again.
@@ -226,21 +221,14 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_with_full_jitter_up_to_its_ceiling() {
+    fn a_day_old_event_is_given_up() {
         let retries = Retries {
             first_backoff: Duration::from_secs(10),
             max_backoff: Duration::from_secs(3600),
             retry_for: RETRY_FOR,
         };
-        for (attempt, ceiling) in [(1, 10), (2, 20), (3, 40), (12, 3600)] {
-            let backoff = retries.backoff(attempt);
-            let ceiling = Duration::from_secs(ceiling);
-            assert!(
-                backoff >= ceiling / 2 && backoff <= ceiling,
-                "{attempt}: {backoff:?}"
-            );
-        }
-        assert!(retries.after(30, RETRY_FOR).is_none(), "a day old: given up");
+        assert!(retries.after(3, RETRY_FOR - Duration::from_secs(1)).is_some());
+        assert!(retries.after(30, RETRY_FOR).is_none());
     }
 
     #[test]
