@@ -14,4 +14,7 @@ cargo xtask spec lint
 cargo xtask spec check
 cargo xtask client --check
 cargo test --workspace --no-fail-fast "$@"
+# The server's own tests again, on the server as it ships (without the end-to-end tests'
+# `fault-injection`, which Cargo's feature unification gives every `--workspace` build).
+cargo test -p exports-server --no-fail-fast "$@"
 scripts/schemathesis.sh
