@@ -2055,8 +2055,9 @@ Arguments:
 The 50 newest events sent (or being sent) to the endpoint, newest first: whether
 each is still being tried, delivered or given up, how many attempts it took, and the
 last attempt's time, the HTTP status your endpoint answered and the error. Use it to
-see why your endpoint is not receiving events. Unknown ids and other users'
-endpoints get `404`.
+see why your endpoint is not receiving events. A delivery is kept for 30 days after it
+was delivered or given up (each holds a copy of the export as it was), then deleted:
+older ones are no longer listed. Unknown ids and other users' endpoints get `404`.
 
 **Scope:** requires an API key with `webhooks:manage`.
 

@@ -23,12 +23,11 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{pin_mut, TryStreamExt};
-use object_store::buffered::BufWriter;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::model::{ExportFormat, UserExportFilters, UserQuery};
+use crate::storage::FileWriter;
 use crate::xlsx::{self, XlsxWriter};
 
 pub const HEADER: [&str; 5] = ["id", "email", "name", "status", "created_at"];
@@ -190,44 +189,25 @@ pub async fn write_export(
 
 /// The object being uploaded, and how many bytes went into it.
 pub struct Upload {
-    writer: BufWriter,
+    writer: FileWriter,
     pub bytes: u64,
+    /// The upload was abandoned and the store confirmed it: nothing of it is left.
+    pub aborted: bool,
 }
 
 impl Upload {
-    pub fn new(writer: BufWriter) -> Self {
-        Self { writer, bytes: 0 }
+    pub fn new(writer: FileWriter) -> Self {
+        Self {
+            writer,
+            bytes: 0,
+            aborted: false,
+        }
     }
 }
 
 async fn put(upload: &mut Upload, bytes: Vec<u8>) -> Result<()> {
     upload.bytes += bytes.len() as u64;
-    upload
-        .writer
-        .put(Bytes::from(bytes))
-        .await
-        .map_err(|error| storage_failure("uploading the file", error))
-}
-
-/// A failure of the file storage, as opposed to the database or the file's own writing: the
-/// worker tells users which it was by this type.
-#[derive(Debug, thiserror::Error)]
-#[error("{doing}")]
-pub struct StorageFailure {
-    doing: &'static str,
-    #[source]
-    source: Box<dyn std::error::Error + Send + Sync>,
-}
-
-pub fn storage_failure(
-    doing: &'static str,
-    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-) -> anyhow::Error {
-    StorageFailure {
-        doing,
-        source: source.into(),
-    }
-    .into()
+    upload.writer.put(Bytes::from(bytes)).await
 }
 
 pub async fn write_csv(
@@ -383,17 +363,20 @@ fn build_xlsx(
     Ok(count)
 }
 
-/// Completes the upload, or aborts it so no partial object is left, and returns the file size.
+/// Completes the upload, or aborts it so no partial object is left, and returns the rows.
 pub async fn finish_upload(upload: &mut Upload, written: Result<u64>) -> Result<u64> {
     match written {
         Ok(rows) => {
-            (upload.writer.shutdown().await)
-                .map_err(|error| storage_failure("completing the upload", error))?;
+            upload.writer.complete().await?;
             Ok(rows)
         }
         Err(error) => {
-            if let Err(abort) = upload.writer.abort().await {
-                tracing::warn!(error = %abort, "aborting the upload failed; the store discards incomplete uploads");
+            match upload.writer.abort().await {
+                Ok(()) => upload.aborted = true,
+                Err(abort) => tracing::warn!(
+                    error = %format!("{abort:#}"),
+                    "aborting the upload failed; it goes when the export is taken over or swept"
+                ),
             }
             Err(error)
         }

@@ -10,18 +10,22 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use bytes::BytesMut;
 use chrono::{DateTime, Utc};
 use clap::Args;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use hmac::{Hmac, KeyInit, Mac};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::signer::{SignedUrlOptions, Signer};
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
+use object_store::{ClientOptions, MultipartId, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 use sha2::Sha256;
+use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::model::ExportFormat;
@@ -110,12 +114,178 @@ pub struct Storage {
 #[derive(Clone)]
 enum Links {
     Presigned(Arc<AmazonS3>),
-    Served { key: Arc<[u8]> },
+    /// Files in a local directory, linked to this API's `/downloads/{id}`.
+    Served {
+        key: Arc<[u8]>,
+        dir: PathBuf,
+    },
 }
 
 pub struct DownloadLink {
     pub url: String,
     pub expires_at: DateTime<Utc>,
+}
+
+/// Parts of one upload sent to the store at once.
+const MAX_PARTS_IN_FLIGHT: usize = 2;
+
+/// Told the id of a multipart upload the store has just opened; an error abandons the upload.
+pub type UploadOpened = Box<dyn FnMut(String) -> BoxFuture<'static, Result<()>> + Send>;
+
+/// A file being written to storage.
+pub enum FileWriter {
+    /// object_store's own writer, for the local directory (whose unfinished uploads
+    /// `Storage::clean_export` finds by reading the directory).
+    Buffered(BufWriter),
+    /// On S3, whose open uploads cannot be listed here (object_store has no
+    /// `ListMultipartUploads`, and s3s-fs does not answer it): an upload's id is handed to
+    /// `UploadOpened` before its first part goes up, so that it can be aborted by id later.
+    Multipart(MultipartWriter),
+}
+
+pub struct MultipartWriter {
+    s3: Arc<AmazonS3>,
+    key: Path,
+    part_bytes: usize,
+    buffer: BytesMut,
+    upload: Option<MultipartId>,
+    /// By part index; `None` while the part is in flight.
+    parts: Vec<Option<PartId>>,
+    in_flight: JoinSet<(usize, object_store::Result<PartId>)>,
+    opened: UploadOpened,
+}
+
+impl FileWriter {
+    pub async fn put(&mut self, bytes: Bytes) -> Result<()> {
+        match self {
+            Self::Buffered(writer) => {
+                (writer.put(bytes).await).map_err(|error| storage_failure("uploading the file", error))
+            }
+            Self::Multipart(writer) => writer.put(bytes).await,
+        }
+    }
+
+    /// Completes the file: the last part and the store's completion of the upload.
+    pub async fn complete(&mut self) -> Result<()> {
+        match self {
+            Self::Buffered(writer) => {
+                use tokio::io::AsyncWriteExt;
+                (writer.shutdown().await).map_err(|error| storage_failure("completing the upload", error))
+            }
+            Self::Multipart(writer) => writer.complete().await,
+        }
+    }
+
+    /// Abandons the file: nothing of it stays in the store.
+    pub async fn abort(&mut self) -> Result<()> {
+        match self {
+            Self::Buffered(writer) => {
+                (writer.abort().await).map_err(|error| storage_failure("aborting the upload", error))
+            }
+            Self::Multipart(writer) => writer.abort().await,
+        }
+    }
+}
+
+impl MultipartWriter {
+    async fn put(&mut self, bytes: Bytes) -> Result<()> {
+        self.buffer.extend_from_slice(&bytes);
+        while self.buffer.len() >= self.part_bytes {
+            let part = self.buffer.split_to(self.part_bytes).freeze();
+            self.send_part(part).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_part(&mut self, part: Bytes) -> Result<()> {
+        let upload = match &self.upload {
+            Some(upload) => upload.clone(),
+            None => {
+                let upload = (self.s3.create_multipart(&self.key).await)
+                    .map_err(|error| storage_failure("starting the upload", error))?;
+                self.upload = Some(upload.clone());
+                (self.opened)(upload.clone()).await?;
+                upload
+            }
+        };
+        while self.in_flight.len() >= MAX_PARTS_IN_FLIGHT {
+            self.join_part().await?;
+        }
+        let (s3, key, index) = (self.s3.clone(), self.key.clone(), self.parts.len());
+        self.parts.push(None);
+        self.in_flight.spawn(async move {
+            let part = s3.put_part(&key, &upload, index, PutPayload::from(part)).await;
+            (index, part)
+        });
+        Ok(())
+    }
+
+    async fn join_part(&mut self) -> Result<()> {
+        let Some(joined) = self.in_flight.join_next().await else {
+            return Ok(());
+        };
+        let (index, part) = joined?;
+        let part = part.map_err(|error| storage_failure("uploading the file", error))?;
+        self.parts[index] = Some(part);
+        Ok(())
+    }
+
+    async fn complete(&mut self) -> Result<()> {
+        let rest = self.buffer.split().freeze();
+        if self.upload.is_none() {
+            // Smaller than a part: one PUT, no upload to open.
+            return (self.s3.put(&self.key, PutPayload::from(rest)).await)
+                .map(drop)
+                .map_err(|error| storage_failure("uploading the file", error));
+        }
+        if !rest.is_empty() {
+            self.send_part(rest).await?;
+        }
+        while !self.in_flight.is_empty() {
+            self.join_part().await?;
+        }
+        let parts = self
+            .parts
+            .drain(..)
+            .map(|part| part.expect("every part joined"))
+            .collect();
+        let upload = self.upload.as_ref().expect("opened above");
+        (self.s3.complete_multipart(&self.key, upload, parts).await)
+            .map_err(|error| storage_failure("completing the upload", error))?;
+        self.upload = None;
+        Ok(())
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.in_flight.abort_all();
+        while self.in_flight.join_next().await.is_some() {}
+        match self.upload.take() {
+            Some(upload) => (self.s3.abort_multipart(&self.key, &upload).await)
+                .map_err(|error| storage_failure("aborting the upload", error)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A failure of the file storage, as opposed to the database or the file's own writing: the
+/// worker tells users which it was by this type.
+#[derive(Debug, thiserror::Error)]
+#[error("{doing}")]
+pub struct StorageFailure {
+    doing: &'static str,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+pub fn storage_failure(
+    doing: &'static str,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> anyhow::Error {
+    StorageFailure {
+        doing,
+        source: source.into(),
+    }
+    .into()
 }
 
 /// Why a served download link is refused.
@@ -188,7 +358,10 @@ impl Storage {
             .with_context(|| format!("opening {}", args.storage_dir.display()))?;
         Ok(Self {
             store: Arc::new(store),
-            links: Links::Served { key: key.into() },
+            links: Links::Served {
+                key: key.into(),
+                dir: args.storage_dir.clone(),
+            },
             link_ttl,
         })
     }
@@ -204,19 +377,99 @@ impl Storage {
         self.store.clone()
     }
 
+    /// Everything stored for one export lies under this prefix: each attempt's object, and
+    /// the parts of its upload while it is under way.
+    pub fn export_prefix(export_id: Uuid) -> Path {
+        Path::from(format!("exports/{export_id}"))
+    }
+
     /// Each attempt writes its own object: an attempt that lost its lease can never overwrite
     /// the file of the attempt that finished, and deletes what it wrote.
     pub fn object_key(export_id: Uuid, attempt: i32, format: ExportFormat) -> Path {
-        Path::from(format!(
-            "exports/{export_id}/attempt-{attempt}.{}",
-            format.file_extension()
-        ))
+        Self::export_prefix(export_id).join(format!("attempt-{attempt}.{}", format.file_extension()))
     }
 
     /// A writer that uploads in parts of `part_bytes` as it fills (a single PUT when the file
-    /// is smaller); `abort` it on failure so no partial object stays behind.
-    pub fn writer(&self, key: &Path, part_bytes: usize) -> BufWriter {
-        BufWriter::with_capacity(self.store.clone(), key.clone(), part_bytes).with_max_concurrency(2)
+    /// is smaller); `abort` it on failure. On S3, `opened` is told the id of the multipart
+    /// upload before its first part goes up.
+    pub fn writer(&self, key: &Path, part_bytes: usize, opened: UploadOpened) -> FileWriter {
+        match &self.links {
+            Links::Presigned(s3) => FileWriter::Multipart(MultipartWriter {
+                s3: s3.clone(),
+                key: key.clone(),
+                part_bytes,
+                buffer: BytesMut::new(),
+                upload: None,
+                parts: Vec::new(),
+                in_flight: JoinSet::new(),
+                opened,
+            }),
+            Links::Served { .. } => FileWriter::Buffered(
+                BufWriter::with_capacity(self.store.clone(), key.clone(), part_bytes)
+                    .with_max_concurrency(MAX_PARTS_IN_FLIGHT),
+            ),
+        }
+    }
+
+    /// Removes everything stored under the export's prefix but the object `keep`: finished
+    /// objects of other attempts, the open multipart upload `upload` (`(key, upload id)`, on
+    /// S3, where open uploads are not listed) and, in a local directory, the partial files of
+    /// unfinished uploads.
+    pub async fn clean_export(
+        &self,
+        export_id: Uuid,
+        keep: Option<&str>,
+        upload: Option<(&str, &str)>,
+    ) -> Result<()> {
+        match &self.links {
+            Links::Presigned(s3) => {
+                if let Some((key, id)) = upload {
+                    match s3.abort_multipart(&Path::from(key), &id.to_string()).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(error) => return Err(storage_failure("aborting an upload", error)),
+                    }
+                }
+                let prefix = Self::export_prefix(export_id);
+                let objects: Vec<Path> = self
+                    .store
+                    .list(Some(&prefix))
+                    .map_ok(|meta| meta.location)
+                    .try_collect()
+                    .await
+                    .map_err(|error| storage_failure("listing an export's objects", error))?;
+                for object in objects.iter().filter(|object| Some(object.as_ref()) != keep) {
+                    self.delete(object.as_ref()).await?;
+                }
+            }
+            // The local store keeps an unfinished upload as `<key>#<n>` beside its objects,
+            // which its own listing leaves out: the directory is read instead.
+            Links::Served { dir, .. } => {
+                let folder = dir.join(Self::export_prefix(export_id).as_ref());
+                let keep = keep.map(|key| dir.join(key));
+                let entries = match std::fs::read_dir(&folder) {
+                    Ok(entries) => entries,
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                    Err(error) => return Err(storage_failure("listing an export's files", error)),
+                };
+                for entry in entries {
+                    let path = entry
+                        .map_err(|error| storage_failure("listing an export's files", error))?
+                        .path();
+                    if Some(&path) != keep.as_ref() {
+                        match std::fs::remove_file(&path) {
+                            Ok(()) => {}
+                            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(error) => return Err(storage_failure("deleting an export's file", error)),
+                        }
+                    }
+                }
+                if keep.is_none() {
+                    // Gone, or not empty because an attempt is writing there this instant.
+                    let _ = std::fs::remove_dir(&folder);
+                }
+            }
+        }
+        Ok(())
     }
 
     pub async fn read(&self, key: &str) -> Result<BoxStream<'static, object_store::Result<Bytes>>> {
@@ -256,7 +509,7 @@ impl Storage {
                     .context("presigning the download link")?
                     .to_string()
             }
-            Links::Served { key } => served_link(key, export_id, public_url, expires_at),
+            Links::Served { key, .. } => served_link(key, export_id, public_url, expires_at),
         };
         Ok(DownloadLink { url, expires_at })
     }
@@ -271,7 +524,7 @@ impl Storage {
         expires_at: DateTime<Utc>,
     ) -> Option<String> {
         match &self.links {
-            Links::Served { key } => Some(served_link(key, export_id, public_url, expires_at)),
+            Links::Served { key, .. } => Some(served_link(key, export_id, public_url, expires_at)),
             Links::Presigned(_) => None,
         }
     }
@@ -284,7 +537,7 @@ impl Storage {
         signature: &str,
         now: DateTime<Utc>,
     ) -> Result<(), LinkProblem> {
-        let Links::Served { key } = &self.links else {
+        let Links::Served { key, .. } = &self.links else {
             return Err(LinkProblem::BadSignature);
         };
         let signature = hex::decode(signature).map_err(|_| LinkProblem::BadSignature)?;
@@ -366,7 +619,7 @@ mod tests {
         let storage = Storage::open(&StorageArgs::local(dir.path())).unwrap();
         let id = Uuid::new_v4();
         let key = match &storage.links {
-            Links::Served { key } => key.clone(),
+            Links::Served { key, .. } => key.clone(),
             Links::Presigned(_) => unreachable!(),
         };
         let now = Utc::now();

@@ -12,7 +12,7 @@
 //! - **Lost queue.** Redis keeps nothing on disk. The sweeper queues again any export that is
 //!   due (pending, or processing with an expired lease) and has no entry on the stream.
 //! - **Retries.** A failed attempt aborts its upload and puts the export back to `pending` with
-//!   a `retry_at` (exponential backoff with full jitter); the sweeper queues it then. After the
+//!   a `retry_at` (exponential backoff with equal jitter); the sweeper queues it then. After the
 //!   last attempt, or past the time limit, it is `failed` with a message for the user.
 //! - **Expiry.** The sweeper deletes the files of exports past `expires_at` and marks them
 //!   `expired`.
@@ -27,13 +27,13 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::db::exports::{self, FinishedFile, Taken};
+use crate::db::exports::{self, FinishedFile, LeftUpload, Taken};
 use crate::db::webhooks;
-use crate::export_file::{finish_upload, write_export, Progress, StorageFailure, Upload};
+use crate::export_file::{finish_upload, write_export, Progress, Upload};
 use crate::metrics::Metrics;
 use crate::model::{ExportFormat, UserExportFilters};
 use crate::queue::{Job, JobQueue, Redis};
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageFailure, UploadOpened};
 use crate::webhook_delivery::{self, DeliverySettings};
 use exports_spec::webhook_url::UrlPolicy;
 use exports_spec::webhooks::Retries;
@@ -65,7 +65,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "EXPORTS_UPLOAD_PART_MIB", default_value_t = 8)]
     pub upload_part_mib: usize,
     /// Backoff after a webhook delivery's first failed attempt, doubled for each later one
-    /// (with full jitter), in ms.
+    /// (with equal jitter), in ms.
     #[arg(long, env = "EXPORTS_WEBHOOK_BACKOFF_MS", default_value_t = 5000)]
     pub webhook_backoff_ms: u64,
     /// The longest backoff between two attempts of a webhook delivery, in seconds.
@@ -74,6 +74,10 @@ pub struct WorkerArgs {
     /// How long after its event a webhook delivery is still attempted, in seconds.
     #[arg(long, env = "EXPORTS_WEBHOOK_RETRY_FOR_SECS", default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(86400..))]
     pub webhook_retry_for_secs: u64,
+    /// How long delivered and given-up webhook deliveries (each holding a snapshot of its
+    /// export) are kept, in days; the sweeper deletes older ones.
+    #[arg(long, env = "EXPORTS_WEBHOOK_DELIVERY_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_delivery_retention_days: u64,
     /// Webhook deliveries this process attempts at once.
     #[arg(long, env = "EXPORTS_WEBHOOK_CONCURRENCY", default_value_t = 32)]
     pub webhook_concurrency: usize,
@@ -104,6 +108,7 @@ impl Default for WorkerArgs {
             webhook_backoff_ms: 5000,
             webhook_max_backoff_secs: 3600,
             webhook_retry_for_secs: 24 * 3600,
+            webhook_delivery_retention_days: 30,
             webhook_concurrency: 32,
             webhook_poll_ms: 200,
             webhook_urls: UrlPolicy::default(),
@@ -136,16 +141,19 @@ impl WorkerArgs {
         (self.lease() / 3).min(Duration::from_secs(1))
     }
 
-    /// Backoff before attempt `attempt + 1`: exponential, with full jitter so that exports
-    /// failing together (a storage outage) do not retry together.
+    /// Backoff before attempt `attempt + 1` (`exports_spec::backoff`), so that exports failing
+    /// together (a storage outage) do not retry together.
     fn backoff(&self, attempt: i32) -> Duration {
-        let ceiling = self
-            .retry_backoff_ms
-            .saturating_mul(1 << (attempt.clamp(1, 10) - 1))
-            .min(5 * 60 * 1000);
-        Duration::from_millis(ceiling / 2 + rand::random_range(0..=ceiling / 2))
+        exports_spec::backoff::equal_jitter(
+            Duration::from_millis(self.retry_backoff_ms),
+            attempt.max(1) as u32,
+            MAX_RETRY_BACKOFF,
+        )
     }
 }
+
+/// The longest backoff between two attempts of an export.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5 * 60);
 
 /// How long a blocking read waits on the stream before checking for stale jobs and shutdown.
 const READ_BLOCK: Duration = Duration::from_secs(1);
@@ -309,6 +317,8 @@ struct Attempt {
     attempt: i32,
     format: ExportFormat,
     filters: UserExportFilters,
+    /// What an earlier attempt may have left in storage, cleaned up before this one writes.
+    left: Option<LeftUpload>,
 }
 
 async fn handle(shared: &Shared, job: Job, stopped: watch::Receiver<bool>) {
@@ -338,15 +348,17 @@ enum Started {
 
 async fn start_attempt(shared: &Shared, export_id: Uuid) -> Result<Started> {
     let client = shared.pool.get().await?;
-    let (attempt, format, filters) = match exports::take(&client, export_id, shared.settings.lease()).await? {
-        Taken::Attempt {
-            attempt,
-            format,
-            filters,
-        } => (attempt, format, filters),
-        Taken::HeldElsewhere => return Ok(Started::HeldElsewhere),
-        Taken::Nothing => return Ok(Started::Done),
-    };
+    let (attempt, format, filters, left) =
+        match exports::take(&client, export_id, shared.settings.lease()).await? {
+            Taken::Attempt {
+                attempt,
+                format,
+                filters,
+                left,
+            } => (attempt, format, filters, left),
+            Taken::HeldElsewhere => return Ok(Started::HeldElsewhere),
+            Taken::Nothing => return Ok(Started::Done),
+        };
     if attempt > shared.settings.max_attempts {
         // Its earlier attempts ended without recording an outcome: workers died running it.
         let message = format!(
@@ -363,6 +375,7 @@ async fn start_attempt(shared: &Shared, export_id: Uuid) -> Result<Started> {
         attempt,
         format,
         filters,
+        left,
     }))
 }
 
@@ -398,8 +411,10 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::R
             .await
             .context("connecting to PostgreSQL")
             .map_err(AttemptError::Failed)?;
+        begin_upload(shared, &client, &attempt, &key).await?;
         let part_bytes = shared.settings.upload_part_mib.max(5) << 20;
-        let mut upload = Upload::new(shared.storage.writer(&key, part_bytes));
+        let opened = record_upload_id(shared, export_id, number);
+        let mut upload = Upload::new(shared.storage.writer(&key, part_bytes, opened));
         let written = tokio::select! {
             written = write_export(&client, &attempt.filters, format, &mut upload, &progress) => {
                 written.map_err(AttemptError::Failed)
@@ -421,6 +436,11 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::R
             Err(error) => error,
         };
         let _ = finish_upload(&mut upload, Err(anyhow::anyhow!("{failed:?}"))).await;
+        if upload.aborted {
+            if let Err(error) = exports::forget_upload(&client, export_id, key.as_ref()).await {
+                tracing::warn!(%export_id, error = %format!("{error:#}"), "an aborted upload stays recorded; the sweeper forgets it");
+            }
+        }
         Err(failed)
     }
     .await;
@@ -468,6 +488,46 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::R
             tracing::error!(%export_id, error = %format!("{error:#}"), "could not record the outcome")
         }
     }
+}
+
+/// Cleans up what an earlier attempt left under the export's prefix (its open upload, its
+/// partial or finished objects), then records that this attempt writes `key`.
+async fn begin_upload(
+    shared: &Shared,
+    client: &deadpool_postgres::Object,
+    attempt: &Attempt,
+    key: &object_store::path::Path,
+) -> Result<(), AttemptError> {
+    if let Some(left) = &attempt.left {
+        (shared
+            .storage
+            .clean_export(attempt.export_id, None, left.multipart())
+            .await)
+            .map_err(AttemptError::Failed)?;
+        tracing::info!(export_id = %attempt.export_id, left = %left.key, "cleaned up after an earlier attempt");
+    }
+    match exports::begin_upload(client, attempt.export_id, attempt.attempt, key.as_ref()).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(AttemptError::Lost),
+        Err(error) => Err(AttemptError::Failed(error)),
+    }
+}
+
+/// Records the id of the attempt's multipart upload as the store opens it, before any part
+/// goes up, so that it can be aborted if this attempt dies.
+fn record_upload_id(shared: &Shared, export_id: Uuid, attempt: i32) -> UploadOpened {
+    let pool = shared.pool.clone();
+    Box::new(move |upload_id| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let client = pool.get().await?;
+            anyhow::ensure!(
+                exports::record_upload_id(&client, export_id, attempt, &upload_id).await?,
+                "the export is no longer this attempt's"
+            );
+            Ok(())
+        })
+    })
 }
 
 /// Renews the lease and the stream entry, and records progress, every heartbeat; signals
@@ -639,8 +699,14 @@ async fn sweep(shared: Shared, mut stopped: watch::Receiver<bool>) {
         if let Err(error) = expire_files(&shared).await {
             tracing::warn!(error = %format!("{error:#}"), "sweeper: expiring files failed");
         }
+        if let Err(error) = clean_up_after_attempts(&shared).await {
+            tracing::warn!(error = %format!("{error:#}"), "sweeper: cleaning up after attempts failed");
+        }
         if let Err(error) = purge_idempotency_keys(&shared).await {
             tracing::warn!(error = %format!("{error:#}"), "sweeper: purging idempotency keys failed");
+        }
+        if let Err(error) = purge_webhook_deliveries(&shared).await {
+            tracing::warn!(error = %format!("{error:#}"), "sweeper: purging webhook deliveries failed");
         }
         let waiting = async { anyhow::Ok(webhooks::count_waiting(&*shared.pool.get().await?).await?) };
         match waiting.await {
@@ -683,18 +749,73 @@ async fn purge_idempotency_keys(shared: &Shared) -> Result<()> {
     Ok(())
 }
 
-/// Deletes the files of exports past `expires_at` and marks them `expired`.
+/// Rows the sweeper expires or purges per statement: a backlog goes in batches, each short,
+/// until none is left.
+const SWEEP_BATCH: i64 = 100;
+
+/// Deletes the webhook deliveries that ended (delivered or given up) longer ago than the
+/// retention: each holds a snapshot of its export, personal data kept only as long as promised.
+async fn purge_webhook_deliveries(shared: &Shared) -> Result<u64> {
+    let client = shared.pool.get().await?;
+    let retention = Duration::from_secs(
+        shared
+            .settings
+            .webhook_delivery_retention_days
+            .saturating_mul(24 * 3600),
+    );
+    let mut purged = 0;
+    loop {
+        let batch = webhooks::purge_ended_deliveries(&client, retention, SWEEP_BATCH).await?;
+        purged += batch;
+        if batch < SWEEP_BATCH as u64 {
+            break;
+        }
+    }
+    if purged > 0 {
+        tracing::info!(purged, "sweeper: deleted webhook deliveries past their retention");
+    }
+    Ok(purged)
+}
+
+/// Removes what attempts left in storage for exports that reached a final status while it was
+/// there: an attempt killed mid-upload before the export was cancelled or failed, one whose
+/// abort failed, one that lost its export and was killed before it cleaned up.
+async fn clean_up_after_attempts(shared: &Shared) -> Result<usize> {
+    let client = shared.pool.get().await?;
+    let mut count = 0;
+    loop {
+        let left = exports::uploads_left(&client, shared.settings.lease(), SWEEP_BATCH).await?;
+        for (export_id, keep, left) in &left {
+            shared
+                .storage
+                .clean_export(*export_id, keep.as_deref(), left.multipart())
+                .await?;
+            exports::forget_upload(&client, *export_id, &left.key).await?;
+            tracing::info!(%export_id, left = %left.key, "sweeper: cleaned up after an attempt");
+        }
+        count += left.len();
+        if left.len() < SWEEP_BATCH as usize {
+            return Ok(count);
+        }
+    }
+}
+
+/// Deletes the files of every export past `expires_at`, in batches, and marks them `expired`.
 async fn expire_files(shared: &Shared) -> Result<usize> {
     let client = shared.pool.get().await?;
-    let expired = exports::past_expiry(&client, 100).await?;
-    for (export_id, key) in &expired {
-        if let Some(key) = key {
-            shared.storage.delete(key).await?;
+    let mut count = 0;
+    loop {
+        let expired = exports::past_expiry(&client, SWEEP_BATCH).await?;
+        for export_id in &expired {
+            shared.storage.clean_export(*export_id, None, None).await?;
+            exports::expire(&client, *export_id).await?;
+            tracing::info!(%export_id, "export expired; file deleted");
         }
-        exports::expire(&client, *export_id).await?;
-        tracing::info!(%export_id, "export expired; file deleted");
+        count += expired.len();
+        if expired.len() < SWEEP_BATCH as usize {
+            return Ok(count);
+        }
     }
-    Ok(expired.len())
 }
 
 #[cfg(test)]
@@ -702,23 +823,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_with_jitter_and_a_ceiling() {
-        let settings = WorkerArgs {
-            retry_backoff_ms: 1000,
-            ..Default::default()
-        };
-        for _ in 0..100 {
-            let first = settings.backoff(1).as_millis();
-            assert!((500..=1000).contains(&first), "{first}");
-            let third = settings.backoff(3).as_millis();
-            assert!((2000..=4000).contains(&third), "{third}");
-            assert!(settings.backoff(40).as_millis() <= 5 * 60 * 1000);
-        }
-    }
-
-    #[test]
     fn failures_are_explained_without_internals() {
-        let storage = crate::export_file::storage_failure(
+        let storage = crate::storage::storage_failure(
             "uploading the file",
             object_store::Error::NotImplemented {
                 operation: "put".into(),

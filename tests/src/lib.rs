@@ -337,6 +337,51 @@ impl TestEnv {
         users::seed_demo_users_until(&*self.pool.get().await?, count, newest).await
     }
 
+    /// A worker in the test's process, on its database, queue and storage, started now.
+    pub async fn start_worker(&self, settings: WorkerArgs) -> Result<RunningWorker> {
+        let (pool, queue, storage) = (self.pool.clone(), self.queue.clone(), self.storage.clone());
+        RunningWorker::start(settings, pool, &redis()?, queue, storage, self.metrics.clone()).await
+    }
+
+    /// Everything stored for an export, as the store lists it: the keys under its prefix.
+    pub async fn stored_for(&self, export_id: Uuid) -> Result<Vec<String>> {
+        use futures::TryStreamExt;
+        let mut keys: Vec<String> = self
+            .storage
+            .object_store()
+            .list(Some(&Storage::export_prefix(export_id)))
+            .map_ok(|meta| meta.location.to_string())
+            .try_collect()
+            .await?;
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Uploads under way that a listing of objects does not show: open multipart uploads on
+    /// S3 (`TestS3::open_uploads`), and in a local directory the files object_store keeps an
+    /// unfinished upload in (`<key>#<n>`, which its own listing leaves out).
+    pub fn unfinished_uploads(&self) -> Result<Vec<String>> {
+        if let Some(s3) = &self.s3 {
+            return s3.open_uploads();
+        }
+        let mut partial = Vec::new();
+        let mut folders = vec![self.storage_args.storage_dir.join("exports")];
+        while let Some(folder) = folders.pop() {
+            let Ok(entries) = std::fs::read_dir(&folder) else {
+                continue;
+            };
+            for entry in entries {
+                let path = entry?.path();
+                if path.is_dir() {
+                    folders.push(path);
+                } else if path.to_string_lossy().contains('#') {
+                    partial.push(path.display().to_string());
+                }
+            }
+        }
+        Ok(partial)
+    }
+
     pub async fn count(&self, sql: &str) -> Result<i64> {
         Ok(self.pool.get().await?.query_one(sql, &[]).await?.get(0))
     }
@@ -365,6 +410,7 @@ impl TestEnv {
             .args(["--lease-secs", &settings.lease_secs.to_string()])
             .args(["--sweep-interval-secs", &settings.sweep_interval_secs.to_string()])
             .args(["--retry-backoff-ms", &settings.retry_backoff_ms.to_string()])
+            .args(["--upload-part-mib", &settings.upload_part_mib.to_string()])
             .args(["--concurrency", "1"])
             .env_clear()
             .env("RUST_LOG", "info")
@@ -624,6 +670,23 @@ impl TestS3 {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Multipart uploads opened and not yet completed or aborted, by id. s3s-fs does not answer
+    /// `ListMultipartUploads`, so its own record of each (`.upload-<id>.json` beside the
+    /// buckets, removed by its completion and abort alike) is read instead.
+    pub fn open_uploads(&self) -> Result<Vec<String>> {
+        let mut uploads = Vec::new();
+        for entry in std::fs::read_dir(self.root.path())? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name
+                .strip_prefix(".upload-")
+                .and_then(|n| n.strip_suffix(".json"))
+            {
+                uploads.push(id.to_string());
+            }
+        }
+        Ok(uploads)
+    }
+
     pub fn args(&self) -> StorageArgs {
         StorageArgs {
             s3_bucket: Some(self.bucket.clone()),
@@ -748,6 +811,19 @@ pub async fn stored_objects(storage: &Storage) -> Result<Vec<(String, u64)>> {
     Ok(objects)
 }
 
+/// Waits until `check` holds, polling every 50 ms, failing after `limit`.
+pub async fn until(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> Result<bool>) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await? {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 /// Polls `getExport` until `done` says so, failing after `limit`.
 pub async fn wait_for_export(
     client: &exports_client::Client,
@@ -868,6 +944,28 @@ pub async fn create(
         .await?
         .into_inner()
         .export_id)
+}
+
+/// Sends `head` (a request line and headers) over a raw connection and returns the status and
+/// the body: for request targets no HTTP client library sends.
+pub async fn raw_request(addr: std::net::SocketAddr, head: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("{head}\r\nHost: exports.test\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no status line: {answer}"))?;
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use exports_client::types::{CreateUserExport, ExportFormat, ExportStatus};
-use exports_server::worker::{RunningWorker, WorkerArgs};
+use exports_server::worker::WorkerArgs;
 use exports_tests::{
-    create, download, quick_worker, redis, stored_objects, wait_for_export, ChildProcess, Setup, TestEnv,
+    create, download, quick_worker, stored_objects, until, wait_for_export, ChildProcess, Setup, TestEnv,
 };
 use uuid::Uuid;
 
@@ -50,29 +50,6 @@ async fn export_under_way(client: &exports_client::Client) -> anyhow::Result<Uui
     Ok(id)
 }
 
-/// A worker in the test's process, on its database, queue and storage, started now.
-async fn worker_in_process(env: &TestEnv, settings: WorkerArgs) -> anyhow::Result<RunningWorker> {
-    let (pool, queue, storage) = (env.pool.clone(), env.queue.clone(), env.storage.clone());
-    RunningWorker::start(settings, pool, &redis()?, queue, storage, env.metrics.clone()).await
-}
-
-/// Waits until `check` holds, polling every 50 ms.
-async fn until(
-    limit: Duration,
-    what: &str,
-    mut check: impl AsyncFnMut() -> anyhow::Result<bool>,
-) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await? {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not after {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
 const WORKER: &str = env!("CARGO_BIN_EXE_exports-server-under-test");
 
 #[tokio::test]
@@ -111,6 +88,119 @@ async fn a_killed_workers_export_is_finished_by_another() -> anyhow::Result<()> 
     env.finish().await
 }
 
+/// Users enough for a CSV file past one 5 MiB part (each row is about 100 bytes), and the row
+/// at which the first worker holds, its first part sent.
+const PAST_ONE_PART: i64 = 80_000;
+const HOLD_AFTER_ONE_PART: &str = "70000";
+
+/// A worker SIGKILLed while its upload is under way once left its partial file behind forever:
+/// `attempt-1.csv#1` in a local directory, an open multipart upload on S3 (which a listing of
+/// objects does not show). The attempt that takes the export over removes it.
+async fn a_worker_killed_mid_upload_leaves_nothing_behind(s3: bool) -> anyhow::Result<()> {
+    let env = TestEnv::start_setup(Setup { s3, worker: None }).await?;
+    env.seed_users(PAST_ONE_PART).await?;
+    let logs = tempfile::tempdir()?;
+    let log = logs.path().join("workers.log");
+    let alice = env.writer().await?;
+    let client = env.client(&alice);
+    let mut holding = env.worker_command(WORKER, &log)?;
+    holding.args(["--hold-after-rows", HOLD_AFTER_ONE_PART]);
+    let mut first = ChildProcess::spawn(holding)?;
+    let id = create(&client, &export(ExportFormat::Csv)).await?;
+    until(FINISH, "the first attempt's upload under way", async || {
+        Ok(!env.unfinished_uploads()?.is_empty())
+    })
+    .await
+    .map_err(|error| error.context(std::fs::read_to_string(&log).unwrap_or_default()))?;
+    first.kill(); // SIGKILL, mid-upload: no clean-up of any kind
+
+    let mut second = ChildProcess::spawn(env.worker_command(WORKER, &log)?)?;
+    let done = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await;
+    second.kill();
+    let done = done.map_err(|error| error.context(std::fs::read_to_string(&log).unwrap_or_default()))?;
+    let users = env.count("SELECT count(*) FROM users").await?; // the seeded ones and alice
+    assert_eq!(done.progress.rows_written, users);
+    assert_eq!(attempts(&env, &id).await?, 2);
+    assert_eq!(
+        env.stored_for(id).await?,
+        [format!("exports/{id}/attempt-2.csv")],
+        "exactly one object"
+    );
+    assert_eq!(
+        env.unfinished_uploads()?,
+        Vec::<String>::new(),
+        "no upload left open"
+    );
+    let (_, body) = download(&client, &id).await?;
+    assert_eq!(
+        body.iter().filter(|&&byte| byte == b'\n').count() as i64,
+        users + 1,
+        "header and every user"
+    );
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_upload_leaves_nothing_behind_in_a_local_directory() -> anyhow::Result<()> {
+    a_worker_killed_mid_upload_leaves_nothing_behind(false).await
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_upload_leaves_nothing_behind_on_s3() -> anyhow::Result<()> {
+    a_worker_killed_mid_upload_leaves_nothing_behind(true).await
+}
+
+/// The same crash, but the export is cancelled instead of taken over: the sweeper removes what
+/// the killed attempt left once the export is final.
+async fn what_a_killed_attempt_left_is_swept_once_its_export_is_cancelled(s3: bool) -> anyhow::Result<()> {
+    let env = TestEnv::start_setup(Setup { s3, worker: None }).await?;
+    env.seed_users(PAST_ONE_PART).await?;
+    let logs = tempfile::tempdir()?;
+    let log = logs.path().join("workers.log");
+    let alice = env.writer().await?;
+    let client = env.client(&alice);
+    let mut holding = env.worker_command(WORKER, &log)?;
+    holding.args(["--hold-after-rows", HOLD_AFTER_ONE_PART]);
+    let mut first = ChildProcess::spawn(holding)?;
+    let id = create(&client, &export(ExportFormat::Csv)).await?;
+    until(FINISH, "the first attempt's upload under way", async || {
+        Ok(!env.unfinished_uploads()?.is_empty())
+    })
+    .await
+    .map_err(|error| error.context(std::fs::read_to_string(&log).unwrap_or_default()))?;
+    first.kill();
+    let cancelled = client.cancel_export(&id).await?.into_inner();
+    assert_eq!(cancelled.status, ExportStatus::Cancelled);
+
+    let sweeper = env.start_worker(quick_worker()).await?;
+    let swept = until(
+        FINISH,
+        "the killed attempt's upload and files removed",
+        async || Ok(env.stored_for(id).await?.is_empty() && env.unfinished_uploads()?.is_empty()),
+    )
+    .await;
+    sweeper.shutdown().await;
+    swept?;
+    let left = env
+        .count(&format!(
+            "SELECT count(*) FROM exports WHERE id = '{id}' AND upload_key IS NOT NULL"
+        ))
+        .await?;
+    assert_eq!(left, 0, "the row no longer points at an upload");
+    env.finish().await
+}
+
+#[tokio::test]
+async fn what_a_killed_attempt_left_is_swept_once_its_export_is_cancelled_in_a_local_directory(
+) -> anyhow::Result<()> {
+    what_a_killed_attempt_left_is_swept_once_its_export_is_cancelled(false).await
+}
+
+#[tokio::test]
+async fn what_a_killed_attempt_left_is_swept_once_its_export_is_cancelled_on_s3() -> anyhow::Result<()> {
+    what_a_killed_attempt_left_is_swept_once_its_export_is_cancelled(true).await
+}
+
 #[tokio::test]
 async fn exports_complete_after_redis_loses_the_queue() -> anyhow::Result<()> {
     let env = TestEnv::start_setup(Setup::default()).await?;
@@ -133,7 +223,7 @@ async fn exports_complete_after_redis_loses_the_queue() -> anyhow::Result<()> {
     env.queue.delete_stream().await?;
     assert!(env.queued_jobs().await?.is_empty());
 
-    let worker = worker_in_process(&env, quick_worker()).await?;
+    let worker = env.start_worker(quick_worker()).await?;
     let bob = env.writer().await?;
     let bob_client = env.client(&bob);
     let late = create(&bob_client, &export(ExportFormat::Csv)).await?;
@@ -305,7 +395,7 @@ async fn a_worker_shutting_down_hands_its_export_back() -> anyhow::Result<()> {
     env.seed_users(3000).await?;
     let alice = env.writer().await?;
     let client = env.client(&alice);
-    let first = worker_in_process(&env, holding_worker()).await?;
+    let first = env.start_worker(holding_worker()).await?;
     let id = export_under_way(&client).await?;
     first.shutdown().await; // what SIGTERM does
     let handed_back = client.get_export(&id).await?.into_inner();
@@ -318,7 +408,7 @@ async fn a_worker_shutting_down_hands_its_export_back() -> anyhow::Result<()> {
     assert_eq!(env.queued_jobs().await?.len(), 1, "queued again at once");
     assert_eq!(stored_objects(&env.storage).await?, vec![]);
 
-    let second = worker_in_process(&env, quick_worker()).await?;
+    let second = env.start_worker(quick_worker()).await?;
     let done = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await?;
     assert_eq!(
         done.progress.rows_written,

@@ -435,11 +435,35 @@ pub(crate) enum Taken {
         attempt: i32,
         format: ExportFormat,
         filters: UserExportFilters,
+        /// What an earlier attempt may have left in storage.
+        left: Option<LeftUpload>,
     },
     /// Another worker holds it, with a lease still running.
     HeldElsewhere,
     /// Nothing to do: finished, cancelled, gone, or a retry not due yet.
     Nothing,
+}
+
+/// The upload an attempt started (its object key, and on S3 its multipart upload's id), kept
+/// in the row until its export's prefix is known clean (migration V10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LeftUpload {
+    pub key: String,
+    pub upload_id: Option<String>,
+}
+
+impl LeftUpload {
+    fn from_row(row: &tokio_postgres::Row) -> Option<Self> {
+        Some(Self {
+            key: row.get::<_, Option<String>>("upload_key")?,
+            upload_id: row.get("upload_id"),
+        })
+    }
+
+    /// `(key, upload id)` of its multipart upload, if it opened one.
+    pub fn multipart(&self) -> Option<(&str, &str)> {
+        Some((&self.key, self.upload_id.as_deref()?))
+    }
 }
 
 /// Takes an export for a new attempt, `pending` and due, or `processing` with its lease run
@@ -455,7 +479,7 @@ pub(crate) async fn take(client: &Client, export_id: Uuid, lease: Duration) -> a
                  WHERE id = $1
                    AND ((status = {PENDING} AND (retry_at IS NULL OR retry_at <= now()))
                         OR (status = {PROCESSING} AND lease_expires_at < now()))
-                 RETURNING attempts, format, filters"
+                 RETURNING attempts, format, filters, upload_key, upload_id"
             ),
             &[&export_id, &milliseconds(lease)],
         )
@@ -467,6 +491,7 @@ pub(crate) async fn take(client: &Client, export_id: Uuid, lease: Duration) -> a
             format: ExportFormat::parse(&format)
                 .ok_or_else(|| anyhow::anyhow!("unknown format {format:?}"))?,
             filters: serde_json::from_value(row.get(2))?,
+            left: LeftUpload::from_row(&row),
         });
     }
     let held = client
@@ -507,6 +532,85 @@ pub(crate) async fn renew(
     Ok(updated == 1)
 }
 
+/// The attempt starts writing `key`, in place of what an earlier attempt left (cleaned up
+/// before); false when the attempt no longer holds the export.
+pub(crate) async fn begin_upload(
+    client: &Client,
+    export_id: Uuid,
+    attempt: i32,
+    key: &str,
+) -> anyhow::Result<bool> {
+    let updated = client
+        .execute(
+            &format!(
+                "UPDATE exports SET upload_key = $3, upload_id = NULL
+                 WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}"
+            ),
+            &[&export_id, &attempt, &key],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
+/// The store opened the attempt's multipart upload `upload_id`; false when the attempt no
+/// longer holds the export (the upload is then nobody's, and its opener aborts it).
+pub(crate) async fn record_upload_id(
+    client: &Client,
+    export_id: Uuid,
+    attempt: i32,
+    upload_id: &str,
+) -> anyhow::Result<bool> {
+    let updated = client
+        .execute(
+            &format!(
+                "UPDATE exports SET upload_id = $3
+                 WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}"
+            ),
+            &[&export_id, &attempt, &upload_id],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
+/// Nothing of the upload of `key` is in storage any more: the row stops pointing at it.
+/// Each attempt writes a key of its own, so another attempt's upload is never forgotten.
+pub(crate) async fn forget_upload(client: &Client, export_id: Uuid, key: &str) -> anyhow::Result<()> {
+    client
+        .execute(
+            "UPDATE exports SET upload_key = NULL, upload_id = NULL WHERE id = $1 AND upload_key = $2",
+            &[&export_id, &key],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Exports in a final status whose attempts may have left something in storage, untouched
+/// for `grace` (an attempt that lost the export notices within a lease and cleans up after
+/// itself): each with the object to keep (a `done` export's file) and what was left.
+pub(crate) async fn uploads_left(
+    client: &Client,
+    grace: Duration,
+    limit: i64,
+) -> anyhow::Result<Vec<(Uuid, Option<String>, LeftUpload)>> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT id, CASE WHEN status = {DONE} THEN file_url END AS keep, upload_key, upload_id
+                 FROM exports
+                 WHERE upload_key IS NOT NULL
+                   AND status IN ({DONE}, {FAILED}, {CANCELLED}, {EXPIRED})
+                   AND updated_at < now() - $1 * interval '1 millisecond'
+                 ORDER BY updated_at LIMIT $2"
+            ),
+            &[&milliseconds(grace), &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| Some((row.get("id"), row.get("keep"), LeftUpload::from_row(row)?)))
+        .collect())
+}
+
 /// The file an attempt finished.
 pub(crate) struct FinishedFile<'a> {
     pub key: &'a str,
@@ -531,6 +635,7 @@ pub(crate) async fn record_done(
                 &format!(
                     "UPDATE exports SET status = {DONE}, file_url = $3, rows_written = $4, rows_total = $4,
                                 file_size_bytes = $5, error_message = NULL, lease_expires_at = NULL,
+                                upload_key = NULL, upload_id = NULL,
                                 finished_at = now(), updated_at = now(),
                                 expires_at = now() + $6 * interval '1 millisecond'
                          WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}"
@@ -638,18 +743,18 @@ pub(crate) async fn mark_queued(client: &Client, export_ids: &[Uuid]) -> anyhow:
     Ok(())
 }
 
-/// `done` exports past `expires_at` (at most `limit`, oldest first), with their file's key.
-pub(crate) async fn past_expiry(client: &Client, limit: i64) -> anyhow::Result<Vec<(Uuid, Option<String>)>> {
+/// `done` exports past `expires_at` (at most `limit`, oldest first).
+pub(crate) async fn past_expiry(client: &Client, limit: i64) -> anyhow::Result<Vec<Uuid>> {
     let rows = client
         .query(
             &format!(
-                "SELECT id, file_url FROM exports WHERE status = {DONE} AND expires_at <= now()
+                "SELECT id FROM exports WHERE status = {DONE} AND expires_at <= now()
                  ORDER BY expires_at LIMIT $1"
             ),
             &[&limit],
         )
         .await?;
-    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
 /// `expired`, once its file is deleted.
@@ -659,7 +764,8 @@ pub(crate) async fn expire(client: &Client, export_id: Uuid) -> anyhow::Result<(
             &announcing(
                 WebhookEventType::ExportExpired,
                 &format!(
-                    "UPDATE exports SET status = {EXPIRED}, file_url = NULL, updated_at = now()
+                    "UPDATE exports SET status = {EXPIRED}, file_url = NULL, upload_key = NULL,
+                                    upload_id = NULL, updated_at = now()
                          WHERE id = $1 AND status = {DONE}"
                 ),
             ),

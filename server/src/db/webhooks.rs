@@ -247,6 +247,24 @@ pub async fn record_failure(
     Ok(())
 }
 
+/// Deletes up to `limit` deliveries that ended (delivered, or given up) more than `retention`
+/// ago; returns how many.
+pub async fn purge_ended_deliveries(
+    client: &tokio_postgres::Client,
+    retention: std::time::Duration,
+    limit: i64,
+) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            "DELETE FROM webhook_deliveries WHERE id IN (
+                 SELECT id FROM webhook_deliveries
+                 WHERE coalesce(delivered_at, gave_up_at) < now() - $1 * interval '1 millisecond'
+                 LIMIT $2)",
+            &[&milliseconds(retention), &limit],
+        )
+        .await
+}
+
 /// Events waiting to be delivered, across the deployment.
 pub async fn count_waiting(client: &tokio_postgres::Client) -> Result<i64, tokio_postgres::Error> {
     let row = client
