@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use bytes::BytesMut;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use futures::future::BoxFuture;
@@ -23,7 +22,9 @@ use object_store::local::LocalFileSystem;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::signer::{SignedUrlOptions, Signer};
-use object_store::{ClientOptions, MultipartId, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::{
+    ClientOptions, MultipartId, ObjectStore, ObjectStoreExt, PutPayload, PutPayloadMut, RetryConfig,
+};
 use sha2::Sha256;
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -146,8 +147,10 @@ pub enum FileWriter {
 pub struct MultipartWriter {
     s3: Arc<AmazonS3>,
     key: Path,
+    /// Parts are sent once this much is written (the last may be smaller), each a little
+    /// larger: the chunks written are sent as they are, never copied.
     part_bytes: usize,
-    buffer: BytesMut,
+    buffer: PutPayloadMut,
     upload: Option<MultipartId>,
     /// By part index; `None` while the part is in flight.
     parts: Vec<Option<PartId>>,
@@ -189,15 +192,15 @@ impl FileWriter {
 
 impl MultipartWriter {
     async fn put(&mut self, bytes: Bytes) -> Result<()> {
-        self.buffer.extend_from_slice(&bytes);
-        while self.buffer.len() >= self.part_bytes {
-            let part = self.buffer.split_to(self.part_bytes).freeze();
+        self.buffer.push(bytes);
+        if self.buffer.content_length() >= self.part_bytes {
+            let part = std::mem::take(&mut self.buffer).freeze();
             self.send_part(part).await?;
         }
         Ok(())
     }
 
-    async fn send_part(&mut self, part: Bytes) -> Result<()> {
+    async fn send_part(&mut self, part: PutPayload) -> Result<()> {
         let upload = match &self.upload {
             Some(upload) => upload.clone(),
             None => {
@@ -214,7 +217,7 @@ impl MultipartWriter {
         let (s3, key, index) = (self.s3.clone(), self.key.clone(), self.parts.len());
         self.parts.push(None);
         self.in_flight.spawn(async move {
-            let part = s3.put_part(&key, &upload, index, PutPayload::from(part)).await;
+            let part = s3.put_part(&key, &upload, index, part).await;
             (index, part)
         });
         Ok(())
@@ -231,14 +234,14 @@ impl MultipartWriter {
     }
 
     async fn complete(&mut self) -> Result<()> {
-        let rest = self.buffer.split().freeze();
+        let rest = std::mem::take(&mut self.buffer).freeze();
         if self.upload.is_none() {
             // Smaller than a part: one PUT, no upload to open.
-            return (self.s3.put(&self.key, PutPayload::from(rest)).await)
+            return (self.s3.put(&self.key, rest).await)
                 .map(drop)
                 .map_err(|error| storage_failure("uploading the file", error));
         }
-        if !rest.is_empty() {
+        if rest.content_length() > 0 {
             self.send_part(rest).await?;
         }
         while !self.in_flight.is_empty() {
@@ -398,7 +401,7 @@ impl Storage {
                 s3: s3.clone(),
                 key: key.clone(),
                 part_bytes,
-                buffer: BytesMut::new(),
+                buffer: PutPayloadMut::new(),
                 upload: None,
                 parts: Vec::new(),
                 in_flight: JoinSet::new(),

@@ -93,16 +93,17 @@ async fn a_killed_workers_export_is_finished_by_another() -> anyhow::Result<()> 
 const PAST_ONE_PART: i64 = 80_000;
 const HOLD_AFTER_ONE_PART: &str = "70000";
 
-/// A worker SIGKILLed while its upload is under way once left its partial file behind forever:
-/// `attempt-1.csv#1` in a local directory, an open multipart upload on S3 (which a listing of
-/// objects does not show). The attempt that takes the export over removes it.
-async fn a_worker_killed_mid_upload_leaves_nothing_behind(s3: bool) -> anyhow::Result<()> {
+/// A CSV export whose worker was SIGKILLed while its upload was under way (its first part
+/// sent, held there by the fault-injection point): no clean-up of any kind. Returns the
+/// environment, the export, its owner's client, and the workers' log (in `logs`).
+async fn killed_mid_upload(
+    s3: bool,
+) -> anyhow::Result<(TestEnv, Uuid, exports_client::Client, tempfile::TempDir)> {
     let env = TestEnv::start_setup(Setup { s3, worker: None }).await?;
     env.seed_users(PAST_ONE_PART).await?;
     let logs = tempfile::tempdir()?;
     let log = logs.path().join("workers.log");
-    let alice = env.writer().await?;
-    let client = env.client(&alice);
+    let client = env.client(&env.writer().await?);
     let mut holding = env.worker_command(WORKER, &log)?;
     holding.args(["--hold-after-rows", HOLD_AFTER_ONE_PART]);
     let mut first = ChildProcess::spawn(holding)?;
@@ -112,7 +113,16 @@ async fn a_worker_killed_mid_upload_leaves_nothing_behind(s3: bool) -> anyhow::R
     })
     .await
     .map_err(|error| error.context(std::fs::read_to_string(&log).unwrap_or_default()))?;
-    first.kill(); // SIGKILL, mid-upload: no clean-up of any kind
+    first.kill();
+    Ok((env, id, client, logs))
+}
+
+/// A worker SIGKILLed while its upload is under way once left its partial file behind forever:
+/// `attempt-1.csv#1` in a local directory, an open multipart upload on S3 (which a listing of
+/// objects does not show). The attempt that takes the export over removes it.
+async fn a_worker_killed_mid_upload_leaves_nothing_behind(s3: bool) -> anyhow::Result<()> {
+    let (env, id, client, logs) = killed_mid_upload(s3).await?;
+    let log = logs.path().join("workers.log");
 
     let mut second = ChildProcess::spawn(env.worker_command(WORKER, &log)?)?;
     let done = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await;
@@ -153,22 +163,7 @@ async fn a_worker_killed_mid_upload_leaves_nothing_behind_on_s3() -> anyhow::Res
 /// The same crash, but the export is cancelled instead of taken over: the sweeper removes what
 /// the killed attempt left once the export is final.
 async fn what_a_killed_attempt_left_is_swept_once_its_export_is_cancelled(s3: bool) -> anyhow::Result<()> {
-    let env = TestEnv::start_setup(Setup { s3, worker: None }).await?;
-    env.seed_users(PAST_ONE_PART).await?;
-    let logs = tempfile::tempdir()?;
-    let log = logs.path().join("workers.log");
-    let alice = env.writer().await?;
-    let client = env.client(&alice);
-    let mut holding = env.worker_command(WORKER, &log)?;
-    holding.args(["--hold-after-rows", HOLD_AFTER_ONE_PART]);
-    let mut first = ChildProcess::spawn(holding)?;
-    let id = create(&client, &export(ExportFormat::Csv)).await?;
-    until(FINISH, "the first attempt's upload under way", async || {
-        Ok(!env.unfinished_uploads()?.is_empty())
-    })
-    .await
-    .map_err(|error| error.context(std::fs::read_to_string(&log).unwrap_or_default()))?;
-    first.kill();
+    let (env, id, client, _logs) = killed_mid_upload(s3).await?;
     let cancelled = client.cancel_export(&id).await?.into_inner();
     assert_eq!(cancelled.status, ExportStatus::Cancelled);
 
