@@ -33,6 +33,10 @@ const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// it from refinery's history.
 const ROLLBACKS: &[(i32, &str)] = &[
     (
+        10,
+        include_str!("../../../migrations/rollback/R10__webhook_delivery_leases.sql"),
+    ),
+    (
         9,
         include_str!("../../../migrations/rollback/R9__webhook_deliveries_without_holds.sql"),
     ),
