@@ -112,9 +112,12 @@ impl Retries {
 
 /// The HTTP client of deliveries: no redirects, the attempt's time limit, and a resolver that
 /// hands out only addresses the policy allows, so that a name that starts resolving to a
-/// private address after registration is refused at connection.
+/// private address after registration is refused at connection. No proxy, whatever the
+/// environment says (`HTTPS_PROXY`, `ALL_PROXY`, which reqwest reads by default): through a
+/// proxy that resolver never runs, and the proxy would reach whatever a name resolves to.
 pub fn client(policy: &UrlPolicy, user_agent: &str) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(ATTEMPT_TIMEOUT)
         .dns_resolver(Arc::new(AllowedAddresses(policy.clone())))

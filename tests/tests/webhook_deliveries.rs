@@ -4,7 +4,8 @@
 //! down, gets the event again with the same `webhook-id` until it takes it; a deleted endpoint
 //! gets nothing; a rotated secret signs the next delivery; a flushed Redis loses nothing (the
 //! outbox is PostgreSQL's); a name that resolves to loopback by delivery time is not reached.
-//! And (issue 22) one user's slow endpoints do not delay another user's events.
+//! And (issue 22) one user's slow endpoints do not delay another user's events; a proxy named
+//! by the environment is not used.
 
 use std::time::Duration;
 
@@ -415,5 +416,48 @@ async fn one_users_slow_endpoints_do_not_delay_another_users_events() -> anyhow:
     let rows = all_delivered(&env).await?;
     assert_eq!(rows.len(), 30 * slow.len() + 20);
     assert!(rows.iter().all(|(_, _, delivered)| *delivered));
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_proxy_named_by_the_environment_is_not_used_for_deliveries() -> anyhow::Result<()> {
+    // No worker in the test's process: a real worker process, with the proxy variables set.
+    let env = TestEnv::start_setup_with(Setup::default(), |settings| {
+        settings.webhook_urls.allow_private = true
+    })
+    .await?;
+    let user = env.user(SCOPES).await?;
+    let mut receiver = Receiver::start(vec![]).await?;
+    let (endpoint_id, secret) = register(&env, &user, &receiver.url()).await?;
+    // A listener posing as a proxy: a delivery through it would connect here.
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0")?;
+    proxy.set_nonblocking(true)?;
+    let proxy_url = format!("http://{}", proxy.local_addr()?);
+    // A cancel announces at once, with no worker needed to finish the export.
+    let client = env.client(&user);
+    let export_id = create(&client, &every_user_as_csv()).await?;
+    client.cancel_export(&export_id).await?;
+
+    let logs = tempfile::tempdir()?;
+    let mut worker = env.worker_command(WORKER, &logs.path().join("worker.log"))?;
+    worker.args(["--webhooks-allow-private", "--webhook-poll-ms", "20"]);
+    for name in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        worker.env(name, &proxy_url);
+    }
+    let _worker = exports_tests::ChildProcess::spawn(worker)?;
+    let delivered = receiver.next().await?;
+    verify(&secret, &delivered).map_err(|e| anyhow::anyhow!("not verified: {e:?}"))?;
+    assert_eq!(all_delivered(&env).await?, [(endpoint_id, 1, true)]);
+    assert!(
+        matches!(proxy.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the proxy got a connection"
+    );
     env.finish().await
 }
