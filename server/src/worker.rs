@@ -75,11 +75,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "EXPORTS_WEBHOOK_RETRY_FOR_SECS", default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(86400..))]
     pub webhook_retry_for_secs: u64,
     /// Webhook deliveries this process attempts at once.
-    #[arg(long, env = "EXPORTS_WEBHOOK_CONCURRENCY", default_value_t = 256)]
+    #[arg(long, env = "EXPORTS_WEBHOOK_CONCURRENCY", default_value_t = 512)]
     pub webhook_concurrency: usize,
     /// Webhook deliveries attempted at once for one endpoint, across the workers: a slow or
     /// failing endpoint holds at most this many of the attempts in flight.
-    #[arg(long, env = "EXPORTS_WEBHOOK_ENDPOINT_CONCURRENCY", default_value_t = 8)]
+    #[arg(long, env = "EXPORTS_WEBHOOK_ENDPOINT_CONCURRENCY", default_value_t = 32)]
     pub webhook_endpoint_concurrency: usize,
     /// How often an idle worker looks for due webhook deliveries, in ms.
     #[arg(long, env = "EXPORTS_WEBHOOK_POLL_MS", default_value_t = 200)]
@@ -108,8 +108,8 @@ impl Default for WorkerArgs {
             webhook_backoff_ms: 5000,
             webhook_max_backoff_secs: 3600,
             webhook_retry_for_secs: 24 * 3600,
-            webhook_concurrency: 256,
-            webhook_endpoint_concurrency: 8,
+            webhook_concurrency: 512,
+            webhook_endpoint_concurrency: 32,
             webhook_poll_ms: 200,
             webhook_urls: UrlPolicy::default(),
             #[cfg(feature = "fault-injection")]
