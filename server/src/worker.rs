@@ -79,8 +79,12 @@ pub struct WorkerArgs {
     #[arg(long, env = "EXPORTS_WEBHOOK_DELIVERY_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub webhook_delivery_retention_days: u64,
     /// Webhook deliveries this process attempts at once.
-    #[arg(long, env = "EXPORTS_WEBHOOK_CONCURRENCY", default_value_t = 32)]
+    #[arg(long, env = "EXPORTS_WEBHOOK_CONCURRENCY", default_value_t = 512)]
     pub webhook_concurrency: usize,
+    /// Webhook deliveries attempted at once for one endpoint, across the workers: a slow or
+    /// failing endpoint holds at most this many of the attempts in flight.
+    #[arg(long, env = "EXPORTS_WEBHOOK_ENDPOINT_CONCURRENCY", default_value_t = 32)]
+    pub webhook_endpoint_concurrency: usize,
     /// How often an idle worker looks for due webhook deliveries, in ms.
     #[arg(long, env = "EXPORTS_WEBHOOK_POLL_MS", default_value_t = 200)]
     pub webhook_poll_ms: u64,
@@ -109,7 +113,8 @@ impl Default for WorkerArgs {
             webhook_max_backoff_secs: 3600,
             webhook_retry_for_secs: 24 * 3600,
             webhook_delivery_retention_days: 30,
-            webhook_concurrency: 32,
+            webhook_concurrency: 512,
+            webhook_endpoint_concurrency: 32,
             webhook_poll_ms: 200,
             webhook_urls: UrlPolicy::default(),
             #[cfg(feature = "fault-injection")]
@@ -128,6 +133,7 @@ impl WorkerArgs {
                 retry_for: Duration::from_secs(self.webhook_retry_for_secs),
             },
             concurrency: self.webhook_concurrency.max(1),
+            per_endpoint: self.webhook_endpoint_concurrency.max(1),
             poll: Duration::from_millis(self.webhook_poll_ms.max(1)),
         }
     }
@@ -215,9 +221,10 @@ impl RunningWorker {
     }
 }
 
-/// Delivers due webhook events, a batch of up to `webhook_concurrency` at a time, until stopped.
-/// A batch in flight when the worker stops is finished (an attempt takes at most 10 seconds).
-async fn deliver_webhooks(shared: Shared, mut stopped: watch::Receiver<bool>) {
+/// Delivers due webhook events until stopped (`webhook_delivery::deliver`): up to
+/// `webhook_concurrency` attempts at once, at most `webhook_endpoint_concurrency` per endpoint.
+/// Attempts in flight when the worker stops are finished (each takes at most 10 seconds).
+async fn deliver_webhooks(shared: Shared, stopped: watch::Receiver<bool>) {
     let settings = shared.settings.webhook_delivery();
     let http = match webhook_delivery::client(&settings.policy) {
         Ok(http) => http,
@@ -226,23 +233,14 @@ async fn deliver_webhooks(shared: Shared, mut stopped: watch::Receiver<bool>) {
             return;
         }
     };
-    while !*stopped.borrow() {
-        let attempted = webhook_delivery::attempt_due(&shared.pool, &http, &settings, &shared.metrics).await;
-        let idle = match attempted {
-            Ok(count) => count == 0,
-            Err(error) => {
-                // Rolled back: the events are due again for the next attempt.
-                tracing::warn!(error = %format!("{error:#}"), "webhooks: an attempt's bookkeeping failed");
-                true
-            }
-        };
-        if idle {
-            tokio::select! {
-                _ = tokio::time::sleep(settings.poll) => {}
-                _ = stopped.changed() => {}
-            }
-        }
-    }
+    webhook_delivery::deliver(
+        shared.pool.clone(),
+        http,
+        settings,
+        shared.metrics.clone(),
+        stopped,
+    )
+    .await;
 }
 
 fn hostname() -> String {

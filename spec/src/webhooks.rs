@@ -107,9 +107,12 @@ impl Retries {
 
 /// The HTTP client of deliveries: no redirects, the attempt's time limit, and a resolver that
 /// hands out only addresses the policy allows, so that a name that starts resolving to a
-/// private address after registration is refused at connection.
+/// private address after registration is refused at connection. No proxy, whatever the
+/// environment says (`HTTPS_PROXY`, `ALL_PROXY`, which reqwest reads by default): through a
+/// proxy that resolver never runs, and the proxy would reach whatever a name resolves to.
 pub fn client(policy: &UrlPolicy, user_agent: &str) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(ATTEMPT_TIMEOUT)
         .dns_resolver(Arc::new(AllowedAddresses(policy.clone())))
@@ -154,7 +157,9 @@ pub struct Event<'a> {
 }
 
 /// One attempt: the URL checked again (its scheme, and a host given as an address, which no
-/// resolver sees), signed with `secret` at the attempt's time, and POSTed.
+/// resolver sees), signed with `secret` at the attempt's time, and POSTed. A failure's text
+/// names the URL by its scheme, host and port only (`origin`): a path or query may carry the
+/// receiver's own secret (Slack-style URLs do), and the text is logged and shown to the user.
 pub async fn attempt(
     http: &reqwest::Client,
     policy: &UrlPolicy,
@@ -173,7 +178,7 @@ pub async fn attempt(
         Err(error) => return failed(format!("the secret cannot sign: {error}")),
     };
     let sent = http
-        .post(url)
+        .post(url.clone())
         .header("content-type", "application/json")
         .header("webhook-id", event.id)
         .header("webhook-timestamp", timestamp.to_string())
@@ -187,7 +192,16 @@ pub async fn attempt(
             status: Some(response.status().as_u16()),
             error: format!("the endpoint answered {}", response.status()),
         },
-        Err(error) => failed(error_chain(&error)),
+        Err(error) => failed(format!("{}: {}", origin(&url), error_chain(&error.without_url()))),
+    }
+}
+
+/// `scheme://host:port` of a URL: what may be said of it where its path and query may not.
+pub fn origin(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port_or_known_default() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
     }
 }
 
@@ -229,6 +243,36 @@ mod tests {
         };
         assert!(retries.after(3, RETRY_FOR - Duration::from_secs(1)).is_some());
         assert!(retries.after(30, RETRY_FOR).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_attempt_names_the_origin_and_not_the_path() {
+        // A port nothing listens on: the connection is refused.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let policy = UrlPolicy {
+            allow_private: true,
+            ..UrlPolicy::default()
+        };
+        let http = client(&policy, "test").unwrap();
+        let url = format!("http://127.0.0.1:{port}/services/T0/B0/pathsecret?token=querysecret");
+        let event = Event {
+            id: "msg_1",
+            body: b"{}",
+        };
+        let attempt = attempt(&http, &policy, &url, &new_secret(), &event).await;
+        let Attempt::Failed { status: None, error } = attempt else {
+            panic!("{attempt:?}")
+        };
+        assert!(
+            error.starts_with(&format!("http://127.0.0.1:{port}: ")),
+            "{error}"
+        );
+        assert!(
+            !error.contains("pathsecret") && !error.contains("querysecret") && !error.contains("/services"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// How long `Receiver::next` waits at most: a generous bound, not a measure.
 const WAIT_AT_MOST: Duration = Duration::from_secs(60);
@@ -33,12 +33,16 @@ pub enum Step {
     Answer(u16),
     /// Takes the request and never answers.
     Hold,
+    /// Takes the request and answers `200` once the test calls `Receiver::release` (at once
+    /// after that): a slow receiver whose slowness the test controls, not the clock.
+    HoldUntilReleased,
 }
 
 /// An HTTP receiver on loopback that records every request and follows its script.
 pub struct Receiver {
     pub addr: SocketAddr,
     received: mpsc::UnboundedReceiver<Received>,
+    released: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -48,22 +52,26 @@ impl Receiver {
         let addr = listener.local_addr()?;
         let (sender, received) = mpsc::unbounded_channel();
         let script = Arc::new(Mutex::new(VecDeque::from(script)));
+        let (released, release) = watch::channel(false);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let step = script.lock().unwrap().pop_front().unwrap_or(Step::Answer(200));
-                let (status, hold) = match step {
+                let (status, hold, gated) = match step {
                     Step::Drop => {
                         drop(stream);
                         continue;
                     }
-                    Step::Answer(status) => (status, false),
-                    Step::Hold => (200, true),
+                    Step::Answer(status) => (status, false, false),
+                    Step::Hold => (200, true, false),
+                    Step::HoldUntilReleased => (200, false, true),
                 };
                 let sender = sender.clone();
+                let release = release.clone();
                 tokio::spawn(async move {
                     let service =
                         hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
                             let sender = sender.clone();
+                            let mut release = release.clone();
                             async move {
                                 let (parts, body) = request.into_parts();
                                 let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
@@ -73,6 +81,9 @@ impl Receiver {
                                 });
                                 if hold {
                                     std::future::pending::<()>().await;
+                                }
+                                if gated {
+                                    let _ = release.wait_for(|released| *released).await;
                                 }
                                 let mut response = Response::new(Full::new(Bytes::new()));
                                 *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
@@ -87,7 +98,17 @@ impl Receiver {
                 });
             }
         });
-        Ok(Self { addr, received, task })
+        Ok(Self {
+            addr,
+            received,
+            released,
+            task,
+        })
+    }
+
+    /// Every request held by `Step::HoldUntilReleased`, now and later, is answered.
+    pub fn release(&self) {
+        self.released.send_replace(true);
     }
 
     pub fn url(&self) -> String {

@@ -47,12 +47,17 @@ async fn key_life_columns(url: &str) -> anyhow::Result<i64> {
     columns_of(url, "api_keys", &["expires_at", "last_used_at"]).await
 }
 
+/// The lease column V11 gives `webhook_deliveries` back.
+async fn lease_columns(url: &str) -> anyhow::Result<i64> {
+    columns_of(url, "webhook_deliveries", &["locked_until"]).await
+}
+
 #[tokio::test]
 async fn up_down_up() -> anyhow::Result<()> {
     let database = TestDatabase::create().await?;
     let postgres = database.postgres()?;
     let applied = postgres.migrate().await?;
-    assert_eq!(applied.len(), 10, "{applied:?}");
+    assert_eq!(applied.len(), 11, "{applied:?}");
     let all = [
         "api_keys",
         "exports",
@@ -64,7 +69,10 @@ async fn up_down_up() -> anyhow::Result<()> {
     assert_eq!(tables(&database.url).await?, all);
     assert_eq!(worker_columns(&database.url).await?, 2);
     assert_eq!(key_life_columns(&database.url).await?, 2);
+    assert_eq!(lease_columns(&database.url).await?, 1);
     assert_eq!(upload_columns(&database.url).await?, 2);
+    assert_eq!(postgres.rollback(10).await?, [11]);
+    assert_eq!(lease_columns(&database.url).await?, 0);
     assert_eq!(postgres.rollback(9).await?, [10]);
     assert_eq!(upload_columns(&database.url).await?, 0);
     assert_eq!(postgres.rollback(6).await?, [9, 8, 7]);
@@ -84,7 +92,7 @@ async fn up_down_up() -> anyhow::Result<()> {
     assert_eq!(postgres.rollback(0).await?, [2, 1]);
     assert!(tables(&database.url).await?.is_empty());
 
-    assert_eq!(postgres.migrate().await?.len(), 10);
+    assert_eq!(postgres.migrate().await?.len(), 11);
     assert_eq!(tables(&database.url).await?, all);
     assert!(postgres.migrate().await?.is_empty(), "nothing left to apply");
     Ok(())
@@ -99,7 +107,7 @@ async fn concurrent_migrations_apply_once() -> anyhow::Result<()> {
         .into_iter()
         .map(|run| run.map(|applied| applied.len()))
         .sum::<anyhow::Result<usize>>()?;
-    assert_eq!(applied, 10, "each migration applied by exactly one run");
+    assert_eq!(applied, 11, "each migration applied by exactly one run");
     assert_eq!(
         tables(&database.url).await?,
         [

@@ -4,6 +4,8 @@
 //! down, gets the event again with the same `webhook-id` until it takes it; a deleted endpoint
 //! gets nothing; a rotated secret signs the next delivery; a flushed Redis loses nothing (the
 //! outbox is PostgreSQL's); a name that resolves to loopback by delivery time is not reached.
+//! And (issue 22) one user's slow endpoints do not delay another user's events; a proxy named
+//! by the environment is not used.
 
 use std::time::Duration;
 
@@ -229,7 +231,7 @@ async fn an_event_whose_worker_is_killed_mid_delivery_is_delivered_by_another() 
     };
     let mut first = exports_tests::ChildProcess::spawn(worker(&env)?)?;
     let held = receiver.next().await?;
-    first.kill(); // SIGKILL in the middle of the attempt: its transaction dies with its connection
+    first.kill(); // SIGKILL in the middle of the attempt: its claim's lease runs out unrecorded
     let _second = exports_tests::ChildProcess::spawn(worker(&env)?)?;
     let delivered = receiver.next().await?;
     verify(&secret, &delivered).map_err(|e| anyhow::anyhow!("not verified: {e:?}"))?;
@@ -320,6 +322,143 @@ async fn a_name_that_starts_resolving_to_a_private_address_is_refused_at_deliver
     assert!(
         matches!(loopback.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "the worker connected to loopback"
+    );
+    env.finish().await
+}
+
+/// An event for each of the user's endpoints, at once: the export cancelled (or, when the
+/// worker finished it first, its `export.done`).
+async fn announce(env: &TestEnv, user: &TestUser) -> anyhow::Result<()> {
+    let client = env.client(user);
+    let id = create(&client, &every_user_as_csv()).await?;
+    if client.cancel_export(&id).await.is_err() {
+        wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await?;
+    }
+    Ok(())
+}
+
+/// From an event's status change (its body's `timestamp`) to its arrival now.
+fn delay_of(received: &exports_tests::receiver::Received) -> anyhow::Result<Duration> {
+    let event: serde_json::Value = serde_json::from_slice(&received.body)?;
+    let occurred: chrono::DateTime<chrono::Utc> = event["timestamp"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no timestamp in {event}"))?
+        .parse()?;
+    Ok((chrono::Utc::now() - occurred).to_std().unwrap_or_default())
+}
+
+#[tokio::test]
+async fn one_users_slow_endpoints_do_not_delay_another_users_events() -> anyhow::Result<()> {
+    let env = env().await?;
+    let (slow_user, other_user) = (env.user(SCOPES).await?, env.user(SCOPES).await?);
+    // Ten endpoints that take every request and answer only when the test releases them.
+    let mut slow = Vec::new();
+    for _ in 0..exports_spec::webhooks::MAX_ENDPOINTS_PER_USER {
+        let receiver = Receiver::start(vec![Step::HoldUntilReleased; 1000]).await?;
+        register(&env, &slow_user, &receiver.url()).await?;
+        slow.push(receiver);
+    }
+    let mut other = Receiver::start(vec![]).await?;
+    register(&env, &other_user, &other.url()).await?;
+
+    // More events for each slow endpoint than it may have attempts in flight.
+    let bound = quick_worker().webhook_endpoint_concurrency;
+    let slow_events = bound + 5;
+    for _ in 0..slow_events {
+        announce(&env, &slow_user).await?;
+    }
+    // Every slow endpoint has attempts waiting on it.
+    for receiver in &mut slow {
+        receiver.next().await?;
+    }
+
+    // The other user's events, one after another, each delivered before the next is made.
+    let mut delays = Vec::new();
+    for _ in 0..20 {
+        announce(&env, &other_user).await?;
+        delays.push(delay_of(&other.next().await?)?);
+    }
+    delays.sort();
+    let p99 = delays[(delays.len() * 99).div_ceil(100) - 1];
+    assert!(p99 < Duration::from_secs(1), "p99 {p99:?}: {delays:?}");
+
+    // Meanwhile the slow user's events are still being delivered (none answered yet), and
+    // no endpoint has more attempts in flight than its bound.
+    let client = env.pool.get().await?;
+    let slow_delivered: i64 = client
+        .query_one(
+            "SELECT count(*) FROM webhook_deliveries delivery
+             JOIN webhook_endpoints endpoint ON endpoint.id = delivery.endpoint_id
+             WHERE endpoint.user_id = $1 AND delivery.delivered_at IS NOT NULL",
+            &[&slow_user.id],
+        )
+        .await?
+        .get(0);
+    assert_eq!(slow_delivered, 0, "the slow endpoints answered nothing yet");
+    let most_in_flight: i64 = client
+        .query_one(
+            "SELECT coalesce(max(attempts), 0) FROM (
+                 SELECT count(*) AS attempts FROM webhook_deliveries
+                 WHERE locked_until > now() AND delivered_at IS NULL GROUP BY endpoint_id) per_endpoint",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert!(
+        (1..=bound as i64).contains(&most_in_flight),
+        "{most_in_flight} attempts in flight for one endpoint"
+    );
+    drop(client);
+
+    // Released, the slow endpoints take every event: nothing was lost to the wait.
+    for receiver in &slow {
+        receiver.release();
+    }
+    let rows = all_delivered(&env).await?;
+    assert_eq!(rows.len(), slow_events * slow.len() + 20);
+    assert!(rows.iter().all(|(_, _, delivered)| *delivered));
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_proxy_named_by_the_environment_is_not_used_for_deliveries() -> anyhow::Result<()> {
+    // No worker in the test's process: a real worker process, with the proxy variables set.
+    let env = TestEnv::start_setup_with(Setup::default(), |settings| {
+        settings.webhook_urls.allow_private = true
+    })
+    .await?;
+    let user = env.user(SCOPES).await?;
+    let mut receiver = Receiver::start(vec![]).await?;
+    let (endpoint_id, secret) = register(&env, &user, &receiver.url()).await?;
+    // A listener posing as a proxy: a delivery through it would connect here.
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0")?;
+    proxy.set_nonblocking(true)?;
+    let proxy_url = format!("http://{}", proxy.local_addr()?);
+    // A cancel announces at once, with no worker needed to finish the export.
+    let client = env.client(&user);
+    let export_id = create(&client, &every_user_as_csv()).await?;
+    client.cancel_export(&export_id).await?;
+
+    let logs = tempfile::tempdir()?;
+    let mut worker = env.worker_command(WORKER, &logs.path().join("worker.log"))?;
+    worker.args(["--webhooks-allow-private", "--webhook-poll-ms", "20"]);
+    for name in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        worker.env(name, &proxy_url);
+    }
+    let _worker = exports_tests::ChildProcess::spawn(worker)?;
+    let delivered = receiver.next().await?;
+    verify(&secret, &delivered).map_err(|e| anyhow::anyhow!("not verified: {e:?}"))?;
+    assert_eq!(all_delivered(&env).await?, [(endpoint_id, 1, true)]);
+    assert!(
+        matches!(proxy.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the proxy got a connection"
     );
     env.finish().await
 }

@@ -31,6 +31,8 @@ pub struct WebhookBenchOptions {
     pub rate: u64,
     /// Every status change before the worker starts, instead of a steady stream.
     pub burst: bool,
+    /// One user's slow endpoints beside another user's fast one (`slow_endpoints`).
+    pub slow_endpoints: bool,
 }
 
 /// Transactions each tick's status changes are spread over.
@@ -55,7 +57,11 @@ pub fn run(root: &std::path::Path, options: WebhookBenchOptions) -> Result<ExitC
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let sandbox = Sandbox::new();
-        let result = bench(&binary, &sandbox, options).await;
+        let result = if options.slow_endpoints {
+            slow_endpoints(&binary, &sandbox, options.events).await
+        } else {
+            bench(&binary, &sandbox, options).await
+        };
         cleanup(
             &sandbox.admin_url,
             &sandbox.database,
@@ -86,7 +92,12 @@ async fn bench(
     let received = Arc::new(Mutex::new(Received::default()));
     let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/hooks", receiver.local_addr()?);
-    let receiving = tokio::spawn(receive(receiver, secret.clone(), received.clone()));
+    let receiving = tokio::spawn(receive(
+        receiver,
+        secret.clone(),
+        received.clone(),
+        Duration::ZERO,
+    ));
     webhooks::create(&client, user_id, &url, &WebhookEventType::ALL, &secret)
         .await?
         .context("registering the endpoint")?;
@@ -203,8 +214,14 @@ async fn bench(
     })
 }
 
-/// The receiver: verifies each delivery with the official library, records it, answers 200.
-async fn receive(listener: tokio::net::TcpListener, secret: String, received: Arc<Mutex<Received>>) {
+/// The receiver: verifies each delivery with the official library, records it, answers 200
+/// after `answer_after`.
+async fn receive(
+    listener: tokio::net::TcpListener,
+    secret: String,
+    received: Arc<Mutex<Received>>,
+    answer_after: Duration,
+) {
     let webhook = Arc::new(standardwebhooks::Webhook::new(&secret).expect("a valid secret"));
     while let Ok((stream, _)) = listener.accept().await {
         let (webhook, received) = (webhook.clone(), received.clone());
@@ -225,20 +242,23 @@ async fn receive(listener: tokio::net::TcpListener, secret: String, received: Ar
                             .get("webhook-id")
                             .and_then(|v| v.to_str().ok())
                             .map(str::to_string);
-                        let mut guard = received.lock().unwrap();
-                        let received = &mut *guard;
-                        match (verified, id, occurred) {
-                            (true, Some(id), Some(occurred)) => match received.first.entry(id) {
-                                Entry::Occupied(_) => received.duplicates += 1,
-                                Entry::Vacant(first) => {
-                                    first.insert(Arrival {
-                                        received: now,
-                                        occurred,
-                                    });
-                                }
-                            },
-                            _ => received.bad_signatures += 1,
+                        {
+                            let mut guard = received.lock().unwrap();
+                            let received = &mut *guard;
+                            match (verified, id, occurred) {
+                                (true, Some(id), Some(occurred)) => match received.first.entry(id) {
+                                    Entry::Occupied(_) => received.duplicates += 1,
+                                    Entry::Vacant(first) => {
+                                        first.insert(Arrival {
+                                            received: now,
+                                            occurred,
+                                        });
+                                    }
+                                },
+                                _ => received.bad_signatures += 1,
+                            }
                         }
+                        tokio::time::sleep(answer_after).await;
                         Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
                     }
                 });
@@ -247,6 +267,141 @@ async fn receive(listener: tokio::net::TcpListener, secret: String, received: Ar
                 .await;
         });
     }
+}
+
+/// How often each user of `slow_endpoints` makes an event.
+const SLOW_SCENARIO_EVERY: Duration = Duration::from_millis(200);
+/// How long the slow user's endpoints take to answer.
+const SLOW_ANSWER: Duration = Duration::from_secs(9);
+
+/// Issue 22's scenario: one user's 10 endpoints answer after 9 s while that user makes an event
+/// every 200 ms; another user's one endpoint answers at once, and that user makes `events`
+/// events, one every 200 ms. Prints both users' delays from status change to delivery (the slow
+/// user's: of those delivered by the time the other user's are all in). Fails when one of the
+/// other user's events is missing or badly signed.
+async fn slow_endpoints(binary: &std::path::Path, sandbox: &Sandbox, events: usize) -> Result<ExitCode> {
+    let postgres = Postgres::new(&sandbox.database_url, None)?;
+    postgres.ensure_database().await?;
+    postgres.migrate().await?;
+    let pool = postgres.pool(8)?;
+    let client = pool.get().await?;
+    let slow_user = users::ensure_user(&client, "slow@bench.example", "Slow").await?;
+    let other_user = users::ensure_user(&client, "other@bench.example", "Other").await?;
+    let new_secret = || {
+        use base64::Engine;
+        format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 24]>())
+        )
+    };
+    let mut receiving = Vec::new();
+    let endpoint = |user_id: uuid::Uuid, answer_after: Duration, received: Arc<Mutex<Received>>| {
+        let (client, secret) = (&client, new_secret());
+        async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let url = format!("http://{}/hooks", listener.local_addr()?);
+            webhooks::create(client, user_id, &url, &WebhookEventType::ALL, &secret)
+                .await?
+                .context("registering an endpoint")?;
+            anyhow::Ok(tokio::spawn(receive(listener, secret, received, answer_after)))
+        }
+    };
+    let (slow, other) = (
+        Arc::new(Mutex::new(Received::default())),
+        Arc::new(Mutex::new(Received::default())),
+    );
+    for _ in 0..exports_spec::webhooks::MAX_ENDPOINTS_PER_USER {
+        receiving.push(endpoint(slow_user, SLOW_ANSWER, slow.clone()).await?);
+    }
+    receiving.push(endpoint(other_user, Duration::ZERO, other.clone()).await?);
+    let holding = |user_id: uuid::Uuid| {
+        let client = &client;
+        async move {
+            let rows = client
+                .query(
+                    "INSERT INTO exports (id, user_id, type, format, status, attempts, lease_expires_at, started_at)
+                     SELECT gen_random_uuid(), $1, 'users', 'csv', 'processing', 1, now() + interval '1 day', now()
+                     FROM generate_series(1, $2::bigint) RETURNING id",
+                    &[&user_id, &(events as i64)],
+                )
+                .await?;
+            anyhow::Ok(
+                rows.iter()
+                    .map(|row| row.get::<_, uuid::Uuid>(0))
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let (slow_ids, other_ids) = (holding(slow_user).await?, holding(other_user).await?);
+
+    let storage = tempfile::tempdir()?;
+    let _worker = start_worker(binary, sandbox, &storage.path().join("worker.log"))?;
+    println!(
+        "{events} events of a user whose one endpoint answers at once, beside a user whose {} endpoints answer after {} s; each user makes an event every {} ms",
+        exports_spec::webhooks::MAX_ENDPOINTS_PER_USER,
+        SLOW_ANSWER.as_secs(),
+        SLOW_SCENARIO_EVERY.as_millis()
+    );
+    let mut ticks = tokio::time::interval(SLOW_SCENARIO_EVERY);
+    for (slow_id, other_id) in slow_ids.iter().zip(&other_ids) {
+        ticks.tick().await;
+        exports::cancel(&client, slow_user, *slow_id).await?;
+        exports::cancel(&client, other_user, *other_id).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while other.lock().unwrap().first.len() < events && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for task in receiving {
+        task.abort();
+    }
+    let report = |name: &str, received: &Received, made: usize| {
+        let mut delays: Vec<f64> = received
+            .first
+            .values()
+            .map(|a| (a.received - a.occurred).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+            .collect();
+        delays.sort_by(f64::total_cmp);
+        let percentile = |p: f64| {
+            delays
+                .get(((delays.len() as f64 * p).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        let (p50, p99, max) = (
+            percentile(0.5),
+            percentile(0.99),
+            delays.last().copied().unwrap_or(f64::NAN),
+        );
+        println!(
+            "{name}: {} of {made} events delivered; delay p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; {} bad signatures",
+            received.first.len(),
+            received.bad_signatures
+        );
+        json!({"made": made, "delivered": received.first.len(), "delay_p50_ms": (p50 * 10.0).round() / 10.0,
+               "delay_p99_ms": (p99 * 10.0).round() / 10.0, "bad_signatures": received.bad_signatures})
+    };
+    let slow = std::mem::take(&mut *slow.lock().unwrap());
+    let other = std::mem::take(&mut *other.lock().unwrap());
+    let made_slow = events * exports_spec::webhooks::MAX_ENDPOINTS_PER_USER;
+    let slow_json = report("slow user (10 endpoints, 9 s each)", &slow, made_slow);
+    let other_json = report("other user (1 endpoint, at once)", &other, events);
+    let other_p99 = other_json["delay_p99_ms"].as_f64().unwrap_or(f64::NAN);
+    let met = other.first.len() == events && other_p99 < 1000.0;
+    println!(
+        "target (the other user's events delivered, p99 under 1 s): {}",
+        if met { "met" } else { "NOT met" }
+    );
+    println!(
+        "{}",
+        json!({"scenario": "slow_endpoints", "slow_user": slow_json, "other_user": other_json, "target_met": met})
+    );
+    let all_good = other.first.len() == events && other.bad_signatures == 0 && slow.bad_signatures == 0;
+    Ok(if all_good {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The release worker, once it says it has started; its log goes to `log`.

@@ -90,6 +90,11 @@ enum BenchTarget {
         /// Every status change before the worker starts: the delivery pipeline alone.
         #[arg(long)]
         burst: bool,
+        /// Instead: one user's 10 endpoints answer after 9 s while that user makes an event
+        /// every 200 ms, and another user's endpoint answers at once, for `--events` of the
+        /// other user's events (one every 200 ms); prints both users' delays.
+        #[arg(long, conflicts_with = "burst")]
+        slow_endpoints: bool,
     },
     /// Requests/s and p50/p99 latency of create, get and list beside a no-op endpoint; fails
     /// when any request gets an unexpected status.
@@ -142,10 +147,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Task::Bench {
-            target: BenchTarget::Webhooks { events, rate, burst },
+            target:
+                BenchTarget::Webhooks {
+                    events,
+                    rate,
+                    burst,
+                    slow_endpoints,
+                },
         } => bench_webhooks::run(
             &workspace_root(),
-            bench_webhooks::WebhookBenchOptions { events, rate, burst },
+            bench_webhooks::WebhookBenchOptions {
+                events,
+                rate,
+                burst,
+                slow_endpoints,
+            },
         ),
         Task::Bench {
             target: BenchTarget::Mock { connections, seconds },

@@ -33,6 +33,10 @@ const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// it from refinery's history.
 const ROLLBACKS: &[(i32, &str)] = &[
     (
+        11,
+        include_str!("../../../migrations/rollback/R11__webhook_delivery_leases.sql"),
+    ),
+    (
         10,
         include_str!("../../../migrations/rollback/R10__nothing_left_behind.sql"),
     ),

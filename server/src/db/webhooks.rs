@@ -140,7 +140,7 @@ pub async fn rotate_secret(
     Ok(row.as_ref().map(EndpointRow::from_row))
 }
 
-/// An outbox entry a worker took for one attempt, with its endpoint.
+/// An outbox entry a worker claimed for one attempt, with its endpoint.
 pub struct DueDelivery {
     pub id: Uuid,
     pub endpoint_id: Uuid,
@@ -153,30 +153,62 @@ pub struct DueDelivery {
     pub url: String,
     pub secret: String,
     pub endpoint_deleted: bool,
+    /// The claim's lease (`locked_until`): the outcome is recorded only while the row still
+    /// carries it, so an attempt whose row another worker claimed since changes nothing.
+    pub lease: DateTime<Utc>,
 }
 
-/// Takes up to `limit` due entries for one attempt each, locking their rows in the caller's
-/// transaction: another worker skips them until it ends, and a worker that dies mid-attempt
-/// (its connection gone, its transaction rolled back) leaves them due at once.
-pub async fn take_due(
-    transaction: &impl tokio_postgres::GenericClient,
+/// Any fixed key: claims of deliveries, in every worker process, are made one at a time.
+const CLAIM_LOCK_KEY: i64 = 0x7765_6268_6f6f_6b73; // "webhooks" in ASCII
+
+/// Claims up to `limit` due entries for one attempt each, at most `per_endpoint` in flight per
+/// endpoint (counting those already claimed, by any worker), oldest first, by setting their
+/// lease (`locked_until`, `lease` from now) in one short transaction: no transaction stays
+/// open across an attempt, and an endpoint that already has `per_endpoint` attempts in flight
+/// is skipped, so a slow endpoint holds only its own slots. Claims are made one at a time
+/// (an advisory lock, taken before the statement's snapshot), so the bound holds across
+/// workers. A worker that dies mid-attempt leaves its entries due again when their lease ends.
+pub async fn claim_due(
+    client: &mut tokio_postgres::Client,
     limit: i64,
+    per_endpoint: i64,
+    lease: std::time::Duration,
 ) -> Result<Vec<DueDelivery>, tokio_postgres::Error> {
+    let transaction = client.transaction().await?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&CLAIM_LOCK_KEY])
+        .await?;
     let rows = transaction
         .query(
-            "SELECT delivery.id, delivery.endpoint_id, delivery.event_type, delivery.export,
-                    delivery.occurred_at, delivery.attempts + 1 AS attempt, endpoint.url,
-                    endpoint.secret, endpoint.deleted_at IS NOT NULL AS endpoint_deleted
-             FROM webhook_deliveries delivery
-             JOIN webhook_endpoints endpoint ON endpoint.id = delivery.endpoint_id
-             WHERE delivery.delivered_at IS NULL AND delivery.gave_up_at IS NULL
-               AND delivery.next_attempt_at <= now()
-             ORDER BY delivery.next_attempt_at LIMIT $1
-             FOR UPDATE OF delivery SKIP LOCKED",
-            &[&limit],
+            "WITH in_flight AS (
+                 SELECT endpoint_id, count(*) AS attempts FROM webhook_deliveries
+                 WHERE locked_until > now() AND delivered_at IS NULL AND gave_up_at IS NULL
+                 GROUP BY endpoint_id
+             ), due AS (
+                 SELECT id, endpoint_id, next_attempt_at,
+                        row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at, id) AS place
+                 FROM webhook_deliveries
+                 WHERE delivered_at IS NULL AND gave_up_at IS NULL AND next_attempt_at <= now()
+                   AND (locked_until IS NULL OR locked_until <= now())
+             ), chosen AS (
+                 SELECT due.id FROM due LEFT JOIN in_flight USING (endpoint_id)
+                 WHERE due.place + coalesce(in_flight.attempts, 0) <= $2
+                 ORDER BY due.next_attempt_at, due.id LIMIT $1
+             )
+             UPDATE webhook_deliveries delivery
+             SET locked_until = now() + $3 * interval '1 millisecond'
+             FROM chosen, webhook_endpoints endpoint
+             WHERE delivery.id = chosen.id AND endpoint.id = delivery.endpoint_id
+               AND delivery.delivered_at IS NULL AND delivery.gave_up_at IS NULL
+             RETURNING delivery.id, delivery.endpoint_id, delivery.event_type, delivery.export,
+                       delivery.occurred_at, delivery.attempts + 1 AS attempt, endpoint.url,
+                       endpoint.secret, endpoint.deleted_at IS NOT NULL AS endpoint_deleted,
+                       delivery.locked_until",
+            &[&limit, &per_endpoint, &milliseconds(lease)],
         )
         .await?;
-    Ok(rows
+    transaction.commit().await?;
+    let mut due: Vec<DueDelivery> = rows
         .iter()
         .map(|row| DueDelivery {
             id: row.get("id"),
@@ -188,28 +220,35 @@ pub async fn take_due(
             url: row.get("url"),
             secret: row.get("secret"),
             endpoint_deleted: row.get("endpoint_deleted"),
+            lease: row.get("locked_until"),
         })
-        .collect())
+        .collect();
+    due.sort_by_key(|delivery| delivery.occurred_at);
+    Ok(due)
 }
 
-/// Delivered, each `(id, HTTP status)` of the caller's taken entries, in one statement; the
-/// delays from the events to now.
+/// Delivered, each `(id, HTTP status, lease)` of the caller's claimed entries whose lease still
+/// holds, in one statement; the delays from the events to now.
 pub async fn record_delivered(
-    transaction: &impl tokio_postgres::GenericClient,
-    delivered: &[(Uuid, u16)],
+    client: &impl tokio_postgres::GenericClient,
+    delivered: &[(Uuid, u16, DateTime<Utc>)],
     attempted_at: DateTime<Utc>,
 ) -> anyhow::Result<Vec<std::time::Duration>> {
-    let ids: Vec<Uuid> = delivered.iter().map(|(id, _)| *id).collect();
-    let statuses: Vec<i32> = delivered.iter().map(|(_, status)| i32::from(*status)).collect();
-    let rows = transaction
+    let ids: Vec<Uuid> = delivered.iter().map(|(id, _, _)| *id).collect();
+    let statuses: Vec<i32> = delivered
+        .iter()
+        .map(|(_, status, _)| i32::from(*status))
+        .collect();
+    let leases: Vec<DateTime<Utc>> = delivered.iter().map(|(_, _, lease)| *lease).collect();
+    let rows = client
         .query(
             "UPDATE webhook_deliveries delivery
              SET attempts = delivery.attempts + 1, last_attempt_at = $3, delivered_at = now(),
-                 last_status = answer.status, last_error = NULL
-             FROM unnest($1::uuid[], $2::int[]) AS answer (id, status)
-             WHERE delivery.id = answer.id
+                 last_status = answer.status, last_error = NULL, locked_until = NULL
+             FROM unnest($1::uuid[], $2::int[], $4::timestamptz[]) AS answer (id, status, lease)
+             WHERE delivery.id = answer.id AND delivery.locked_until = answer.lease
              RETURNING extract(epoch FROM now() - delivery.occurred_at)::float8",
-            &[&ids, &statuses, &attempted_at],
+            &[&ids, &statuses, &attempted_at, &leases],
         )
         .await?;
     Ok(rows
@@ -218,33 +257,36 @@ pub async fn record_delivered(
         .collect())
 }
 
-/// A failed attempt of a taken entry, to be tried again after `retry_in`, or (`None`) never.
+/// A failed attempt of a claimed entry whose lease still holds, to be tried again after
+/// `retry_in`, or (`None`) never. False when the lease no longer held (nothing recorded).
 pub async fn record_failure(
-    transaction: &impl tokio_postgres::GenericClient,
-    id: Uuid,
+    client: &impl tokio_postgres::GenericClient,
+    (id, lease): (Uuid, DateTime<Utc>),
     attempted_at: DateTime<Utc>,
     status: Option<u16>,
     error: &str,
     retry_in: Option<std::time::Duration>,
-) -> anyhow::Result<()> {
-    transaction
+) -> anyhow::Result<bool> {
+    let recorded = client
         .execute(
             "UPDATE webhook_deliveries
              SET attempts = attempts + 1, last_attempt_at = $2, last_status = $3, last_error = $4,
                  next_attempt_at = CASE WHEN $5::float8 IS NULL THEN next_attempt_at
                                         ELSE now() + $5 * interval '1 millisecond' END,
-                 gave_up_at = CASE WHEN $5::float8 IS NULL THEN now() END
-             WHERE id = $1",
+                 gave_up_at = CASE WHEN $5::float8 IS NULL THEN now() END,
+                 locked_until = NULL
+             WHERE id = $1 AND locked_until = $6",
             &[
                 &id,
                 &attempted_at,
                 &status.map(i32::from),
                 &error,
                 &retry_in.map(milliseconds),
+                &lease,
             ],
         )
         .await?;
-    Ok(())
+    Ok(recorded == 1)
 }
 
 /// Deletes up to `limit` deliveries that ended (delivered, or given up) more than `retention`
