@@ -82,8 +82,10 @@ enum BenchTarget {
     /// Webhook events delivered per second by the release worker to a local receiver, and
     /// the p50/p99 delay from status change to delivery; fails when an event is lost.
     Webhooks {
-        #[arg(long, default_value_t = 10_000)]
-        events: usize,
+        /// Events in all (default 10,000); with `--slow-endpoints`, the other user's events
+        /// (default 100: they come one every 200 ms, so 20 s).
+        #[arg(long)]
+        events: Option<usize>,
         /// Status changes (cancels) per second.
         #[arg(long, default_value_t = 1_250)]
         rate: u64,
@@ -157,7 +159,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => bench_webhooks::run(
             &workspace_root(),
             bench_webhooks::WebhookBenchOptions {
-                events,
+                events: events.unwrap_or(if slow_endpoints { 100 } else { 10_000 }),
                 rate,
                 burst,
                 slow_endpoints,

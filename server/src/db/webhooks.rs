@@ -158,6 +158,12 @@ pub struct DueDelivery {
     pub lease: DateTime<Utc>,
 }
 
+/// A claim looks at the oldest due events of endpoints with a free slot, this many times as
+/// many as it may claim, not at every due event: a backlog (an endpoint back after a day down)
+/// costs each claim a bounded scan. Events of endpoints already at their limit are passed
+/// over in the index, so a slow endpoint's backlog does not fill the window.
+const CLAIM_WINDOW: i64 = 4;
+
 /// Any fixed key: claims of deliveries, in every worker process, are made one at a time.
 const CLAIM_LOCK_KEY: i64 = 0x7765_6268_6f6f_6b73; // "webhooks" in ASCII
 
@@ -185,15 +191,21 @@ pub async fn claim_due(
                  WHERE locked_until > now() AND delivered_at IS NULL AND gave_up_at IS NULL
                  GROUP BY endpoint_id
              ), due AS (
-                 SELECT id, endpoint_id, next_attempt_at,
-                        row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at, id) AS place
-                 FROM webhook_deliveries
+                 SELECT id, endpoint_id, next_attempt_at FROM webhook_deliveries delivery
                  WHERE delivered_at IS NULL AND gave_up_at IS NULL AND next_attempt_at <= now()
                    AND (locked_until IS NULL OR locked_until <= now())
+                   AND NOT EXISTS (SELECT 1 FROM in_flight
+                                   WHERE in_flight.endpoint_id = delivery.endpoint_id
+                                     AND in_flight.attempts >= $2)
+                 ORDER BY next_attempt_at, id LIMIT $1::bigint * $4::bigint
+             ), ranked AS (
+                 SELECT id, endpoint_id, next_attempt_at,
+                        row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at, id) AS place
+                 FROM due
              ), chosen AS (
-                 SELECT due.id FROM due LEFT JOIN in_flight USING (endpoint_id)
-                 WHERE due.place + coalesce(in_flight.attempts, 0) <= $2
-                 ORDER BY due.next_attempt_at, due.id LIMIT $1
+                 SELECT ranked.id FROM ranked LEFT JOIN in_flight USING (endpoint_id)
+                 WHERE ranked.place + coalesce(in_flight.attempts, 0) <= $2
+                 ORDER BY ranked.next_attempt_at, ranked.id LIMIT $1
              )
              UPDATE webhook_deliveries delivery
              SET locked_until = now() + $3 * interval '1 millisecond'
@@ -204,7 +216,7 @@ pub async fn claim_due(
                        delivery.occurred_at, delivery.attempts + 1 AS attempt, endpoint.url,
                        endpoint.secret, endpoint.deleted_at IS NOT NULL AS endpoint_deleted,
                        delivery.locked_until",
-            &[&limit, &per_endpoint, &milliseconds(lease)],
+            &[&limit, &per_endpoint, &milliseconds(lease), &CLAIM_WINDOW],
         )
         .await?;
     transaction.commit().await?;
