@@ -95,7 +95,7 @@ async fn an_idle_worker_waits_quietly_and_takes_a_new_job_at_once() -> anyhow::R
     let log = logs.path().join("worker.log");
     let mut command = env.worker_command(WORKER, &log)?;
     command.env("RUST_LOG", "info,exports_server::worker=debug");
-    let _worker = ChildProcess::spawn(command)?;
+    let mut worker = ChildProcess::spawn(command)?;
 
     let idle = log_until(&log, "three read timeouts", |text| {
         text.matches(READ_TIMED_OUT).count() >= 3
@@ -128,5 +128,6 @@ async fn an_idle_worker_waits_quietly_and_takes_a_new_job_at_once() -> anyhow::R
         timeouts_until_taken <= 1,
         "{timeouts_until_taken} read timeouts:\n{taken}"
     );
+    worker.kill(); // before the test's Redis keys go: a live worker would make its stream again
     env.finish().await
 }

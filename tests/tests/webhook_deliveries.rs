@@ -232,7 +232,7 @@ async fn an_event_whose_worker_is_killed_mid_delivery_is_delivered_by_another() 
     let mut first = exports_tests::ChildProcess::spawn(worker(&env)?)?;
     let held = receiver.next().await?;
     first.kill(); // SIGKILL in the middle of the attempt: its claim's lease runs out unrecorded
-    let _second = exports_tests::ChildProcess::spawn(worker(&env)?)?;
+    let mut second = exports_tests::ChildProcess::spawn(worker(&env)?)?;
     let delivered = receiver.next().await?;
     verify(&secret, &delivered).map_err(|e| anyhow::anyhow!("not verified: {e:?}"))?;
     assert_eq!(
@@ -241,6 +241,7 @@ async fn an_event_whose_worker_is_killed_mid_delivery_is_delivered_by_another() 
     );
     // The killed attempt left no trace: the event took one recorded attempt.
     assert_eq!(all_delivered(&env).await?, [(endpoint_id, 1, true)]);
+    second.kill(); // before the test's Redis keys go: a live worker would make its stream again
     env.finish().await
 }
 
@@ -452,7 +453,7 @@ async fn a_proxy_named_by_the_environment_is_not_used_for_deliveries() -> anyhow
     ] {
         worker.env(name, &proxy_url);
     }
-    let _worker = exports_tests::ChildProcess::spawn(worker)?;
+    let mut worker = exports_tests::ChildProcess::spawn(worker)?;
     let delivered = receiver.next().await?;
     verify(&secret, &delivered).map_err(|e| anyhow::anyhow!("not verified: {e:?}"))?;
     assert_eq!(all_delivered(&env).await?, [(endpoint_id, 1, true)]);
@@ -460,5 +461,6 @@ async fn a_proxy_named_by_the_environment_is_not_used_for_deliveries() -> anyhow
         matches!(proxy.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "the proxy got a connection"
     );
+    worker.kill(); // before the test's Redis keys go: a live worker would make its stream again
     env.finish().await
 }
