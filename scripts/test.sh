@@ -7,14 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-scripts/services.sh
-scripts/tools.sh
-scripts/validate-spec.sh
-cargo xtask spec lint
-cargo xtask spec check
-cargo xtask client --check
-cargo test --workspace --no-fail-fast "$@"
+phase scripts/services.sh
+phase scripts/tools.sh
+phase scripts/validate-spec.sh
+phase cargo xtask spec lint
+phase cargo xtask spec check
+phase cargo xtask client --check
+phase cargo test --workspace --no-fail-fast "$@"
 # The server's own tests again, on the server as it ships (without the end-to-end tests'
 # `fault-injection`, which Cargo's feature unification gives every `--workspace` build).
-cargo test -p exports-server --no-fail-fast "$@"
-scripts/schemathesis.sh
+phase cargo test -p exports-server --no-fail-fast "$@"
+phase scripts/schemathesis.sh
