@@ -26,7 +26,8 @@ use futures::{pin_mut, TryStreamExt};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::model::{ExportFormat, UserExportFilters, UserQuery};
+use crate::db::users::UserQuery;
+use crate::model::{ExportFormat, UserExportFilters};
 use crate::storage::FileWriter;
 use crate::xlsx::{self, XlsxWriter};
 
@@ -143,15 +144,6 @@ pub fn write_timestamp(out: &mut String, at: &DateTime<Utc>) {
     out.push('Z');
 }
 
-/// The query of an export: the users matching its filters, oldest first (the order of the
-/// `(created_at, id)` indexes, so no sort is needed).
-pub fn select_sql(query: &UserQuery) -> String {
-    format!(
-        "SELECT id, email, name, status, created_at FROM users WHERE {} ORDER BY created_at, id",
-        query.where_clause
-    )
-}
-
 /// Streams the matching users into `upload` as `format`, recording the rows written in
 /// `progress` as they go. Returns the number of rows; the caller completes or aborts the upload.
 pub async fn write_export(
@@ -163,7 +155,7 @@ pub async fn write_export(
 ) -> Result<u64> {
     let query = UserQuery::new(filters);
     let statement = client
-        .prepare(&select_sql(&query))
+        .prepare(&query.select_sql())
         .await
         .context("preparing the export query")?;
     let rows = client

@@ -541,58 +541,6 @@ fn parse_date(value: &Value, field: &str, problems: &mut Vec<ErrorDetail>) -> Op
     parsed
 }
 
-/// The `WHERE` clause and parameters of the users an export contains. The same filter counts
-/// the rows at creation and streams them in the worker.
-#[derive(Debug)]
-pub struct UserQuery {
-    pub where_clause: String,
-    pub created_after: Option<DateTime<Utc>>,
-    pub status: Option<&'static str>,
-}
-
-impl UserQuery {
-    pub fn new(filters: &UserExportFilters) -> Self {
-        let mut conditions = Vec::new();
-        let created_after = filters
-            .created_after
-            .map(|day| day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
-        let status = filters.status.map(UserStatus::as_str);
-        let mut next = 1;
-        if created_after.is_some() {
-            conditions.push(format!("created_at >= ${next}"));
-            next += 1;
-        }
-        if status.is_some() {
-            conditions.push(format!("status = ${next}"));
-        }
-        let where_clause = if conditions.is_empty() {
-            "TRUE".to_string()
-        } else {
-            conditions.join(" AND ")
-        };
-        Self {
-            where_clause,
-            created_after,
-            status,
-        }
-    }
-
-    pub fn params(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
-        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
-        if let Some(created_after) = &self.created_after {
-            params.push(created_after);
-        }
-        if let Some(status) = &self.status {
-            params.push(status);
-        }
-        params
-    }
-
-    pub fn count_sql(&self) -> String {
-        format!("SELECT count(*) FROM users WHERE {}", self.where_clause)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -693,34 +641,6 @@ mod tests {
                     .unwrap_err();
             assert_eq!(fields(&problems), ["filters.created_after"]);
         }
-    }
-
-    #[test]
-    fn builds_filters_into_numbered_parameters() {
-        let all = UserQuery::new(&UserExportFilters::default());
-        assert_eq!(all.where_clause, "TRUE");
-        assert!(all.params().is_empty());
-
-        let by_status = UserQuery::new(&UserExportFilters {
-            created_after: None,
-            status: Some(UserStatus::Active),
-        });
-        assert_eq!(by_status.where_clause, "status = $1");
-        assert_eq!(by_status.params().len(), 1);
-
-        let both = UserQuery::new(&UserExportFilters {
-            created_after: NaiveDate::from_ymd_opt(2025, 3, 1),
-            status: Some(UserStatus::Inactive),
-        });
-        assert_eq!(both.where_clause, "created_at >= $1 AND status = $2");
-        assert_eq!(
-            both.created_after.unwrap().to_rfc3339(),
-            "2025-03-01T00:00:00+00:00"
-        );
-        assert_eq!(
-            both.count_sql(),
-            "SELECT count(*) FROM users WHERE created_at >= $1 AND status = $2"
-        );
     }
 
     #[test]

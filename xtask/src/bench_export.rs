@@ -17,9 +17,9 @@ use crate::bench::{
     api_listening, cleanup, issue_keys, release_server, request_once, wait_until_ready, Sandbox, REDIS_URL,
 };
 use exports_server::db::users;
+use exports_server::db::users::UserQuery;
 use exports_server::db::Postgres;
-use exports_server::export_file::select_sql;
-use exports_server::model::{UserExportFilters, UserQuery};
+use exports_server::model::UserExportFilters;
 use exports_tests::{s3s_fs_listening, ChildProcess};
 
 pub struct ExportBenchOptions {
@@ -262,7 +262,7 @@ async fn time_copy(client: &tokio_postgres::Client) -> Result<(f64, u64)> {
     let stream = client
         .copy_out(&format!(
             "COPY ({}) TO STDOUT (FORMAT csv, HEADER)",
-            select_sql(&query)
+            query.select_sql()
         ))
         .await?;
     let bytes = stream
@@ -282,7 +282,7 @@ fn time_pipe(database_url: &str, aws: &Path, endpoint: &str, object: &str) -> Re
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", database_url, "-c"])
             .arg(format!(
                 "COPY ({}) TO STDOUT (FORMAT csv, HEADER)",
-                select_sql(&query)
+                query.select_sql()
             ))
             .stdout(Stdio::piped())
             .spawn()

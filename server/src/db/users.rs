@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use uuid::Uuid;
 
-use crate::model::{UserExportFilters, UserQuery};
+use chrono::{DateTime, Utc};
+
+use crate::model::{UserExportFilters, UserStatus};
 
 /// Returns the id of the user with this email, creating an active user if there is none.
 pub async fn ensure_user(client: &tokio_postgres::Client, email: &str, name: &str) -> Result<Uuid> {
@@ -60,13 +62,7 @@ pub async fn count_matching_users(
 ) -> Result<u64, tokio_postgres::Error> {
     let query = UserQuery::new(filters);
     let plan: serde_json::Value = client
-        .query_one(
-            &format!(
-                "EXPLAIN (FORMAT JSON) SELECT 1 FROM users WHERE {}",
-                query.where_clause
-            ),
-            &query.params(),
-        )
+        .query_one(&query.explain_sql(), &query.params())
         .await?
         .get(0);
     if let Some(estimate) = plan[0]["Plan"]["Plan Rows"].as_f64() {
@@ -111,5 +107,108 @@ impl MatchingUsers {
         }
         counted.insert(filters.clone(), (Instant::now(), rows));
         Ok(rows)
+    }
+}
+
+/// The `WHERE` clause and parameters of the users an export contains. The same filter counts
+/// the rows at creation and streams them in the worker.
+#[derive(Debug)]
+pub struct UserQuery {
+    pub where_clause: String,
+    pub created_after: Option<DateTime<Utc>>,
+    pub status: Option<&'static str>,
+}
+
+impl UserQuery {
+    pub fn new(filters: &UserExportFilters) -> Self {
+        let mut conditions = Vec::new();
+        let created_after = filters
+            .created_after
+            .map(|day| day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+        let status = filters.status.map(UserStatus::as_str);
+        let mut next = 1;
+        if created_after.is_some() {
+            conditions.push(format!("created_at >= ${next}"));
+            next += 1;
+        }
+        if status.is_some() {
+            conditions.push(format!("status = ${next}"));
+        }
+        let where_clause = if conditions.is_empty() {
+            "TRUE".to_string()
+        } else {
+            conditions.join(" AND ")
+        };
+        Self {
+            where_clause,
+            created_after,
+            status,
+        }
+    }
+
+    pub fn params(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
+        if let Some(created_after) = &self.created_after {
+            params.push(created_after);
+        }
+        if let Some(status) = &self.status {
+            params.push(status);
+        }
+        params
+    }
+
+    pub fn count_sql(&self) -> String {
+        format!("SELECT count(*) FROM users WHERE {}", self.where_clause)
+    }
+
+    /// The planner's estimate of the count, without the scan (`count_matching_users`).
+    fn explain_sql(&self) -> String {
+        format!(
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM users WHERE {}",
+            self.where_clause
+        )
+    }
+
+    /// The rows of an export: the matching users, oldest first (the order of the
+    /// `(created_at, id)` indexes, so no sort is needed).
+    pub fn select_sql(&self) -> String {
+        format!(
+            "SELECT id, email, name, status, created_at FROM users WHERE {} ORDER BY created_at, id",
+            self.where_clause
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+
+    #[test]
+    fn builds_filters_into_numbered_parameters() {
+        let all = UserQuery::new(&UserExportFilters::default());
+        assert_eq!(all.where_clause, "TRUE");
+        assert!(all.params().is_empty());
+
+        let by_status = UserQuery::new(&UserExportFilters {
+            created_after: None,
+            status: Some(UserStatus::Active),
+        });
+        assert_eq!(by_status.where_clause, "status = $1");
+        assert_eq!(by_status.params().len(), 1);
+
+        let both = UserQuery::new(&UserExportFilters {
+            created_after: NaiveDate::from_ymd_opt(2025, 3, 1),
+            status: Some(UserStatus::Inactive),
+        });
+        assert_eq!(both.where_clause, "created_at >= $1 AND status = $2");
+        assert_eq!(
+            both.created_after.unwrap().to_rfc3339(),
+            "2025-03-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            both.count_sql(),
+            "SELECT count(*) FROM users WHERE created_at >= $1 AND status = $2"
+        );
     }
 }
