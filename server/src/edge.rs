@@ -245,13 +245,7 @@ async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpA
 
     if path.starts_with("/api/") {
         if let Some(seconds) = state.failed_authentications.retry_after(peer) {
-            let mut body = ErrorBody::new(
-                "too_many_failed_authentications",
-                format!(
-                    "Too many requests with a missing, unknown or revoked API key came from your address; retry after {seconds} seconds."
-                ),
-            );
-            body.retry_after_seconds = Some(seconds);
+            let body = errors::too_many_failed_authentications(seconds);
             let response = answer(StatusCode::TOO_MANY_REQUESTS, body);
             return finish(response, &request_id, cors_origin);
         }
@@ -305,13 +299,7 @@ async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpA
             }
             Err(_) => {
                 let seconds = state.settings.upstream_timeout.as_secs();
-                answer(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    ErrorBody::new(
-                        "timeout",
-                        format!("The request did not complete within {seconds} s."),
-                    ),
-                )
+                answer(StatusCode::GATEWAY_TIMEOUT, errors::timeout(seconds))
             }
         };
     finish(response, &request_id, cors_origin)

@@ -78,11 +78,7 @@ impl ApiError {
     }
 
     pub fn timeout(seconds: u64) -> Self {
-        Self::new(
-            ErrorStatusCode::GATEWAY_TIMEOUT,
-            "timeout",
-            format!("The request did not complete within its {seconds} s time limit."),
-        )
+        Self::of(ErrorStatusCode::GATEWAY_TIMEOUT, errors::timeout(seconds))
     }
 
     pub fn unavailable(details: Vec<ErrorDetail>, retry_after: u64) -> Self {

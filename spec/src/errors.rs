@@ -189,6 +189,27 @@ pub fn method_not_allowed(path: &str, method: &str) -> ErrorBody {
     ErrorBody::new("method_not_allowed", format!("{path} does not support {method}."))
 }
 
+/// `504 timeout`: the request ran past its time limit (a handler's, or the edge's wait for one).
+pub fn timeout(seconds: u64) -> ErrorBody {
+    ErrorBody::new(
+        "timeout",
+        format!("The request did not complete within its {seconds} s time limit."),
+    )
+}
+
+/// `429 too_many_failed_authentications`: the caller's address sent too many bad keys.
+pub fn too_many_failed_authentications(retry_after_seconds: u64) -> ErrorBody {
+    let mut body = ErrorBody::new(
+        "too_many_failed_authentications",
+        format!(
+            "Too many requests with a missing, unknown or revoked API key came from your address; \
+             retry after {retry_after_seconds} seconds."
+        ),
+    );
+    body.retry_after_seconds = Some(retry_after_seconds);
+    body
+}
+
 pub fn payload_too_large(limit_bytes: usize) -> ErrorBody {
     ErrorBody::new(
         "payload_too_large",
