@@ -105,10 +105,6 @@ impl ApiError {
     pub fn status(&self) -> http::StatusCode {
         self.status.as_status()
     }
-
-    pub fn internal_message(&self) -> Option<&str> {
-        self.internal.as_deref()
-    }
 }
 
 impl std::fmt::Display for ApiError {
