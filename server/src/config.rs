@@ -68,16 +68,16 @@ impl RedisArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ApiArgs {
     /// Address the API listens on.
-    #[arg(long, env = "EXPORTS_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "EXPORTS_LISTEN", default_value_t = ApiSettings::default().listen)]
     pub listen: SocketAddr,
     /// Pending or processing exports one user may have at once.
-    #[arg(long, env = "EXPORTS_MAX_PENDING_PER_USER", default_value_t = 3)]
+    #[arg(long, env = "EXPORTS_MAX_PENDING_PER_USER", default_value_t = ApiSettings::default().max_pending_per_user)]
     pub max_pending_per_user: u32,
     /// Time limit of one request, in seconds (504 past it).
-    #[arg(long, env = "EXPORTS_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "EXPORTS_REQUEST_TIMEOUT_SECS", default_value_t = ApiSettings::default().request_timeout.as_secs())]
     pub request_timeout_secs: u64,
     /// Largest request body, in bytes (413 past it).
-    #[arg(long, env = "EXPORTS_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "EXPORTS_MAX_BODY_BYTES", default_value_t = ApiSettings::default().max_body_bytes)]
     pub max_body_bytes: usize,
     /// Origins allowed by CORS, comma-separated (none by default; `dev`: any); `*` allows any.
     #[arg(long, env = "EXPORTS_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]

@@ -39,7 +39,7 @@ pub struct StorageArgs {
     /// S3 endpoint, for S3-compatible servers (default: AWS for the region).
     #[arg(long, env = "EXPORTS_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
-    #[arg(long, env = "EXPORTS_S3_REGION", default_value = "us-east-1")]
+    #[arg(long, env = "EXPORTS_S3_REGION", default_value = DEFAULT_S3_REGION)]
     pub s3_region: String,
     /// Access key id (default: the usual AWS credential chain).
     #[arg(long, env = "EXPORTS_S3_ACCESS_KEY_ID")]
@@ -65,9 +65,12 @@ pub struct StorageArgs {
     #[arg(long, env = "EXPORTS_DOWNLOAD_SIGNING_KEY", hide_env_values = true)]
     pub download_signing_key: Option<String>,
     /// How long a download link works, in seconds.
-    #[arg(long, env = "EXPORTS_DOWNLOAD_LINK_TTL_SECS", default_value_t = 300)]
+    #[arg(long, env = "EXPORTS_DOWNLOAD_LINK_TTL_SECS", default_value_t = DEFAULT_DOWNLOAD_LINK_TTL_SECS)]
     pub download_link_ttl_secs: u64,
 }
+
+const DEFAULT_S3_REGION: &str = "us-east-1";
+const DEFAULT_DOWNLOAD_LINK_TTL_SECS: u64 = 300;
 
 /// `$XDG_DATA_HOME/exports`, or `~/.local/share/exports` (the XDG default), for a user's
 /// own files; `/var/lib/exports` for a service without a home.
@@ -93,14 +96,14 @@ impl StorageArgs {
         Self {
             s3_bucket: None,
             s3_endpoint: None,
-            s3_region: "us-east-1".into(),
+            s3_region: DEFAULT_S3_REGION.into(),
             s3_access_key_id: None,
             s3_secret_access_key: None,
             s3_path_style: false,
             s3_sign_payload: false,
             storage_dir: dir.into(),
             download_signing_key: None,
-            download_link_ttl_secs: 300,
+            download_link_ttl_secs: DEFAULT_DOWNLOAD_LINK_TTL_SECS,
         }
     }
 }

@@ -41,52 +41,52 @@ use exports_spec::webhooks::Retries;
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
     /// Jobs this process runs at once.
-    #[arg(long, env = "EXPORTS_WORKER_CONCURRENCY", default_value_t = 2)]
+    #[arg(long, env = "EXPORTS_WORKER_CONCURRENCY", default_value_t = WorkerArgs::default().concurrency)]
     pub concurrency: usize,
     /// Attempts per export before it is `failed` (a crashed worker's attempt counts).
-    #[arg(long, env = "EXPORTS_MAX_ATTEMPTS", default_value_t = 4)]
+    #[arg(long, env = "EXPORTS_MAX_ATTEMPTS", default_value_t = WorkerArgs::default().max_attempts)]
     pub max_attempts: i32,
     /// Backoff before the first retry, doubled for each later one (with jitter), in ms.
-    #[arg(long, env = "EXPORTS_RETRY_BACKOFF_MS", default_value_t = 2000)]
+    #[arg(long, env = "EXPORTS_RETRY_BACKOFF_MS", default_value_t = WorkerArgs::default().retry_backoff_ms)]
     pub retry_backoff_ms: u64,
     /// Time limit of one attempt, in seconds; past it the export is `failed`.
-    #[arg(long, env = "EXPORTS_JOB_TIMEOUT_SECS", default_value_t = 600)]
+    #[arg(long, env = "EXPORTS_JOB_TIMEOUT_SECS", default_value_t = WorkerArgs::default().job_timeout_secs)]
     pub job_timeout_secs: u64,
     /// How long a job stays with a worker that stopped renewing it (crashed), in seconds.
-    #[arg(long, env = "EXPORTS_LEASE_SECS", default_value_t = 30)]
+    #[arg(long, env = "EXPORTS_LEASE_SECS", default_value_t = WorkerArgs::default().lease_secs)]
     pub lease_secs: u64,
     /// How often the sweeper runs (re-queueing lost jobs and due retries, deleting expired files).
-    #[arg(long, env = "EXPORTS_SWEEP_INTERVAL_SECS", default_value_t = 5)]
+    #[arg(long, env = "EXPORTS_SWEEP_INTERVAL_SECS", default_value_t = WorkerArgs::default().sweep_interval_secs)]
     pub sweep_interval_secs: u64,
     /// How long finished files are kept, in seconds.
-    #[arg(long, env = "EXPORTS_FILE_TTL_SECS", default_value_t = 24 * 3600)]
+    #[arg(long, env = "EXPORTS_FILE_TTL_SECS", default_value_t = WorkerArgs::default().file_ttl_secs)]
     pub file_ttl_secs: u64,
     /// Size of the upload's parts, in MiB (S3 needs at least 5).
-    #[arg(long, env = "EXPORTS_UPLOAD_PART_MIB", default_value_t = 8)]
+    #[arg(long, env = "EXPORTS_UPLOAD_PART_MIB", default_value_t = WorkerArgs::default().upload_part_mib)]
     pub upload_part_mib: usize,
     /// Backoff after a webhook delivery's first failed attempt, doubled for each later one
     /// (with equal jitter), in ms.
-    #[arg(long, env = "EXPORTS_WEBHOOK_BACKOFF_MS", default_value_t = 5000)]
+    #[arg(long, env = "EXPORTS_WEBHOOK_BACKOFF_MS", default_value_t = WorkerArgs::default().webhook_backoff_ms)]
     pub webhook_backoff_ms: u64,
     /// The longest backoff between two attempts of a webhook delivery, in seconds.
-    #[arg(long, env = "EXPORTS_WEBHOOK_MAX_BACKOFF_SECS", default_value_t = 3600)]
+    #[arg(long, env = "EXPORTS_WEBHOOK_MAX_BACKOFF_SECS", default_value_t = WorkerArgs::default().webhook_max_backoff_secs)]
     pub webhook_max_backoff_secs: u64,
     /// How long after its event a webhook delivery is still attempted, in seconds.
-    #[arg(long, env = "EXPORTS_WEBHOOK_RETRY_FOR_SECS", default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(86400..))]
+    #[arg(long, env = "EXPORTS_WEBHOOK_RETRY_FOR_SECS", default_value_t = WorkerArgs::default().webhook_retry_for_secs, value_parser = clap::value_parser!(u64).range(86400..))]
     pub webhook_retry_for_secs: u64,
     /// How long delivered and given-up webhook deliveries (each holding a snapshot of its
     /// export) are kept, in days; the sweeper deletes older ones.
-    #[arg(long, env = "EXPORTS_WEBHOOK_DELIVERY_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "EXPORTS_WEBHOOK_DELIVERY_RETENTION_DAYS", default_value_t = WorkerArgs::default().webhook_delivery_retention_days, value_parser = clap::value_parser!(u64).range(1..))]
     pub webhook_delivery_retention_days: u64,
     /// Webhook deliveries this process attempts at once.
-    #[arg(long, env = "EXPORTS_WEBHOOK_CONCURRENCY", default_value_t = 512)]
+    #[arg(long, env = "EXPORTS_WEBHOOK_CONCURRENCY", default_value_t = WorkerArgs::default().webhook_concurrency)]
     pub webhook_concurrency: usize,
     /// Webhook deliveries attempted at once for one endpoint, across the workers: a slow or
     /// failing endpoint holds at most this many of the attempts in flight.
-    #[arg(long, env = "EXPORTS_WEBHOOK_ENDPOINT_CONCURRENCY", default_value_t = 32)]
+    #[arg(long, env = "EXPORTS_WEBHOOK_ENDPOINT_CONCURRENCY", default_value_t = WorkerArgs::default().webhook_endpoint_concurrency)]
     pub webhook_endpoint_concurrency: usize,
     /// How often an idle worker looks for due webhook deliveries, in ms.
-    #[arg(long, env = "EXPORTS_WEBHOOK_POLL_MS", default_value_t = 200)]
+    #[arg(long, env = "EXPORTS_WEBHOOK_POLL_MS", default_value_t = WorkerArgs::default().webhook_poll_ms)]
     pub webhook_poll_ms: u64,
     /// From `--webhooks-allow-private` (shared with the API).
     #[arg(skip)]
@@ -98,6 +98,7 @@ pub struct WorkerArgs {
     pub hold_after_rows: Option<u64>,
 }
 
+/// Every default of the worker, stated once: each flag's default is read from here.
 impl Default for WorkerArgs {
     fn default() -> Self {
         Self {
