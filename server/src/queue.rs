@@ -7,7 +7,7 @@ use fred::types::config::TlsConnector;
 use fred::types::streams::{XReadResponse, XReadValue, XID};
 use fred::types::Builder;
 use fred::types::{Expiration, SetOptions, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 use uuid::Uuid;
@@ -91,6 +91,23 @@ pub struct Job {
     pub export_id: Option<Uuid>,
 }
 
+/// An entry's one field: the export it names.
+const EXPORT_ID: &str = "export_id";
+
+/// The export an entry's fields name, if they name one.
+fn export_id_of(fields: &HashMap<String, String>) -> Option<Uuid> {
+    Uuid::parse_str(fields.get(EXPORT_ID)?).ok()
+}
+
+impl Job {
+    fn new(entry_id: String, fields: &HashMap<String, String>) -> Self {
+        Self {
+            export_id: export_id_of(fields),
+            entry_id,
+        }
+    }
+}
+
 impl JobQueue {
     /// All keys of one deployment (or one test) start with `prefix`.
     pub fn new(redis: Pool, prefix: &str) -> Self {
@@ -114,7 +131,7 @@ impl JobQueue {
                 false,
                 None,
                 "*",
-                vec![("export_id", export_id.to_string())],
+                vec![(EXPORT_ID, export_id.to_string())],
             )
             .await
             .context("queueing the export job")?;
@@ -166,10 +183,7 @@ impl JobQueue {
             .into_values()
             .flatten()
             .next()
-            .map(|(entry_id, fields)| Job {
-                export_id: fields.get("export_id").and_then(|id| Uuid::parse_str(id).ok()),
-                entry_id,
-            }))
+            .map(|(entry_id, fields)| Job::new(entry_id, &fields)))
     }
 
     /// Takes over one job that another consumer has held for longer than `min_idle` without
@@ -219,14 +233,13 @@ impl JobQueue {
             if entry.len() != 2 {
                 return None;
             }
-            let fields = entry.pop()?.into_array();
-            let entry_id = entry.pop()?.as_string()?;
-            let export_id = fields
+            let fields: HashMap<String, String> = entry
+                .pop()?
+                .into_array()
                 .chunks(2)
-                .find(|pair| pair[0].as_str().as_deref() == Some("export_id"))
-                .and_then(|pair| pair.get(1)?.as_string())
-                .and_then(|id| Uuid::parse_str(&id).ok());
-            Some(Job { entry_id, export_id })
+                .filter_map(|pair| Some((pair[0].as_string()?, pair.get(1)?.as_string()?)))
+                .collect();
+            Some(Job::new(entry.pop()?.as_string()?, &fields))
         }))
     }
 
@@ -270,10 +283,7 @@ impl JobQueue {
             let Some((last, _)) = page.last() else { break };
             start = format!("({last}");
             let full = page.len() == 1000;
-            queued.extend(
-                page.iter()
-                    .filter_map(|(_, fields)| Uuid::parse_str(fields.get("export_id")?).ok()),
-            );
+            queued.extend(page.iter().filter_map(|(_, fields)| export_id_of(fields)));
             if !full {
                 break;
             }
