@@ -1,5 +1,5 @@
 //! The edge: a thin HTTP layer in front of dropshot, in the same process, that adds only what
-//! dropshot cannot do itself (ARCHITECTURE.md, section 5):
+//! dropshot cannot do itself (the README's Architecture section says what and why):
 //!
 //! - the request id: an incoming `X-Request-Id` is honoured when it is 1-64 characters of
 //!   `[A-Za-z0-9._-]`, otherwise one is generated; it is passed to the handlers, echoed in the
