@@ -21,4 +21,3 @@ pub mod throughput;
 pub mod tls;
 pub mod webhook_delivery;
 pub mod worker;
-mod xlsx;

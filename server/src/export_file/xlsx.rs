@@ -19,7 +19,7 @@ use rust_xlsxwriter::{ExcelDateTime, Format, IntoExcelDateTime, Workbook};
 use zip::write::{SimpleFileOptions, StreamWriter};
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
-use crate::export_file::{looks_like_a_formula, UserRow, HEADER};
+use super::cells::{looks_like_a_formula, UserRow, HEADER};
 
 /// Excel's limits: rows per sheet (the header included) and characters per cell.
 pub const ROWS_PER_SHEET: u32 = 1_048_576;
