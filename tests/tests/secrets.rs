@@ -50,6 +50,16 @@ impl Secrets {
     }
 }
 
+/// Stops `dev` as an operator would (SIGTERM, so that it flushes its log) and returns the log.
+async fn stop_and_read_log(mut dev: ChildProcess, log_path: &std::path::Path) -> anyhow::Result<String> {
+    let stopped = Command::new("kill")
+        .args(["-TERM", &dev.id().to_string()])
+        .status()?;
+    assert!(stopped.success());
+    tokio::task::spawn_blocking(move || dev.0.wait()).await??;
+    Ok(std::fs::read_to_string(log_path)?)
+}
+
 #[tokio::test]
 async fn no_secret_reaches_a_log_line_or_the_help() -> anyhow::Result<()> {
     let database = TestDatabase::create().await?;
@@ -105,7 +115,7 @@ async fn no_secret_reaches_a_log_line_or_the_help() -> anyhow::Result<()> {
         .env("RUST_LOG", "info")
         .stdout(log.try_clone()?)
         .stderr(log);
-    let mut dev = ChildProcess::spawn(dev)?;
+    let dev = ChildProcess::spawn(dev)?;
     let address = api_address(&log_path, PROMPTLY).await?;
     let key = demo_key(&log_path)?;
     looked_for.push(key.clone());
@@ -135,14 +145,8 @@ async fn no_secret_reaches_a_log_line_or_the_help() -> anyhow::Result<()> {
     let wrong_key = http.get(&api).bearer_auth(format!("{key}x")).send().await?;
     assert_eq!(wrong_key.status(), 401);
 
-    let stopped = Command::new("kill")
-        .args(["-TERM", &dev.id().to_string()])
-        .status()?;
-    assert!(stopped.success());
-    tokio::task::spawn_blocking(move || dev.0.wait()).await??;
-
     // Every log line (the demo key is printed on purpose, as text, once, for the developer).
-    let output = std::fs::read_to_string(&log_path)?;
+    let output = stop_and_read_log(dev, &log_path).await?;
     let log_lines: Vec<&str> = output.lines().filter(|line| line.starts_with('{')).collect();
     assert!(
         log_lines
@@ -202,7 +206,7 @@ async fn no_secret_reaches_a_log_line_with_s3_and_failing_webhooks() -> anyhow::
         .env("RUST_LOG", "info")
         .stdout(log.try_clone()?)
         .stderr(log);
-    let mut dev = ChildProcess::spawn(dev)?;
+    let dev = ChildProcess::spawn(dev)?;
     let address = api_address(&log_path, PROMPTLY).await?;
     let key = demo_key(&log_path)?;
     looked_for.push(key.clone());
@@ -311,13 +315,7 @@ async fn no_secret_reaches_a_log_line_with_s3_and_failing_webhooks() -> anyhow::
         "the URL's path in the error shown: {error}"
     );
 
-    let stopped = Command::new("kill")
-        .args(["-TERM", &dev.id().to_string()])
-        .status()?;
-    assert!(stopped.success());
-    tokio::task::spawn_blocking(move || dev.0.wait()).await??;
-
-    let output = std::fs::read_to_string(&log_path)?;
+    let output = stop_and_read_log(dev, &log_path).await?;
     let log_lines: Vec<&str> = output.lines().filter(|line| line.starts_with('{')).collect();
     assert!(
         log_lines
