@@ -52,6 +52,24 @@ async fn export_under_way(client: &exports_client::Client) -> anyhow::Result<Uui
 
 const WORKER: &str = env!("CARGO_BIN_EXE_exports-server-under-test");
 
+/// A fresh worker process finishes the export, in its second attempt, with every user (the
+/// seeded ones and the caller): returns how many that is.
+async fn finished_by_a_second_worker(
+    env: &TestEnv,
+    client: &exports_client::Client,
+    id: Uuid,
+    log: &std::path::Path,
+) -> anyhow::Result<i64> {
+    let mut second = ChildProcess::spawn(env.worker_command(WORKER, log)?)?;
+    let done = wait_for_export(client, &id, FINISH, |e| e.status == ExportStatus::Done).await;
+    second.kill();
+    let done = done.map_err(|error| error.context(std::fs::read_to_string(log).unwrap_or_default()))?;
+    let users = env.count("SELECT count(*) FROM users").await?;
+    assert_eq!(done.progress.rows_written, users);
+    assert_eq!(attempts(env, &id).await?, 2);
+    Ok(users)
+}
+
 #[tokio::test]
 async fn a_killed_workers_export_is_finished_by_another() -> anyhow::Result<()> {
     let env = TestEnv::start_setup(Setup {
@@ -70,13 +88,7 @@ async fn a_killed_workers_export_is_finished_by_another() -> anyhow::Result<()> 
     let id = export_under_way(&client).await?;
     first.kill(); // SIGKILL: no clean-up of any kind
 
-    let mut second = ChildProcess::spawn(env.worker_command(WORKER, &log)?)?;
-    let done = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await;
-    second.kill();
-    let done = done.map_err(|error| error.context(std::fs::read_to_string(&log).unwrap_or_default()))?;
-    let users = env.count("SELECT count(*) FROM users").await?; // the seeded ones and alice
-    assert_eq!(done.progress.rows_written, users);
-    assert_eq!(attempts(&env, &id).await?, 2);
+    let users = finished_by_a_second_worker(&env, &client, id, &log).await?;
     let objects = stored_objects(&env.storage).await?;
     assert_eq!(objects.len(), 1, "one object: {objects:?}");
     assert!(objects[0].0.ends_with("attempt-2.xlsx"), "{objects:?}");
@@ -124,13 +136,7 @@ async fn a_worker_killed_mid_upload_leaves_nothing_behind(s3: bool) -> anyhow::R
     let (env, id, client, logs) = killed_mid_upload(s3).await?;
     let log = logs.path().join("workers.log");
 
-    let mut second = ChildProcess::spawn(env.worker_command(WORKER, &log)?)?;
-    let done = wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await;
-    second.kill();
-    let done = done.map_err(|error| error.context(std::fs::read_to_string(&log).unwrap_or_default()))?;
-    let users = env.count("SELECT count(*) FROM users").await?; // the seeded ones and alice
-    assert_eq!(done.progress.rows_written, users);
-    assert_eq!(attempts(&env, &id).await?, 2);
+    let users = finished_by_a_second_worker(&env, &client, id, &log).await?;
     assert_eq!(
         env.stored_for(id).await?,
         [format!("exports/{id}/attempt-2.csv")],
