@@ -148,18 +148,8 @@ async fn bench(
     receiving.abort();
     let received = std::mem::take(&mut *received.lock().unwrap());
 
-    let mut delays: Vec<f64> = received
-        .first
-        .values()
-        .map(|a| (a.received - a.occurred).num_microseconds().unwrap_or(0) as f64 / 1000.0)
-        .collect();
-    delays.sort_by(f64::total_cmp);
-    let percentile = |p: f64| {
-        delays
-            .get(((delays.len() as f64 * p).ceil() as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
+    let delays = delays_ms(&received);
+    let percentile = |p: f64| percentile(&delays, p);
     let first = if options.burst {
         Some(delivering_since)
     } else {
@@ -356,18 +346,8 @@ async fn slow_endpoints(binary: &std::path::Path, sandbox: &Sandbox, events: usi
         task.abort();
     }
     let report = |name: &str, received: &Received, made: usize| {
-        let mut delays: Vec<f64> = received
-            .first
-            .values()
-            .map(|a| (a.received - a.occurred).num_microseconds().unwrap_or(0) as f64 / 1000.0)
-            .collect();
-        delays.sort_by(f64::total_cmp);
-        let percentile = |p: f64| {
-            delays
-                .get(((delays.len() as f64 * p).ceil() as usize).saturating_sub(1))
-                .copied()
-                .unwrap_or(f64::NAN)
-        };
+        let delays = delays_ms(received);
+        let percentile = |p: f64| percentile(&delays, p);
         let (p50, p99, max) = (
             percentile(0.5),
             percentile(0.99),
@@ -459,4 +439,23 @@ async fn produce(
         }
     }
     Ok(started.elapsed())
+}
+
+/// Each event's delay from its status change to its first arrival, in ms, sorted.
+fn delays_ms(received: &Received) -> Vec<f64> {
+    let mut delays: Vec<f64> = received
+        .first
+        .values()
+        .map(|a| (a.received - a.occurred).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+        .collect();
+    delays.sort_by(f64::total_cmp);
+    delays
+}
+
+/// The `p` quantile (nearest rank) of sorted `values`; NaN when there are none.
+fn percentile(values: &[f64], p: f64) -> f64 {
+    values
+        .get(((values.len() as f64 * p).ceil() as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or(f64::NAN)
 }
