@@ -412,7 +412,7 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::R
             .map_err(AttemptError::Failed)?;
         begin_upload(shared, &client, &attempt, &key).await?;
         let part_bytes = shared.settings.upload_part_mib.max(5) << 20;
-        let opened = record_upload_id(shared, export_id, number);
+        let opened = record_upload_id(shared, export_id, number, &key);
         let mut upload = Upload::new(shared.storage.writer(&key, part_bytes, opened));
         let written = tokio::select! {
             written = write_export(&client, &attempt.filters, format, &mut upload, &progress) => {
@@ -505,7 +505,7 @@ async fn begin_upload(
             .map_err(AttemptError::Failed)?;
         tracing::info!(export_id = %attempt.export_id, left = %left.key, "cleaned up after an earlier attempt");
     }
-    match exports::begin_upload(client, attempt.export_id, attempt.attempt, key.as_ref()).await {
+    match exports::record_upload(client, attempt.export_id, attempt.attempt, key.as_ref(), None).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(AttemptError::Lost),
         Err(error) => Err(AttemptError::Failed(error)),
@@ -514,14 +514,19 @@ async fn begin_upload(
 
 /// Records the id of the attempt's multipart upload as the store opens it, before any part
 /// goes up, so that it can be aborted if this attempt dies.
-fn record_upload_id(shared: &Shared, export_id: Uuid, attempt: i32) -> UploadOpened {
-    let pool = shared.pool.clone();
+fn record_upload_id(
+    shared: &Shared,
+    export_id: Uuid,
+    attempt: i32,
+    key: &object_store::path::Path,
+) -> UploadOpened {
+    let (pool, key) = (shared.pool.clone(), key.to_string());
     Box::new(move |upload_id| {
-        let pool = pool.clone();
+        let (pool, key) = (pool.clone(), key.clone());
         Box::pin(async move {
             let client = pool.get().await?;
             anyhow::ensure!(
-                exports::record_upload_id(&client, export_id, attempt, &upload_id).await?,
+                exports::record_upload(&client, export_id, attempt, &key, Some(&upload_id)).await?,
                 "the export is no longer this attempt's"
             );
             Ok(())

@@ -532,41 +532,24 @@ pub(crate) async fn renew(
     Ok(updated == 1)
 }
 
-/// The attempt starts writing `key`, in place of what an earlier attempt left (cleaned up
-/// before); false when the attempt no longer holds the export.
-pub(crate) async fn begin_upload(
+/// The upload the attempt writes: its object `key` and, once the store has opened it, its
+/// multipart `upload_id`, in place of what an earlier attempt left (cleaned up before). False
+/// when the attempt no longer holds the export (an upload it opened is then nobody's, and its
+/// opener aborts it).
+pub(crate) async fn record_upload(
     client: &Client,
     export_id: Uuid,
     attempt: i32,
     key: &str,
+    upload_id: Option<&str>,
 ) -> anyhow::Result<bool> {
     let updated = client
         .execute(
             &format!(
-                "UPDATE exports SET upload_key = $3, upload_id = NULL
+                "UPDATE exports SET upload_key = $3, upload_id = $4
                  WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}"
             ),
-            &[&export_id, &attempt, &key],
-        )
-        .await?;
-    Ok(updated == 1)
-}
-
-/// The store opened the attempt's multipart upload `upload_id`; false when the attempt no
-/// longer holds the export (the upload is then nobody's, and its opener aborts it).
-pub(crate) async fn record_upload_id(
-    client: &Client,
-    export_id: Uuid,
-    attempt: i32,
-    upload_id: &str,
-) -> anyhow::Result<bool> {
-    let updated = client
-        .execute(
-            &format!(
-                "UPDATE exports SET upload_id = $3
-                 WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}"
-            ),
-            &[&export_id, &attempt, &upload_id],
+            &[&export_id, &attempt, &key, &upload_id],
         )
         .await?;
     Ok(updated == 1)
