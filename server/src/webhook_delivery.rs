@@ -170,22 +170,22 @@ async fn record_batch(
 ) -> anyhow::Result<()> {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
-    let delivered: Vec<(uuid::Uuid, u16, DateTime<Utc>)> = batch
+    let delivered: Vec<outbox::Delivered> = batch
         .iter()
         .filter_map(|outcome| match outcome.attempt {
-            Attempt::Delivered(status) => Some((outcome.delivery.id, status, outcome.delivery.lease)),
+            Attempt::Delivered(status) => Some(outbox::Delivered {
+                id: outcome.delivery.id,
+                status,
+                lease: outcome.delivery.lease,
+                attempted_at: outcome.attempted_at,
+            }),
             Attempt::Failed { .. } => None,
         })
         .collect();
-    let attempted_at = batch
-        .iter()
-        .map(|outcome| outcome.attempted_at)
-        .min()
-        .unwrap_or_else(Utc::now);
     let delays = if delivered.is_empty() {
         Vec::new()
     } else {
-        outbox::record_delivered(&*transaction, &delivered, attempted_at).await?
+        outbox::record_delivered(&*transaction, &delivered).await?
     };
     let (mut failed, mut given_up) = (0, 0);
     for outcome in batch {

@@ -239,34 +239,42 @@ pub async fn claim_due(
     Ok(due)
 }
 
-/// Delivered, each `(id, HTTP status, lease)` of the caller's claimed entries whose lease still
-/// holds, in one statement; the delays from the events to now.
+/// Delivered: each of the caller's claimed entries whose lease still holds, in one statement;
+/// the delays from the events to now.
 pub async fn record_delivered(
     client: &impl tokio_postgres::GenericClient,
-    delivered: &[(Uuid, u16, DateTime<Utc>)],
-    attempted_at: DateTime<Utc>,
+    delivered: &[Delivered],
 ) -> anyhow::Result<Vec<std::time::Duration>> {
-    let ids: Vec<Uuid> = delivered.iter().map(|(id, _, _)| *id).collect();
-    let statuses: Vec<i32> = delivered
-        .iter()
-        .map(|(_, status, _)| i32::from(*status))
-        .collect();
-    let leases: Vec<DateTime<Utc>> = delivered.iter().map(|(_, _, lease)| *lease).collect();
+    let ids: Vec<Uuid> = delivered.iter().map(|d| d.id).collect();
+    let statuses: Vec<i32> = delivered.iter().map(|d| i32::from(d.status)).collect();
+    let leases: Vec<DateTime<Utc>> = delivered.iter().map(|d| d.lease).collect();
+    let attempted: Vec<DateTime<Utc>> = delivered.iter().map(|d| d.attempted_at).collect();
     let rows = client
         .query(
             "UPDATE webhook_deliveries delivery
-             SET attempts = delivery.attempts + 1, last_attempt_at = $3, delivered_at = now(),
-                 last_status = answer.status, last_error = NULL, locked_until = NULL
-             FROM unnest($1::uuid[], $2::int[], $4::timestamptz[]) AS answer (id, status, lease)
+             SET attempts = delivery.attempts + 1, last_attempt_at = answer.attempted_at,
+                 delivered_at = now(), last_status = answer.status, last_error = NULL,
+                 locked_until = NULL
+             FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[])
+                  AS answer (id, status, lease, attempted_at)
              WHERE delivery.id = answer.id AND delivery.locked_until = answer.lease
              RETURNING extract(epoch FROM now() - delivery.occurred_at)::float8",
-            &[&ids, &statuses, &attempted_at, &leases],
+            &[&ids, &statuses, &leases, &attempted],
         )
         .await?;
     Ok(rows
         .iter()
         .map(|row| std::time::Duration::from_secs_f64(row.get::<_, f64>(0).max(0.0)))
         .collect())
+}
+
+/// A claimed entry's attempt that its endpoint took: the answer's status, the claim's lease and
+/// when the attempt was made.
+pub struct Delivered {
+    pub id: Uuid,
+    pub status: u16,
+    pub lease: DateTime<Utc>,
+    pub attempted_at: DateTime<Utc>,
 }
 
 /// A failed attempt of a claimed entry whose lease still holds, to be tried again after
