@@ -1,7 +1,7 @@
 //! Bearer API keys as the contract describes them: how the server and the mock read the
 //! `Authorization` header, and the words of a refusal (`401 unauthorized`, `403 forbidden`).
 
-use crate::errors::{ErrorBody, ErrorDetail};
+use crate::errors::{ErrorBody, ErrorCode, ErrorDetail};
 
 /// Every token starts with this, so leaked keys are easy to recognise (and scan for).
 pub const TOKEN_PREFIX: &str = "exk_";
@@ -39,14 +39,17 @@ pub fn ours(token: &str) -> Result<&str, &'static str> {
 
 /// The `401` envelope: the `Authorization` header and what is wrong with it.
 pub fn unauthorized(issue: &str) -> ErrorBody {
-    let mut body = ErrorBody::new("unauthorized", MESSAGE);
+    let mut body = ErrorBody::new(ErrorCode::Unauthorized, MESSAGE);
     body.details = vec![ErrorDetail::new("Authorization", issue)];
     body
 }
 
 /// The `403` envelope for a key without the operation's scope.
 pub fn forbidden(scope: &str) -> ErrorBody {
-    let mut body = ErrorBody::new("forbidden", format!("This API key lacks the {scope} scope."));
+    let mut body = ErrorBody::new(
+        ErrorCode::Forbidden,
+        format!("This API key lacks the {scope} scope."),
+    );
     body.details = vec![ErrorDetail::new(
         "scope",
         format!("this API key lacks the {scope} scope"),

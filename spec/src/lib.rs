@@ -17,6 +17,7 @@ pub mod backoff;
 pub mod cors;
 pub mod docs;
 pub mod errors;
+pub mod headers;
 pub mod request_id;
 pub mod request_path;
 #[cfg(feature = "schemars")]

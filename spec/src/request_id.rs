@@ -2,13 +2,24 @@
 //! 64 characters from `[A-Za-z0-9._-]` (safe to log and echo) is kept, any other is replaced
 //! by a fresh one.
 
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+/// The header, both ways: the caller's id coming in, the request's id going out.
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
 /// The request's id: the incoming `X-Request-Id` when it is one to keep, else a new UUID.
-pub fn of(headers: &http::HeaderMap) -> String {
+pub fn of(headers: &HeaderMap) -> String {
     headers
-        .get("x-request-id")
+        .get(HEADER)
         .and_then(|value| value.to_str().ok())
         .filter(|id| is_kept(id))
         .map_or_else(|| crate::random_uuid().to_string(), str::to_string)
+}
+
+/// Sends `id` (one of `of`'s: a kept id or a UUID, both valid header text) as `X-Request-Id`.
+pub fn insert(response_headers: &mut HeaderMap, id: &str) {
+    let value = HeaderValue::from_str(id).expect("a request id is valid header text");
+    response_headers.insert(HEADER, value);
 }
 
 fn is_kept(id: &str) -> bool {

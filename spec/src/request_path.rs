@@ -5,7 +5,7 @@
 //! would see another path. Rather than decode twice, both refuse every other spelling: what
 //! they forward or route is then the same path, byte for byte, as the router sees it.
 
-use crate::errors::{ErrorBody, ErrorDetail};
+use crate::errors::{ErrorBody, ErrorCode, ErrorDetail};
 
 /// Why `path` (the path of an origin-form target, without its query) is not in the one form
 /// that is routed, if it is not: an empty segment (`//`, a trailing `/`), a `.` or `..`
@@ -14,7 +14,7 @@ use crate::errors::{ErrorBody, ErrorDetail};
 pub fn non_canonical(path: &str) -> Option<ErrorBody> {
     let issue = problem(path)?;
     let mut body = ErrorBody::new(
-        "invalid_request",
+        ErrorCode::InvalidRequest,
         format!(
             "The request path {issue}: send it as the API documents it, without empty, `.` or \
              `..` segments and without percent-encoding letters, digits, `-._~` or `/`."
