@@ -401,22 +401,36 @@ fn hypers_refusal(bytes: &[u8]) -> Option<u16> {
     (hyper_form && matches!(status, 400 | 414 | 431)).then_some(status)
 }
 
-/// The answer that replaces hyper's refusal: its status line and date, the envelope, closed.
+/// The answer that replaces hyper's refusal: its status line and date, then the envelope as
+/// the server's edge would send it (`exports_spec::errors::envelope`, with the headers of
+/// every answer, `exports_spec::headers::add_common`), and the connection closed.
 fn refusal_in_the_envelope(refusal: &[u8], status: u16, limits: &Limits) -> Vec<u8> {
     let text = String::from_utf8_lossy(refusal);
     let mut lines = text.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
     let date = lines.find(|line| line.starts_with("date: ")).unwrap_or_default();
     let request_id = exports_spec::random_uuid().to_string();
-    let mut body = exports_spec::errors::refused_head(status, limits.max_header_fields);
-    body.request_id = request_id.clone();
-    let body = String::from_utf8(body.to_json()).expect("JSON is UTF-8");
-    format!(
-        "{status_line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\
-         cache-control: no-store\r\nx-content-type-options: nosniff\r\nx-request-id: {request_id}\r\n{date}\r\n\r\n{body}",
-        body.len(),
-    )
-    .into_bytes()
+    let body = exports_spec::errors::refused_head(status, limits.max_header_fields);
+    let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST);
+    let mut response = exports_spec::errors::envelope(status, body, &request_id);
+    exports_spec::headers::add_common(response.headers_mut(), &request_id);
+    let (parts, body) = response.into_parts();
+    let mut answer = format!("{status_line}\r\n").into_bytes();
+    for (name, value) in &parts.headers {
+        answer.extend_from_slice(name.as_str().as_bytes());
+        answer.extend_from_slice(b": ");
+        answer.extend_from_slice(value.as_bytes());
+        answer.extend_from_slice(b"\r\n");
+    }
+    answer.extend_from_slice(
+        format!(
+            "content-length: {}\r\nconnection: close\r\n{date}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    answer.extend_from_slice(&body);
+    answer
 }
 
 /// The connection's stream, noting when bytes move.
@@ -670,7 +684,15 @@ mod tests {
             let response = exchange(addr, request.as_bytes()).await;
             let (head, body) = response.split_once("\r\n\r\n").unwrap();
             assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
-            assert!(head.contains("\r\ncontent-type: application/json\r\n"), "{head}");
+            for header in [
+                "content-type: application/json",
+                "connection: close",
+                "cache-control: no-store",
+                "x-content-type-options: nosniff",
+            ] {
+                assert!(head.contains(&format!("\r\n{header}\r\n")), "{head}");
+            }
+            assert!(head.contains("\r\ndate: "), "{head}");
             assert!(
                 head.contains(&format!("\r\ncontent-length: {}\r\n", body.len())),
                 "{head}"
