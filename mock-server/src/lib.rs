@@ -21,8 +21,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 mod dynamic;
+mod outcome;
 mod stateful;
 mod webhooks;
+
+use outcome::Outcome;
 
 pub use stateful::{Clock, ManualClock};
 
@@ -467,24 +470,24 @@ async fn play(
             .expect("valid response")
     };
     Some(match outcome {
-        stateful::Outcome::Canned(code) => canned(code),
-        stateful::Outcome::NoContent => Response::builder()
+        Outcome::Canned(code) => canned(code),
+        Outcome::NoContent => Response::builder()
             .status(StatusCode::NO_CONTENT)
             .body(Full::new(Bytes::new()))
             .expect("valid response"),
-        stateful::Outcome::Error(status, body) => {
+        Outcome::Error(status, body) => {
             envelope(StatusCode::from_u16(status).expect("a status"), body, request_id)
         }
-        stateful::Outcome::Example(code, name) => example(code, Some(name)),
-        stateful::Outcome::Replayed(value) => {
+        Outcome::Example(code, name) => example(code, Some(name)),
+        Outcome::Replayed(value) => {
             let mut response = json(202, &value);
             response
                 .headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             response
         }
-        stateful::Outcome::Json(status, value) => json(status, &value),
-        stateful::Outcome::File {
+        Outcome::Json(status, value) => json(status, &value),
+        Outcome::File {
             format,
             filename,
             bytes,

@@ -12,11 +12,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use exports_spec::errors::{self, ErrorBody};
+use exports_spec::errors;
 use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
+use crate::outcome::Outcome;
 use crate::webhooks::Webhooks;
 
 /// Exports kept at most; the oldest are forgotten first, so a long session stays small.
@@ -142,25 +143,6 @@ pub struct Call<'a> {
     pub example_estimate: Option<u64>,
     /// The `Idempotency-Key` header (checked against the spec already).
     pub idempotency_key: Option<&'a str>,
-}
-
-/// What the flow answers; `Canned` asks for the spec's own response with that status.
-pub enum Outcome {
-    Json(u16, Value),
-    /// The answer of an earlier create with the same `Idempotency-Key`.
-    Replayed(Value),
-    File {
-        format: String,
-        filename: String,
-        bytes: Vec<u8>,
-    },
-    Canned(u16),
-    /// `204`, no body.
-    NoContent,
-    /// An error, in the words the server uses (`exports_spec::errors`).
-    Error(u16, ErrorBody),
-    /// The spec's response with that status and that named example.
-    Example(u16, &'static str),
 }
 
 /// The operationId of the create, the one operation of the flow that looks up no export.

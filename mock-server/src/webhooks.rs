@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::stateful::Outcome;
+use crate::outcome::Outcome;
 
 /// Deleted endpoints kept per caller, for their deliveries (the oldest are forgotten first).
 const KEPT_DELETED: usize = 10;
