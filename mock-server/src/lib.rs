@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use exports_spec::errors::{self, issue, ErrorBody, ErrorDetail};
+use exports_spec::errors::{self, issue, ErrorBody, ErrorCode, ErrorDetail};
 use exports_spec::{auth, cors, Operation, ResponseBody, Spec};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -234,11 +234,11 @@ async fn handle(mock: &Mock, request: Request<Incoming>) -> Response<Full<Bytes>
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let origin = request.headers().get(header::ORIGIN).cloned();
+    // Any origin, as the server's `dev` allows it: a literal `*`, never credentials (keys
+    // travel in `Authorization`), so an app that works here works there.
+    let origin = cors::allowed_origin(&[cors::ANY], request.headers());
     let (parts, body) = request.into_parts();
-    let mut response = if parts.method == Method::OPTIONS
-        && parts.headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-    {
+    let mut response = if cors::is_preflight(&parts.method, &parts.headers) {
         preflight(spec, &parts)
     } else {
         match Limited::new(body, MAX_BODY_BYTES).collect().await {
@@ -251,20 +251,8 @@ async fn handle(mock: &Mock, request: Request<Incoming>) -> Response<Full<Bytes>
         }
     };
     let headers = response.headers_mut();
-    headers.insert(
-        "x-request-id",
-        HeaderValue::from_str(&request_id).expect("a uuid is a valid header"),
-    );
-    headers.append(header::VARY, HeaderValue::from_static("Origin"));
-    // Any origin, as the server's `dev` allows it: a literal `*`, never credentials (keys
-    // travel in `Authorization`), so an app that works here works there.
-    if origin.is_some() {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-        headers.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static(cors::EXPOSE_HEADERS),
-        );
-    }
+    exports_spec::request_id::insert(headers, &request_id);
+    cors::add_headers(headers, origin);
     tracing::info!(
         request_id,
         method = parts.method.as_str(),
@@ -299,19 +287,10 @@ fn percent_decode(text: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A preflight is granted on any path that has operations (every origin is allowed).
 fn preflight(spec: &Spec, parts: &http::request::Parts) -> Response<Full<Bytes>> {
-    let methods: Vec<&str> = routes(spec, parts.uri.path())
-        .into_iter()
-        .map(|(op, _)| op.method)
-        .collect();
-    let mut response = Response::builder().status(StatusCode::NO_CONTENT);
-    if !methods.is_empty() {
-        response = response
-            .header(header::ACCESS_CONTROL_ALLOW_METHODS, cors::ALLOW_METHODS)
-            .header(header::ACCESS_CONTROL_ALLOW_HEADERS, cors::ALLOW_HEADERS)
-            .header(header::ACCESS_CONTROL_MAX_AGE, cors::MAX_AGE);
-    }
-    response.body(Full::new(Bytes::new())).expect("valid response")
+    let has_operations = !routes(spec, parts.uri.path()).is_empty();
+    cors::preflight(has_operations).map(Full::new)
 }
 
 async fn respond(
@@ -362,7 +341,10 @@ async fn respond(
     }
     let problems = validate_request(spec, operation, &request);
     if !problems.is_empty() {
-        let mut body = ErrorBody::new("invalid_request", errors::invalid_request_message(&problems));
+        let mut body = ErrorBody::new(
+            ErrorCode::InvalidRequest,
+            errors::invalid_request_message(&problems),
+        );
         body.details = problems;
         return envelope(StatusCode::BAD_REQUEST, body, request_id);
     }
@@ -878,27 +860,28 @@ fn answer(
         .expect("valid response")
 }
 
+/// The code of the mock's own `500`, when it cannot answer as asked (a `Prefer` the spec has
+/// no response or example for). Not one of the API's codes (`ErrorCode`), and so not in the
+/// spec: the server never sends it, a client sees it only when its request asked the mock for
+/// something the spec does not have.
+const MOCK_CANNOT_ANSWER: &str = "mock_cannot_answer";
+
 /// The mock cannot answer as asked: a 500 that says why.
 fn mock_error(why: &str, request_id: &str) -> Response<Full<Bytes>> {
-    envelope(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        ErrorBody::new("mock_cannot_answer", why),
-        request_id,
-    )
+    let body = ErrorBody {
+        code: MOCK_CANNOT_ANSWER.to_string(),
+        message: why.to_string(),
+        details: Vec::new(),
+        request_id: String::new(),
+        retry_after_seconds: None,
+    };
+    envelope(StatusCode::INTERNAL_SERVER_ERROR, body, request_id)
 }
 
-/// An error in the envelope the server sends (`exports_spec::errors`), with the request's id.
-fn envelope(status: StatusCode, mut body: ErrorBody, request_id: &str) -> Response<Full<Bytes>> {
-    body.request_id = request_id.to_string();
-    let mut response = Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json");
-    if status == StatusCode::UNAUTHORIZED {
-        response = response.header(header::WWW_AUTHENTICATE, auth::CHALLENGE);
-    }
-    response
-        .body(Full::new(Bytes::from(body.to_json())))
-        .expect("valid response")
+/// An error in the envelope the server sends (`exports_spec::errors::envelope`), with the
+/// request's id.
+fn envelope(status: StatusCode, body: ErrorBody, request_id: &str) -> Response<Full<Bytes>> {
+    errors::envelope(status, body, request_id).map(Full::new)
 }
 
 #[cfg(test)]
