@@ -12,64 +12,74 @@ use crate::types::{
 };
 use crate::Client;
 
-/// The API's error codes (`error.code`). The spec keeps `code` an open string so that a
-/// newer server can add codes: those arrive as `Other`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ErrorCode {
-    InvalidRequest,
-    Unauthorized,
-    Forbidden,
-    InvalidDownloadLink,
-    DownloadLinkExpired,
-    NotFound,
-    MethodNotAllowed,
-    ExportNotReady,
-    ExportFinished,
-    IdempotencyKeyInUse,
-    ExportExpired,
-    PayloadTooLarge,
-    UriTooLong,
-    IdempotencyKeyReused,
-    TooManyPendingExports,
-    TooManyWebhookEndpoints,
-    WebhookUrlRefused,
-    TooManyFailedAuthentications,
-    RequestHeaderFieldsTooLarge,
-    InternalError,
-    ServiceUnavailable,
-    Timeout,
-    /// A code this client does not know (a newer server's).
-    Other(String),
+/// Declares `ErrorCode` from one list, so that its variants, their spelling and `KNOWN`
+/// cannot disagree.
+macro_rules! error_codes {
+    ($($variant:ident = $code:literal,)*) => {
+        /// The API's error codes (`error.code`). The spec keeps `code` an open string so that
+        /// a newer server can add codes: those arrive as `Other`.
+        ///
+        /// The API's own list is `exports_spec::errors::ErrorCode`; this one is kept beside it
+        /// rather than re-exported from it, because the spec crate is the contract's tooling
+        /// (a YAML loader, a JSON Schema validator, the whole document, tokio with every
+        /// feature, webhook signing) and a service that embeds this client would build all of
+        /// it for one enum. A test here (with the spec crate as a dev-dependency only) proves
+        /// that both name the same codes.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum ErrorCode {
+            $($variant,)*
+            /// A code this client does not know (a newer server's).
+            Other(String),
+        }
+
+        impl ErrorCode {
+            /// Every code this client names, `Other` aside.
+            #[cfg_attr(not(test), allow(dead_code))]
+            pub(crate) const KNOWN: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
+
+            /// The code as the API sends it, e.g. `not_found`.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $code,)*
+                    Self::Other(code) => code,
+                }
+            }
+        }
+
+        impl From<&str> for ErrorCode {
+            fn from(code: &str) -> Self {
+                match code {
+                    $($code => Self::$variant,)*
+                    other => Self::Other(other.to_string()),
+                }
+            }
+        }
+    };
 }
 
-impl From<&str> for ErrorCode {
-    fn from(code: &str) -> Self {
-        match code {
-            "invalid_request" => Self::InvalidRequest,
-            "unauthorized" => Self::Unauthorized,
-            "forbidden" => Self::Forbidden,
-            "invalid_download_link" => Self::InvalidDownloadLink,
-            "download_link_expired" => Self::DownloadLinkExpired,
-            "not_found" => Self::NotFound,
-            "method_not_allowed" => Self::MethodNotAllowed,
-            "export_not_ready" => Self::ExportNotReady,
-            "export_finished" => Self::ExportFinished,
-            "idempotency_key_in_use" => Self::IdempotencyKeyInUse,
-            "export_expired" => Self::ExportExpired,
-            "payload_too_large" => Self::PayloadTooLarge,
-            "uri_too_long" => Self::UriTooLong,
-            "idempotency_key_reused" => Self::IdempotencyKeyReused,
-            "too_many_pending_exports" => Self::TooManyPendingExports,
-            "too_many_webhook_endpoints" => Self::TooManyWebhookEndpoints,
-            "webhook_url_refused" => Self::WebhookUrlRefused,
-            "too_many_failed_authentications" => Self::TooManyFailedAuthentications,
-            "request_header_fields_too_large" => Self::RequestHeaderFieldsTooLarge,
-            "internal_error" => Self::InternalError,
-            "service_unavailable" => Self::ServiceUnavailable,
-            "timeout" => Self::Timeout,
-            other => Self::Other(other.to_string()),
-        }
-    }
+error_codes! {
+    InvalidRequest = "invalid_request",
+    Unauthorized = "unauthorized",
+    Forbidden = "forbidden",
+    InvalidDownloadLink = "invalid_download_link",
+    DownloadLinkExpired = "download_link_expired",
+    NotFound = "not_found",
+    MethodNotAllowed = "method_not_allowed",
+    ExportNotReady = "export_not_ready",
+    ExportFinished = "export_finished",
+    IdempotencyKeyInUse = "idempotency_key_in_use",
+    ExportExpired = "export_expired",
+    PayloadTooLarge = "payload_too_large",
+    UriTooLong = "uri_too_long",
+    IdempotencyKeyReused = "idempotency_key_reused",
+    TooManyPendingExports = "too_many_pending_exports",
+    TooManyWebhookEndpoints = "too_many_webhook_endpoints",
+    WebhookUrlRefused = "webhook_url_refused",
+    TooManyFailedAuthentications = "too_many_failed_authentications",
+    RequestHeaderFieldsTooLarge = "request_header_fields_too_large",
+    InternalError = "internal_error",
+    ServiceUnavailable = "service_unavailable",
+    Timeout = "timeout",
 }
 
 /// What went wrong in `create_export`, `wait_for_export` or `download_export_to`.
@@ -246,7 +256,9 @@ fn transient(error: &crate::Error<ErrorResponse>) -> Option<Option<Duration>> {
     match error {
         crate::Error::CommunicationError(_) => Some(None),
         crate::Error::ErrorResponse(response) => match response.status().as_u16() {
-            409 if response.error.code == "idempotency_key_in_use" => Some(None),
+            409 if ErrorCode::from(response.error.code.as_str()) == ErrorCode::IdempotencyKeyInUse => {
+                Some(None)
+            }
             429 | 503 => Some(
                 response
                     .error
@@ -273,5 +285,24 @@ mod tests {
             ErrorCode::from("some_future_code"),
             ErrorCode::Other("some_future_code".to_string())
         );
+        assert_eq!(ErrorCode::from("some_future_code").as_str(), "some_future_code");
+    }
+
+    /// The client names exactly the API's codes, `exports_spec::errors::ErrorCode` (which the
+    /// spec crate's own test holds to the spec's table): a code added there fails here until
+    /// it is named here too.
+    #[test]
+    fn names_exactly_the_codes_of_the_api() {
+        let named: std::collections::BTreeSet<&str> =
+            ErrorCode::KNOWN.iter().map(ErrorCode::as_str).collect();
+        assert_eq!(named.len(), ErrorCode::KNOWN.len(), "a code named twice");
+        let api: std::collections::BTreeSet<&str> = exports_spec::errors::ErrorCode::ALL
+            .iter()
+            .map(|code| code.as_str())
+            .collect();
+        assert_eq!(named, api);
+        for code in ErrorCode::KNOWN {
+            assert_eq!(&ErrorCode::from(code.as_str()), code);
+        }
     }
 }
