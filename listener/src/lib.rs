@@ -63,8 +63,9 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
             max_connections: 4096,
-            // Above the API's own limit of 96 (and hyper's default of 100), so that the API
-            // answers up to 256 fields in its error envelope.
+            // Above the API's own limit of 96 (`exports_spec::limits::MAX_HEADER_FIELDS`, and
+            // hyper's default of 100), so that the API answers up to 256 fields in its error
+            // envelope.
             max_header_fields: 256,
         }
     }

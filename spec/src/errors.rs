@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::StatusCode;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
@@ -327,25 +327,35 @@ impl ErrorBody {
 
 /// The answer that carries an error: the one place the envelope becomes a response, for the
 /// server's edge, the mock and the listener alike. It sets the body's `request_id`, sends it
-/// as `application/json`, repeats `retry_after_seconds` as `Retry-After`, and challenges a
-/// `401` with `WWW-Authenticate: Bearer` (`auth::CHALLENGE`). Headers every answer carries
-/// (`X-Request-Id`, `headers::add_common`, CORS) are the caller's to add.
+/// as `application/json`, and adds `add_envelope_headers`' headers. Headers every answer
+/// carries (`X-Request-Id`, `headers::add_common`, CORS) are the caller's to add.
 pub fn envelope(status: StatusCode, mut body: ErrorBody, request_id: &str) -> http::Response<Bytes> {
     body.request_id = request_id.to_string();
     let mut response = http::Response::new(Bytes::from(body.to_json()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Some(seconds) = body.retry_after_seconds {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    add_envelope_headers(headers, status, body.retry_after_seconds);
+    response
+}
+
+/// The headers an envelope brings with it, for one built here (`envelope`) or one a handler
+/// wrote (the server's edge, rewriting dropshot's answers): `retry_after_seconds` repeated as
+/// `Retry-After`, and a `401`'s challenge, `WWW-Authenticate: Bearer` (`auth::CHALLENGE`).
+pub fn add_envelope_headers(
+    response_headers: &mut HeaderMap,
+    status: StatusCode,
+    retry_after_seconds: Option<u64>,
+) {
+    if let Some(seconds) = retry_after_seconds {
+        response_headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     if status == StatusCode::UNAUTHORIZED {
-        headers.insert(
+        response_headers.insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(crate::auth::CHALLENGE),
         );
     }
-    response
 }
 
 impl ErrorDetail {

@@ -18,6 +18,7 @@ pub mod cors;
 pub mod docs;
 pub mod errors;
 pub mod headers;
+pub mod limits;
 pub mod request_id;
 pub mod request_path;
 #[cfg(feature = "schemars")]
