@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use exports_spec::errors::{self, issue, ErrorBody, ErrorCode, ErrorDetail};
-use exports_spec::{auth, cors, Operation, ResponseBody, Spec};
+use exports_spec::errors::{self, ErrorBody, ErrorCode, ErrorDetail};
+use exports_spec::{auth, cors, request, Operation, ResponseBody, Spec};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -587,105 +587,18 @@ impl<'r> Parsed<'r> {
     }
 }
 
+/// Every problem with the request, as the spec's operation describes it (and the server checks).
 fn validate_request(spec: &Spec, operation: &Operation, request: &Parsed) -> Vec<ErrorDetail> {
-    let Parsed {
-        parts,
-        path_parameters,
-        query,
-        body,
-        ..
-    } = request;
-    let mut problems = Vec::new();
-    for parameter in spec.parameters(operation) {
-        let (Some(name), Some(location)) = (
-            parameter.get("name").and_then(Value::as_str),
-            parameter.get("in").and_then(Value::as_str),
-        ) else {
-            continue;
-        };
-        let value = match location {
-            "path" => path_parameters.get(name).cloned(),
-            "query" => query.get(name).cloned(),
-            // Bytes outside visible ASCII stay in (replaced), for the schema to refuse them.
-            "header" => parts
-                .headers
-                .get(name)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
-            _ => continue,
-        };
-        let required = parameter
-            .get("required")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        match (value, parameter.get("schema")) {
-            (None, _) if required => problems.push(ErrorDetail::new(name, issue::REQUIRED)),
-            (Some(text), Some(schema)) => {
-                let typed = typed_parameter(spec, schema, &text);
-                for problem in spec.schema_problems(schema, &typed) {
-                    problems.push(problem.detail(name));
-                }
-            }
-            _ => {}
-        }
-    }
-
-    let Some(request_body) = operation
-        .definition
-        .get("requestBody")
-        .and_then(|b| spec.resolve(b).ok())
-    else {
-        return problems;
+    let sent = request::Sent {
+        path_parameters: request.path_parameters,
+        query: request.parts.uri.query(),
+        headers: &request.parts.headers,
+        body: request::Body::Raw {
+            bytes: request.body,
+            json: request.json.as_ref(),
+        },
     };
-    let required = request_body
-        .get("required")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    if body.is_empty() {
-        if required {
-            problems.push(ErrorDetail::new("body", issue::REQUIRED));
-        }
-        return problems;
-    }
-    let media_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(exports_spec::media_type)
-        .unwrap_or_default();
-    let Some(media) = request_body.get("content").and_then(|c| c.get(&media_type)) else {
-        problems.push(ErrorDetail::new(
-            "Content-Type",
-            format!("{media_type:?} is not a media type this operation accepts"),
-        ));
-        return problems;
-    };
-    if media_type != "application/json" {
-        return problems;
-    }
-    match &request.json {
-        None => {}
-        Some(Err(issue)) => problems.push(ErrorDetail::new("body", issue.clone())),
-        Some(Ok(value)) => {
-            if let Some(schema) = media.get("schema") {
-                for problem in spec.schema_problems(schema, value) {
-                    problems.push(problem.detail("body"));
-                }
-            }
-        }
-    }
-    problems
-}
-
-/// A query, path or header value as the JSON its schema describes.
-fn typed_parameter(spec: &Spec, schema: &Value, text: &str) -> Value {
-    let schema = spec.resolve(schema).unwrap_or(schema);
-    let parsed = match schema.get("type").and_then(Value::as_str) {
-        Some("integer") => text.parse::<i64>().ok().map(Value::from),
-        Some("number") => text.parse::<f64>().ok().map(Value::from),
-        Some("boolean") => text.parse::<bool>().ok().map(Value::from),
-        _ => None,
-    };
-    parsed.unwrap_or_else(|| Value::from(text))
+    spec.request_problems(operation, &sent)
 }
 
 /// The operation's documented response for the preferred status (else its first success),

@@ -305,13 +305,9 @@ pub struct ErrorDetail {
 
 impl ErrorBody {
     /// An envelope with no details, no request id (`envelope` fills it in) and no retry hint.
-    ///
-    /// `code` is meant to be an [`ErrorCode`]; a `&str` is still accepted while the server's
-    /// call sites move to the enum (to remove once they have: the parameter becomes
-    /// `code: ErrorCode`).
-    pub fn new(code: impl AsRef<str>, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            code: code.as_ref().to_string(),
+            code: code.as_str().to_string(),
             message: message.into(),
             details: Vec::new(),
             request_id: String::new(),

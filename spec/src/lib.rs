@@ -19,6 +19,7 @@ pub mod docs;
 pub mod errors;
 pub mod headers;
 pub mod limits;
+pub mod request;
 pub mod request_id;
 pub mod request_path;
 #[cfg(feature = "schemars")]

@@ -100,7 +100,7 @@ const RUNTIME_COVERAGE: &[(&str, &str)] = &[
         "429",
         "tests/tests/exports.rs::pending_limit_gives_429_with_retry_after",
     ),
-    ("500", "server/src/error.rs::internal_errors_hide_their_cause"),
+    ("500", "server/src/api/error.rs::internal_errors_hide_their_cause"),
     (
         "503",
         "tests/tests/edge.rs::an_unreachable_database_is_a_503_with_retry_after",
@@ -1212,6 +1212,8 @@ pub fn lint(spec: &Spec) -> Vec<String> {
     // Every single `example` anywhere: of a media type, parameter or header (against its
     // `schema`), or of a schema itself.
     walk_examples(spec, spec.document(), String::new(), &mut problems);
+    // The error codes the spec documents are exactly exports_spec::errors::ErrorCode's.
+    problems.extend(exports_spec::errors::code_differences(spec));
     problems
 }
 
