@@ -1,23 +1,21 @@
 //! The exports service: a dropshot API that records export requests in PostgreSQL and queues
 //! them on a Redis stream, and the worker that turns them into CSV or XLSX files in storage.
+//!
+//! By role: `startup` (settings and the processes), `api` (the edge, the API and its
+//! handlers), `db` (one module per table), `queue` (the Redis stream), `worker` (its background
+//! tasks), `export_file` (rows into CSV or XLSX), `storage` (the file store). The rest is
+//! shared by several: `model` (the API's types), `views` (stored rows as the API shows them),
+//! `throughput` (the estimates), `metrics`, `tls`.
 
-pub mod after_auth;
 pub mod api;
-pub mod app;
-pub mod auth;
-pub mod cli;
-pub mod config;
 pub mod db;
-pub mod edge;
-pub mod error;
-pub mod export_file;
-pub mod idempotency;
-pub mod logging;
+mod export_file;
 pub mod metrics;
 pub mod model;
 pub mod queue;
+pub mod startup;
 pub mod storage;
-pub mod throughput;
-pub mod tls;
-pub mod webhook_delivery;
+mod throughput;
+mod tls;
+mod views;
 pub mod worker;

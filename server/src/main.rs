@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    exports_server::cli::main().await
+    exports_server::startup::main().await
 }

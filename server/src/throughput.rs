@@ -75,7 +75,7 @@ impl Throughput {
 }
 
 /// Rows per second of the exports finished in the last day, per format.
-async fn measure(client: &tokio_postgres::Client) -> Result<Rates, tokio_postgres::Error> {
+async fn measure(client: &tokio_postgres::Client) -> crate::db::Result<Rates> {
     let mut rates = Rates::default();
     for (format, rate) in crate::db::exports::recent_throughput(client).await? {
         match format {

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use exports_server::app::{ApiSettings, RunningApi};
-use exports_server::auth;
+use exports_server::api::{ApiSettings, RunningApi};
+use exports_server::db::keys;
 use exports_server::db::users;
 use exports_server::db::Postgres;
 use exports_server::metrics::Metrics;
@@ -303,12 +303,12 @@ impl TestEnv {
         let email = format!("{}@test.example", Uuid::new_v4().simple());
         let id = users::ensure_user(&client, &email, "Test User").await?;
         let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
-        let key = auth::issue_key(&client, id, "test", &scopes, None).await?;
+        let key = keys::issue_key(&client, id, "test", &scopes, None).await?;
         Ok(TestUser { id, key: key.token })
     }
 
     pub async fn writer(&self) -> Result<TestUser> {
-        self.user(&[auth::SCOPE_READ, auth::SCOPE_WRITE]).await
+        self.user(&[keys::SCOPE_READ, keys::SCOPE_WRITE]).await
     }
 
     pub fn client(&self, user: &TestUser) -> exports_client::Client {
@@ -329,12 +329,12 @@ impl TestEnv {
     }
 
     pub async fn seed_users(&self, count: i64) -> Result<u64> {
-        users::seed_demo_users(&*self.pool.get().await?, count).await
+        Ok(users::seed_demo_users(&*self.pool.get().await?, count).await?)
     }
 
     /// Demo users created at fixed times: user N N minutes before `newest`.
     pub async fn seed_users_until(&self, count: i64, newest: chrono::DateTime<chrono::Utc>) -> Result<u64> {
-        users::seed_demo_users_until(&*self.pool.get().await?, count, newest).await
+        Ok(users::seed_demo_users_until(&*self.pool.get().await?, count, newest).await?)
     }
 
     /// A worker in the test's process, on its database, queue and storage, started now.

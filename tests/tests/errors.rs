@@ -2,7 +2,7 @@
 //! written, and every response still conforms to the spec.
 
 use exports_client::types::{CreateUserExport, ExportFormat};
-use exports_server::auth::{SCOPE_READ, SCOPE_WEBHOOKS, SCOPE_WRITE};
+use exports_server::db::keys::{SCOPE_READ, SCOPE_WEBHOOKS, SCOPE_WRITE};
 use exports_tests::{error_of, TestEnv};
 use serde_json::{json, Value};
 
@@ -218,7 +218,7 @@ async fn missing_garbage_and_revoked_keys_get_401() -> anyhow::Result<()> {
         .await?
         .get(0);
     let pool_client = env.pool.get().await?;
-    assert!(exports_server::auth::revoke_key(&pool_client, key_id).await?);
+    assert!(exports_server::db::keys::revoke_key(&pool_client, key_id).await?);
     assert_eq!(error_of(client.list_exports(None, None).await).0, 401);
     assert_eq!(env.count("SELECT count(*) FROM exports").await?, 0);
     env.finish().await

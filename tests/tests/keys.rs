@@ -1,7 +1,7 @@
 //! Keys have a life: they can expire, their use is recorded, and an inactive user's keys no
 //! longer work.
 
-use exports_server::auth;
+use exports_server::db::keys;
 use exports_tests::{error_of, TestEnv};
 
 #[tokio::test]
@@ -9,9 +9,9 @@ async fn an_expired_key_is_refused_and_one_not_yet_expired_works() -> anyhow::Re
     let env = TestEnv::start().await?;
     let writer = env.writer().await?;
     let client = env.pool.get().await?;
-    let scopes = vec![auth::SCOPE_READ.to_string()];
+    let scopes = vec![keys::SCOPE_READ.to_string()];
     let hour = chrono::Duration::hours(1);
-    let expired = auth::issue_key(
+    let expired = keys::issue_key(
         &client,
         writer.id,
         "old",
@@ -19,7 +19,7 @@ async fn an_expired_key_is_refused_and_one_not_yet_expired_works() -> anyhow::Re
         Some(chrono::Utc::now() - hour),
     )
     .await?;
-    let current = auth::issue_key(
+    let current = keys::issue_key(
         &client,
         writer.id,
         "new",
@@ -68,14 +68,14 @@ async fn a_keys_last_use_is_recorded_and_listed_without_its_secret() -> anyhow::
         .query_one("SELECT email FROM users WHERE id = $1", &[&writer.id])
         .await?
         .get(0);
-    let listed = auth::list_keys(&client, Some(&email)).await?;
+    let listed = keys::list_keys(&client, Some(&email)).await?;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].last_used_at, None);
     assert!(!format!("{listed:?}").contains(&writer.key));
 
     let before = chrono::Utc::now() - chrono::Duration::seconds(5);
     env.client(&writer).list_exports(None, None).await?;
-    let listed = auth::list_keys(&client, Some(&email)).await?;
+    let listed = keys::list_keys(&client, Some(&email)).await?;
     let used = listed[0].last_used_at.expect("the use is recorded");
     assert!(used >= before, "{used}");
     env.finish().await

@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 
-use exports_server::auth;
+use exports_server::db::keys;
 use exports_server::db::users;
 use exports_server::db::Postgres;
 use exports_server::queue::{self, Redis};
@@ -303,7 +303,7 @@ async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<Exi
 
 /// Users with a key each, issued over a few connections at once.
 pub(crate) async fn issue_keys(pool: &deadpool_postgres::Pool, count: usize) -> Result<Vec<String>> {
-    let scopes: Vec<String> = auth::SCOPES.iter().map(|s| s.to_string()).collect();
+    let scopes: Vec<String> = keys::SCOPES.iter().map(|s| s.to_string()).collect();
     let issue = |caller: usize| {
         let (pool, scopes) = (pool.clone(), scopes.clone());
         async move {
@@ -311,7 +311,7 @@ pub(crate) async fn issue_keys(pool: &deadpool_postgres::Pool, count: usize) -> 
             let email = format!("bench{caller}@example.com");
             let user_id = users::ensure_user(&client, &email, "Bench").await?;
             Ok::<_, anyhow::Error>(
-                auth::issue_key(&client, user_id, "bench", &scopes, None)
+                keys::issue_key(&client, user_id, "bench", &scopes, None)
                     .await?
                     .token,
             )

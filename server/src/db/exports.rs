@@ -25,10 +25,8 @@ use uuid::Uuid;
 
 use super::milliseconds;
 use crate::model::{
-    CreateUserExport, Export, ExportAccepted, ExportFormat, ExportProgress, ExportStatus, ExportType,
-    UserExportFilters, WebhookEventType,
+    CreateUserExport, ExportAccepted, ExportFormat, ExportStatus, UserExportFilters, WebhookEventType,
 };
-use crate::throughput::Rates;
 
 type Client = deadpool_postgres::Client;
 
@@ -70,6 +68,9 @@ fn announcing(event: WebhookEventType, update: &str) -> String {
     )
 }
 
+/// How long an `Idempotency-Key` is remembered.
+pub(crate) const IDEMPOTENCY_KEYS_KEPT: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
 /// An `exports` row as the API reads it.
 #[derive(Debug, Clone)]
 pub struct ExportRow {
@@ -106,7 +107,7 @@ struct Stored {
 }
 
 impl ExportRow {
-    fn from_row(row: &Row) -> Result<Self, anyhow::Error> {
+    fn from_row(row: &Row) -> super::Result<Self> {
         Self::from_stored(Stored {
             id: row.get("id"),
             format: row.get("format"),
@@ -124,18 +125,18 @@ impl ExportRow {
     }
 
     /// The row an outbox entry holds (`to_jsonb` of the `exports` row), for the event's body.
-    pub fn from_snapshot(snapshot: &serde_json::Value) -> Result<Self, anyhow::Error> {
+    pub fn from_snapshot(snapshot: &serde_json::Value) -> super::Result<Self> {
         Self::from_stored(serde_json::from_value(snapshot.clone())?)
     }
 
-    fn from_stored(stored: Stored) -> Result<Self, anyhow::Error> {
+    fn from_stored(stored: Stored) -> super::Result<Self> {
         let count = |n: i64| n.max(0) as u64;
         Ok(Self {
             id: stored.id,
             format: ExportFormat::parse(&stored.format)
-                .ok_or_else(|| anyhow::anyhow!("unknown format {:?}", stored.format))?,
+                .ok_or_else(|| super::Error::Unreadable(format!("unknown format {:?}", stored.format)))?,
             status: ExportStatus::parse(&stored.status)
-                .ok_or_else(|| anyhow::anyhow!("unknown status {:?}", stored.status))?,
+                .ok_or_else(|| super::Error::Unreadable(format!("unknown status {:?}", stored.status)))?,
             filters: stored.filters,
             rows_total: count(stored.rows_total),
             rows_written: count(stored.rows_written),
@@ -146,41 +147,6 @@ impl ExportRow {
             updated_at: stored.updated_at,
             expires_at: stored.expires_at,
         })
-    }
-
-    /// The API view; the download link is minted by the caller, not stored.
-    pub fn to_api(&self, rates: &Rates) -> Export {
-        let percent = if self.status == ExportStatus::Done {
-            100.0
-        } else if self.rows_total == 0 {
-            0.0
-        } else {
-            (self.rows_written as f64 * 100.0 / self.rows_total as f64).min(100.0)
-        };
-        let estimated_seconds_remaining = self
-            .status
-            .is_active()
-            .then(|| rates.seconds_for(self.format, self.rows_total.saturating_sub(self.rows_written)));
-        Export {
-            export_id: self.id,
-            export_type: ExportType::Users,
-            format: self.format,
-            status: self.status,
-            filters: self.filters.clone(),
-            progress: ExportProgress {
-                rows_written: self.rows_written,
-                rows_total: self.rows_total,
-                percent,
-                estimated_seconds_remaining,
-            },
-            download_url: None,
-            download_expires_at: None,
-            error_message: self.error_message.clone(),
-            file_size_bytes: self.file_size_bytes,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            expires_at: self.expires_at,
-        }
     }
 }
 
@@ -230,7 +196,7 @@ pub(crate) async fn create(
     client: &Client,
     export: NewExport<'_>,
     idempotent: Option<Idempotent<'_>>,
-) -> anyhow::Result<Created> {
+) -> super::Result<Created> {
     let filters = serde_json::to_value(export.request.filters.clone().unwrap_or_default())?;
     let limit = i32::try_from(export.limit).unwrap_or(i32::MAX);
     let (id, user_id, format, rows_total) = (
@@ -271,7 +237,7 @@ pub(crate) async fn create(
                          $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 * interval '1 second')",
                 )
                 .await?;
-            let kept = crate::idempotency::KEPT.as_secs_f64();
+            let kept = IDEMPOTENCY_KEYS_KEPT.as_secs_f64();
             let row = client
                 .query_one(
                     &statement,
@@ -298,7 +264,11 @@ pub(crate) async fn create(
                     limit: export.limit,
                     active: Vec::new(),
                 }),
-                outcome => anyhow::bail!("create_export_idempotently answered {outcome:?}"),
+                outcome => {
+                    return Err(super::Error::Unreadable(format!(
+                        "create_export_idempotently answered {outcome:?}"
+                    )))
+                }
             }
         }
     };
@@ -324,7 +294,7 @@ pub(crate) async fn create(
 }
 
 /// Forgets the `Idempotency-Key`s older than `kept`; how many.
-pub(crate) async fn purge_idempotency_keys(client: &Client, kept: Duration) -> anyhow::Result<u64> {
+pub(crate) async fn purge_idempotency_keys(client: &Client, kept: Duration) -> super::Result<u64> {
     Ok(client
         .execute(
             "DELETE FROM idempotency_keys WHERE created_at < now() - $1 * interval '1 second'",
@@ -334,11 +304,7 @@ pub(crate) async fn purge_idempotency_keys(client: &Client, kept: Duration) -> a
 }
 
 /// The user's export, if they have one of that id.
-pub(crate) async fn get(
-    client: &Client,
-    user_id: Uuid,
-    export_id: Uuid,
-) -> anyhow::Result<Option<ExportRow>> {
+pub(crate) async fn get(client: &Client, user_id: Uuid, export_id: Uuid) -> super::Result<Option<ExportRow>> {
     let statement = client
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM exports WHERE id = $1 AND user_id = $2"
@@ -353,7 +319,7 @@ pub(crate) async fn get(
 }
 
 /// An export whatever its owner: for signed download links, which carry no API key.
-pub(crate) async fn get_whoever_owns(client: &Client, export_id: Uuid) -> anyhow::Result<Option<ExportRow>> {
+pub(crate) async fn get_whoever_owns(client: &Client, export_id: Uuid) -> super::Result<Option<ExportRow>> {
     let statement = client
         .prepare_cached(&format!("SELECT {COLUMNS} FROM exports WHERE id = $1"))
         .await?;
@@ -371,7 +337,7 @@ pub(crate) async fn list(
     user_id: Uuid,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: u32,
-) -> anyhow::Result<Vec<ExportRow>> {
+) -> super::Result<Vec<ExportRow>> {
     let limit = i64::from(limit);
     let rows = match after {
         None => {
@@ -405,7 +371,7 @@ pub enum CancelOutcome {
 }
 
 /// (`pub` for `cargo xtask bench webhooks`, whose events are cancels.)
-pub async fn cancel(client: &Client, user_id: Uuid, export_id: Uuid) -> anyhow::Result<CancelOutcome> {
+pub async fn cancel(client: &Client, user_id: Uuid, export_id: Uuid) -> super::Result<CancelOutcome> {
     let cancelled = client
         .query_opt(
             &announcing(
@@ -468,7 +434,7 @@ impl LeftUpload {
 
 /// Takes an export for a new attempt, `pending` and due, or `processing` with its lease run
 /// out, holding it for `lease`.
-pub(crate) async fn take(client: &Client, export_id: Uuid, lease: Duration) -> anyhow::Result<Taken> {
+pub(crate) async fn take(client: &Client, export_id: Uuid, lease: Duration) -> super::Result<Taken> {
     let taken = client
         .query_opt(
             &format!(
@@ -489,7 +455,7 @@ pub(crate) async fn take(client: &Client, export_id: Uuid, lease: Duration) -> a
         return Ok(Taken::Attempt {
             attempt: row.get(0),
             format: ExportFormat::parse(&format)
-                .ok_or_else(|| anyhow::anyhow!("unknown format {format:?}"))?,
+                .ok_or_else(|| super::Error::Unreadable(format!("unknown format {format:?}")))?,
             filters: serde_json::from_value(row.get(2))?,
             left: LeftUpload::from_row(&row),
         });
@@ -518,7 +484,7 @@ pub(crate) async fn renew(
     attempt: i32,
     rows_written: u64,
     lease: Duration,
-) -> anyhow::Result<bool> {
+) -> super::Result<bool> {
     let updated = client
         .execute(
             &format!(
@@ -542,7 +508,7 @@ pub(crate) async fn record_upload(
     attempt: i32,
     key: &str,
     upload_id: Option<&str>,
-) -> anyhow::Result<bool> {
+) -> super::Result<bool> {
     let updated = client
         .execute(
             &format!(
@@ -557,7 +523,7 @@ pub(crate) async fn record_upload(
 
 /// Nothing of the upload of `key` is in storage any more: the row stops pointing at it.
 /// Each attempt writes a key of its own, so another attempt's upload is never forgotten.
-pub(crate) async fn forget_upload(client: &Client, export_id: Uuid, key: &str) -> anyhow::Result<()> {
+pub(crate) async fn forget_upload(client: &Client, export_id: Uuid, key: &str) -> super::Result<()> {
     client
         .execute(
             "UPDATE exports SET upload_key = NULL, upload_id = NULL WHERE id = $1 AND upload_key = $2",
@@ -574,7 +540,7 @@ pub(crate) async fn uploads_left(
     client: &Client,
     grace: Duration,
     limit: i64,
-) -> anyhow::Result<Vec<(Uuid, Option<String>, LeftUpload)>> {
+) -> super::Result<Vec<(Uuid, Option<String>, LeftUpload)>> {
     let rows = client
         .query(
             &format!(
@@ -610,7 +576,7 @@ pub(crate) async fn record_done(
     export_id: Uuid,
     attempt: i32,
     file: FinishedFile<'_>,
-) -> anyhow::Result<bool> {
+) -> super::Result<bool> {
     let updated = client
         .execute(
             &announcing(
@@ -644,7 +610,7 @@ pub(crate) async fn retry_later(
     export_id: Uuid,
     attempt: i32,
     backoff: Duration,
-) -> anyhow::Result<()> {
+) -> super::Result<()> {
     client
         .execute(
             &format!(
@@ -660,12 +626,7 @@ pub(crate) async fn retry_later(
 }
 
 /// `failed` for good, with the message its user sees.
-pub(crate) async fn fail(
-    client: &Client,
-    export_id: Uuid,
-    attempt: i32,
-    message: &str,
-) -> anyhow::Result<()> {
+pub(crate) async fn fail(client: &Client, export_id: Uuid, attempt: i32, message: &str) -> super::Result<()> {
     client
         .execute(
             &announcing(
@@ -684,7 +645,7 @@ pub(crate) async fn fail(
 
 /// Gives an interrupted attempt back: `pending` again, the attempt not counted, marked as
 /// queued now (the caller queues it); false when the attempt no longer held the export.
-pub(crate) async fn hand_back(client: &Client, export_id: Uuid, attempt: i32) -> anyhow::Result<bool> {
+pub(crate) async fn hand_back(client: &Client, export_id: Uuid, attempt: i32) -> super::Result<bool> {
     let updated = client
         .execute(
             &format!(
@@ -700,7 +661,7 @@ pub(crate) async fn hand_back(client: &Client, export_id: Uuid, attempt: i32) ->
 
 /// Exports that should have a job on the queue (at most 1,000, oldest first): `pending` and
 /// due, not queued in the last `grace`, or `processing` with the lease run out.
-pub(crate) async fn due(client: &Client, grace: Duration) -> anyhow::Result<Vec<Uuid>> {
+pub(crate) async fn due(client: &Client, grace: Duration) -> super::Result<Vec<Uuid>> {
     let rows = client
         .query(
             &format!(
@@ -716,7 +677,7 @@ pub(crate) async fn due(client: &Client, grace: Duration) -> anyhow::Result<Vec<
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
-pub(crate) async fn mark_queued(client: &Client, export_ids: &[Uuid]) -> anyhow::Result<()> {
+pub(crate) async fn mark_queued(client: &Client, export_ids: &[Uuid]) -> super::Result<()> {
     client
         .execute(
             "UPDATE exports SET queued_at = now() WHERE id = ANY($1)",
@@ -727,7 +688,7 @@ pub(crate) async fn mark_queued(client: &Client, export_ids: &[Uuid]) -> anyhow:
 }
 
 /// `done` exports past `expires_at` (at most `limit`, oldest first).
-pub(crate) async fn past_expiry(client: &Client, limit: i64) -> anyhow::Result<Vec<Uuid>> {
+pub(crate) async fn past_expiry(client: &Client, limit: i64) -> super::Result<Vec<Uuid>> {
     let rows = client
         .query(
             &format!(
@@ -741,7 +702,7 @@ pub(crate) async fn past_expiry(client: &Client, limit: i64) -> anyhow::Result<V
 }
 
 /// `expired`, once its file is deleted.
-pub(crate) async fn expire(client: &Client, export_id: Uuid) -> anyhow::Result<()> {
+pub(crate) async fn expire(client: &Client, export_id: Uuid) -> super::Result<()> {
     client
         .execute(
             &announcing(
@@ -759,7 +720,7 @@ pub(crate) async fn expire(client: &Client, export_id: Uuid) -> anyhow::Result<(
 }
 
 /// Exports waiting for a worker.
-pub(crate) async fn count_pending(client: &tokio_postgres::Client) -> Result<i64, tokio_postgres::Error> {
+pub(crate) async fn count_pending(client: &tokio_postgres::Client) -> super::Result<i64> {
     let row = client
         .query_one(
             &format!("SELECT count(*) FROM exports WHERE status = {PENDING}"),
@@ -773,7 +734,7 @@ pub(crate) async fn count_pending(client: &tokio_postgres::Client) -> Result<i64
 /// each), for those that have any.
 pub(crate) async fn recent_throughput(
     client: &tokio_postgres::Client,
-) -> Result<Vec<(ExportFormat, f64)>, tokio_postgres::Error> {
+) -> super::Result<Vec<(ExportFormat, f64)>> {
     let rows = client
         .query(
             &format!(

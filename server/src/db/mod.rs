@@ -1,9 +1,11 @@
-//! PostgreSQL: the connection pool, and the migrations (refinery, run under an advisory lock
-//! because refinery takes none, with our own rollback scripts because it has no down migrations).
+//! PostgreSQL: the connection pool, the migrations (refinery, run under an advisory lock
+//! because refinery takes none, with our own rollback scripts because it has no down
+//! migrations), and one module per table that owns every statement on it. Those return
+//! `db::Error`, never an HTTP type: the API answers it with a 500, the worker retries.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Context};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::NoTls;
@@ -12,8 +14,31 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::tls;
 
 pub mod exports;
+pub mod keys;
 pub mod users;
 pub mod webhooks;
+
+/// What a statement of the table modules can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    /// A row this version cannot read (a value written by a newer version, or corrupted).
+    #[error("unreadable row: {0}")]
+    Unreadable(String),
+    /// A value the table does not take.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(error: serde_json::Error) -> Self {
+        Self::Unreadable(error.to_string())
+    }
+}
+
+/// The result of a statement of the table modules.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A duration as statements take it: milliseconds, multiplied by `interval '1 millisecond'`.
 fn milliseconds(duration: std::time::Duration) -> f64 {
@@ -80,7 +105,7 @@ impl Postgres {
     /// the server's certificate and host name against the system's CAs and `ca_file` (or the
     /// URL's `sslrootcert`); `disable` and `prefer` (the default) connect without TLS, since
     /// an unverified fallback would not stop an active attacker.
-    pub fn new(database_url: &str, ca_file: Option<&Path>) -> Result<Self> {
+    pub fn new(database_url: &str, ca_file: Option<&Path>) -> anyhow::Result<Self> {
         let (database_url, url_ca_file) = libpq_tls_options(database_url)?;
         let mut config: tokio_postgres::Config = database_url.parse().context("parsing the database URL")?;
         let ca_file = match (ca_file, &url_ca_file) {
@@ -115,7 +140,7 @@ impl Postgres {
         self.config.get_dbname()
     }
 
-    pub fn pool(&self, max_size: usize) -> Result<Pool> {
+    pub fn pool(&self, max_size: usize) -> anyhow::Result<Pool> {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
@@ -134,11 +159,11 @@ impl Postgres {
     }
 
     /// One connection outside the pool (migrations hold theirs for a long time).
-    async fn connect(&self) -> Result<tokio_postgres::Client> {
+    async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
         self.connect_to(&self.config).await
     }
 
-    async fn connect_to(&self, config: &tokio_postgres::Config) -> Result<tokio_postgres::Client> {
+    async fn connect_to(&self, config: &tokio_postgres::Config) -> anyhow::Result<tokio_postgres::Client> {
         let client = match &self.tls {
             Some(tls) => {
                 let (client, connection) = config
@@ -158,7 +183,7 @@ impl Postgres {
     }
 
     /// Creates the database named in the URL if it does not exist (connecting to `postgres`).
-    pub async fn ensure_database(&self) -> Result<()> {
+    pub async fn ensure_database(&self) -> anyhow::Result<()> {
         let name = self
             .database_name()
             .context("the database URL names no database")?
@@ -183,7 +208,7 @@ impl Postgres {
     }
 
     /// Applies pending migrations; concurrent callers wait for each other on the advisory lock.
-    pub async fn migrate(&self) -> Result<Vec<String>> {
+    pub async fn migrate(&self) -> anyhow::Result<Vec<String>> {
         let mut client = self.connect().await?;
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
@@ -202,7 +227,7 @@ impl Postgres {
     }
 
     /// Undoes applied migrations newer than `target` (0 undoes all), newest first.
-    pub async fn rollback(&self, target: i32) -> Result<Vec<i32>> {
+    pub async fn rollback(&self, target: i32) -> anyhow::Result<Vec<i32>> {
         let mut client = self.connect().await?;
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
@@ -226,7 +251,7 @@ async fn log_connection_end<C: std::future::Future<Output = Result<(), tokio_pos
 /// libpq's TLS options that tokio-postgres does not read, in a URL: `sslmode=verify-ca` and
 /// `verify-full` become `require` (which verifies as `verify-full` does), and `sslrootcert`
 /// is taken out as the CA file (`system`, libpq's word for the system's CAs, as none).
-fn libpq_tls_options(database_url: &str) -> Result<(String, Option<PathBuf>)> {
+fn libpq_tls_options(database_url: &str) -> anyhow::Result<(String, Option<PathBuf>)> {
     let Ok(mut url) = url::Url::parse(database_url) else {
         return Ok((database_url.to_string(), None)); // a key-value string: tokio-postgres reads it
     };
@@ -250,7 +275,7 @@ fn libpq_tls_options(database_url: &str) -> Result<(String, Option<PathBuf>)> {
     Ok((url.to_string(), ca_file))
 }
 
-async fn rollback_locked(client: &mut tokio_postgres::Client, target: i32) -> Result<Vec<i32>> {
+async fn rollback_locked(client: &mut tokio_postgres::Client, target: i32) -> anyhow::Result<Vec<i32>> {
     let history = client
         .query_opt("SELECT to_regclass('refinery_schema_history') IS NOT NULL", &[])
         .await?

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use super::Result;
 use uuid::Uuid;
 
 use chrono::{DateTime, Utc};
@@ -59,7 +59,7 @@ const EXACT_COUNT_UP_TO: f64 = 100_000.0;
 pub async fn count_matching_users(
     client: &tokio_postgres::Client,
     filters: &UserExportFilters,
-) -> Result<u64, tokio_postgres::Error> {
+) -> Result<u64> {
     let query = UserQuery::new(filters);
     let plan: serde_json::Value = client
         .query_one(&query.explain_sql(), &query.params())
@@ -87,11 +87,7 @@ pub struct MatchingUsers {
 }
 
 impl MatchingUsers {
-    pub async fn count(
-        &self,
-        client: &tokio_postgres::Client,
-        filters: &UserExportFilters,
-    ) -> Result<u64, tokio_postgres::Error> {
+    pub async fn count(&self, client: &tokio_postgres::Client, filters: &UserExportFilters) -> Result<u64> {
         if let Some((at, rows)) = self.counted.lock().expect("counts lock").get(filters) {
             if at.elapsed() < COUNT_REUSE {
                 return Ok(*rows);

@@ -4,9 +4,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::milliseconds;
-use crate::model::{
-    WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint, WebhookEndpointWithSecret, WebhookEventType,
-};
+use crate::model::{WebhookDelivery, WebhookDeliveryStatus, WebhookEventType};
 
 pub struct EndpointRow {
     pub id: Uuid,
@@ -30,26 +28,6 @@ impl EndpointRow {
             created_at: row.get("created_at"),
         }
     }
-
-    pub fn to_api(&self) -> WebhookEndpoint {
-        WebhookEndpoint {
-            endpoint_id: self.id,
-            url: self.url.clone(),
-            event_types: self.event_types.clone(),
-            created_at: self.created_at,
-        }
-    }
-
-    /// The API view with the signing secret, shown only when the secret is made.
-    pub fn to_api_with_secret(&self) -> WebhookEndpointWithSecret {
-        WebhookEndpointWithSecret {
-            endpoint_id: self.id,
-            url: self.url.clone(),
-            event_types: self.event_types.clone(),
-            created_at: self.created_at,
-            secret: self.secret.clone(),
-        }
-    }
 }
 
 const COLUMNS: &str = "id, url, event_types, secret, created_at";
@@ -62,7 +40,7 @@ pub async fn create(
     url: &str,
     event_types: &[WebhookEventType],
     secret: &str,
-) -> Result<Option<EndpointRow>, tokio_postgres::Error> {
+) -> super::Result<Option<EndpointRow>> {
     let names: Vec<&str> = event_types.iter().map(|t| t.as_str()).collect();
     let row = client
         .query_opt(
@@ -88,10 +66,7 @@ pub async fn create(
 }
 
 /// The user's endpoints, oldest first.
-pub async fn list(
-    client: &tokio_postgres::Client,
-    user_id: Uuid,
-) -> Result<Vec<EndpointRow>, tokio_postgres::Error> {
+pub async fn list(client: &tokio_postgres::Client, user_id: Uuid) -> super::Result<Vec<EndpointRow>> {
     let rows = client
         .query(
             &format!(
@@ -105,11 +80,7 @@ pub async fn list(
 }
 
 /// Deletes the user's endpoint; false when the user has no such endpoint.
-pub async fn delete(
-    client: &tokio_postgres::Client,
-    user_id: Uuid,
-    id: Uuid,
-) -> Result<bool, tokio_postgres::Error> {
+pub async fn delete(client: &tokio_postgres::Client, user_id: Uuid, id: Uuid) -> super::Result<bool> {
     let deleted = client
         .execute(
             "UPDATE webhook_endpoints SET deleted_at = now()
@@ -126,7 +97,7 @@ pub async fn rotate_secret(
     user_id: Uuid,
     id: Uuid,
     secret: &str,
-) -> Result<Option<EndpointRow>, tokio_postgres::Error> {
+) -> super::Result<Option<EndpointRow>> {
     let row = client
         .query_opt(
             &format!(
@@ -179,7 +150,7 @@ pub async fn claim_due(
     limit: i64,
     per_endpoint: i64,
     lease: std::time::Duration,
-) -> Result<Vec<DueDelivery>, tokio_postgres::Error> {
+) -> super::Result<Vec<DueDelivery>> {
     let transaction = client.transaction().await?;
     transaction
         .execute("SELECT pg_advisory_xact_lock($1)", &[&CLAIM_LOCK_KEY])
@@ -244,7 +215,7 @@ pub async fn claim_due(
 pub async fn record_delivered(
     client: &impl tokio_postgres::GenericClient,
     delivered: &[Delivered],
-) -> anyhow::Result<Vec<std::time::Duration>> {
+) -> super::Result<Vec<std::time::Duration>> {
     let ids: Vec<Uuid> = delivered.iter().map(|d| d.id).collect();
     let statuses: Vec<i32> = delivered.iter().map(|d| i32::from(d.status)).collect();
     let leases: Vec<DateTime<Utc>> = delivered.iter().map(|d| d.lease).collect();
@@ -286,7 +257,7 @@ pub async fn record_failure(
     status: Option<u16>,
     error: &str,
     retry_in: Option<std::time::Duration>,
-) -> anyhow::Result<bool> {
+) -> super::Result<bool> {
     let recorded = client
         .execute(
             "UPDATE webhook_deliveries
@@ -315,8 +286,8 @@ pub async fn purge_ended_deliveries(
     client: &tokio_postgres::Client,
     retention: std::time::Duration,
     limit: i64,
-) -> Result<u64, tokio_postgres::Error> {
-    client
+) -> super::Result<u64> {
+    Ok(client
         .execute(
             "DELETE FROM webhook_deliveries WHERE id IN (
                  SELECT id FROM webhook_deliveries
@@ -324,11 +295,11 @@ pub async fn purge_ended_deliveries(
                  LIMIT $2)",
             &[&milliseconds(retention), &limit],
         )
-        .await
+        .await?)
 }
 
 /// Events waiting to be delivered, across the deployment.
-pub async fn count_waiting(client: &tokio_postgres::Client) -> Result<i64, tokio_postgres::Error> {
+pub async fn count_waiting(client: &tokio_postgres::Client) -> super::Result<i64> {
     let row = client
         .query_one(
             "SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NULL AND gave_up_at IS NULL",
@@ -344,7 +315,7 @@ pub async fn recent_deliveries(
     client: &tokio_postgres::Client,
     user_id: Uuid,
     endpoint_id: Uuid,
-) -> Result<Option<Vec<WebhookDelivery>>, tokio_postgres::Error> {
+) -> super::Result<Option<Vec<WebhookDelivery>>> {
     let owned = client
         .query_opt(
             "SELECT 1 FROM webhook_endpoints WHERE id = $1 AND user_id = $2",

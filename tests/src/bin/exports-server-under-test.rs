@@ -3,5 +3,5 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    exports_server::cli::main().await
+    exports_server::startup::main().await
 }

@@ -2,10 +2,13 @@
 //! dropshot error type, so every handler and extractor error takes this shape.
 
 use dropshot::{ErrorStatusCode, HttpError, HttpResponseError};
-use exports_spec::errors::{self, issue};
+use exports_spec::errors::{self, issue, ErrorCode};
 pub use exports_spec::errors::{ErrorBody, ErrorDetail};
 use schemars::JsonSchema;
 use serde::Serialize;
+
+/// `Retry-After` when PostgreSQL or Redis is unreachable.
+pub const DEPENDENCY_RETRY_AFTER_SECONDS: u64 = 5;
 
 /// Every error the API returns. Documented as `ErrorResponse` in the OpenAPI document.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -21,12 +24,16 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: ErrorStatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self::of(status, errors::ErrorBody::new(code, message))
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::of(errors::ErrorBody::new(code, message))
     }
 
-    /// The answer a shared envelope (`exports_spec::errors`, `exports_spec::auth`) describes.
-    pub fn of(status: ErrorStatusCode, body: ErrorBody) -> Self {
+    /// The answer a shared envelope (`exports_spec::errors`, `exports_spec::auth`) describes,
+    /// with the status the spec gives its code.
+    pub fn of(body: ErrorBody) -> Self {
+        let status = ErrorCode::parse(&body.code)
+            .and_then(|code| ErrorStatusCode::from_status(code.status()).ok())
+            .unwrap_or(ErrorStatusCode::INTERNAL_SERVER_ERROR);
         Self {
             status,
             internal: None,
@@ -51,40 +58,32 @@ impl ApiError {
 
     pub fn invalid_request(details: Vec<ErrorDetail>) -> Self {
         let message = errors::invalid_request_message(&details);
-        Self::new(ErrorStatusCode::BAD_REQUEST, "invalid_request", message).with_details(details)
+        Self::new(ErrorCode::InvalidRequest, message).with_details(details)
     }
 
     pub fn unauthorized(issue: &str) -> Self {
-        Self::of(
-            ErrorStatusCode::UNAUTHORIZED,
-            exports_spec::auth::unauthorized(issue),
-        )
+        Self::of(exports_spec::auth::unauthorized(issue))
     }
 
     pub fn forbidden(scope: &str) -> Self {
-        Self::of(ErrorStatusCode::FORBIDDEN, exports_spec::auth::forbidden(scope))
+        Self::of(exports_spec::auth::forbidden(scope))
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::of(ErrorStatusCode::NOT_FOUND, errors::not_found(what))
-    }
-
-    pub fn conflict(code: &str, message: impl Into<String>) -> Self {
-        Self::new(ErrorStatusCode::CONFLICT, code, message)
+        Self::of(errors::not_found(what))
     }
 
     pub fn payload_too_large(message: impl Into<String>) -> Self {
-        Self::new(ErrorStatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+        Self::new(ErrorCode::PayloadTooLarge, message)
     }
 
     pub fn timeout(seconds: u64) -> Self {
-        Self::of(ErrorStatusCode::GATEWAY_TIMEOUT, errors::timeout(seconds))
+        Self::of(errors::timeout(seconds))
     }
 
     pub fn unavailable(details: Vec<ErrorDetail>, retry_after: u64) -> Self {
         Self::new(
-            ErrorStatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
+            ErrorCode::ServiceUnavailable,
             "A dependency of the service is unavailable; retry later.",
         )
         .with_details(details)
@@ -94,8 +93,7 @@ impl ApiError {
     /// A failure that is ours, not the caller's: the full error goes to the log only.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         let mut api_error = Self::new(
-            ErrorStatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
+            ErrorCode::InternalError,
             "An internal error occurred. Quote the request id when reporting it.",
         );
         api_error.internal = Some(format!("{error:#}"));
@@ -104,6 +102,13 @@ impl ApiError {
 
     pub fn status(&self) -> http::StatusCode {
         self.status.as_status()
+    }
+}
+
+/// A failed statement is ours, not the caller's.
+impl From<crate::db::Error> for ApiError {
+    fn from(error: crate::db::Error) -> Self {
+        Self::internal(error)
     }
 }
 
@@ -141,11 +146,11 @@ impl From<HttpError> for ApiError {
                 message.trim_start_matches("request body ")
             )),
             400 => Self::invalid_request(vec![extractor_error_detail(&message)]),
-            415 => Self::new(status, "unsupported_media_type", message.clone()),
-            404 => Self::new(status, "not_found", "No such resource.".to_string()),
-            405 => Self::new(status, "method_not_allowed", message.clone()),
+            404 => Self::new(ErrorCode::NotFound, "No such resource."),
+            405 => Self::new(ErrorCode::MethodNotAllowed, message.clone()),
             code if code >= 500 => Self::internal(&error.internal_message),
-            _ => Self::new(status, "invalid_request", message.clone()),
+            // dropshot answers nothing else; were it to, the caller's request is at fault.
+            _ => Self::new(ErrorCode::InvalidRequest, message.clone()),
         };
         if api_error.internal.is_none() && error.internal_message != message {
             api_error.internal = Some(error.internal_message);
@@ -155,7 +160,7 @@ impl From<HttpError> for ApiError {
 }
 
 /// The problem a dropshot extractor reported, named by field where its message allows.
-/// `limit`, the only typed query parameter, is checked before extraction (`api::list_exports`),
+/// `limit`, the only typed query parameter, is checked before extraction (`handlers::list_exports`),
 /// so that its issue can quote the value sent.
 fn extractor_error_detail(message: &str) -> ErrorDetail {
     if message.contains("pagination token") {

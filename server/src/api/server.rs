@@ -1,4 +1,5 @@
-//! Wiring: the shared state of the handlers, and starting and stopping the API.
+//! Starting and stopping the API: the edge in front of dropshot, and the state its handlers
+//! share.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,21 +7,17 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::api::{exports_api_mod, imp::ExportsImpl};
-use crate::auth::RejectedKeys;
+use super::auth::RejectedKeys;
+use super::contract::exports_api_mod;
+use super::edge::{Edge, EdgeSettings};
+use super::error::{ApiError, ErrorDetail, DEPENDENCY_RETRY_AFTER_SECONDS};
+use super::handlers::ExportsImpl;
+use super::readiness::{Recent, READINESS_FRESH_FOR};
 use crate::db::users::MatchingUsers;
-use crate::edge::{Edge, EdgeSettings};
-use crate::error::{ApiError, ErrorDetail};
 use crate::metrics::Metrics;
 use crate::queue::JobQueue;
 use crate::storage::Storage;
 use crate::throughput::Throughput;
-
-/// How long one readiness check answers for.
-const READINESS_FRESH_FOR: Duration = Duration::from_secs(1);
-
-/// `Retry-After` when PostgreSQL or Redis is unreachable.
-pub const DEPENDENCY_RETRY_AFTER_SECONDS: u64 = 5;
 
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
@@ -76,34 +73,6 @@ pub struct AppState {
     pub rejected_keys: RejectedKeys,
     /// The last readiness check's unreachable dependencies.
     pub readiness: Recent<Vec<ErrorDetail>>,
-}
-
-/// The last result of a check, reused while it is fresh: however many callers ask at once, one
-/// check runs, and at most one per `fresh_for`.
-pub struct Recent<T> {
-    fresh_for: Duration,
-    last: tokio::sync::Mutex<Option<(tokio::time::Instant, T)>>,
-}
-
-impl<T: Clone> Recent<T> {
-    pub fn new(fresh_for: Duration) -> Self {
-        Self {
-            fresh_for,
-            last: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    pub async fn get(&self, check: impl std::future::Future<Output = T>) -> T {
-        let mut last = self.last.lock().await;
-        if let Some((at, value)) = last.as_ref() {
-            if at.elapsed() < self.fresh_for {
-                return value.clone();
-            }
-        }
-        let value = check.await;
-        *last = Some((tokio::time::Instant::now(), value.clone()));
-        value
-    }
 }
 
 impl AppState {
@@ -168,7 +137,7 @@ impl RunningApi {
             default_handler_task_mode: dropshot::HandlerTaskMode::Detached,
             ..Default::default()
         };
-        let server = dropshot::ServerBuilder::new(api, state, crate::logging::dropshot_logger())
+        let server = dropshot::ServerBuilder::new(api, state, crate::startup::logging::dropshot_logger())
             .config(config)
             .start()
             .map_err(|error| anyhow::anyhow!("starting the API server: {error}"))?;
@@ -218,29 +187,5 @@ impl RunningApi {
             .close()
             .await
             .map_err(|error| anyhow::anyhow!("stopping the API server: {error}"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    #[tokio::test]
-    async fn a_recent_check_runs_once_for_callers_at_once_and_again_when_stale() {
-        let checks = AtomicUsize::new(0);
-        let check = || async {
-            tokio::task::yield_now().await;
-            checks.fetch_add(1, Ordering::SeqCst)
-        };
-        let fresh_for_an_hour = Recent::new(Duration::from_secs(3600));
-        let answers = futures::future::join_all((0..10).map(|_| fresh_for_an_hour.get(check()))).await;
-        assert_eq!(answers, vec![0; 10]);
-        assert_eq!(checks.load(Ordering::SeqCst), 1);
-
-        let always_stale = Recent::new(Duration::ZERO);
-        assert_eq!(always_stale.get(check()).await, 1);
-        assert_eq!(always_stale.get(check()).await, 2);
-        assert_eq!(checks.load(Ordering::SeqCst), 3);
     }
 }

@@ -1,5 +1,7 @@
 //! The edge: a thin HTTP layer in front of dropshot, in the same process, that adds only what
-//! dropshot cannot do itself (the README's Architecture section says what and why):
+//! dropshot cannot do itself (docs/architecture.md, "The edge", says what and why). What the
+//! mock must do alike comes from the spec crate (`cors`, `errors::envelope`, `limits`,
+//! `request_id`, `headers`, `request_path`):
 //!
 //! - the request id: an incoming `X-Request-Id` is honoured when it is 1-64 characters of
 //!   `[A-Za-z0-9._-]`, otherwise one is generated; it is passed to the handlers, echoed in the
@@ -24,10 +26,10 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use bytes::Bytes;
 use exports_listener::{Limits, Serving};
-use exports_spec::cors;
-use exports_spec::errors::{self, ErrorBody};
+use exports_spec::errors::{self, ErrorBody, ErrorCode};
+use exports_spec::{cors, limits, request_id};
 use futures::StreamExt;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
@@ -41,7 +43,6 @@ use tokio::net::TcpListener;
 
 type EdgeBody = BoxBody<Bytes, hyper::Error>;
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Error bodies larger than this are passed through as they are.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// How long shutdown waits for requests in flight.
@@ -186,32 +187,10 @@ async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpA
     let request_id = exports_spec::request_id::of(request.headers());
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let cors_origin = allowed_origin(&state.settings.cors_allowed_origins, request.headers());
+    let cors_origin = cors::allowed_origin(&state.settings.cors_allowed_origins, request.headers());
 
-    if method == Method::OPTIONS
-        && request
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-    {
-        let mut response = Response::builder()
-            .status(StatusCode::NO_CONTENT)
-            .body(empty())
-            .expect("valid response");
-        if cors_origin.is_some() {
-            let headers = response.headers_mut();
-            headers.insert(
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static(cors::ALLOW_METHODS),
-            );
-            headers.insert(
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static(cors::ALLOW_HEADERS),
-            );
-            headers.insert(
-                header::ACCESS_CONTROL_MAX_AGE,
-                HeaderValue::from_static(cors::MAX_AGE),
-            );
-        }
+    if cors::is_preflight(&method, request.headers()) {
+        let response = cors::preflight(cors_origin.is_some()).map(full);
         return finish(response, &request_id, cors_origin);
     }
 
@@ -222,8 +201,8 @@ async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpA
         response
     };
 
-    if let Some((status, code, message)) = oversized_head(&request) {
-        let response = answer(status, ErrorBody::new(code, message));
+    if let Some((status, body)) = limits::oversized_head(&request) {
+        let response = answer(status, body);
         return finish(response, &request_id, cors_origin);
     }
 
@@ -273,17 +252,14 @@ async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpA
         let response = answer(
             StatusCode::BAD_REQUEST,
             ErrorBody::new(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "The request target must be a path starting with `/`.",
             ),
         );
         return finish(response, &request_id, cors_origin);
     };
     *request.uri_mut() = upstream_uri;
-    request.headers_mut().insert(
-        REQUEST_ID,
-        HeaderValue::from_str(&request_id).expect("a valid id"),
-    );
+    request_id::insert(request.headers_mut(), &request_id);
 
     let response =
         match tokio::time::timeout(state.settings.upstream_timeout, state.client.request(request)).await {
@@ -303,44 +279,6 @@ async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpA
             }
         };
     finish(response, &request_id, cors_origin)
-}
-
-/// The largest request target, and header section (fields counted as sent, `name: value`
-/// and a line break), the edge forwards, and the most header fields: nginx's and Node's
-/// orders of magnitude. The field limit leaves room below the 100 that dropshot's hyper
-/// takes for what the edge adds (`X-Request-Id`). Heads past the listener's own, higher,
-/// limits (`Limits::max_header_fields`, hyper's ~400 KiB read buffer, 64 KiB targets) never
-/// reach the edge: the listener answers those (`exports_spec::errors::refused_head`) and closes
-/// the connection.
-const MAX_TARGET_BYTES: usize = 8 * 1024;
-const MAX_HEADER_BYTES: usize = 16 * 1024;
-const MAX_HEADER_FIELDS: usize = 96;
-
-/// The edge's answer to a request head past its limits, if it is.
-fn oversized_head<B>(request: &Request<B>) -> Option<(StatusCode, &'static str, String)> {
-    let target = request.uri().to_string().len();
-    if target > MAX_TARGET_BYTES {
-        return Some((
-            StatusCode::URI_TOO_LONG,
-            "uri_too_long",
-            format!("The request target is {target} bytes long: the limit is {MAX_TARGET_BYTES}."),
-        ));
-    }
-    let headers = request.headers();
-    let bytes: usize = headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
-    (headers.len() > MAX_HEADER_FIELDS || bytes > MAX_HEADER_BYTES).then(|| {
-        (
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request_header_fields_too_large",
-            format!(
-                "The request has {} header fields of {bytes} bytes in all: the limits are {MAX_HEADER_FIELDS} fields and {MAX_HEADER_BYTES} bytes.",
-                headers.len()
-            ),
-        )
-    })
 }
 
 /// Error bodies: fill in the request id, convert dropshot's own shape to the envelope, and
@@ -390,7 +328,7 @@ async fn rewrite_error(
                 StatusCode::NOT_FOUND => errors::no_route(path),
                 StatusCode::METHOD_NOT_ALLOWED => errors::method_not_allowed(path, method.as_str()),
                 _ => ErrorBody::new(
-                    "invalid_request",
+                    ErrorCode::InvalidRequest,
                     value["message"].as_str().unwrap_or("Invalid request."),
                 ),
             };
@@ -399,17 +337,8 @@ async fn rewrite_error(
             false
         }
     };
-    if parts.status == StatusCode::UNAUTHORIZED {
-        parts.headers.insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(exports_spec::auth::CHALLENGE),
-        );
-    }
-    if let Some(seconds) = value["error"]["retry_after_seconds"].as_u64() {
-        parts
-            .headers
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    }
+    let retry_after = value["error"]["retry_after_seconds"].as_u64();
+    errors::add_envelope_headers(&mut parts.headers, parts.status, retry_after);
     if !reached_handler {
         // The handlers log their own requests; these never reached one.
         log_request(request_id, method, path, parts.status, started);
@@ -454,64 +383,30 @@ where
     ErrorBodyRead::Whole(read.concat().into())
 }
 
-/// The `Access-Control-Allow-Origin` for a request: `*` when any origin is allowed, else the
-/// request's Origin when it is listed. Credentials are never allowed (keys are bearer tokens,
-/// not cookies), and `*` is sent as `*`, which browsers refuse to combine with credentials:
-/// echoing any origin instead would turn into a full bypass the day credentials were allowed.
-fn allowed_origin(allowed: &[String], headers: &http::HeaderMap) -> Option<HeaderValue> {
-    let origin = headers.get(header::ORIGIN)?;
-    if allowed.iter().any(|a| a == "*") {
-        return Some(HeaderValue::from_static("*"));
-    }
-    let text = origin.to_str().ok()?;
-    allowed.iter().any(|a| a == text).then(|| origin.clone())
-}
-
-/// Adds the request id, the headers a browser expects and CORS to every response. Responses
-/// carry user data or signed links, so nothing may be cached unless the server said so.
+/// Adds the request id, the headers every answer carries and CORS to every response.
 fn finish(
     mut response: Response<EdgeBody>,
     request_id: &str,
     cors_origin: Option<HeaderValue>,
 ) -> Response<EdgeBody> {
     let headers = response.headers_mut();
-    headers.insert(REQUEST_ID, HeaderValue::from_str(request_id).expect("a valid id"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers
-        .entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
-    headers.append(header::VARY, HeaderValue::from_static("Origin"));
-    if let Some(origin) = cors_origin {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static(cors::EXPOSE_HEADERS),
-        );
-    }
+    exports_spec::headers::add_common(headers, request_id);
+    cors::add_headers(headers, cors_origin);
     response
 }
 
-/// An answer of the edge's own, in the envelope; `retry_after_seconds` goes into the header too.
-fn envelope(status: StatusCode, mut body: ErrorBody, request_id: &str) -> Response<EdgeBody> {
-    body.request_id = request_id.to_string();
-    let mut response = Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json");
-    if let Some(seconds) = body.retry_after_seconds {
-        response = response.header(header::RETRY_AFTER, seconds);
-    }
-    response
-        .body(full(Bytes::from(body.to_json())))
-        .expect("valid response")
+/// An answer of the edge's own, in the envelope.
+fn envelope(status: StatusCode, body: ErrorBody, request_id: &str) -> Response<EdgeBody> {
+    errors::envelope(status, body, request_id).map(full)
 }
 
 /// `503 service_unavailable`: the API server behind the edge did not answer whole.
 fn unavailable() -> ErrorBody {
-    let mut body = ErrorBody::new("service_unavailable", "The service is unavailable; retry later.");
-    body.retry_after_seconds = Some(crate::app::DEPENDENCY_RETRY_AFTER_SECONDS);
+    let mut body = ErrorBody::new(
+        ErrorCode::ServiceUnavailable,
+        "The service is unavailable; retry later.",
+    );
+    body.retry_after_seconds = Some(super::error::DEPENDENCY_RETRY_AFTER_SECONDS);
     body
 }
 
@@ -533,39 +428,9 @@ fn full(bytes: Bytes) -> EdgeBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
-fn empty() -> EdgeBody {
-    full(Bytes::new())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(name: HeaderName, value: &str) -> http::HeaderMap {
-        let mut headers = http::HeaderMap::new();
-        headers.insert(name, value.parse().unwrap());
-        headers
-    }
-
-    #[test]
-    fn heads_are_limited_in_fields_bytes_and_target() {
-        let request = |fields: usize, value: usize, target: usize| {
-            let mut builder = Request::get(format!("/{}", "a".repeat(target - 1)));
-            for i in 0..fields {
-                let value = if i == 0 { "v".repeat(value) } else { String::new() };
-                builder = builder.header(format!("x-{i:03}"), value);
-            }
-            builder.body(()).unwrap()
-        };
-        let status = |request: Request<()>| oversized_head(&request).map(|(status, ..)| status.as_u16());
-        assert_eq!(status(request(MAX_HEADER_FIELDS, 0, 1)), None);
-        assert_eq!(status(request(MAX_HEADER_FIELDS + 1, 0, 1)), Some(431));
-        // One field: "x-000: " and a line break is 9 bytes beside its value.
-        assert_eq!(status(request(1, MAX_HEADER_BYTES - 9, 1)), None);
-        assert_eq!(status(request(1, MAX_HEADER_BYTES - 8, 1)), Some(431));
-        assert_eq!(status(request(0, 0, MAX_TARGET_BYTES)), None);
-        assert_eq!(status(request(0, 0, MAX_TARGET_BYTES + 1)), Some(414));
-    }
 
     #[tokio::test]
     async fn an_error_body_too_long_to_rewrite_is_passed_on_whole() {
@@ -594,18 +459,5 @@ mod tests {
             panic!("a 64 KiB body was not read whole");
         };
         assert_eq!(small.len(), MAX_ERROR_BODY_BYTES);
-    }
-
-    #[test]
-    fn echoes_allowed_origins_only() {
-        let origin = headers(header::ORIGIN, "http://localhost:5173");
-        assert_eq!(allowed_origin(&["*".into()], &origin).unwrap(), "*");
-        assert!(allowed_origin(&[], &origin).is_none());
-        assert_eq!(
-            allowed_origin(&["http://localhost:5173".into()], &origin).unwrap(),
-            "http://localhost:5173"
-        );
-        assert!(allowed_origin(&["https://app.example.com".into()], &origin).is_none());
-        assert!(allowed_origin(&["*".into()], &http::HeaderMap::new()).is_none());
     }
 }

@@ -10,7 +10,7 @@ use dropshot::{
     ServerContext,
 };
 
-use crate::error::ApiError;
+use super::error::ApiError;
 
 pub struct AfterAuth<E> {
     request: hyper::Request<dropshot::Body>,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use exports_listener::Limits;
 
-use crate::app::ApiSettings;
+use crate::api::ApiSettings;
 use crate::db::Postgres;
 use crate::queue::Redis;
 

@@ -7,7 +7,7 @@
 //! only to the public addresses a name resolves to, so a name that starts resolving to a
 //! private address after registration is refused at connection.
 //!
-//! One endpoint cannot hold up another's deliveries (issue 22): each attempt is a task of its
+//! One endpoint cannot hold up another's deliveries: each attempt is a task of its
 //! own, at most `concurrency` per process (the slots), and a claim skips every endpoint that
 //! already has `per_endpoint` attempts in flight, so a slow or failing endpoint holds only
 //! its own slots and no attempt waits on another's answer. No transaction is open during an
@@ -23,6 +23,7 @@ use exports_spec::webhooks::{self, Attempt, Event, Retries, ATTEMPT_TIMEOUT};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use super::Shared;
 use crate::db::exports::ExportRow;
 use crate::db::webhooks::{self as outbox, DueDelivery};
 use crate::metrics::Metrics;
@@ -236,7 +237,7 @@ async fn record_batch(
 
 async fn send(http: &reqwest::Client, policy: &UrlPolicy, delivery: &DueDelivery) -> Attempt {
     let export = match ExportRow::from_snapshot(&delivery.export) {
-        Ok(row) => row.to_api(&Rates::default()),
+        Ok(row) => crate::views::export(&row, &Rates::default()),
         Err(error) => {
             return Attempt::Failed {
                 status: None,
@@ -255,4 +256,26 @@ async fn send(http: &reqwest::Client, policy: &UrlPolicy, delivery: &DueDelivery
         &Event { id: &id, body: &body },
     )
     .await
+}
+
+/// Delivers due webhook events until stopped (`webhook_delivery::deliver`): up to
+/// `webhook_concurrency` attempts at once, at most `webhook_endpoint_concurrency` per endpoint.
+/// Attempts in flight when the worker stops are finished (each takes at most 10 seconds).
+pub(super) async fn deliver_webhooks(shared: Shared, stopped: watch::Receiver<bool>) {
+    let settings = shared.settings.webhook_delivery();
+    let http = match client(&settings.policy) {
+        Ok(http) => http,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "webhooks: no HTTP client; nothing will be delivered");
+            return;
+        }
+    };
+    deliver(
+        shared.pool.clone(),
+        http,
+        settings,
+        shared.metrics.clone(),
+        stopped,
+    )
+    .await;
 }

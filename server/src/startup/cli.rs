@@ -8,12 +8,12 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use uuid::Uuid;
 
-use crate::app::{ApiSettings, RunningApi};
-use crate::auth::{self, SCOPES};
-use crate::config::{ApiArgs, DatabaseArgs, RedisArgs, WebhookArgs};
+use super::logging;
+use super::settings::{ApiArgs, DatabaseArgs, RedisArgs, WebhookArgs};
+use crate::api::{ApiSettings, RunningApi};
+use crate::db::keys::{self, SCOPES};
 use crate::db::users;
 use crate::db::Postgres;
-use crate::logging;
 use crate::metrics::Metrics;
 use crate::queue::{JobQueue, Redis};
 use crate::storage::{Storage, StorageArgs};
@@ -178,7 +178,7 @@ pub async fn main() -> Result<()> {
             let seeded = users::seed_demo_users(&client, demo_users).await?;
             let user_id = users::ensure_user(&client, "demo@example.com", "Demo User").await?;
             let scopes: Vec<String> = SCOPES.iter().map(|s| s.to_string()).collect();
-            let key = auth::issue_key(&client, user_id, "dev", &scopes, None).await?;
+            let key = keys::issue_key(&client, user_id, "dev", &scopes, None).await?;
             tracing::info!(seeded, "demo users ready");
             println!(
                 "\nDemo API key (demo@example.com, all scopes):\n\n    {}\n",
@@ -327,7 +327,7 @@ async fn keys(postgres: &Postgres, command: KeysCommand) -> Result<()> {
             let expires_at =
                 expires_in_days.map(|days| chrono::Utc::now() + chrono::Duration::days(days.into()));
             let user_id = users::ensure_user(&client, &email, &email).await?;
-            let key = auth::issue_key(&client, user_id, &name, &scopes, expires_at).await?;
+            let key = keys::issue_key(&client, user_id, &name, &scopes, expires_at).await?;
             println!(
                 "key id: {}\nuser id: {user_id}\nscopes: {}\nexpires: {}\nkey: {}",
                 key.id,
@@ -338,7 +338,7 @@ async fn keys(postgres: &Postgres, command: KeysCommand) -> Result<()> {
         }
         KeysCommand::List { email } => {
             println!("id\temail\tname\tscopes\tcreated\texpires\tlast used\trevoked");
-            for key in auth::list_keys(&client, email.as_deref()).await? {
+            for key in keys::list_keys(&client, email.as_deref()).await? {
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     key.id,
@@ -353,7 +353,7 @@ async fn keys(postgres: &Postgres, command: KeysCommand) -> Result<()> {
             }
         }
         KeysCommand::Revoke { key_id } => {
-            if auth::revoke_key(&client, key_id).await? {
+            if keys::revoke_key(&client, key_id).await? {
                 println!("revoked {key_id}");
             } else {
                 anyhow::bail!("no active key {key_id}");

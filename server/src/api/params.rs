@@ -1,0 +1,138 @@
+//! How the API's parameters and bodies are read, so that dropshot never refuses a request
+//! with words of its own: path and query parameters as text, bodies as any JSON, each
+//! documented with its real schema. The spec checks them first (`request::checked`); the page
+//! token of `listExports` is dropshot's.
+
+use std::marker::PhantomData;
+
+use chrono::{DateTime, Utc};
+use exports_spec::errors::issue;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::error::ErrorDetail;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct EndpointPath {
+    #[schemars(with = "Uuid")]
+    pub endpoint_id: String,
+}
+
+impl EndpointPath {
+    pub fn id(&self) -> Result<Uuid, ErrorDetail> {
+        Uuid::parse_str(&self.endpoint_id).map_err(|_| {
+            ErrorDetail::new(
+                "endpoint_id",
+                issue::not_a_uuid(&Value::from(self.endpoint_id.as_str())),
+            )
+        })
+    }
+}
+
+/// Position of the last export of a page: the next page starts after it (newest first).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ExportPageSelector {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+/// A request body accepted as any JSON and documented with the schema of `T`: serde would stop
+/// at the first problem with a message about line and column, while clients need every
+/// problem, field by field, with the allowed values.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct Lenient<T> {
+    pub value: Value,
+    #[serde(skip)]
+    _schema: PhantomData<fn() -> T>,
+}
+
+impl<T: JsonSchema> JsonSchema for Lenient<T> {
+    fn schema_name() -> String {
+        T::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+        T::json_schema(generator)
+    }
+
+    fn is_referenceable() -> bool {
+        T::is_referenceable()
+    }
+}
+
+/// A path parameter accepted as any string and documented as a UUID, so a malformed id gets a
+/// field-level 400 rather than dropshot's generic message.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ExportPath {
+    #[schemars(with = "Uuid")]
+    pub export_id: String,
+}
+
+impl ExportPath {
+    pub fn id(&self) -> Result<Uuid, ErrorDetail> {
+        Uuid::parse_str(&self.export_id).map_err(|_| {
+            ErrorDetail::new(
+                "export_id",
+                issue::not_a_uuid(&Value::from(self.export_id.as_str())),
+            )
+        })
+    }
+}
+
+/// The query of a signed download link. Both fields are read as text and checked by hand, so
+/// a mangled link gets a field-level 400 rather than dropshot's generic message.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct DownloadLinkQuery {
+    /// When the link stops working, in seconds since the Unix epoch.
+    #[schemars(with = "i64")]
+    pub expires: Option<String>,
+    /// The link's signature (hex).
+    pub signature: Option<String>,
+}
+
+impl DownloadLinkQuery {
+    pub fn parts(&self) -> Result<(i64, &str), Vec<ErrorDetail>> {
+        let expires = self.expires.as_deref().and_then(|text| text.parse::<i64>().ok());
+        let mut problems = Vec::new();
+        match self.expires.as_deref() {
+            None => problems.push(ErrorDetail::new("expires", issue::REQUIRED)),
+            Some(text) if expires.is_none() => problems.push(ErrorDetail::new(
+                "expires",
+                issue::not_of_type("an integer", &Value::from(text)),
+            )),
+            Some(_) => {}
+        }
+        if self.signature.is_none() {
+            problems.push(ErrorDetail::new("signature", issue::REQUIRED));
+        }
+        match (expires, self.signature.as_deref()) {
+            (Some(expires), Some(signature)) => Ok((expires, signature)),
+            _ => Err(problems),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_export_ids_name_the_field() {
+        let path = ExportPath {
+            export_id: "not-a-uuid".into(),
+        };
+        assert_eq!(path.id().unwrap_err().field, "export_id");
+        let id = Uuid::new_v4();
+        assert_eq!(
+            ExportPath {
+                export_id: id.to_string()
+            }
+            .id()
+            .unwrap(),
+            id
+        );
+    }
+}

@@ -1,0 +1,435 @@
+//! The job loop: takes jobs off the stream (or over from a worker that stopped), runs each
+//! attempt (the query, the file, the upload) and records its outcome.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use fred::prelude::ClientLike;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use super::lease::keep_lease;
+use super::{Shared, READ_BLOCK};
+use crate::db::exports::{self, FinishedFile, LeftUpload, Taken};
+use crate::export_file::{finish_upload, write_export, Progress, Upload};
+use crate::model::{ExportFormat, UserExportFilters};
+use crate::queue::Job;
+use crate::storage::{StorageFailure, UploadOpened};
+
+pub(super) async fn take_jobs(
+    shared: Shared,
+    reader: fred::clients::Client,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(shared.settings.concurrency.max(1)));
+    let mut stale_cursor = "0-0".to_string();
+    let mut running = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = stopped.changed() => break,
+        };
+        if *stopped.borrow() {
+            break;
+        }
+        let next = async {
+            if let Some(job) = shared
+                .queue
+                .claim_stale(&shared.consumer, shared.settings.lease(), &mut stale_cursor)
+                .await?
+            {
+                tracing::info!(entry_id = %job.entry_id, "took over a job from a worker that stopped");
+                return Ok(Some(job));
+            }
+            shared.queue.read(&reader, &shared.consumer, READ_BLOCK).await
+        };
+        let job = tokio::select! {
+            job = next => job,
+            _ = stopped.changed() => break,
+        };
+        match job {
+            Ok(Some(job)) => {
+                let shared = shared.clone();
+                let stopped = stopped.clone();
+                running.spawn(async move {
+                    handle(&shared, job, stopped).await;
+                    drop(permit);
+                });
+            }
+            Ok(None) => tracing::debug!("no new job within the read timeout"),
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "reading jobs failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        while running.try_join_next().is_some() {}
+    }
+    while running.join_next().await.is_some() {}
+    let _ = reader.quit().await;
+}
+
+/// What became of one attempt.
+#[derive(Debug)]
+enum AttemptError {
+    /// The row left `processing` for this attempt: cancelled, or taken over.
+    Lost,
+    /// The worker is shutting down.
+    Interrupted,
+    TimedOut,
+    Failed(anyhow::Error),
+}
+
+struct Attempt {
+    export_id: Uuid,
+    attempt: i32,
+    format: ExportFormat,
+    filters: UserExportFilters,
+    /// What an earlier attempt may have left in storage, cleaned up before this one writes.
+    left: Option<LeftUpload>,
+}
+
+async fn handle(shared: &Shared, job: Job, stopped: watch::Receiver<bool>) {
+    let Some(export_id) = job.export_id else {
+        tracing::warn!(entry_id = %job.entry_id, "dropping a malformed job");
+        finish_entry(shared, &job.entry_id).await;
+        return;
+    };
+    match start_attempt(shared, export_id).await {
+        Ok(Started::Run(attempt)) => run(shared, &job, attempt, stopped).await,
+        Ok(Started::Done) => finish_entry(shared, &job.entry_id).await,
+        // Another worker holds a live lease; it acknowledges the entry when it is done.
+        Ok(Started::HeldElsewhere) => {}
+        Err(error) => {
+            // The entry stays pending: it is taken over once idle, or the sweeper re-queues.
+            tracing::warn!(%export_id, error = %format!("{error:#}"), "could not start the job");
+        }
+    }
+}
+
+enum Started {
+    Run(Attempt),
+    /// Nothing to do: finished, cancelled, gone, not due yet, or out of attempts.
+    Done,
+    HeldElsewhere,
+}
+
+async fn start_attempt(shared: &Shared, export_id: Uuid) -> Result<Started> {
+    let client = shared.pool.get().await?;
+    let (attempt, format, filters, left) =
+        match exports::take(&client, export_id, shared.settings.lease()).await? {
+            Taken::Attempt {
+                attempt,
+                format,
+                filters,
+                left,
+            } => (attempt, format, filters, left),
+            Taken::HeldElsewhere => return Ok(Started::HeldElsewhere),
+            Taken::Nothing => return Ok(Started::Done),
+        };
+    if attempt > shared.settings.max_attempts {
+        // Its earlier attempts ended without recording an outcome: workers died running it.
+        let message = format!(
+            "The export failed: {} attempts ended without finishing (the workers running it stopped). \
+             Create a new export to try again.",
+            attempt - 1
+        );
+        exports::fail(&client, export_id, attempt, &message).await?;
+        shared.metrics.job_failed(format);
+        return Ok(Started::Done);
+    }
+    Ok(Started::Run(Attempt {
+        export_id,
+        attempt,
+        format,
+        filters,
+        left,
+    }))
+}
+
+async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::Receiver<bool>) {
+    let Attempt {
+        export_id,
+        attempt: number,
+        format,
+        ..
+    } = attempt;
+    let started = Instant::now();
+    shared.metrics.in_flight.inc();
+    tracing::info!(%export_id, attempt = number, format = format.as_str(), "export started");
+    #[cfg(not(feature = "fault-injection"))]
+    let progress = Arc::new(Progress::default());
+    #[cfg(feature = "fault-injection")]
+    let progress = Arc::new(Progress::holding_after(shared.settings.hold_after_rows));
+    let (lost_tx, mut lost) = watch::channel(false);
+    let keeper = tokio::spawn(keep_lease(
+        shared.clone(),
+        job.entry_id.clone(),
+        export_id,
+        number,
+        progress.clone(),
+        lost_tx,
+    ));
+    let key = crate::storage::Storage::object_key(export_id, number, format);
+    let timeout = Duration::from_secs(shared.settings.job_timeout_secs);
+    let outcome = async {
+        let client = shared
+            .pool
+            .get()
+            .await
+            .context("connecting to PostgreSQL")
+            .map_err(AttemptError::Failed)?;
+        begin_upload(shared, &client, &attempt, &key).await?;
+        let part_bytes = shared.settings.upload_part_mib.max(5) << 20;
+        let opened = record_upload_id(shared, export_id, number, &key);
+        let mut upload = Upload::new(shared.storage.writer(&key, part_bytes, opened));
+        let written = tokio::select! {
+            written = write_export(&client, &attempt.filters, format, &mut upload, &progress) => {
+                written.map_err(AttemptError::Failed)
+            }
+            _ = lost.wait_for(|lost| *lost) => Err(AttemptError::Lost),
+            _ = stopped.wait_for(|stop| *stop) => Err(AttemptError::Interrupted),
+            _ = tokio::time::sleep(timeout) => Err(AttemptError::TimedOut),
+        };
+        let failed = match written {
+            Ok(rows) => {
+                // The last part and the store's completion of the upload come after the last
+                // row; logged apart, since on some stores it is not constant time.
+                let completing = Instant::now();
+                let rows = finish_upload(&mut upload, Ok(rows))
+                    .await
+                    .map_err(AttemptError::Failed)?;
+                return Ok((rows, upload.bytes, completing.elapsed()));
+            }
+            Err(error) => error,
+        };
+        let _ = finish_upload(&mut upload, Err(anyhow::anyhow!("{failed:?}"))).await;
+        if upload.aborted {
+            if let Err(error) = exports::forget_upload(&client, export_id, key.as_ref()).await {
+                tracing::warn!(%export_id, error = %format!("{error:#}"), "an aborted upload stays recorded; the sweeper forgets it");
+            }
+        }
+        Err(failed)
+    }
+    .await;
+    keeper.abort();
+    shared.metrics.in_flight.dec();
+
+    let recorded = match outcome {
+        Ok((rows, size, completing)) => {
+            let file = StoredFile {
+                key: &key,
+                format,
+                rows,
+                size,
+                completing,
+            };
+            record_done(shared, export_id, number, file, started).await
+        }
+        Err(AttemptError::Lost) => {
+            tracing::info!(%export_id, attempt = number, "export stopped: cancelled or taken over");
+            Ok(())
+        }
+        Err(AttemptError::Interrupted) => hand_back(shared, export_id, number).await,
+        Err(AttemptError::TimedOut) => {
+            let seconds = timeout.as_secs();
+            let limit = match seconds % 60 {
+                0 => format!("{}-minute", seconds / 60),
+                _ => format!("{seconds}-second"),
+            };
+            let message = format!(
+                "The export took longer than the {limit} limit and was stopped. Narrow the filters \
+                 or try again later."
+            );
+            shared.metrics.job_failed(format);
+            async {
+                let client = shared.pool.get().await?;
+                anyhow::Ok(exports::fail(&client, export_id, number, &message).await?)
+            }
+            .await
+        }
+        Err(AttemptError::Failed(error)) => record_failure(shared, export_id, number, format, &error).await,
+    };
+    match recorded {
+        Ok(()) => finish_entry(shared, &job.entry_id).await,
+        // The entry stays pending, so the job is taken over once its lease runs out.
+        Err(error) => {
+            tracing::error!(%export_id, error = %format!("{error:#}"), "could not record the outcome")
+        }
+    }
+}
+
+/// Cleans up what an earlier attempt left under the export's prefix (its open upload, its
+/// partial or finished objects), then records that this attempt writes `key`.
+async fn begin_upload(
+    shared: &Shared,
+    client: &deadpool_postgres::Object,
+    attempt: &Attempt,
+    key: &object_store::path::Path,
+) -> Result<(), AttemptError> {
+    if let Some(left) = &attempt.left {
+        (shared
+            .storage
+            .clean_export(attempt.export_id, None, left.multipart())
+            .await)
+            .map_err(AttemptError::Failed)?;
+        tracing::info!(export_id = %attempt.export_id, left = %left.key, "cleaned up after an earlier attempt");
+    }
+    match exports::record_upload(client, attempt.export_id, attempt.attempt, key.as_ref(), None).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(AttemptError::Lost),
+        Err(error) => Err(AttemptError::Failed(error.into())),
+    }
+}
+
+/// Records the id of the attempt's multipart upload as the store opens it, before any part
+/// goes up, so that it can be aborted if this attempt dies.
+fn record_upload_id(
+    shared: &Shared,
+    export_id: Uuid,
+    attempt: i32,
+    key: &object_store::path::Path,
+) -> UploadOpened {
+    let (pool, key) = (shared.pool.clone(), key.to_string());
+    Box::new(move |upload_id| {
+        let (pool, key) = (pool.clone(), key.clone());
+        Box::pin(async move {
+            let client = pool.get().await?;
+            anyhow::ensure!(
+                exports::record_upload(&client, export_id, attempt, &key, Some(&upload_id)).await?,
+                "the export is no longer this attempt's"
+            );
+            Ok(())
+        })
+    })
+}
+
+/// A file an attempt finished uploading.
+struct StoredFile<'a> {
+    key: &'a object_store::path::Path,
+    format: ExportFormat,
+    rows: u64,
+    size: u64,
+    /// From the last row to the upload's completion.
+    completing: Duration,
+}
+
+async fn record_done(
+    shared: &Shared,
+    export_id: Uuid,
+    attempt: i32,
+    StoredFile {
+        key,
+        format,
+        rows,
+        size,
+        completing,
+    }: StoredFile<'_>,
+    started: Instant,
+) -> Result<()> {
+    let client = shared.pool.get().await?;
+    let file = FinishedFile {
+        key: key.as_ref(),
+        rows,
+        size,
+        ttl: Duration::from_secs(shared.settings.file_ttl_secs),
+    };
+    if !exports::record_done(&client, export_id, attempt, file).await? {
+        // Cancelled (or taken over) between the last row and now: this attempt's file is
+        // nobody's, so it goes.
+        tracing::info!(%export_id, attempt, "export finished after it was cancelled; deleting its file");
+        shared.storage.delete(key.as_ref()).await?;
+        return Ok(());
+    }
+    let took = started.elapsed();
+    shared.metrics.job_succeeded(format, rows, took);
+    tracing::info!(
+        %export_id, attempt, format = format.as_str(), rows, bytes = size,
+        seconds = took.as_secs_f64(), completing_seconds = completing.as_secs_f64(), "export done"
+    );
+    Ok(())
+}
+
+/// A failed attempt: retried after a backoff, or `failed` for good after the last one.
+async fn record_failure(
+    shared: &Shared,
+    export_id: Uuid,
+    attempt: i32,
+    format: ExportFormat,
+    error: &anyhow::Error,
+) -> Result<()> {
+    let client = shared.pool.get().await?;
+    if attempt >= shared.settings.max_attempts {
+        tracing::error!(%export_id, attempt, error = %format!("{error:#}"), "export failed for good");
+        let message = format!(
+            "The export failed after {attempt} attempts: {}. Create a new export to try again.",
+            user_facing_cause(error)
+        );
+        shared.metrics.job_failed(format);
+        return Ok(exports::fail(&client, export_id, attempt, &message).await?);
+    }
+    let backoff = shared.settings.backoff(attempt);
+    tracing::warn!(
+        %export_id, attempt, retry_in_ms = backoff.as_millis() as u64,
+        error = %format!("{error:#}"), "export attempt failed; retrying"
+    );
+    shared.metrics.job_retried(format);
+    Ok(exports::retry_later(&client, export_id, attempt, backoff).await?)
+}
+
+/// What a user is told about a failure (the details are in the worker's log).
+fn user_facing_cause(error: &anyhow::Error) -> &'static str {
+    if error.chain().any(|cause| cause.is::<StorageFailure>()) {
+        "the file storage could not be reached"
+    } else if error.chain().any(|cause| {
+        cause.is::<crate::db::Error>()
+            || cause.is::<tokio_postgres::Error>()
+            || cause.is::<deadpool_postgres::PoolError>()
+    }) {
+        "the database could not be read"
+    } else {
+        "an internal error occurred"
+    }
+}
+
+/// Gives an interrupted attempt back: pending again, the attempt not counted, queued afresh.
+async fn hand_back(shared: &Shared, export_id: Uuid, attempt: i32) -> Result<()> {
+    let client = shared.pool.get().await?;
+    if exports::hand_back(&client, export_id, attempt).await? {
+        shared.queue.enqueue(export_id).await?;
+        tracing::info!(%export_id, "export handed back to the queue on shutdown");
+    }
+    Ok(())
+}
+
+async fn finish_entry(shared: &Shared, entry_id: &str) {
+    if let Err(error) = shared.queue.finish(entry_id).await {
+        // Harmless: the entry is taken again later and finds nothing to do.
+        tracing::warn!(entry_id, error = %format!("{error:#}"), "could not acknowledge the job");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_explained_without_internals() {
+        let storage = crate::storage::storage_failure(
+            "uploading the file",
+            object_store::Error::NotImplemented {
+                operation: "put".into(),
+                implementer: "test".into(),
+            },
+        );
+        assert_eq!(
+            user_facing_cause(&storage),
+            "the file storage could not be reached"
+        );
+        assert_eq!(
+            user_facing_cause(&anyhow::anyhow!("boom")),
+            "an internal error occurred"
+        );
+    }
+}
