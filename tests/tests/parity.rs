@@ -91,6 +91,8 @@ const CORPUS: &[Case] = &[
         r#"{"format": "csv", "filters": {"created_after": "2025-02-30"}}"#,
     ),
     with_body("filters of the wrong type", r#"{"format": "csv", "filters": []}"#),
+    // Not nullable in the spec: once read as "no filters" by the server's own validator.
+    with_body("null filters", r#"{"format": "csv", "filters": null}"#),
     with_body("a body that is not an object", r#"["csv"]"#),
     with_body("malformed JSON", r#"{"format": "#),
     Case {
@@ -172,6 +174,12 @@ const CORPUS: &[Case] = &[
         "/api/v1/exports/users?page_token=garbage",
     ),
     case("a bad export id", "GET", "/api/v1/exports/users/not-a-uuid"),
+    // `format: uuid` is the hyphenated form: once taken as an id by the server.
+    case(
+        "an export id without hyphens",
+        "GET",
+        "/api/v1/exports/users/0b9a3a0e3f2a4c1e9d3b2a6c1f0e7d55",
+    ),
     case(
         "download with a bad export id",
         "GET",
