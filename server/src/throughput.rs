@@ -2,8 +2,7 @@
 //! figures benchmarked on this project's reference machine until there are any. Estimates
 //! (`estimated_seconds`, remaining time, `Retry-After`) derive from it.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::model::ExportFormat;
 
@@ -45,32 +44,30 @@ impl Rates {
     }
 }
 
-#[derive(Default)]
+/// The measured rates, refreshed at most every `REFRESH_EVERY`.
 pub struct Throughput {
-    cached: Mutex<Option<(Instant, Rates)>>,
+    measured: moka::future::Cache<(), Rates>,
+}
+
+impl Default for Throughput {
+    fn default() -> Self {
+        Self {
+            measured: moka::future::Cache::builder()
+                .max_capacity(1)
+                .time_to_live(REFRESH_EVERY)
+                .build(),
+        }
+    }
 }
 
 impl Throughput {
     pub async fn rates(&self, client: &tokio_postgres::Client) -> Rates {
-        if let Some((at, rates)) = *self.cached.lock().expect("throughput lock") {
-            if at.elapsed() < REFRESH_EVERY {
-                return rates;
-            }
-        }
-        // Two requests may refresh at once; both write the same figures.
-        let rates = match measure(client).await {
-            Ok(rates) => rates,
-            Err(error) => {
-                tracing::warn!(%error, "measuring export throughput failed; using the last figures");
-                self.cached
-                    .lock()
-                    .expect("throughput lock")
-                    .map(|(_, r)| r)
-                    .unwrap_or_default()
-            }
-        };
-        *self.cached.lock().expect("throughput lock") = Some((Instant::now(), rates));
-        rates
+        // One measurement at a time; a failed one is not kept, so the next request measures.
+        let measured = self.measured.try_get_with((), measure(client)).await;
+        measured.unwrap_or_else(|error| {
+            tracing::warn!(%error, "measuring export throughput failed; using the reference figures");
+            Rates::default()
+        })
     }
 }
 

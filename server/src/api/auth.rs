@@ -1,9 +1,7 @@
 //! Who is calling: the bearer key of a request, looked up in `db::keys`, and the scopes it
 //! grants.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -37,50 +35,35 @@ pub fn bearer_token(headers: &http::HeaderMap) -> Result<&str, ApiError> {
 /// no query. Safe to remember: keys are random, so an unknown key never becomes valid, and a
 /// revoked one stays revoked.
 pub struct RejectedKeys {
-    remembered: Mutex<HashMap<Vec<u8>, Instant>>,
+    remembered: moka::sync::Cache<Vec<u8>, ()>,
+}
+
+impl Default for RejectedKeys {
+    fn default() -> Self {
+        Self {
+            remembered: moka::sync::Cache::builder()
+                .max_capacity(Self::CAPACITY)
+                .time_to_live(Self::REMEMBERED_FOR)
+                .build(),
+        }
+    }
 }
 
 impl RejectedKeys {
     const REMEMBERED_FOR: Duration = Duration::from_secs(60);
     /// Bounds the memory a flood of distinct bad keys can take (about 100 bytes each).
-    const CAPACITY: usize = 10_000;
-
-    pub fn new() -> Self {
-        Self {
-            remembered: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Instant>> {
-        self.remembered
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
+    const CAPACITY: u64 = 10_000;
 
     /// A `401` for a key rejected recently, without asking PostgreSQL.
     pub fn check(&self, token: &str) -> Result<(), ApiError> {
-        let rejected_at = self.remembered().get(&secret_hash(token)).copied();
-        match rejected_at {
-            Some(at) if at.elapsed() < Self::REMEMBERED_FOR => Err(unknown_key()),
-            _ => Ok(()),
+        match self.remembered.contains_key(&secret_hash(token)) {
+            true => Err(unknown_key()),
+            false => Ok(()),
         }
     }
 
     pub fn remember(&self, token: &str) {
-        let mut remembered = self.remembered();
-        if remembered.len() >= Self::CAPACITY {
-            remembered.retain(|_, at| at.elapsed() < Self::REMEMBERED_FOR);
-            if remembered.len() >= Self::CAPACITY {
-                remembered.clear();
-            }
-        }
-        remembered.insert(secret_hash(token), Instant::now());
-    }
-}
-
-impl Default for RejectedKeys {
-    fn default() -> Self {
-        Self::new()
+        self.remembered.insert(secret_hash(token), ());
     }
 }
 
@@ -125,7 +108,7 @@ mod tests {
 
     #[test]
     fn rejected_keys_are_remembered() {
-        let rejected = RejectedKeys::new();
+        let rejected = RejectedKeys::default();
         assert!(rejected.check("exk_unknown").is_ok());
         rejected.remember("exk_unknown");
         assert_eq!(
@@ -133,10 +116,11 @@ mod tests {
             http::StatusCode::UNAUTHORIZED
         );
         assert!(rejected.check("exk_other").is_ok());
-        for n in 0..RejectedKeys::CAPACITY + 5 {
+        for n in 0..RejectedKeys::CAPACITY + 500 {
             rejected.remember(&format!("exk_{n}"));
         }
-        assert!(rejected.remembered().len() <= RejectedKeys::CAPACITY);
+        rejected.remembered.run_pending_tasks();
+        assert!(rejected.remembered.entry_count() <= RejectedKeys::CAPACITY);
     }
 
     #[test]

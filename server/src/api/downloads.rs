@@ -9,7 +9,7 @@ use http::Response;
 
 use super::error::{ApiError, ErrorDetail, DEPENDENCY_RETRY_AFTER_SECONDS};
 use super::request::FileResponse;
-use super::server::AppState;
+use super::state::AppState;
 use crate::db::exports;
 use crate::model::{Export, ExportStatus};
 use crate::throughput::Rates;

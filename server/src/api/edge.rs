@@ -18,9 +18,9 @@
 //! Success bodies (downloads) stream through untouched; only error bodies, which are small
 //! JSON, are read and rewritten.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -68,33 +68,31 @@ struct EdgeState {
 
 /// Failed authentications (`401` answers) per client address, in fixed one-minute windows. An
 /// address past the limit gets `429` for its API requests until its window ends, from the
-/// edge: they reach neither the handlers nor PostgreSQL.
+/// edge: they reach neither the handlers nor PostgreSQL. A window is a cache entry that lives
+/// `WINDOW` from its first failure.
 struct FailedAuthentications {
     limit: u32,
-    windows: Mutex<HashMap<IpAddr, FailureWindow>>,
+    windows: moka::sync::Cache<IpAddr, Arc<FailureWindow>>,
 }
 
 struct FailureWindow {
     started: Instant,
-    failures: u32,
+    failures: AtomicU32,
 }
 
 impl FailedAuthentications {
     const WINDOW: Duration = Duration::from_secs(60);
     /// Bounds the memory a flood from many addresses can take.
-    const MAX_ADDRESSES: usize = 100_000;
+    const MAX_ADDRESSES: u64 = 100_000;
 
     fn new(limit: u32) -> Self {
         Self {
             limit,
-            windows: Mutex::new(HashMap::new()),
+            windows: moka::sync::Cache::builder()
+                .max_capacity(Self::MAX_ADDRESSES)
+                .time_to_live(Self::WINDOW)
+                .build(),
         }
-    }
-
-    fn windows(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, FailureWindow>> {
-        self.windows
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// One IPv6 client usually holds a whole /64, so that is what counts as one address.
@@ -113,32 +111,23 @@ impl FailedAuthentications {
         if self.limit == 0 {
             return None;
         }
-        let windows = self.windows();
-        let window = windows.get(&Self::address(peer))?;
+        let window = self.windows.get(&Self::address(peer))?;
         let left = Self::WINDOW.checked_sub(window.started.elapsed())?;
-        (window.failures >= self.limit).then(|| left.as_secs_f64().ceil().max(1.0) as u64)
+        (window.failures.load(Ordering::Relaxed) >= self.limit)
+            .then(|| left.as_secs_f64().ceil().max(1.0) as u64)
     }
 
     fn record(&self, peer: IpAddr) {
         if self.limit == 0 {
             return;
         }
-        let mut windows = self.windows();
-        if windows.len() >= Self::MAX_ADDRESSES {
-            windows.retain(|_, window| window.started.elapsed() < Self::WINDOW);
-        }
-        let now = Instant::now();
-        let window = windows.entry(Self::address(peer)).or_insert(FailureWindow {
-            started: now,
-            failures: 0,
+        let window = self.windows.get_with(Self::address(peer), || {
+            Arc::new(FailureWindow {
+                started: Instant::now(),
+                failures: AtomicU32::new(0),
+            })
         });
-        if window.started.elapsed() >= Self::WINDOW {
-            *window = FailureWindow {
-                started: now,
-                failures: 0,
-            };
-        }
-        window.failures = window.failures.saturating_add(1);
+        window.failures.fetch_add(1, Ordering::Relaxed);
     }
 }
 

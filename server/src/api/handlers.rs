@@ -18,7 +18,7 @@ use super::idempotency::{self, IdempotencyKeyHeader};
 use super::params::*;
 use super::readiness::{unreachable_dependencies, Health, HealthStatus, Readiness, ReadinessChecks};
 use super::request::{authorized, public, Accepted, FileResponse, NoBody, SPEC};
-use super::server::AppState;
+use super::state::AppState;
 use crate::db::exports::{self, CancelOutcome, Created, Idempotent, NewExport};
 use crate::db::keys::{SCOPE_READ, SCOPE_WEBHOOKS, SCOPE_WRITE};
 use crate::db::webhooks;
@@ -459,7 +459,10 @@ impl ExportsApi for ExportsImpl {
     async fn readiness(rqctx: RequestContext<AppState>) -> Result<HttpResponseOk<Readiness>, ApiError> {
         public(&rqctx, "readiness", async |state| {
             // Anyone may ask, so the dependencies are asked at most once a second.
-            let failing = state.readiness.get(unreachable_dependencies(state)).await;
+            let failing = state
+                .readiness
+                .get_with((), unreachable_dependencies(state))
+                .await;
             if !failing.is_empty() {
                 return Err(ApiError::unavailable(failing, DEPENDENCY_RETRY_AFTER_SECONDS));
             }

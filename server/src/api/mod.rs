@@ -14,6 +14,9 @@ mod params;
 mod readiness;
 mod request;
 mod server;
+mod settings;
+mod state;
 
 pub use contract::openapi_document;
-pub use server::{ApiSettings, RunningApi};
+pub use server::RunningApi;
+pub use settings::ApiSettings;

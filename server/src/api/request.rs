@@ -13,7 +13,7 @@ use super::auth::{self, Principal};
 use super::error::{ApiError, ErrorDetail};
 use super::idempotency;
 use super::params::Lenient;
-use super::server::AppState;
+use super::state::AppState;
 use crate::model::ExportAccepted;
 
 /// The contract this server was built with.

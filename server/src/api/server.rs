@@ -1,5 +1,4 @@
-//! Starting and stopping the API: the edge in front of dropshot, and the state its handlers
-//! share.
+//! Starting and stopping the API: the edge in front of dropshot.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,83 +9,16 @@ use anyhow::{Context, Result};
 use super::auth::RejectedKeys;
 use super::contract::exports_api_mod;
 use super::edge::{Edge, EdgeSettings};
-use super::error::{ApiError, ErrorDetail, DEPENDENCY_RETRY_AFTER_SECONDS};
+
 use super::handlers::ExportsImpl;
-use super::readiness::{Recent, READINESS_FRESH_FOR};
+use super::readiness::READINESS_FRESH_FOR;
+use super::settings::ApiSettings;
+use super::state::AppState;
 use crate::db::users::MatchingUsers;
 use crate::metrics::Metrics;
 use crate::queue::JobQueue;
 use crate::storage::Storage;
 use crate::throughput::Throughput;
-
-#[derive(Debug, Clone)]
-pub struct ApiSettings {
-    /// Where clients connect (the edge); dropshot itself listens on a loopback port.
-    pub listen: SocketAddr,
-    pub max_pending_per_user: u32,
-    pub request_timeout: Duration,
-    pub max_body_bytes: usize,
-    /// Origins allowed by CORS (none by default); `*` allows any origin, as `dev` does.
-    pub cors_allowed_origins: Vec<String>,
-    /// Where clients reach this API, for download links to locally stored files (default:
-    /// `http://` and the address it listens on).
-    pub public_url: Option<String>,
-    /// Timeouts and the cap on client connections.
-    pub connection_limits: exports_listener::Limits,
-    /// Requests with a missing, unknown or revoked key one client address may make per minute
-    /// before its API requests get `429`; 0 turns the limit off.
-    pub max_failed_authentications_per_minute: u32,
-    /// Where `/metrics` is served instead of the API's own address (which then answers 404).
-    pub metrics_listen: Option<SocketAddr>,
-    /// What webhook endpoint URLs must be (`http` and private addresses allowed for local
-    /// development only).
-    pub webhook_urls: exports_spec::webhook_url::UrlPolicy,
-}
-
-impl Default for ApiSettings {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            max_pending_per_user: 3,
-            request_timeout: Duration::from_secs(30),
-            max_body_bytes: exports_spec::errors::DEFAULT_MAX_BODY_BYTES,
-            cors_allowed_origins: Vec::new(),
-            public_url: None,
-            connection_limits: exports_listener::Limits::default(),
-            max_failed_authentications_per_minute: 30,
-            metrics_listen: None,
-            webhook_urls: Default::default(),
-        }
-    }
-}
-
-pub struct AppState {
-    pub pool: deadpool_postgres::Pool,
-    pub queue: JobQueue,
-    pub throughput: Throughput,
-    pub matching_users: MatchingUsers,
-    pub storage: Storage,
-    pub metrics: Arc<Metrics>,
-    pub settings: ApiSettings,
-    /// `settings.public_url`, or the address the API is listening on.
-    pub public_url: String,
-    pub rejected_keys: RejectedKeys,
-    /// The last readiness check's unreachable dependencies.
-    pub readiness: Recent<Vec<ErrorDetail>>,
-}
-
-impl AppState {
-    /// A pooled connection; an unreachable PostgreSQL is a 503 the client may retry, not a 500.
-    pub async fn database(&self) -> Result<deadpool_postgres::Client, ApiError> {
-        self.pool.get().await.map_err(|error| {
-            tracing::error!(error = %error, "no PostgreSQL connection");
-            ApiError::unavailable(
-                vec![ErrorDetail::new("postgres", "unreachable")],
-                DEPENDENCY_RETRY_AFTER_SECONDS,
-            )
-        })
-    }
-}
 
 pub struct RunningApi {
     pub local_addr: SocketAddr,
@@ -128,8 +60,11 @@ impl RunningApi {
             metrics,
             settings: settings.clone(),
             public_url,
-            rejected_keys: RejectedKeys::new(),
-            readiness: Recent::new(READINESS_FRESH_FOR),
+            rejected_keys: RejectedKeys::default(),
+            readiness: moka::future::Cache::builder()
+                .max_capacity(1)
+                .time_to_live(READINESS_FRESH_FOR)
+                .build(),
         };
         let config = dropshot::ConfigDropshot {
             bind_address: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -1,8 +1,6 @@
 //! The users table: what is exported, and who requests exports.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Result;
 use uuid::Uuid;
@@ -76,32 +74,33 @@ pub async fn count_matching_users(
 
 /// How long a count of matching users is reused, and for how many distinct filters at most.
 const COUNT_REUSE: Duration = Duration::from_secs(5);
-const MAX_COUNTED_FILTERS: usize = 4096;
+const MAX_COUNTED_FILTERS: u64 = 4096;
 
 /// Matching-user counts per filter, reused for a few seconds: a count scans the users table,
 /// too costly to repeat for every export created under load, and it only sizes the estimate
 /// and the progress (the worker records the rows it actually writes).
-#[derive(Default)]
 pub struct MatchingUsers {
-    counted: Mutex<HashMap<UserExportFilters, (Instant, u64)>>,
+    counted: moka::future::Cache<UserExportFilters, u64>,
+}
+
+impl Default for MatchingUsers {
+    fn default() -> Self {
+        Self {
+            counted: moka::future::Cache::builder()
+                .max_capacity(MAX_COUNTED_FILTERS)
+                .time_to_live(COUNT_REUSE)
+                .build(),
+        }
+    }
 }
 
 impl MatchingUsers {
     pub async fn count(&self, client: &tokio_postgres::Client, filters: &UserExportFilters) -> Result<u64> {
-        if let Some((at, rows)) = self.counted.lock().expect("counts lock").get(filters) {
-            if at.elapsed() < COUNT_REUSE {
-                return Ok(*rows);
-            }
+        if let Some(rows) = self.counted.get(filters).await {
+            return Ok(rows);
         }
         let rows = count_matching_users(client, filters).await?;
-        let mut counted = self.counted.lock().expect("counts lock");
-        if counted.len() >= MAX_COUNTED_FILTERS {
-            counted.retain(|_, (at, _)| at.elapsed() < COUNT_REUSE);
-            if counted.len() >= MAX_COUNTED_FILTERS {
-                counted.clear();
-            }
-        }
-        counted.insert(filters.clone(), (Instant::now(), rows));
+        self.counted.insert(filters.clone(), rows).await;
         Ok(rows)
     }
 }
