@@ -5,10 +5,12 @@
 //! handlers), `db` (one module per table), `queue` (the Redis stream), `worker` (its background
 //! tasks), `export_file` (rows into CSV or XLSX), `storage` (the file store). The rest is
 //! shared by several: `model` (the API's types), `views` (stored rows as the API shows them),
-//! `throughput` (the estimates), `metrics`, `tls`.
+//! `throughput` (the estimates), `metrics`, `tls`, and `dependencies`, what the API and the
+//! workers run on, opened once.
 
 pub mod api;
 pub mod db;
+pub mod dependencies;
 mod export_file;
 pub mod metrics;
 pub mod model;

@@ -2,17 +2,45 @@
 //! row; the row in PostgreSQL stays the source of truth.
 
 use anyhow::{ensure, Context, Result};
+use clap::Args;
 use fred::prelude::*;
 use fred::types::config::TlsConnector;
 use fred::types::streams::{XReadResponse, XReadValue, XID};
 use fred::types::Builder;
 use fred::types::{Expiration, SetOptions, Value};
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use uuid::Uuid;
 
 use crate::tls;
+
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis URL (`rediss://` for TLS); one with a password belongs in the environment.
+    #[arg(
+        long,
+        env = "EXPORTS_REDIS_URL",
+        hide_env_values = true,
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis_url: String,
+    /// Prefix of every Redis key this deployment uses.
+    #[arg(long, env = "EXPORTS_REDIS_PREFIX", default_value = "exports:")]
+    pub redis_prefix: String,
+    #[arg(long, env = "EXPORTS_REDIS_POOL_SIZE", default_value_t = 4)]
+    pub redis_pool_size: usize,
+    /// PEM file of CA certificates trusted, beside the system's, for Redis's certificate
+    /// (with a `rediss://` URL).
+    #[arg(long, env = "EXPORTS_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+}
+
+impl RedisArgs {
+    pub fn redis(&self) -> anyhow::Result<Redis> {
+        Redis::new(&self.redis_url, self.redis_ca_file.as_deref())
+    }
+}
 
 /// One Redis server: its connection settings, with a verifying TLS connector for `rediss://`.
 #[derive(Clone)]

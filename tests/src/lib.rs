@@ -16,9 +16,10 @@ use bytes::Bytes;
 use exports_server::api::{ApiSettings, RunningApi};
 use exports_server::db::keys;
 use exports_server::db::users;
-use exports_server::db::Postgres;
+use exports_server::db::{DatabaseArgs, Postgres};
+use exports_server::dependencies::Dependencies;
 use exports_server::metrics::Metrics;
-use exports_server::queue::{JobQueue, Redis};
+use exports_server::queue::{JobQueue, Redis, RedisArgs};
 use exports_server::storage::{Storage, StorageArgs};
 use exports_server::worker::{RunningWorker, WorkerArgs};
 use exports_spec::Spec;
@@ -141,6 +142,8 @@ pub struct TestEnv {
     /// The test's own S3-compatible server, when it asked for one.
     pub s3: Option<TestS3>,
     pub metrics: Arc<Metrics>,
+    /// What the API and the test's workers run on.
+    dependencies: Dependencies,
     api: Option<RunningApi>,
     proxy: Option<exports_listener::Serving>,
     worker: Option<RunningWorker>,
@@ -220,16 +223,9 @@ impl TestEnv {
         let database = TestDatabase::create().await?;
         let postgres = database.postgres()?;
         postgres.migrate().await?;
-        let pool = postgres.pool(8)?;
-        let server_pool = match server_database {
-            Some(url) => Postgres::new(url, None)?.pool(2)?,
-            None => pool.clone(),
-        };
-        let redis_server = redis()?;
-        let redis = redis_server.pool(2).await?;
+        let redis = redis()?.pool(2).await?;
         let redis_keys = TestRedisPrefix::new();
         let redis_prefix = redis_keys.prefix.clone();
-        let queue = JobQueue::new(redis.clone(), &redis_prefix);
         let files = tempfile::tempdir()?;
         let s3 = if setup.s3 {
             Some(TestS3::start().await?)
@@ -240,8 +236,23 @@ impl TestEnv {
             Some(s3) => s3.args(),
             None => StorageArgs::local(files.path()),
         };
-        let storage = Storage::open(&storage_args)?;
-        let metrics = Arc::new(Metrics::new());
+        // What the server runs on, opened as the binary opens it.
+        let database_args = DatabaseArgs {
+            database_url: server_database.unwrap_or(&database.url).to_string(),
+            database_pool_size: 8,
+            database_ca_file: None,
+        };
+        let redis_args = RedisArgs {
+            redis_url: redis_url(),
+            redis_prefix: redis_prefix.clone(),
+            redis_pool_size: 2,
+            redis_ca_file: None,
+        };
+        let dependencies = Dependencies::open(&database_args, 8, &redis_args, &storage_args).await?;
+        let pool = match server_database {
+            Some(_) => postgres.pool(8)?,
+            None => dependencies.pool.clone(),
+        };
         // The proxy's address is known first, so that download links go through it too.
         let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let proxy_addr = proxy.local_addr()?;
@@ -251,29 +262,12 @@ impl TestEnv {
             ..ApiSettings::default()
         };
         configure(&mut settings);
-        let api = RunningApi::start(
-            settings,
-            server_pool.clone(),
-            queue.clone(),
-            storage.clone(),
-            metrics.clone(),
-        )
-        .await?;
+        let api = RunningApi::start(settings, &dependencies).await?;
         let server_addr = api.local_addr;
         let checker = Arc::new(ResponseChecker::default());
         let proxy = start_validating_proxy(proxy, server_addr, checker.clone());
         let worker = match setup.worker {
-            Some(settings) => Some(
-                RunningWorker::start(
-                    settings,
-                    server_pool,
-                    &redis_server,
-                    queue.clone(),
-                    storage.clone(),
-                    metrics.clone(),
-                )
-                .await?,
-            ),
+            Some(settings) => Some(RunningWorker::start(settings, &dependencies).await?),
             None => None,
         };
         Ok(Self {
@@ -281,13 +275,14 @@ impl TestEnv {
             pool,
             redis,
             redis_prefix,
-            queue,
+            queue: dependencies.queue.clone(),
             server_addr,
             base_url: format!("http://{proxy_addr}"),
-            storage,
+            storage: dependencies.storage.clone(),
             storage_args,
             s3,
-            metrics,
+            metrics: dependencies.metrics.clone(),
+            dependencies,
             api: Some(api),
             proxy: Some(proxy),
             worker,
@@ -339,8 +334,7 @@ impl TestEnv {
 
     /// A worker in the test's process, on its database, queue and storage, started now.
     pub async fn start_worker(&self, settings: WorkerArgs) -> Result<RunningWorker> {
-        let (pool, queue, storage) = (self.pool.clone(), self.queue.clone(), self.storage.clone());
-        RunningWorker::start(settings, pool, &redis()?, queue, storage, self.metrics.clone()).await
+        RunningWorker::start(settings, &self.dependencies).await
     }
 
     /// Everything stored for an export, as the store lists it: the keys under its prefix.

@@ -1,7 +1,6 @@
 //! Starting and stopping the API: the edge in front of dropshot.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -15,9 +14,7 @@ use super::readiness::READINESS_FRESH_FOR;
 use super::settings::ApiSettings;
 use super::state::AppState;
 use crate::db::users::MatchingUsers;
-use crate::metrics::Metrics;
-use crate::queue::JobQueue;
-use crate::storage::Storage;
+use crate::dependencies::Dependencies;
 use crate::throughput::Throughput;
 
 pub struct RunningApi {
@@ -29,13 +26,14 @@ pub struct RunningApi {
 }
 
 impl RunningApi {
-    pub async fn start(
-        settings: ApiSettings,
-        pool: deadpool_postgres::Pool,
-        queue: JobQueue,
-        storage: Storage,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self> {
+    pub async fn start(settings: ApiSettings, dependencies: &Dependencies) -> Result<Self> {
+        let Dependencies {
+            pool,
+            queue,
+            storage,
+            metrics,
+            ..
+        } = dependencies.clone();
         let api =
             exports_api_mod::api_description::<ExportsImpl>().context("building the API description")?;
         // Bound first, so that download links name the real port even when it was 0.

@@ -6,12 +6,39 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context};
+use clap::Args;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::NoTls;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::tls;
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL; the database is created by `migrate` and `dev` if missing.
+    /// One with a password belongs in the environment: flags show in the process list.
+    #[arg(
+        long,
+        env = "EXPORTS_DATABASE_URL",
+        hide_env_values = true,
+        default_value = "postgres://postgres@127.0.0.1:5432/exports"
+    )]
+    pub database_url: String,
+    /// Connections in the pool.
+    #[arg(long, env = "EXPORTS_DATABASE_POOL_SIZE", default_value_t = 16)]
+    pub database_pool_size: usize,
+    /// PEM file of CA certificates trusted, beside the system's, for PostgreSQL's certificate
+    /// (with `sslmode=require` in the URL; libpq's `sslrootcert` in the URL works too).
+    #[arg(long, env = "EXPORTS_DATABASE_CA_FILE")]
+    pub database_ca_file: Option<PathBuf>,
+}
+
+impl DatabaseArgs {
+    pub fn postgres(&self) -> anyhow::Result<Postgres> {
+        Postgres::new(&self.database_url, self.database_ca_file.as_deref())
+    }
+}
 
 pub mod exports;
 pub mod keys;

@@ -1,7 +1,6 @@
 //! The command line: one binary for the API, the worker, migrations and keys.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
@@ -9,14 +8,15 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use uuid::Uuid;
 
 use super::logging;
-use super::settings::{ApiArgs, DatabaseArgs, RedisArgs, WebhookArgs};
+use super::settings::{ApiArgs, WebhookArgs};
 use crate::api::{ApiSettings, RunningApi};
 use crate::db::keys::{self, SCOPES};
 use crate::db::users;
+use crate::db::DatabaseArgs;
 use crate::db::Postgres;
-use crate::metrics::Metrics;
-use crate::queue::{JobQueue, Redis};
-use crate::storage::{Storage, StorageArgs};
+use crate::dependencies::Dependencies;
+use crate::queue::RedisArgs;
+use crate::storage::StorageArgs;
 use crate::worker::{RunningWorker, WorkerArgs};
 
 /// The exports service: asynchronous CSV and XLSX exports of users.
@@ -123,8 +123,9 @@ pub async fn main() -> Result<()> {
             redis,
             storage,
         } => {
-            let pool = postgres.pool(cli.database.database_pool_size)?;
-            run(pool, &api, webhooks, &redis, &storage, None).await
+            let dependencies =
+                Dependencies::open(&cli.database, cli.database.database_pool_size, &redis, &storage).await?;
+            run(dependencies, &api, webhooks, None).await
         }
         Command::Work {
             redis,
@@ -134,17 +135,17 @@ pub async fn main() -> Result<()> {
             metrics_listen,
         } => {
             worker.webhook_urls = webhooks.policy();
-            let pool = postgres.pool(worker.concurrency * 2 + 2)?;
-            let metrics = Arc::new(Metrics::new());
+            let pool_size = worker.concurrency * 2 + 2;
+            let dependencies = Dependencies::open(&cli.database, pool_size, &redis, &storage).await?;
             let _metrics_listener = match metrics_listen {
                 Some(listen) => {
-                    metrics.clone().keep_queue_depth_fresh(pool.clone());
-                    Some(crate::metrics::serve(listen, metrics.clone()).await?)
+                    let metrics = dependencies.metrics.clone();
+                    metrics.clone().keep_queue_depth_fresh(dependencies.pool.clone());
+                    Some(crate::metrics::serve(listen, metrics).await?)
                 }
                 None => None,
             };
-            let ((redis, queue), storage) = (job_queue(&redis).await?, Storage::open(&storage)?);
-            let worker = RunningWorker::start(worker, pool, &redis, queue, storage, metrics).await?;
+            let worker = RunningWorker::start(worker, &dependencies).await?;
             shutdown_signal().await;
             tracing::info!("shutting down: handing running jobs back to the queue");
             worker.shutdown().await;
@@ -203,8 +204,9 @@ pub async fn main() -> Result<()> {
                 "dev: webhook endpoints may be http and private or loopback addresses; never in production"
             );
             let webhooks = WebhookArgs { allow_private: true };
-            let pool = postgres.pool(cli.database.database_pool_size)?;
-            run(pool, &api, webhooks, &redis, &storage, Some(worker)).await
+            let dependencies =
+                Dependencies::open(&cli.database, cli.database.database_pool_size, &redis, &storage).await?;
+            run(dependencies, &api, webhooks, Some(worker)).await
         }
     }
 }
@@ -253,46 +255,28 @@ fn refuse_secrets_on_the_command_line(matches: &ArgMatches) -> Result<()> {
     Ok(())
 }
 
-/// The Redis server, and the job queue on it.
-async fn job_queue(args: &RedisArgs) -> Result<(Redis, JobQueue)> {
-    let redis = args.redis()?;
-    let queue = JobQueue::new(redis.pool(args.redis_pool_size).await?, &args.redis_prefix);
-    Ok((redis, queue))
-}
-
-/// The API, and in `dev` a worker beside it sharing its pool and metrics.
+/// The API, and in `dev` a worker beside it sharing its dependencies.
 async fn run(
-    pool: deadpool_postgres::Pool,
+    dependencies: Dependencies,
     api: &ApiArgs,
     webhooks: WebhookArgs,
-    redis: &RedisArgs,
-    storage: &StorageArgs,
     worker: Option<WorkerArgs>,
 ) -> Result<()> {
-    let metrics = Arc::new(Metrics::new());
-    let ((redis, queue), storage) = (job_queue(redis).await?, Storage::open(storage)?);
     let worker = match worker {
-        Some(settings) => Some(
-            RunningWorker::start(
-                WorkerArgs {
-                    webhook_urls: webhooks.policy(),
-                    ..settings
-                },
-                pool.clone(),
-                &redis,
-                queue.clone(),
-                storage.clone(),
-                metrics.clone(),
-            )
-            .await?,
-        ),
+        Some(settings) => {
+            let settings = WorkerArgs {
+                webhook_urls: webhooks.policy(),
+                ..settings
+            };
+            Some(RunningWorker::start(settings, &dependencies).await?)
+        }
         None => None,
     };
     let settings = ApiSettings {
         webhook_urls: webhooks.policy(),
         ..api.settings()
     };
-    let api = RunningApi::start(settings, pool, queue, storage, metrics).await?;
+    let api = RunningApi::start(settings, &dependencies).await?;
     shutdown_signal().await;
     tracing::info!("shutting down: finishing requests in flight");
     if let Some(worker) = worker {

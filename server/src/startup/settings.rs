@@ -2,68 +2,12 @@
 //! machine (PostgreSQL and Redis on localhost).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use exports_listener::Limits;
 
 use crate::api::ApiSettings;
-use crate::db::Postgres;
-use crate::queue::Redis;
-
-#[derive(Debug, Clone, Args)]
-pub struct DatabaseArgs {
-    /// PostgreSQL connection URL; the database is created by `migrate` and `dev` if missing.
-    /// One with a password belongs in the environment: flags show in the process list.
-    #[arg(
-        long,
-        env = "EXPORTS_DATABASE_URL",
-        hide_env_values = true,
-        default_value = "postgres://postgres@127.0.0.1:5432/exports"
-    )]
-    pub database_url: String,
-    /// Connections in the pool.
-    #[arg(long, env = "EXPORTS_DATABASE_POOL_SIZE", default_value_t = 16)]
-    pub database_pool_size: usize,
-    /// PEM file of CA certificates trusted, beside the system's, for PostgreSQL's certificate
-    /// (with `sslmode=require` in the URL; libpq's `sslrootcert` in the URL works too).
-    #[arg(long, env = "EXPORTS_DATABASE_CA_FILE")]
-    pub database_ca_file: Option<PathBuf>,
-}
-
-impl DatabaseArgs {
-    pub fn postgres(&self) -> anyhow::Result<Postgres> {
-        Postgres::new(&self.database_url, self.database_ca_file.as_deref())
-    }
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct RedisArgs {
-    /// Redis URL (`rediss://` for TLS); one with a password belongs in the environment.
-    #[arg(
-        long,
-        env = "EXPORTS_REDIS_URL",
-        hide_env_values = true,
-        default_value = "redis://127.0.0.1:6379"
-    )]
-    pub redis_url: String,
-    /// Prefix of every Redis key this deployment uses.
-    #[arg(long, env = "EXPORTS_REDIS_PREFIX", default_value = "exports:")]
-    pub redis_prefix: String,
-    #[arg(long, env = "EXPORTS_REDIS_POOL_SIZE", default_value_t = 4)]
-    pub redis_pool_size: usize,
-    /// PEM file of CA certificates trusted, beside the system's, for Redis's certificate
-    /// (with a `rediss://` URL).
-    #[arg(long, env = "EXPORTS_REDIS_CA_FILE")]
-    pub redis_ca_file: Option<PathBuf>,
-}
-
-impl RedisArgs {
-    pub fn redis(&self) -> anyhow::Result<Redis> {
-        Redis::new(&self.redis_url, self.redis_ca_file.as_deref())
-    }
-}
 
 #[derive(Debug, Clone, Args)]
 pub struct ApiArgs {

@@ -34,8 +34,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
+use crate::dependencies::Dependencies;
 use crate::metrics::Metrics;
-use crate::queue::{JobQueue, Redis};
+use crate::queue::JobQueue;
 use crate::storage::Storage;
 pub use settings::WorkerArgs;
 
@@ -60,14 +61,14 @@ pub struct RunningWorker {
 }
 
 impl RunningWorker {
-    pub async fn start(
-        settings: WorkerArgs,
-        pool: deadpool_postgres::Pool,
-        redis: &Redis,
-        queue: JobQueue,
-        storage: Storage,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self> {
+    pub async fn start(settings: WorkerArgs, dependencies: &Dependencies) -> Result<Self> {
+        let Dependencies {
+            pool,
+            redis,
+            queue,
+            storage,
+            metrics,
+        } = dependencies.clone();
         queue.ensure_group().await?;
         let reader = redis.dedicated(READ_BLOCK).await?;
         let consumer = format!(
