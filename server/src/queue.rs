@@ -293,7 +293,7 @@ impl JobQueue {
     }
 
     /// Acknowledges and deletes a handled job: the stream holds only jobs not yet done.
-    pub async fn finish(&self, entry_id: &str) -> Result<()> {
+    pub async fn acknowledge(&self, entry_id: &str) -> Result<()> {
         let _: Value = self.redis.xack(&self.stream, &self.group, entry_id).await?;
         let _: Value = self.redis.xdel(&self.stream, entry_id).await?;
         Ok(())

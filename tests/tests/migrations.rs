@@ -47,6 +47,14 @@ async fn key_life_columns(url: &str) -> anyhow::Result<i64> {
     columns_of(url, "api_keys", &["expires_at", "last_used_at"]).await
 }
 
+/// The name V12 gives the column of an export's file: (new, old) names present.
+async fn file_key_columns(url: &str) -> anyhow::Result<(i64, i64)> {
+    Ok((
+        columns_of(url, "exports", &["file_key"]).await?,
+        columns_of(url, "exports", &["file_url"]).await?,
+    ))
+}
+
 /// The lease column V11 gives `webhook_deliveries` back.
 async fn lease_columns(url: &str) -> anyhow::Result<i64> {
     columns_of(url, "webhook_deliveries", &["locked_until"]).await
@@ -57,7 +65,7 @@ async fn up_down_up() -> anyhow::Result<()> {
     let database = TestDatabase::create().await?;
     let postgres = database.postgres()?;
     let applied = postgres.migrate().await?;
-    assert_eq!(applied.len(), 11, "{applied:?}");
+    assert_eq!(applied.len(), 12, "{applied:?}");
     let all = [
         "api_keys",
         "exports",
@@ -71,6 +79,9 @@ async fn up_down_up() -> anyhow::Result<()> {
     assert_eq!(key_life_columns(&database.url).await?, 2);
     assert_eq!(lease_columns(&database.url).await?, 1);
     assert_eq!(upload_columns(&database.url).await?, 2);
+    assert_eq!(file_key_columns(&database.url).await?, (1, 0));
+    assert_eq!(postgres.rollback(11).await?, [12]);
+    assert_eq!(file_key_columns(&database.url).await?, (0, 1));
     assert_eq!(postgres.rollback(10).await?, [11]);
     assert_eq!(lease_columns(&database.url).await?, 0);
     assert_eq!(postgres.rollback(9).await?, [10]);
@@ -92,7 +103,7 @@ async fn up_down_up() -> anyhow::Result<()> {
     assert_eq!(postgres.rollback(0).await?, [2, 1]);
     assert!(tables(&database.url).await?.is_empty());
 
-    assert_eq!(postgres.migrate().await?.len(), 11);
+    assert_eq!(postgres.migrate().await?.len(), 12);
     assert_eq!(tables(&database.url).await?, all);
     assert!(postgres.migrate().await?.is_empty(), "nothing left to apply");
     Ok(())
@@ -107,7 +118,7 @@ async fn concurrent_migrations_apply_once() -> anyhow::Result<()> {
         .into_iter()
         .map(|run| run.map(|applied| applied.len()))
         .sum::<anyhow::Result<usize>>()?;
-    assert_eq!(applied, 11, "each migration applied by exactly one run");
+    assert_eq!(applied, 12, "each migration applied by exactly one run");
     assert_eq!(
         tables(&database.url).await?,
         [

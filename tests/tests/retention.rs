@@ -33,7 +33,7 @@ async fn one_sweep_expires_every_due_export_and_purges_every_old_delivery_past_o
         store.put(&Path::from(key(id)), "id\n".into()).await?;
         client
             .execute(
-                "INSERT INTO exports (id, user_id, type, format, status, file_url, expires_at)
+                "INSERT INTO exports (id, user_id, type, format, status, file_key, expires_at)
                  VALUES ($1, $2, 'users', 'csv', 'done', $3, now() + $4::text::interval)",
                 &[&id, &user.id, &key(id), &expires_in],
             )

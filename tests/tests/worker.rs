@@ -433,7 +433,7 @@ async fn expired_files_are_deleted_and_marked() -> anyhow::Result<()> {
         .pool
         .get()
         .await?
-        .query_one("SELECT file_url FROM exports WHERE id = $1", &[&id])
+        .query_one("SELECT file_key FROM exports WHERE id = $1", &[&id])
         .await?
         .get(0);
     assert_eq!(key, None);

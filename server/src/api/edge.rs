@@ -180,7 +180,7 @@ async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpA
 
     if cors::is_preflight(&method, request.headers()) {
         let response = cors::preflight(cors_origin.is_some()).map(full);
-        return finish(response, &request_id, cors_origin);
+        return with_headers(response, &request_id, cors_origin);
     }
 
     // An answer of the edge's own, in the envelope, logged like dropshot's.
@@ -192,7 +192,7 @@ async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpA
 
     if let Some((status, body)) = limits::oversized_head(&request) {
         let response = answer(status, body);
-        return finish(response, &request_id, cors_origin);
+        return with_headers(response, &request_id, cors_origin);
     }
 
     let declared_length = request
@@ -202,20 +202,20 @@ async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpA
     if declared_length.is_some_and(|length| length > state.settings.max_body_bytes as u64) {
         let limit = state.settings.max_body_bytes;
         let response = answer(StatusCode::PAYLOAD_TOO_LARGE, errors::payload_too_large(limit));
-        return finish(response, &request_id, cors_origin);
+        return with_headers(response, &request_id, cors_origin);
     }
 
     // From here on, the path is the one dropshot routes (`exports_spec::request_path`).
     if let Some(body) = exports_spec::request_path::non_canonical(&path) {
         let response = answer(StatusCode::BAD_REQUEST, body);
-        return finish(response, &request_id, cors_origin);
+        return with_headers(response, &request_id, cors_origin);
     }
 
     if path.starts_with("/api/") {
         if let Some(seconds) = state.failed_authentications.retry_after(peer) {
             let body = errors::too_many_failed_authentications(seconds);
             let response = answer(StatusCode::TOO_MANY_REQUESTS, body);
-            return finish(response, &request_id, cors_origin);
+            return with_headers(response, &request_id, cors_origin);
         }
     }
 
@@ -245,7 +245,7 @@ async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpA
                 "The request target must be a path starting with `/`.",
             ),
         );
-        return finish(response, &request_id, cors_origin);
+        return with_headers(response, &request_id, cors_origin);
     };
     *request.uri_mut() = upstream_uri;
     request_id::insert(request.headers_mut(), &request_id);
@@ -267,7 +267,7 @@ async fn handle(state: Arc<EdgeState>, mut request: Request<Incoming>, peer: IpA
                 answer(StatusCode::GATEWAY_TIMEOUT, errors::timeout(seconds))
             }
         };
-    finish(response, &request_id, cors_origin)
+    with_headers(response, &request_id, cors_origin)
 }
 
 /// Error bodies: fill in the request id, convert dropshot's own shape to the envelope, and
@@ -373,7 +373,7 @@ where
 }
 
 /// Adds the request id, the headers every answer carries and CORS to every response.
-fn finish(
+fn with_headers(
     mut response: Response<EdgeBody>,
     request_id: &str,
     cors_origin: Option<HeaderValue>,

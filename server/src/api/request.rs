@@ -62,7 +62,7 @@ pub(super) async fn authorized<B: RequestBody, T: SuccessStatus>(
     })
     .await
     .unwrap_or_else(|_| Err(ApiError::timeout(state.settings.request_timeout.as_secs())));
-    finish(outcome, &request_id, operation, user_id, started)
+    logged(outcome, &request_id, operation, user_id, started)
 }
 
 /// Runs an operation that needs no key, once its request passes the spec, as `authorized` does.
@@ -81,7 +81,7 @@ pub(super) async fn public<T: SuccessStatus>(
     let outcome = tokio::time::timeout(state.settings.request_timeout, checked_run)
         .await
         .unwrap_or_else(|_| Err(ApiError::timeout(state.settings.request_timeout.as_secs())));
-    finish(outcome, &request_id, operation, None, started)
+    logged(outcome, &request_id, operation, None, started)
 }
 
 /// The request checked against its operation in the spec, the one validator of requests (the
@@ -209,7 +209,9 @@ impl SuccessStatus for FileResponse {
     }
 }
 
-fn finish<T: SuccessStatus>(
+/// The one log line of a request (its outcome, operation, caller and time), and the request id
+/// on its error.
+fn logged<T: SuccessStatus>(
     outcome: Result<T, ApiError>,
     request_id: &str,
     operation: &'static str,

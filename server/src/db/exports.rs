@@ -48,7 +48,7 @@ const CANCELLED: Sql = Sql(ExportStatus::Cancelled);
 const EXPIRED: Sql = Sql(ExportStatus::Expired);
 
 const COLUMNS: &str = "id, format, status, filters, rows_total, rows_written, file_size_bytes, \
-                       file_url, error_message, created_at, updated_at, expires_at";
+                       file_key, error_message, created_at, updated_at, expires_at";
 
 /// `update` (an `UPDATE exports … WHERE …` without `RETURNING`) and its webhook events, in one
 /// statement, so in one transaction (the outbox): a row in `webhook_deliveries` for each of the
@@ -99,7 +99,9 @@ struct Stored {
     rows_total: i64,
     rows_written: i64,
     file_size_bytes: Option<i64>,
-    file_url: Option<String>,
+    /// `file_url` before V12, in outbox snapshots written then.
+    #[serde(alias = "file_url")]
+    file_key: Option<String>,
     error_message: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -116,7 +118,7 @@ impl ExportRow {
             rows_total: row.get("rows_total"),
             rows_written: row.get("rows_written"),
             file_size_bytes: row.get("file_size_bytes"),
-            file_url: row.get("file_url"),
+            file_key: row.get("file_key"),
             error_message: row.get("error_message"),
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
@@ -141,7 +143,7 @@ impl ExportRow {
             rows_total: count(stored.rows_total),
             rows_written: count(stored.rows_written),
             file_size_bytes: stored.file_size_bytes.map(count),
-            file_key: stored.file_url,
+            file_key: stored.file_key,
             error_message: stored.error_message,
             created_at: stored.created_at,
             updated_at: stored.updated_at,
@@ -544,7 +546,7 @@ pub(crate) async fn uploads_left(
     let rows = client
         .query(
             &format!(
-                "SELECT id, CASE WHEN status = {DONE} THEN file_url END AS keep, upload_key, upload_id
+                "SELECT id, CASE WHEN status = {DONE} THEN file_key END AS keep, upload_key, upload_id
                  FROM exports
                  WHERE upload_key IS NOT NULL
                    AND status IN ({DONE}, {FAILED}, {CANCELLED}, {EXPIRED})
@@ -582,7 +584,7 @@ pub(crate) async fn record_done(
             &announcing(
                 WebhookEventType::ExportDone,
                 &format!(
-                    "UPDATE exports SET status = {DONE}, file_url = $3, rows_written = $4, rows_total = $4,
+                    "UPDATE exports SET status = {DONE}, file_key = $3, rows_written = $4, rows_total = $4,
                                 file_size_bytes = $5, error_message = NULL, lease_expires_at = NULL,
                                 upload_key = NULL, upload_id = NULL,
                                 finished_at = now(), updated_at = now(),
@@ -708,7 +710,7 @@ pub(crate) async fn expire(client: &Client, export_id: Uuid) -> super::Result<()
             &announcing(
                 WebhookEventType::ExportExpired,
                 &format!(
-                    "UPDATE exports SET status = {EXPIRED}, file_url = NULL, upload_key = NULL,
+                    "UPDATE exports SET status = {EXPIRED}, file_key = NULL, upload_key = NULL,
                                     upload_id = NULL, updated_at = now()
                          WHERE id = $1 AND status = {DONE}"
                 ),
@@ -765,6 +767,22 @@ pub(crate) async fn recent_throughput(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outbox_snapshots_from_before_v12_are_read_too() {
+        let snapshot = |column: &str| {
+            serde_json::json!({
+                "id": Uuid::nil(), "format": "csv", "status": "done", "filters": {},
+                "rows_total": 3, "rows_written": 3, "file_size_bytes": 10, column: "exports/k.csv",
+                "error_message": null, "created_at": "2026-12-04T00:00:00Z",
+                "updated_at": "2026-12-04T00:00:00Z", "expires_at": null
+            })
+        };
+        for column in ["file_key", "file_url"] {
+            let row = ExportRow::from_snapshot(&snapshot(column)).unwrap();
+            assert_eq!(row.file_key.as_deref(), Some("exports/k.csv"), "{column}");
+        }
+    }
 
     #[test]
     fn statuses_are_sql_literals_of_their_wire_names() {

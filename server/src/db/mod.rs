@@ -84,6 +84,7 @@ const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Rollback scripts, newest first; each undoes the migration of the same version and removes
 /// it from refinery's history.
 const ROLLBACKS: &[(i32, &str)] = &[
+    (12, include_str!("../../../migrations/rollback/R12__file_key.sql")),
     (
         11,
         include_str!("../../../migrations/rollback/R11__webhook_delivery_leases.sql"),

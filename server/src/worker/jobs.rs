@@ -93,12 +93,12 @@ struct Attempt {
 async fn handle(shared: &Shared, job: Job, stopped: watch::Receiver<bool>) {
     let Some(export_id) = job.export_id else {
         tracing::warn!(entry_id = %job.entry_id, "dropping a malformed job");
-        finish_entry(shared, &job.entry_id).await;
+        acknowledge(shared, &job.entry_id).await;
         return;
     };
     match start_attempt(shared, export_id).await {
         Ok(Started::Run(attempt)) => run(shared, &job, attempt, stopped).await,
-        Ok(Started::Done) => finish_entry(shared, &job.entry_id).await,
+        Ok(Started::Done) => acknowledge(shared, &job.entry_id).await,
         // Another worker holds a live lease; it acknowledges the entry when it is done.
         Ok(Started::HeldElsewhere) => {}
         Err(error) => {
@@ -252,7 +252,7 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::R
         Err(AttemptError::Failed(error)) => record_failure(shared, export_id, number, format, &error).await,
     };
     match recorded {
-        Ok(()) => finish_entry(shared, &job.entry_id).await,
+        Ok(()) => acknowledge(shared, &job.entry_id).await,
         // The entry stays pending, so the job is taken over once its lease runs out.
         Err(error) => {
             tracing::error!(%export_id, error = %format!("{error:#}"), "could not record the outcome")
@@ -403,8 +403,8 @@ async fn hand_back(shared: &Shared, export_id: Uuid, attempt: i32) -> Result<()>
     Ok(())
 }
 
-async fn finish_entry(shared: &Shared, entry_id: &str) {
-    if let Err(error) = shared.queue.finish(entry_id).await {
+async fn acknowledge(shared: &Shared, entry_id: &str) {
+    if let Err(error) = shared.queue.acknowledge(entry_id).await {
         // Harmless: the entry is taken again later and finds nothing to do.
         tracing::warn!(entry_id, error = %format!("{error:#}"), "could not acknowledge the job");
     }
