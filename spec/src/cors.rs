@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 
-/// `Access-Control-Allow-Methods` of a preflight.
-pub const ALLOW_METHODS: &str = "GET, POST, OPTIONS";
+/// `Access-Control-Allow-Methods` of a preflight: every method the spec's operations use.
+pub const ALLOW_METHODS: &str = "GET, POST, DELETE, OPTIONS";
 /// `Access-Control-Allow-Headers` of a preflight: the request headers the API reads.
 pub const ALLOW_HEADERS: &str = "authorization, content-type, idempotency-key, x-request-id";
 /// `Access-Control-Expose-Headers`: the response headers a page may read.
@@ -96,6 +96,20 @@ mod tests {
         );
         assert!(allowed_origin(&["https://app.example.com"], &origin).is_none());
         assert!(allowed_origin(&[ANY], &HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn a_page_may_call_every_operation() {
+        let allowed: Vec<&str> = ALLOW_METHODS.split(", ").collect();
+        for operation in crate::Spec::bundled().operations() {
+            assert!(
+                allowed.contains(&operation.method),
+                "{} ({} {}) is refused to pages on other origins",
+                operation.id,
+                operation.method,
+                operation.path
+            );
+        }
     }
 
     #[test]

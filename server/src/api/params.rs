@@ -22,13 +22,13 @@ pub struct EndpointPath {
 
 impl EndpointPath {
     pub fn id(&self) -> Result<Uuid, ErrorDetail> {
-        Uuid::parse_str(&self.endpoint_id).map_err(|_| {
-            ErrorDetail::new(
-                "endpoint_id",
-                issue::not_a_uuid(&Value::from(self.endpoint_id.as_str())),
-            )
-        })
+        path_id("endpoint_id", &self.endpoint_id)
     }
+}
+
+/// An id of the path, which the spec has checked (`request::checked`) before it is read.
+fn path_id(field: &str, text: &str) -> Result<Uuid, ErrorDetail> {
+    Uuid::parse_str(text).map_err(|_| ErrorDetail::new(field, issue::not_a_uuid(&Value::from(text))))
 }
 
 /// Position of the last export of a page: the next page starts after it (newest first).
@@ -73,12 +73,7 @@ pub struct ExportPath {
 
 impl ExportPath {
     pub fn id(&self) -> Result<Uuid, ErrorDetail> {
-        Uuid::parse_str(&self.export_id).map_err(|_| {
-            ErrorDetail::new(
-                "export_id",
-                issue::not_a_uuid(&Value::from(self.export_id.as_str())),
-            )
-        })
+        path_id("export_id", &self.export_id)
     }
 }
 
