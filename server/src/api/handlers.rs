@@ -181,7 +181,7 @@ impl ExportsApi for ExportsImpl {
             SCOPE_READ,
             NoBody,
             async |state, principal, ()| {
-                let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
+                let id = path.id()?;
                 let client = state.database().await?;
                 let row = exports::get(&client, principal.user_id, id)
                     .await?
@@ -205,7 +205,7 @@ impl ExportsApi for ExportsImpl {
             SCOPE_READ,
             NoBody,
             async |state, principal, ()| {
-                let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
+                let id = path.id()?;
                 let client = state.database().await?;
                 let row = exports::get(&client, principal.user_id, id)
                     .await?
@@ -225,7 +225,7 @@ impl ExportsApi for ExportsImpl {
     ) -> Result<Response<Body>, ApiError> {
         let (path, query) = (path.into_inner(), query.into_inner());
         public(&rqctx, "downloadByLink", async |state| {
-            let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
+            let id = path.id()?;
             let (expires, signature) = query.parts().map_err(ApiError::invalid_request)?;
             match state
                 .storage
@@ -322,7 +322,7 @@ impl ExportsApi for ExportsImpl {
             SCOPE_WEBHOOKS,
             NoBody,
             async |state, principal, ()| {
-                let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
+                let id = path.id()?;
                 let client = state.database().await?;
                 match webhooks::delete(&client, principal.user_id, id).await? {
                     true => Ok(HttpResponseDeleted()),
@@ -344,7 +344,7 @@ impl ExportsApi for ExportsImpl {
             SCOPE_WEBHOOKS,
             NoBody,
             async |state, principal, ()| {
-                let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
+                let id = path.id()?;
                 let client = state.database().await?;
                 webhooks::rotate_secret(
                     &client,
@@ -371,7 +371,7 @@ impl ExportsApi for ExportsImpl {
             SCOPE_WEBHOOKS,
             NoBody,
             async |state, principal, ()| {
-                let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
+                let id = path.id()?;
                 let client = state.database().await?;
                 webhooks::recent_deliveries(&client, principal.user_id, id)
                     .await?
@@ -393,7 +393,7 @@ impl ExportsApi for ExportsImpl {
             SCOPE_WRITE,
             NoBody,
             async |state, principal, ()| {
-                let id = path.id().map_err(|d| ApiError::invalid_request(vec![d]))?;
+                let id = path.id()?;
                 let client = state.database().await?;
                 match exports::cancel(&client, principal.user_id, id).await? {
                     CancelOutcome::Cancelled(row) => {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::error::ErrorDetail;
+use super::error::{ApiError, ErrorDetail};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct EndpointPath {
@@ -21,14 +21,17 @@ pub struct EndpointPath {
 }
 
 impl EndpointPath {
-    pub fn id(&self) -> Result<Uuid, ErrorDetail> {
+    pub fn id(&self) -> Result<Uuid, ApiError> {
         path_id("endpoint_id", &self.endpoint_id)
     }
 }
 
 /// An id of the path, which the spec has checked (`request::checked`) before it is read.
-fn path_id(field: &str, text: &str) -> Result<Uuid, ErrorDetail> {
-    Uuid::parse_str(text).map_err(|_| ErrorDetail::new(field, issue::not_a_uuid(&Value::from(text))))
+fn path_id(field: &str, text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|_| {
+        let problem = ErrorDetail::new(field, issue::not_a_uuid(&Value::from(text)));
+        ApiError::invalid_request(vec![problem])
+    })
 }
 
 /// Position of the last export of a page: the next page starts after it (newest first).
@@ -72,7 +75,7 @@ pub struct ExportPath {
 }
 
 impl ExportPath {
-    pub fn id(&self) -> Result<Uuid, ErrorDetail> {
+    pub fn id(&self) -> Result<Uuid, ApiError> {
         path_id("export_id", &self.export_id)
     }
 }
@@ -119,7 +122,7 @@ mod tests {
         let path = ExportPath {
             export_id: "not-a-uuid".into(),
         };
-        assert_eq!(path.id().unwrap_err().field, "export_id");
+        assert_eq!(path.id().unwrap_err().error.details[0].field, "export_id");
         let id = Uuid::new_v4();
         assert_eq!(
             ExportPath {
