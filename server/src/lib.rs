@@ -21,3 +21,6 @@ mod throughput;
 mod tls;
 mod views;
 pub mod worker;
+
+#[cfg(feature = "fault-injection")]
+pub use export_file::HELD as FAULT_INJECTION_HELD;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use exports_client::types::{CreateUserExport, ExportFormat, ExportStatus};
 use exports_server::worker::WorkerArgs;
+use exports_server::FAULT_INJECTION_HELD;
 use exports_tests::{
     create, download, quick_worker, stored_objects, until, wait_for_export, ChildProcess, Setup, TestEnv,
 };
@@ -120,9 +121,18 @@ async fn killed_mid_upload(
     holding.args(["--hold-after-rows", HOLD_AFTER_ONE_PART]);
     let mut first = ChildProcess::spawn(holding)?;
     let id = create(&client, &export(ExportFormat::Csv)).await?;
-    until(FINISH, "the first attempt's upload under way", async || {
-        Ok(!env.unfinished_uploads()?.is_empty())
-    })
+    // Held, not merely an upload visible in the store: S3 shows the upload one round trip
+    // before the row records its id, and a kill in between leaves an upload nobody knows of.
+    until(
+        FINISH,
+        "the first attempt held, its upload under way",
+        async || {
+            let held = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(FAULT_INJECTION_HELD);
+            Ok(held && !env.unfinished_uploads()?.is_empty())
+        },
+    )
     .await
     .map_err(|error| error.context(std::fs::read_to_string(&log).unwrap_or_default()))?;
     first.kill();

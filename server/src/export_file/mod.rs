@@ -39,6 +39,10 @@ const CSV_CHUNK_BYTES: usize = 256 * 1024;
 /// Rows handed to the XLSX thread at once.
 const XLSX_BATCH_ROWS: usize = 1024;
 
+/// What an attempt logs once it holds at the fault-injection point, for tests to wait on.
+#[cfg(feature = "fault-injection")]
+pub const HELD: &str = "fault injection: the export holds here";
+
 /// How far one attempt has got: the rows written so far, which the worker records as the
 /// export's progress.
 #[derive(Debug, Default)]
@@ -68,7 +72,7 @@ impl Progress {
         self.rows.store(rows, Ordering::Relaxed);
         #[cfg(feature = "fault-injection")]
         if self.hold_after_rows.is_some_and(|hold| rows >= hold) {
-            tracing::warn!(rows, "fault injection: the export holds here");
+            tracing::warn!(rows, "{HELD}");
             std::future::pending::<()>().await;
         }
     }
