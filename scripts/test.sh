@@ -8,11 +8,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 phase scripts/services.sh
-phase scripts/tools.sh
+# The tools (s3s-fs and cargo-deny, minutes of compiling on a new machine) build beside the
+# workspace's first build, whose serial stretches (the last crates, linking) leave a core
+# idle; the tests need them, the spec checks do not.
+scripts/tools.sh &
+tools=$!
+trap 'kill "$tools" 2>/dev/null || true' EXIT
 phase scripts/validate-spec.sh
 phase cargo xtask spec lint
 phase cargo xtask spec check
 phase cargo xtask client --check
+phase wait "$tools"
 phase cargo test --workspace --no-fail-fast "$@"
 # The server's own tests again, on the server as it ships (without the end-to-end tests'
 # `fault-injection`, which Cargo's feature unification gives every `--workspace` build).

@@ -248,7 +248,7 @@ pub trait ExportsApi {
 }
 
 /// The API description without an implementation, for the OpenAPI document.
-pub fn stub_description() -> dropshot::ApiDescription<dropshot::StubContext> {
+fn stub_description() -> dropshot::ApiDescription<dropshot::StubContext> {
     exports_api_mod::stub_api_description().expect("the API description is valid")
 }
 

@@ -226,7 +226,7 @@ impl ExportsApi for ExportsImpl {
         let (path, query) = (path.into_inner(), query.into_inner());
         public(&rqctx, "downloadByLink", async |state| {
             let id = path.id()?;
-            let (expires, signature) = query.parts().map_err(ApiError::invalid_request)?;
+            let (expires, signature) = query.parts()?;
             match state
                 .storage
                 .verify_served_link(id, expires, signature, chrono::Utc::now())

@@ -80,8 +80,8 @@ impl ExportPath {
     }
 }
 
-/// The query of a signed download link. Both fields are read as text and checked by hand, so
-/// a mangled link gets a field-level 400 rather than dropshot's generic message.
+/// The query of a signed download link, read as text so that a mangled link gets the spec's
+/// field-level 400 (`request::checked`) rather than dropshot's generic message.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct DownloadLinkQuery {
     /// When the link stops working, in seconds since the Unix epoch.
@@ -92,24 +92,16 @@ pub struct DownloadLinkQuery {
 }
 
 impl DownloadLinkQuery {
-    pub fn parts(&self) -> Result<(i64, &str), Vec<ErrorDetail>> {
-        let expires = self.expires.as_deref().and_then(|text| text.parse::<i64>().ok());
-        let mut problems = Vec::new();
-        match self.expires.as_deref() {
-            None => problems.push(ErrorDetail::new("expires", issue::REQUIRED)),
-            Some(text) if expires.is_none() => problems.push(ErrorDetail::new(
-                "expires",
-                issue::not_of_type("an integer", &Value::from(text)),
-            )),
-            Some(_) => {}
-        }
-        if self.signature.is_none() {
-            problems.push(ErrorDetail::new("signature", issue::REQUIRED));
-        }
-        match (expires, self.signature.as_deref()) {
-            (Some(expires), Some(signature)) => Ok((expires, signature)),
-            _ => Err(problems),
-        }
+    /// The link's parts. The spec has checked that both are there and that `expires` is an
+    /// integer; one beyond an i64 is all that is left to refuse.
+    pub fn parts(&self) -> Result<(i64, &str), ApiError> {
+        let expires = self.expires.as_deref().unwrap_or_default();
+        let expires = expires.parse::<i64>().map_err(|_| {
+            let problem =
+                ErrorDetail::new("expires", issue::not_of_type("an integer", &Value::from(expires)));
+            ApiError::invalid_request(vec![problem])
+        })?;
+        Ok((expires, self.signature.as_deref().unwrap_or_default()))
     }
 }
 
