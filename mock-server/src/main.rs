@@ -19,7 +19,10 @@ struct Cli {
     /// The OpenAPI document to serve.
     #[arg(long, env = "EXPORTS_MOCK_SPEC", default_value = "spec/openapi.yaml")]
     spec: PathBuf,
-    /// Port to listen on (on 127.0.0.1).
+    /// Address to listen on: loopback by default; the container image listens on 0.0.0.0.
+    #[arg(long, env = "EXPORTS_MOCK_HOST", default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    /// Port to listen on.
     #[arg(long, env = "EXPORTS_MOCK_PORT", default_value_t = 4010)]
     port: u16,
     /// Answer every request with the spec's examples only (no remembered exports).
@@ -83,7 +86,7 @@ async fn main() -> Result<()> {
         keys: (!cli.keys.is_empty()).then(|| cli.keys.into_iter().collect()),
         ..MockOptions::default()
     };
-    let running = RunningMock::start(spec, SocketAddr::from(([127, 0, 0, 1], cli.port)), options).await?;
+    let running = RunningMock::start(spec, SocketAddr::new(cli.host, cli.port), options).await?;
     tracing::info!(address = %running.local_addr, spec = %cli.spec.display(), "mock server listening");
     if !cli.stateless {
         tracing::info!("webhook endpoints may be http and resolve to private addresses here (the mock is for local development; the server refuses both unless --webhooks-allow-private)");

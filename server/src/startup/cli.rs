@@ -67,6 +67,16 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Seed demo users and print a demo API key with a first request to try (what `dev` does
+    /// before it serves; docker-compose.yml's `demo`). Needs the migrations applied.
+    Demo {
+        /// Where the API answers, for the request printed.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api_url: String,
+        /// Demo users to seed (existing ones are kept).
+        #[arg(long, default_value_t = DEMO_USERS)]
+        demo_users: i64,
+    },
     /// Development: migrate, seed demo users, print a demo API key, and run the API and a
     /// worker in one process.
     Dev {
@@ -79,10 +89,12 @@ enum Command {
         #[command(flatten)]
         worker: WorkerArgs,
         /// Demo users to seed (existing ones are kept).
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = DEMO_USERS)]
         demo_users: i64,
     },
 }
+
+const DEMO_USERS: i64 = 1000;
 
 #[derive(Subcommand)]
 enum KeysCommand {
@@ -165,6 +177,7 @@ pub async fn main() -> Result<()> {
             Ok(())
         }
         Command::Keys { command } => keys(&postgres, command).await,
+        Command::Demo { api_url, demo_users } => demo(&postgres, demo_users, &api_url).await,
         Command::Dev {
             api,
             redis,
@@ -174,26 +187,7 @@ pub async fn main() -> Result<()> {
         } => {
             postgres.ensure_database().await?;
             postgres.migrate().await?;
-            let pool = postgres.pool(2)?;
-            let client = pool.get().await?;
-            let seeded = users::seed_demo_users(&client, demo_users).await?;
-            let user_id = users::ensure_user(&client, "demo@example.com", "Demo User").await?;
-            let scopes: Vec<String> = SCOPES.iter().map(|s| s.to_string()).collect();
-            let key = keys::issue_key(&client, user_id, "dev", &scopes, None).await?;
-            tracing::info!(seeded, "demo users ready");
-            println!(
-                "\nDemo API key (demo@example.com, all scopes):\n\n    {}\n",
-                key.token
-            );
-            println!(
-                "Try: curl -s -X POST http://{}/api/v1/exports/users \\",
-                api.listen
-            );
-            println!(
-                "       -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \\",
-                key.token
-            );
-            println!("       -d '{{\"format\":\"csv\",\"filters\":{{\"status\":\"active\"}}}}'\n");
+            demo(&postgres, demo_users, &format!("http://{}", api.listen)).await?;
             let mut api = api;
             if api.cors_allowed_origins.is_empty() {
                 api.cors_allowed_origins = vec!["*".to_string()];
@@ -209,6 +203,28 @@ pub async fn main() -> Result<()> {
             run(dependencies, &api, webhooks, Some(worker)).await
         }
     }
+}
+
+/// Seeds the demo users and prints a new demo key (all scopes) with a request to try on it.
+async fn demo(postgres: &Postgres, demo_users: i64, api_url: &str) -> Result<()> {
+    let pool = postgres.pool(2)?;
+    let client = pool.get().await?;
+    let seeded = users::seed_demo_users(&client, demo_users).await?;
+    let user_id = users::ensure_user(&client, "demo@example.com", "Demo User").await?;
+    let scopes: Vec<String> = SCOPES.iter().map(|s| s.to_string()).collect();
+    let key = keys::issue_key(&client, user_id, "dev", &scopes, None).await?;
+    tracing::info!(seeded, "demo users ready");
+    println!(
+        "\nDemo API key (demo@example.com, all scopes):\n\n    {}\n",
+        key.token
+    );
+    println!("Try: curl -s -X POST {api_url}/api/v1/exports/users \\");
+    println!(
+        "       -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \\",
+        key.token
+    );
+    println!("       -d '{{\"format\":\"csv\",\"filters\":{{\"status\":\"active\"}}}}'\n");
+    Ok(())
 }
 
 /// Every user of the machine can read a process's arguments (`ps`), so secrets come from the
