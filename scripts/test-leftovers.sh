@@ -2,12 +2,13 @@
 # Lists what the tests make and must remove, one per line, sorted (for `comm`): databases
 # named exports_test_*, Redis keys under exports:test:, and processes the tests start (worker
 # processes, s3s-fs servers on ports of their own, the TLS tests' PostgreSQL and Redis,
-# marked exports-tls-test). `.ci/run` compares the list before and after the suite.
+# marked exports-tls-test, and scripts/containers.sh's Docker daemon, its state under
+# /tmp/exports-containers.*). `.ci/run` compares the list before and after the suite.
 set -euo pipefail
 {
     psql -h 127.0.0.1 -U postgres -d postgres -Atc \
         "SELECT 'database ' || datname FROM pg_database WHERE datname LIKE 'exports\_test\_%'"
     redis-cli -h 127.0.0.1 -p 6379 --scan --pattern 'exports:test:*' | sed 's/^/redis key /'
-    pgrep -af 'exports-server-under-test|exports-test-that-fails|s3s-fs --host 127.0.0.1 --port 0|exports-tls-test' |
+    pgrep -af 'exports-server-under-test|exports-test-that-fails|s3s-fs --host 127.0.0.1 --port 0|exports-tls-test|exports-containers\.' |
         sed 's/^/process /' || true
 } | sort
