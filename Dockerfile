@@ -18,7 +18,8 @@ RUN cargo build --release --locked -p exports-server -p exports-mock \
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
     && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin exports
 COPY deploy/container/http-ok /usr/local/bin/
 
