@@ -3,7 +3,7 @@
 #   docker build --target server -t exports-server .   # serve, work, migrate, keys
 #   docker build --target mock -t exports-mock .       # the mock, with the spec it serves
 #
-# docs/operations.md#containers says how to run them; compose.yaml runs the whole service.
+# docs/operations.md#containers says how to run them; docker-compose.yml runs the whole service.
 # Both images share one build stage, so building the second takes seconds.
 
 FROM rust:1.95-slim-bookworm AS build
@@ -32,7 +32,7 @@ ENV EXPORTS_LISTEN=0.0.0.0:8080 \
 USER exports
 EXPOSE 8080
 # Ready: PostgreSQL, Redis and the storage answer. For `work`, `migrate` and `keys` turn it
-# off (compose.yaml does): they serve no HTTP.
+# off (docker-compose.yml does): they serve no HTTP.
 HEALTHCHECK --interval=10s --timeout=6s --start-period=10s \
     CMD http-ok "${EXPORTS_LISTEN##*:}" /health/ready
 ENTRYPOINT ["exports-server"]

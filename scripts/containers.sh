@@ -9,22 +9,23 @@
 #    run, as the Rust tools are.
 # 2. The images `exports-server`, `exports-mock` and `exports-s3-dev` are built from the
 #    Dockerfile as a user would build them.
-# 3. The mock's image, as `docker run -p` runs it: an export created, polled to `done` and
-#    downloaded.
+# 3. The mock's image, as `docker run -p` runs it: healthy by its HEALTHCHECK, then an export
+#    created, polled to `done` and downloaded.
 # 4. docker-compose.yml with tests/containers/compose.host.yml over it: PostgreSQL and Redis are
 #    this machine's (their official images cannot be made here), on a database and Redis prefix
 #    of this run's own; the S3 server, the migration, the demo key, the API and two workers are
-#    the stack's own. An export of the demo users from create to download, through the key
+#    the stack's own. The API healthy by its HEALTHCHECK, then an export of the demo users from create to download, through the key
 #    the `demo` service printed.
 #
 # Everything the run made (containers, networks, volumes, the three images, the database, the
 # Redis keys, the temporary directory) is removed on exit, passed or failed.
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 cache="${EXPORTS_CACHE_DIR:-$HOME/.cache/exports}"
 run_dir=$(mktemp -d /tmp/exports-containers.XXXXXX)
-run_id=$(basename "$run_dir" | tr -dc 'a-z0-9' | tr 'A-Z' 'a-z')
+run_id=$(basename "$run_dir" | tr 'A-Z' 'a-z' | tr -dc 'a-z0-9')
 # The classic builder: BuildKit needs the buildx plugin with newer docker clients, and
 # docker-compose v1 builds with the classic one too.
 export DOCKER_HOST="unix://$run_dir/docker.sock" DOCKER_BUILDKIT=0
@@ -34,6 +35,35 @@ export COMPOSE_PROJECT_NAME="exports-test-$run_id"
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 say() { echo "containers: $*" >&2; }
+json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+
+# Waits for a container's HEALTHCHECK to say `healthy` (within a generous bound), or fails.
+wait_healthy() {
+    local health=
+    for _ in $(seq 600); do
+        health=$(docker inspect --format '{{.State.Health.Status}}' "$1")
+        [ "$health" = healthy ] && return
+        sleep 0.2
+    done
+    say "$1 is $health, not healthy"
+    return 1
+}
+
+# Creates a CSV export on the API at $1 with the key $2, polls it until it is final, and
+# downloads it into $3 once `done`; prints its id.
+export_through() {
+    local id status=
+    id=$(curl -sf -X POST "$1/api/v1/exports/users" -H "Authorization: Bearer $2" \
+        -H 'Content-Type: application/json' -d '{"format":"csv"}' | json_field export_id) || return
+    for _ in $(seq 300); do
+        status=$(curl -sf "$1/api/v1/exports/users/$id" -H "Authorization: Bearer $2" | json_field status)
+        case "$status" in done | failed | cancelled) break ;; esac
+        sleep 0.2
+    done
+    [ "$status" = done ] || { say "export $id on $1 is $status, not done"; return 1; }
+    curl -sf "$1/api/v1/exports/users/$id/download" -H "Authorization: Bearer $2" -o "$3" || return
+    echo "$id"
+}
 
 cleanup() {
     local status=$?
@@ -114,23 +144,8 @@ done
 mock_port=$(free_port)
 docker run --detach --name "exports-mock-$run_id" --publish "127.0.0.1:$mock_port:4010" \
     --env EXPORTS_MOCK_SPEED=1000 exports-mock >/dev/null
-mock="http://127.0.0.1:$mock_port"
-export_id=$(
-    for _ in $(seq 100); do
-        curl -sf -X POST "$mock/api/v1/exports/users" -H 'Authorization: Bearer exk_any' \
-            -H 'Content-Type: application/json' -d '{"format":"csv"}' && break
-        sleep 0.2
-    done | python3 -c 'import json, sys; print(json.load(sys.stdin)["export_id"])'
-)
-for _ in $(seq 100); do
-    status=$(curl -sf "$mock/api/v1/exports/users/$export_id" -H 'Authorization: Bearer exk_any' |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["status"])')
-    [ "$status" = done ] && break
-    sleep 0.2
-done
-[ "$status" = done ] || { say "the mock's export is $status, not done"; exit 1; }
-curl -sf "$mock/api/v1/exports/users/$export_id/download" -H 'Authorization: Bearer exk_any' \
-    -o "$run_dir/mock.csv"
+wait_healthy "exports-mock-$run_id"
+export_id=$(export_through "http://127.0.0.1:$mock_port" exk_any "$run_dir/mock.csv")
 [ -s "$run_dir/mock.csv" ] || { say "the mock's download is empty"; exit 1; }
 say "the mock's image: export $export_id created, done and downloaded ($(wc -l <"$run_dir/mock.csv") lines)"
 
@@ -154,25 +169,9 @@ compose run --rm --no-deps demo demo --demo-users 50 >"$run_dir/demo.log" 2>&1 |
 key=$(grep -o 'exk_[A-Za-z0-9_-]*' "$run_dir/demo.log" | head -n 1)
 [ -n "$key" ] || { say "no demo key printed"; cat "$run_dir/demo.log" >&2; exit 1; }
 compose up --detach --no-build --no-deps api worker-1 worker-2
-api="http://127.0.0.1:$EXPORTS_TEST_API_PORT"
-for _ in $(seq 150); do
-    [ "$(docker inspect --format '{{.State.Health.Status}}' "$(compose ps -q api)")" = healthy ] && break
-    sleep 0.2
-done
-ready=$(curl -s -o /dev/null -w '%{http_code}' "$api/health/ready")
-[ "$ready" = 200 ] || { say "the API is not ready ($ready)"; compose logs >&2; exit 1; }
-export_id=$(curl -sf -X POST "$api/api/v1/exports/users" -H "Authorization: Bearer $key" \
-    -H 'Content-Type: application/json' -d '{"format":"csv"}' |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["export_id"])')
-for _ in $(seq 300); do
-    status=$(curl -sf "$api/api/v1/exports/users/$export_id" -H "Authorization: Bearer $key" |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["status"])')
-    case "$status" in done | failed | cancelled) break ;; esac
-    sleep 0.2
-done
-[ "$status" = done ] || { say "the stack's export is $status, not done"; compose logs >&2; exit 1; }
-curl -sf "$api/api/v1/exports/users/$export_id/download" -H "Authorization: Bearer $key" \
-    -o "$run_dir/stack.csv"
+wait_healthy "$(compose ps -q api)" || { compose logs >&2; exit 1; }
+export_id=$(export_through "http://127.0.0.1:$EXPORTS_TEST_API_PORT" "$key" "$run_dir/stack.csv") ||
+    { compose logs >&2; exit 1; }
 users=$(psql -At -h 127.0.0.1 -U postgres -d "$database" -c 'SELECT count(*) FROM users')
 lines=$(wc -l <"$run_dir/stack.csv")
 [ "$lines" = $((users + 1)) ] || { say "the stack's file has $lines lines for $users users"; exit 1; }

@@ -70,8 +70,8 @@ enum Command {
     /// Seed demo users and print a demo API key with a first request to try (what `dev` does
     /// before it serves; docker-compose.yml's `demo`). Needs the migrations applied.
     Demo {
-        /// Where the API answers, for the request printed.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        /// Where the API answers, for the request printed (default: `serve`'s own address).
+        #[arg(long, default_value_t = api_url(ApiSettings::default().listen))]
         api_url: String,
         /// Demo users to seed (existing ones are kept).
         #[arg(long, default_value_t = DEMO_USERS)]
@@ -187,7 +187,7 @@ pub async fn main() -> Result<()> {
         } => {
             postgres.ensure_database().await?;
             postgres.migrate().await?;
-            demo(&postgres, demo_users, &format!("http://{}", api.listen)).await?;
+            demo(&postgres, demo_users, &api_url(api.listen)).await?;
             let mut api = api;
             if api.cors_allowed_origins.is_empty() {
                 api.cors_allowed_origins = vec!["*".to_string()];
@@ -203,6 +203,11 @@ pub async fn main() -> Result<()> {
             run(dependencies, &api, webhooks, Some(worker)).await
         }
     }
+}
+
+/// The URL of an API listening on `listen`, for the request `demo` prints.
+fn api_url(listen: SocketAddr) -> String {
+    format!("http://{listen}")
 }
 
 /// Seeds the demo users and prints a new demo key (all scopes) with a request to try on it.
