@@ -2427,6 +2427,11 @@ service_unavailable` otherwise, with one entry in `error.details` per failing ch
 (`field` is the check name, `postgres` or `redis`) and a `Retry-After` header. Use it
 to route traffic, not to restart the process. No authentication.
 
+A server told to stop (SIGTERM) answers `503` here at once, with the detail
+`{"field": "server", "issue": "shutting_down"}`, for its shutdown grace period
+(`--shutdown-grace-secs`), while it still serves every other request: time for a
+load balancer to stop sending it traffic before it closes its listener.
+
 
 Sends a `GET` request to `/health/ready`
 

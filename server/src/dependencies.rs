@@ -3,6 +3,7 @@
 //! Redis and the job queue on it, the file store, and the metrics they all report to.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
 
@@ -21,9 +22,11 @@ pub struct Dependencies {
 }
 
 impl Dependencies {
-    /// Opens them, with a pool of `pool_size` PostgreSQL connections. Redis is connected now;
-    /// PostgreSQL's pool connects on first use, so that an unreachable PostgreSQL is a `503`
-    /// the API answers, not a failed start.
+    /// Opens them, with a pool of `pool_size` PostgreSQL connections. Nothing waits for a
+    /// dependency that does not answer: PostgreSQL's pool connects on first use and Redis in
+    /// the background, so that an unreachable one is a `503` the API answers and a wait in
+    /// the worker, not a failed start. Settings that cannot work (a malformed URL, a missing
+    /// CA file) still stop the start.
     pub async fn open(
         database: &DatabaseArgs,
         pool_size: usize,
@@ -33,15 +36,47 @@ impl Dependencies {
         let pool = database.postgres()?.pool(pool_size)?;
         let redis_server = redis.redis()?;
         let queue = JobQueue::new(
-            redis_server.pool(redis.redis_pool_size).await?,
+            redis_server.pool_connecting(redis.redis_pool_size)?,
             &redis.redis_prefix,
         );
-        Ok(Self {
+        let dependencies = Self {
             pool,
             redis: redis_server,
             queue,
             storage: Storage::open(storage)?,
             metrics: Arc::new(Metrics::new()),
-        })
+        };
+        dependencies.report_unreachable().await;
+        Ok(dependencies)
+    }
+
+    /// Asks each dependency once, at start, and says in one log line for each that does not
+    /// answer what is wrong (a refused connection, a password, a missing bucket), and that
+    /// the process goes on and retries.
+    async fn report_unreachable(&self) {
+        let postgres = crate::db::answers(&self.pool);
+        // A connection that fails at once, for the cause (the service's own retry quietly).
+        let redis = async {
+            let probe = self.redis.pool(1).await?;
+            let _ = fred::prelude::ClientLike::quit(&probe).await;
+            anyhow::Ok(())
+        };
+        let storage = self.storage.check();
+        let (postgres, redis, storage) = tokio::join!(
+            tokio::time::timeout(STARTUP_CHECK_TIMEOUT, postgres),
+            tokio::time::timeout(STARTUP_CHECK_TIMEOUT, redis),
+            tokio::time::timeout(STARTUP_CHECK_TIMEOUT, storage)
+        );
+        for (dependency, outcome) in [("postgres", postgres), ("redis", redis), ("storage", storage)] {
+            let error = match outcome {
+                Ok(Ok(())) => continue,
+                Ok(Err(error)) => format!("{error:#}"),
+                Err(_) => format!("no answer within {} s", STARTUP_CHECK_TIMEOUT.as_secs()),
+            };
+            tracing::error!(dependency, %error, "{dependency} is unreachable; starting anyway and retrying until it answers");
+        }
     }
 }
+
+/// How long the check at start waits for each dependency.
+const STARTUP_CHECK_TIMEOUT: Duration = Duration::from_secs(10);

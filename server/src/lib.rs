@@ -5,7 +5,7 @@
 //! handlers), `db` (one module per table), `queue` (the Redis stream), `worker` (its background
 //! tasks), `export_file` (rows into CSV or XLSX), `storage` (the file store). The rest is
 //! shared by several: `model` (the API's types), `views` (stored rows as the API shows them),
-//! `throughput` (the estimates), `metrics`, `tls`, and `dependencies`, what the API and the
+//! `throughput` (the estimates), `metrics`, `telemetry` (traces), `tls`, and `dependencies`, what the API and the
 //! workers run on, opened once.
 
 pub mod api;
@@ -17,6 +17,7 @@ pub mod model;
 pub mod queue;
 pub mod startup;
 pub mod storage;
+mod telemetry;
 mod throughput;
 mod tls;
 mod views;

@@ -75,22 +75,44 @@ impl Redis {
         Ok(Redis { config })
     }
 
+    /// Connected now, or why not (tools and tests).
     pub async fn pool(&self, pool_size: usize) -> Result<Pool> {
-        let pool = self.builder(Duration::from_secs(2)).build_pool(pool_size)?;
+        let pool = self.builder(Duration::from_secs(2), true).build_pool(pool_size)?;
         pool.init().await.context("connecting to Redis")?;
         Ok(pool)
     }
 
-    /// A connection of its own, for blocking reads (which would hold a pooled one).
-    pub async fn dedicated(&self, block: Duration) -> Result<Client> {
-        let client = self.builder(block + Duration::from_secs(5)).build()?;
-        client.init().await.context("connecting to Redis")?;
+    /// What the service runs on: connected in the background, so that a process started
+    /// while Redis is down runs, its commands failing within their timeout, until Redis
+    /// answers (`Dependencies::report_unreachable` says so once, in the log).
+    pub fn pool_connecting(&self, pool_size: usize) -> Result<Pool> {
+        let pool = self
+            .builder(Duration::from_secs(2), false)
+            .build_pool(pool_size)?;
+        pool.connect();
+        Ok(pool)
+    }
+
+    /// A connection of its own, for blocking reads (which would hold a pooled one), connected
+    /// in the background as `pool_connecting`'s are, or now.
+    pub async fn dedicated(&self, block: Duration, in_background: bool) -> Result<Client> {
+        let client = self
+            .builder(block + Duration::from_secs(5), !in_background)
+            .build()?;
+        if in_background {
+            client.connect();
+        } else {
+            client.init().await.context("connecting to Redis")?;
+        }
         Ok(client)
     }
 
-    /// Bounded waits: with Redis down, requests fail fast instead of hanging.
-    fn builder(&self, command_timeout: Duration) -> Builder {
-        let mut builder = Builder::from_config(self.config.clone());
+    /// Bounded waits: with Redis down, requests fail fast instead of hanging. Without
+    /// `fail_fast`, the first connection is retried as a lost one is, with the same backoff.
+    fn builder(&self, command_timeout: Duration, fail_fast: bool) -> Builder {
+        let mut config = self.config.clone();
+        config.fail_fast = fail_fast;
+        let mut builder = Builder::from_config(config);
         builder
             .with_connection_config(|connection| {
                 connection.connection_timeout = Duration::from_secs(2);

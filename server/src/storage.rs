@@ -372,6 +372,16 @@ impl Storage {
         })
     }
 
+    /// Whether the store answers a listing of the exports' prefix (a missing bucket, refused
+    /// credentials or an unreachable endpoint do not).
+    pub async fn check(&self) -> Result<()> {
+        self.store
+            .list_with_delimiter(Some(&Path::from("exports")))
+            .await
+            .map(|_| ())
+            .map_err(|error| storage_failure("listing the store", error))
+    }
+
     pub fn describe(&self) -> &'static str {
         match self.links {
             Links::Presigned(_) => "s3",

@@ -181,6 +181,8 @@ pub fn quick_worker() -> WorkerArgs {
             allow_private: true,
             ..Default::default()
         },
+        // A test that stops its worker with an export held mid-way hands it back at once.
+        job_grace_secs: 0,
         ..WorkerArgs::default()
     }
 }
@@ -394,19 +396,34 @@ impl TestEnv {
     /// prefix and storage, with `quick_worker`'s timings and one job at a time; its log goes
     /// to `log`. Add arguments, then start it with `ChildProcess::spawn`.
     pub fn worker_command(&self, binary: &str, log: &std::path::Path) -> Result<std::process::Command> {
-        let storage = &self.storage_args;
         let settings = quick_worker();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
-        let mut command = std::process::Command::new(binary);
+        let mut command = self.command(binary, "work", log)?;
         command
-            .args(["--database-url", &self.database.url, "work"])
-            .args(["--redis-url", &redis_url(), "--redis-prefix", &self.redis_prefix])
             .args(["--lease-secs", &settings.lease_secs.to_string()])
             .args(["--sweep-interval-secs", &settings.sweep_interval_secs.to_string()])
             .args(["--retry-backoff-ms", &settings.retry_backoff_ms.to_string()])
             .args(["--upload-part-mib", &settings.upload_part_mib.to_string()])
-            .args(["--concurrency", "1"])
+            .args(["--concurrency", "1"]);
+        Ok(command)
+    }
+
+    /// `binary command` on the test's database, Redis (`EXPORTS_REDIS_URL`, which a test may
+    /// set again) and prefix, and storage, logging to `log`, with nothing else from the
+    /// test's environment.
+    fn command(
+        &self,
+        binary: &str,
+        subcommand: &str,
+        log: &std::path::Path,
+    ) -> Result<std::process::Command> {
+        let storage = &self.storage_args;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let mut command = std::process::Command::new(binary);
+        command
+            .args(["--database-url", &self.database.url, subcommand])
+            .args(["--redis-prefix", &self.redis_prefix])
             .env_clear()
+            .env("EXPORTS_REDIS_URL", redis_url())
             .env("RUST_LOG", "info")
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -422,6 +439,15 @@ impl TestEnv {
         } else {
             command.arg("--storage-dir").arg(&storage.storage_dir);
         }
+        Ok(command)
+    }
+
+    /// `exports-server serve` (the test package's copy, `binary`) on the test's database, Redis
+    /// prefix and storage, listening on a port of its own (`api_address` reads it from `log`).
+    /// Add arguments, then start it with `ChildProcess::spawn`.
+    pub fn serve_command(&self, binary: &str, log: &std::path::Path) -> Result<std::process::Command> {
+        let mut command = self.command(binary, "serve", log)?;
+        command.args(["--listen", "127.0.0.1:0"]);
         Ok(command)
     }
 
@@ -467,7 +493,7 @@ impl TestEnv {
     /// test's Redis keys (its database goes with `database`).
     pub async fn finish(mut self) -> Result<()> {
         if let Some(worker) = self.worker.take() {
-            worker.shutdown().await;
+            worker.shutdown(std::future::pending()).await;
         }
         if let Some(proxy) = self.proxy.take() {
             proxy.shutdown(Duration::from_secs(5)).await;
@@ -615,7 +641,7 @@ pub fn s3s_fs_binary() -> std::path::PathBuf {
 pub struct TestS3 {
     pub port: u16,
     pub bucket: String,
-    reachable: tokio::sync::watch::Sender<bool>,
+    relay: Relay,
     server: ChildProcess,
     root: tempfile::TempDir,
 }
@@ -638,14 +664,11 @@ impl TestS3 {
             &format!("{} (scripts/tools.sh installs it)", binary.display()),
             s3s_fs_listening,
         )?;
-        let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let port = relay.local_addr()?.port();
-        let (reachable, _) = tokio::sync::watch::channel(true);
-        tokio::spawn(relay_connections(relay, upstream, reachable.clone()));
+        let relay = Relay::start(upstream, true).await?;
         Ok(Self {
-            port,
+            port: relay.port,
             bucket,
-            reachable,
+            relay,
             server,
             root,
         })
@@ -653,11 +676,20 @@ impl TestS3 {
 
     /// Cuts the server off: open connections are closed, new ones refused, until `resume`.
     pub fn stop(&self) {
-        self.reachable.send_replace(false);
+        self.relay.cut_off();
     }
 
     pub fn resume(&self) {
-        self.reachable.send_replace(true);
+        self.relay.restore();
+    }
+
+    /// The bucket goes (it must be empty), as if it was never made, until `make_bucket`.
+    pub fn remove_bucket(&self) -> Result<()> {
+        Ok(std::fs::remove_dir(self.root.path().join(&self.bucket))?)
+    }
+
+    pub fn make_bucket(&self) -> Result<()> {
+        Ok(std::fs::create_dir(self.root.path().join(&self.bucket))?)
     }
 
     pub fn endpoint(&self) -> String {
@@ -698,6 +730,42 @@ impl TestS3 {
 pub fn s3s_fs_listening(line: &str) -> Option<SocketAddr> {
     let (_, url) = line.split_once("server is running at http://")?;
     url.split_whitespace().next()?.parse().ok()
+}
+
+/// A loopback relay of the test's to a server, which can cut it off (an outage: open
+/// connections closed, new ones refused) and restore it; it stops on drop.
+pub struct Relay {
+    pub port: u16,
+    reachable: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    pub async fn start(upstream: SocketAddr, reachable: bool) -> Result<Self> {
+        let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = relay.local_addr()?.port();
+        let (reachable, _) = tokio::sync::watch::channel(reachable);
+        let task = tokio::spawn(relay_connections(relay, upstream, reachable.clone()));
+        Ok(Self {
+            port,
+            reachable,
+            task,
+        })
+    }
+
+    pub fn cut_off(&self) {
+        self.reachable.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.reachable.send_replace(true);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Forwards each connection to `upstream` while `reachable` holds; closes it as soon as it
@@ -777,6 +845,26 @@ impl ChildProcess {
 
     pub fn id(&self) -> u32 {
         self.0.id()
+    }
+
+    /// SIGTERM, as an orchestrator stops a process: it stops gracefully.
+    pub fn terminate(&self) -> Result<()> {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.id().to_string()])
+            .status()?;
+        anyhow::ensure!(sent.success(), "kill -TERM {} failed", self.id());
+        Ok(())
+    }
+
+    /// Its exit status, once it has exited, failing after `limit`.
+    pub async fn exited(&mut self, limit: Duration) -> Result<std::process::ExitStatus> {
+        let mut status = None;
+        until(limit, "the process exits", async || {
+            status = self.0.try_wait()?;
+            Ok(status.is_some())
+        })
+        .await?;
+        Ok(status.expect("exited"))
     }
 
     /// SIGKILL: no clean-up of any kind.

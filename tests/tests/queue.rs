@@ -16,7 +16,7 @@ async fn a_stale_job_behind_many_live_ones_is_taken_over() -> anyhow::Result<()>
     let redis = server.pool(2).await?;
     let queue = JobQueue::new(redis.clone(), &keys.prefix);
     queue.ensure_group().await?;
-    let reader = server.dedicated(Duration::from_millis(100)).await?;
+    let reader = server.dedicated(Duration::from_millis(100), false).await?;
     let mut exports = Vec::new();
     for _ in 0..40 {
         let id = Uuid::new_v4();

@@ -190,7 +190,7 @@ async fn what_a_killed_attempt_left_is_swept_once_its_export_is_cancelled(s3: bo
         async || Ok(env.stored_for(id).await?.is_empty() && env.unfinished_uploads()?.is_empty()),
     )
     .await;
-    sweeper.shutdown().await;
+    sweeper.shutdown(std::future::pending()).await;
     swept?;
     let left = env
         .count(&format!(
@@ -261,7 +261,7 @@ async fn exports_complete_after_redis_loses_the_queue() -> anyhow::Result<()> {
         assert_eq!(attempts(&env, &id).await?, 1, "{id} ran once");
     }
     assert_eq!(stored_objects(&env.storage).await?.len(), 4);
-    worker.shutdown().await;
+    worker.shutdown(std::future::pending()).await;
     env.finish().await
 }
 
@@ -406,9 +406,15 @@ async fn a_worker_shutting_down_hands_its_export_back() -> anyhow::Result<()> {
     env.seed_users(3000).await?;
     let alice = env.writer().await?;
     let client = env.client(&alice);
-    let first = env.start_worker(holding_worker()).await?;
+    let first = env
+        .start_worker(WorkerArgs {
+            job_grace_secs: LONG_GRACE,
+            ..holding_worker()
+        })
+        .await?;
     let id = export_under_way(&client).await?;
-    first.shutdown().await; // what SIGTERM does
+    // What SIGTERM and a second signal do: the grace cut short at once.
+    first.shutdown(std::future::ready(())).await;
     let handed_back = client.get_export(&id).await?.into_inner();
     assert_eq!(handed_back.status, ExportStatus::Pending);
     assert_eq!(
@@ -426,6 +432,48 @@ async fn a_worker_shutting_down_hands_its_export_back() -> anyhow::Result<()> {
         env.count("SELECT count(*) FROM users").await?
     );
     assert_eq!(attempts(&env, &id).await?, 1);
-    second.shutdown().await;
+    second.shutdown(std::future::pending()).await;
+    env.finish().await
+}
+
+/// Longer than any test: only the export's end, or a cut, may end it.
+const LONG_GRACE: u64 = 3600;
+
+#[tokio::test]
+async fn a_worker_shutting_down_lets_its_running_export_finish_and_takes_no_other() -> anyhow::Result<()> {
+    let env = TestEnv::start_setup(Setup::default()).await?;
+    env.seed_users(3000).await?;
+    let client = env.client(&env.writer().await?);
+    let (release, released) = tokio::sync::watch::channel(false);
+    let worker = env
+        .start_worker(WorkerArgs {
+            job_grace_secs: LONG_GRACE,
+            release_hold: Some(released),
+            ..holding_worker()
+        })
+        .await?;
+    let first = export_under_way(&client).await?;
+    let stopping = worker.shutdown(std::future::pending());
+    tokio::pin!(stopping);
+    assert!(
+        futures::poll!(&mut stopping).is_pending(),
+        "the worker waits for its running export"
+    );
+    // Queued after the worker was told to stop: left for another worker.
+    let second = create(&client, &export(ExportFormat::Csv)).await?;
+    release.send(true)?;
+    tokio::time::timeout(FINISH, stopping)
+        .await
+        .map_err(|_| anyhow::anyhow!("the worker did not stop once its export was done"))?;
+    let done = client.get_export(&first).await?.into_inner();
+    assert_eq!(done.status, ExportStatus::Done, "{done:?}");
+    assert_eq!(
+        done.progress.rows_written,
+        env.count("SELECT count(*) FROM users").await?
+    );
+    assert_eq!(attempts(&env, &first).await?, 1);
+    let left = client.get_export(&second).await?.into_inner();
+    assert_eq!(left.status, ExportStatus::Pending, "{left:?}");
+    assert_eq!(attempts(&env, &second).await?, 0);
     env.finish().await
 }

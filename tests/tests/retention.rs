@@ -95,7 +95,7 @@ async fn one_sweep_expires_every_due_export_and_purges_every_old_delivery_past_o
         },
     )
     .await?;
-    worker.shutdown().await;
+    worker.shutdown(std::future::pending()).await;
 
     assert_eq!(
         stored_objects(&env.storage).await?,

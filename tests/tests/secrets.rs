@@ -52,11 +52,8 @@ impl Secrets {
 
 /// Stops `dev` as an operator would (SIGTERM, so that it flushes its log) and returns the log.
 async fn stop_and_read_log(mut dev: ChildProcess, log_path: &std::path::Path) -> anyhow::Result<String> {
-    let stopped = Command::new("kill")
-        .args(["-TERM", &dev.id().to_string()])
-        .status()?;
-    assert!(stopped.success());
-    tokio::task::spawn_blocking(move || dev.0.wait()).await??;
+    dev.terminate()?;
+    dev.exited(PROMPTLY).await?;
     Ok(std::fs::read_to_string(log_path)?)
 }
 

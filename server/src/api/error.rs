@@ -90,6 +90,17 @@ impl ApiError {
         .with_retry_after(retry_after)
     }
 
+    /// Readiness once the server has been told to stop: load balancers take it out of rotation
+    /// while it still serves what they send meanwhile.
+    pub fn shutting_down() -> Self {
+        Self::new(
+            ErrorCode::ServiceUnavailable,
+            "This server is shutting down; send requests to another instance.",
+        )
+        .with_details(vec![ErrorDetail::new("server", "shutting_down")])
+        .with_retry_after(DEPENDENCY_RETRY_AFTER_SECONDS)
+    }
+
     /// A failure that is ours, not the caller's: the full error goes to the log only.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         let mut api_error = Self::new(

@@ -75,6 +75,12 @@ impl ExportsApi for ExportsImpl {
             });
             let created = exports::create(&client, export, idempotent)
                 .await?;
+            // Before the job is queued, so that its worker finds the trace to join.
+            if let (Created::New, Some(origin)) = (&created, crate::telemetry::origin()) {
+                if let Err(error) = exports::record_trace(&client, answer.export_id, &origin).await {
+                    tracing::warn!(export_id = %answer.export_id, %error, "the export's trace was not recorded");
+                }
+            }
             drop(client);
             let replayed = match created {
                 Created::New => None,
@@ -458,6 +464,9 @@ impl ExportsApi for ExportsImpl {
 
     async fn readiness(rqctx: RequestContext<AppState>) -> Result<HttpResponseOk<Readiness>, ApiError> {
         public(&rqctx, "readiness", async |state| {
+            if state.shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(ApiError::shutting_down());
+            }
             // Anyone may ask, so the dependencies are asked at most once a second.
             let failing = state
                 .readiness

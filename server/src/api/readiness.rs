@@ -39,11 +39,7 @@ pub struct ReadinessChecks {
 /// The dependencies that do not answer, each check bounded so that readiness answers
 /// quickly when one hangs.
 pub(super) async fn unreachable_dependencies(state: &AppState) -> Vec<ErrorDetail> {
-    let postgres = tokio::time::timeout(READINESS_CHECK_TIMEOUT, async {
-        let client = state.pool.get().await?;
-        client.simple_query("SELECT 1").await?;
-        Ok::<_, anyhow::Error>(())
-    });
+    let postgres = tokio::time::timeout(READINESS_CHECK_TIMEOUT, crate::db::answers(&state.pool));
     let redis = tokio::time::timeout(READINESS_CHECK_TIMEOUT, state.queue.ping());
     let (postgres, redis) = tokio::join!(postgres, redis);
     let mut failing = Vec::new();

@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use crate::telemetry;
+
 use dropshot::{HttpResponseAccepted, HttpResponseHeaders, RequestContext, TypedBody};
 use exports_spec::request::{Body, Sent};
 use http::Response;
@@ -31,6 +33,21 @@ fn request_id(rqctx: &RequestContext<AppState>) -> String {
         .unwrap_or_else(|| rqctx.request_id.clone())
 }
 
+/// The request's span (`telemetry`), named by its route as the spec writes it.
+fn traced(
+    rqctx: &RequestContext<AppState>,
+    operation: &'static str,
+    request_id: &str,
+) -> opentelemetry::Context {
+    let route = || {
+        SPEC.operations()
+            .into_iter()
+            .find(|documented| documented.id == operation)
+            .map_or(operation, |documented| documented.path)
+    };
+    telemetry::request(rqctx.request.headers(), rqctx.request.method(), route, request_id)
+}
+
 /// Runs an operation for an authenticated caller holding `scope`, once its request passes the
 /// spec (`checked`): the time limit, the request id in errors, and the one log line per request.
 pub(super) async fn authorized<B: RequestBody, T: SuccessStatus>(
@@ -43,8 +60,9 @@ pub(super) async fn authorized<B: RequestBody, T: SuccessStatus>(
     let state = rqctx.context();
     let started = Instant::now();
     let request_id = request_id(rqctx);
+    let trace = traced(rqctx, operation, &request_id);
     let mut user_id = None;
-    let outcome = tokio::time::timeout(state.settings.request_timeout, async {
+    let limited = tokio::time::timeout(state.settings.request_timeout, async {
         let token = auth::bearer_token(rqctx.request.headers())?;
         state.rejected_keys.check(token)?;
         let client = state.database().await?;
@@ -59,10 +77,11 @@ pub(super) async fn authorized<B: RequestBody, T: SuccessStatus>(
         principal.require(scope)?;
         let body = checked(rqctx, operation, body).await?;
         run(state, principal, body).await
-    })
-    .await
-    .unwrap_or_else(|_| Err(ApiError::timeout(state.settings.request_timeout.as_secs())));
-    logged(outcome, &request_id, operation, user_id, started)
+    });
+    let outcome = telemetry::within(&trace, limited)
+        .await
+        .unwrap_or_else(|_| Err(ApiError::timeout(state.settings.request_timeout.as_secs())));
+    logged(outcome, &request_id, operation, user_id, started, &trace)
 }
 
 /// Runs an operation that needs no key, once its request passes the spec, as `authorized` does.
@@ -73,15 +92,19 @@ pub(super) async fn public<T: SuccessStatus>(
 ) -> Result<T, ApiError> {
     let started = Instant::now();
     let request_id = request_id(rqctx);
+    let trace = traced(rqctx, operation, &request_id);
     let state = rqctx.context();
     let checked_run = async {
         checked(rqctx, operation, NoBody).await?;
         run(state).await
     };
-    let outcome = tokio::time::timeout(state.settings.request_timeout, checked_run)
-        .await
-        .unwrap_or_else(|_| Err(ApiError::timeout(state.settings.request_timeout.as_secs())));
-    logged(outcome, &request_id, operation, None, started)
+    let outcome = telemetry::within(
+        &trace,
+        tokio::time::timeout(state.settings.request_timeout, checked_run),
+    )
+    .await
+    .unwrap_or_else(|_| Err(ApiError::timeout(state.settings.request_timeout.as_secs())));
+    logged(outcome, &request_id, operation, None, started, &trace)
 }
 
 /// The request checked against its operation in the spec, the one validator of requests (the
@@ -209,29 +232,30 @@ impl SuccessStatus for FileResponse {
     }
 }
 
-/// The one log line of a request (its outcome, operation, caller and time), and the request id
-/// on its error.
+/// The one log line of a request (its outcome, operation, caller and time), the end of its
+/// span, and the request id on its error.
 fn logged<T: SuccessStatus>(
     outcome: Result<T, ApiError>,
     request_id: &str,
     operation: &'static str,
     user_id: Option<uuid::Uuid>,
     started: Instant,
+    trace: &opentelemetry::Context,
 ) -> Result<T, ApiError> {
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     let user_id = user_id.map(|id| id.to_string());
+    let status = match &outcome {
+        Ok(response) => response.status_code(),
+        Err(error) => error.status().as_u16(),
+    };
+    telemetry::end_request(trace, status, user_id.as_deref());
     match &outcome {
-        Ok(response) => {
-            let status = response.status_code();
-            tracing::info!(request_id, operation, user_id, status, duration_ms, "request")
-        }
+        Ok(_) => tracing::info!(request_id, operation, user_id, status, duration_ms, "request"),
         Err(error) if error.status().is_server_error() => tracing::error!(
-            request_id, operation, user_id, status = error.status().as_u16(), duration_ms,
-            error = %error, "request failed"
+            request_id, operation, user_id, status, duration_ms, error = %error, "request failed"
         ),
         Err(error) => tracing::info!(
-            request_id, operation, user_id, status = error.status().as_u16(), duration_ms,
-            code = %error.error.code, "request"
+            request_id, operation, user_id, status, duration_ms, code = %error.error.code, "request"
         ),
     }
     outcome.map_err(|error| error.with_request_id(request_id))

@@ -1,6 +1,8 @@
 //! Starting and stopping the API: the edge in front of dropshot.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -23,6 +25,8 @@ pub struct RunningApi {
     server: dropshot::HttpServer<AppState>,
     metrics_listener: Option<exports_listener::Serving>,
     queue_depth: tokio::task::JoinHandle<()>,
+    shutting_down: Arc<AtomicBool>,
+    shutdown_grace: Duration,
 }
 
 impl RunningApi {
@@ -49,6 +53,7 @@ impl RunningApi {
             None => None,
         };
         let queue_depth = metrics.clone().keep_queue_depth_fresh(pool.clone());
+        let shutting_down = Arc::new(AtomicBool::new(false));
         let state = AppState {
             pool,
             queue,
@@ -63,6 +68,7 @@ impl RunningApi {
                 .max_capacity(1)
                 .time_to_live(READINESS_FRESH_FOR)
                 .build(),
+            shutting_down: shutting_down.clone(),
         };
         let config = dropshot::ConfigDropshot {
             bind_address: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -94,6 +100,8 @@ impl RunningApi {
             server,
             metrics_listener,
             queue_depth,
+            shutting_down,
+            shutdown_grace: settings.shutdown_grace,
         })
     }
 
@@ -107,6 +115,29 @@ impl RunningApi {
     /// Client connections open now.
     pub fn open_connections(&self) -> usize {
         self.edge.open_connections()
+    }
+
+    /// `/health/ready` answers `503` from now on; every other request is served as before.
+    pub fn stop_being_ready(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// How SIGTERM stops the API behind a load balancer: unready for the shutdown grace
+    /// period (cut short when `cut_short` resolves: a second signal), then `shutdown`.
+    pub async fn stop(self, cut_short: impl std::future::Future<Output = ()>) -> Result<()> {
+        self.stop_being_ready();
+        if !self.shutdown_grace.is_zero() {
+            tracing::info!(
+                grace_seconds = self.shutdown_grace.as_secs(),
+                "shutting down: /health/ready answers 503 while requests are still served (signal again to skip)"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(self.shutdown_grace) => {}
+                _ = cut_short => tracing::info!("shutdown grace cut short"),
+            }
+        }
+        tracing::info!("shutting down: finishing requests in flight");
+        self.shutdown().await
     }
 
     /// Stops accepting connections and lets requests in flight finish.

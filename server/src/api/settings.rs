@@ -26,6 +26,10 @@ pub struct ApiSettings {
     /// What webhook endpoint URLs must be (`http` and private addresses allowed for local
     /// development only).
     pub webhook_urls: exports_spec::webhook_url::UrlPolicy,
+    /// After SIGTERM, how long `/health/ready` answers `503` while every other request is
+    /// still served, before the listener closes: long enough for a load balancer's readiness
+    /// probe to take the server out of rotation.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ApiSettings {
@@ -41,6 +45,7 @@ impl Default for ApiSettings {
             max_failed_authentications_per_minute: 30,
             metrics_listen: None,
             webhook_urls: Default::default(),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! What the handlers share.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use super::auth::RejectedKeys;
@@ -25,6 +26,8 @@ pub struct AppState {
     /// The last readiness check's unreachable dependencies, while fresh (`READINESS_FRESH_FOR`):
     /// however many probes arrive at once, one check runs.
     pub readiness: moka::future::Cache<(), Vec<ErrorDetail>>,
+    /// Set once the server has been told to stop (`RunningApi::stop_being_ready`).
+    pub shutting_down: Arc<AtomicBool>,
 }
 
 impl AppState {

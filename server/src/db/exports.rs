@@ -27,6 +27,7 @@ use super::milliseconds;
 use crate::model::{
     CreateUserExport, ExportAccepted, ExportFormat, ExportStatus, UserExportFilters, WebhookEventType,
 };
+use crate::telemetry::TraceOrigin;
 
 type Client = deadpool_postgres::Client;
 
@@ -405,6 +406,8 @@ pub(crate) enum Taken {
         filters: UserExportFilters,
         /// What an earlier attempt may have left in storage.
         left: Option<LeftUpload>,
+        /// The trace the attempt joins (empty when tracing was off at its create).
+        trace: TraceOrigin,
     },
     /// Another worker holds it, with a lease still running.
     HeldElsewhere,
@@ -447,7 +450,8 @@ pub(crate) async fn take(client: &Client, export_id: Uuid, lease: Duration) -> s
                  WHERE id = $1
                    AND ((status = {PENDING} AND (retry_at IS NULL OR retry_at <= now()))
                         OR (status = {PROCESSING} AND lease_expires_at < now()))
-                 RETURNING attempts, format, filters, upload_key, upload_id"
+                 RETURNING attempts, format, filters, upload_key, upload_id,
+                           traceparent, request_id, first_attempt_traceparent"
             ),
             &[&export_id, &milliseconds(lease)],
         )
@@ -460,6 +464,11 @@ pub(crate) async fn take(client: &Client, export_id: Uuid, lease: Duration) -> s
                 .ok_or_else(|| super::Error::Unreadable(format!("unknown format {format:?}")))?,
             filters: serde_json::from_value(row.get(2))?,
             left: LeftUpload::from_row(&row),
+            trace: TraceOrigin {
+                traceparent: row.get("traceparent"),
+                request_id: row.get("request_id"),
+                first_attempt: row.get("first_attempt_traceparent"),
+            },
         });
     }
     let held = client
@@ -498,6 +507,43 @@ pub(crate) async fn renew(
         )
         .await?;
     Ok(updated == 1)
+}
+
+/// Where the export's trace began (its create request), for its attempts to join
+/// (`telemetry`); written before the job is queued.
+pub(crate) async fn record_trace(
+    client: &Client,
+    export_id: Uuid,
+    origin: &TraceOrigin,
+) -> super::Result<()> {
+    client
+        .execute(
+            "UPDATE exports SET traceparent = $2, request_id = $3 WHERE id = $1",
+            &[&export_id, &origin.traceparent, &origin.request_id],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The span of the export's first attempt, which later attempts link to: recorded by the
+/// first attempt that gets this far, conditional on it still holding the export.
+pub(crate) async fn record_first_attempt(
+    client: &Client,
+    export_id: Uuid,
+    attempt: i32,
+    traceparent: &str,
+) -> super::Result<()> {
+    client
+        .execute(
+            &format!(
+                "UPDATE exports SET first_attempt_traceparent = $3
+                 WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}
+                   AND first_attempt_traceparent IS NULL"
+            ),
+            &[&export_id, &attempt, &traceparent],
+        )
+        .await?;
+    Ok(())
 }
 
 /// The upload the attempt writes: its object `key` and, once the store has opened it, its

@@ -67,6 +67,13 @@ impl From<serde_json::Error> for Error {
 /// The result of a statement of the table modules.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Whether PostgreSQL answers a query on a connection of `pool`.
+pub(crate) async fn answers(pool: &deadpool_postgres::Pool) -> anyhow::Result<()> {
+    let client = pool.get().await?;
+    client.simple_query("SELECT 1").await?;
+    Ok(())
+}
+
 /// A duration as statements take it: milliseconds, multiplied by `interval '1 millisecond'`.
 fn milliseconds(duration: std::time::Duration) -> f64 {
     duration.as_millis() as f64
@@ -84,6 +91,10 @@ const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Rollback scripts, newest first; each undoes the migration of the same version and removes
 /// it from refinery's history.
 const ROLLBACKS: &[(i32, &str)] = &[
+    (
+        13,
+        include_str!("../../../migrations/rollback/R13__trace_context.sql"),
+    ),
     (12, include_str!("../../../migrations/rollback/R12__file_key.sql")),
     (
         11,

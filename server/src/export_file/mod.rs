@@ -49,17 +49,23 @@ pub const HELD: &str = "fault injection: the export holds here";
 pub struct Progress {
     rows: AtomicU64,
     /// Fault injection for tests: once this many rows are recorded, the export holds there
-    /// until it is cancelled, interrupted or timed out, so a test can act on an export under
-    /// way however fast the machine is. Compiled only with the `fault-injection` feature.
+    /// until it is cancelled, interrupted or timed out (or `release` says so), so a test can
+    /// act on an export under way however fast the machine is. Compiled only with the
+    /// `fault-injection` feature.
     #[cfg(feature = "fault-injection")]
     hold_after_rows: Option<u64>,
+    #[cfg(feature = "fault-injection")]
+    release: Option<tokio::sync::watch::Receiver<bool>>,
+    #[cfg(feature = "fault-injection")]
+    held: std::sync::atomic::AtomicBool,
 }
 
 impl Progress {
     #[cfg(feature = "fault-injection")]
-    pub fn holding_after(rows: Option<u64>) -> Self {
+    pub fn holding_after(rows: Option<u64>, release: Option<tokio::sync::watch::Receiver<bool>>) -> Self {
         Self {
             hold_after_rows: rows,
+            release,
             ..Self::default()
         }
     }
@@ -71,9 +77,12 @@ impl Progress {
     async fn record(&self, rows: u64) {
         self.rows.store(rows, Ordering::Relaxed);
         #[cfg(feature = "fault-injection")]
-        if self.hold_after_rows.is_some_and(|hold| rows >= hold) {
+        if self.hold_after_rows.is_some_and(|hold| rows >= hold) && !self.held.swap(true, Ordering::Relaxed) {
             tracing::warn!(rows, "{HELD}");
-            std::future::pending::<()>().await;
+            match self.release.clone() {
+                Some(mut release) => drop(release.wait_for(|released| *released).await),
+                None => std::future::pending::<()>().await,
+            }
         }
     }
 }
@@ -88,15 +97,21 @@ pub async fn write_export(
     progress: &Progress,
 ) -> Result<u64> {
     let query = UserQuery::new(filters);
-    let statement = client
-        .prepare(&query.select_sql())
-        .await
-        .context("preparing the export query")?;
-    let rows = client
-        .query_raw(&statement, query.params())
-        .await
-        .context("running the export query")?
-        .map_err(|error| anyhow::Error::new(error).context("reading users"));
+    // Until the rows start coming; reading them is the attempt's `export.file`.
+    let step = crate::telemetry::step("export.query");
+    let rows = async {
+        let statement = client
+            .prepare(&query.select_sql())
+            .await
+            .context("preparing the export query")?;
+        client
+            .query_raw(&statement, query.params())
+            .await
+            .context("running the export query")
+    }
+    .await;
+    crate::telemetry::end_step(step, &rows);
+    let rows = rows?.map_err(|error| anyhow::Error::new(error).context("reading users"));
     match format {
         // CSV borrows each row's text; XLSX rows cross to another thread, so they are owned.
         ExportFormat::Csv => write_csv(rows, upload, progress).await,

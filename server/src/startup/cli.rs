@@ -17,6 +17,7 @@ use crate::db::Postgres;
 use crate::dependencies::Dependencies;
 use crate::queue::RedisArgs;
 use crate::storage::StorageArgs;
+use crate::telemetry;
 use crate::worker::{RunningWorker, WorkerArgs};
 
 /// The exports service: asynchronous CSV and XLSX exports of users.
@@ -135,6 +136,7 @@ pub async fn main() -> Result<()> {
             redis,
             storage,
         } => {
+            let _traces = telemetry::init("exports-api")?;
             let dependencies =
                 Dependencies::open(&cli.database, cli.database.database_pool_size, &redis, &storage).await?;
             run(dependencies, &api, webhooks, None).await
@@ -147,6 +149,7 @@ pub async fn main() -> Result<()> {
             metrics_listen,
         } => {
             worker.webhook_urls = webhooks.policy();
+            let _traces = telemetry::init("exports-worker")?;
             let pool_size = worker.concurrency * 2 + 2;
             let dependencies = Dependencies::open(&cli.database, pool_size, &redis, &storage).await?;
             let _metrics_listener = match metrics_listen {
@@ -157,10 +160,10 @@ pub async fn main() -> Result<()> {
                 }
                 None => None,
             };
+            let mut signals = StopSignals::install()?;
             let worker = RunningWorker::start(worker, &dependencies).await?;
-            shutdown_signal().await;
-            tracing::info!("shutting down: handing running jobs back to the queue");
-            worker.shutdown().await;
+            signals.next().await;
+            worker.shutdown(signals.next()).await;
             Ok(())
         }
         Command::Migrate { rollback_to: None } => {
@@ -179,16 +182,23 @@ pub async fn main() -> Result<()> {
         Command::Keys { command } => keys(&postgres, command).await,
         Command::Demo { api_url, demo_users } => demo(&postgres, demo_users, &api_url).await,
         Command::Dev {
-            api,
+            mut api,
             redis,
             storage,
             worker,
             demo_users,
         } => {
+            // Nothing routes traffic to `dev`: it stops at once unless told otherwise.
+            let grace_given = matches
+                .subcommand_matches("dev")
+                .and_then(|dev| dev.value_source("shutdown_grace_secs"))
+                .is_some_and(|source| source != ValueSource::DefaultValue);
+            if !grace_given {
+                api.shutdown_grace_secs = 0;
+            }
             postgres.ensure_database().await?;
             postgres.migrate().await?;
             demo(&postgres, demo_users, &api_url(api.listen)).await?;
-            let mut api = api;
             if api.cors_allowed_origins.is_empty() {
                 api.cors_allowed_origins = vec!["*".to_string()];
                 tracing::info!("dev: CORS allows any origin (set --cors-allowed-origins to narrow it)");
@@ -198,6 +208,7 @@ pub async fn main() -> Result<()> {
                 "dev: webhook endpoints may be http and private or loopback addresses; never in production"
             );
             let webhooks = WebhookArgs { allow_private: true };
+            let _traces = telemetry::init("exports-dev")?;
             let dependencies =
                 Dependencies::open(&cli.database, cli.database.database_pool_size, &redis, &storage).await?;
             run(dependencies, &api, webhooks, Some(worker)).await
@@ -283,6 +294,7 @@ async fn run(
     webhooks: WebhookArgs,
     worker: Option<WorkerArgs>,
 ) -> Result<()> {
+    let mut signals = StopSignals::install()?;
     let worker = match worker {
         Some(settings) => {
             let settings = WorkerArgs {
@@ -298,21 +310,50 @@ async fn run(
         ..api.settings()
     };
     let api = RunningApi::start(settings, &dependencies).await?;
-    shutdown_signal().await;
-    tracing::info!("shutting down: finishing requests in flight");
-    if let Some(worker) = worker {
-        worker.shutdown().await;
-    }
-    api.shutdown().await
+    signals.next().await;
+    // A second signal cuts short the grace of both the API and the worker.
+    let (second_signal, cut_short) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        signals.next().await;
+        let _ = second_signal.send(true);
+    });
+    let cut_short = || {
+        let mut cut_short = cut_short.clone();
+        async move {
+            let _ = cut_short.wait_for(|cut| *cut).await;
+        }
+    };
+    let worker_stopped = async {
+        if let Some(worker) = worker {
+            worker.shutdown(cut_short()).await;
+        }
+    };
+    let (api_stopped, ()) = tokio::join!(api.stop(cut_short()), worker_stopped);
+    api_stopped
 }
 
-/// SIGTERM (what orchestrators send) or Ctrl-C.
-async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM (what orchestrators send) and Ctrl-C, each heard every time it comes: the first
+/// starts a graceful stop, the next cuts its grace short.
+struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Installed before the service starts, so that no signal meets the default handler.
+    fn install() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
     }
 }
 

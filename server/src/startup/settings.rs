@@ -50,6 +50,10 @@ pub struct ApiArgs {
     /// Serve `/metrics` on this address instead of the API's (which then answers 404).
     #[arg(long, env = "EXPORTS_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Seconds between SIGTERM and closing the listener, while `/health/ready` answers 503
+    /// and every other request is still served (a second signal cuts it short; `dev`: 0).
+    #[arg(long, env = "EXPORTS_SHUTDOWN_GRACE_SECS", default_value_t = ApiSettings::default().shutdown_grace.as_secs())]
+    pub shutdown_grace_secs: u64,
 }
 
 /// What both the API (registration) and the workers (delivery) hold webhook URLs to.
@@ -88,6 +92,7 @@ impl ApiArgs {
             max_failed_authentications_per_minute: self.max_failed_auth_per_minute,
             metrics_listen: self.metrics_listen,
             webhook_urls: Default::default(),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
         }
     }
 }

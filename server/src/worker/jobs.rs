@@ -17,15 +17,26 @@ use crate::export_file::{finish_upload, write_export, Progress, Upload};
 use crate::model::{ExportFormat, UserExportFilters};
 use crate::queue::Job;
 use crate::storage::{StorageFailure, UploadOpened};
+use crate::telemetry::{self, TraceOrigin};
+use opentelemetry::KeyValue;
 
+/// Takes jobs until `stopped`, then waits for the running ones, which stop early only when
+/// `interrupted`.
 pub(super) async fn take_jobs(
     shared: Shared,
     reader: fred::clients::Client,
     mut stopped: watch::Receiver<bool>,
+    interrupted: watch::Receiver<bool>,
 ) {
+    if !store_answers(&shared, &mut stopped).await {
+        let _ = reader.quit().await;
+        return;
+    }
     let slots = Arc::new(Semaphore::new(shared.settings.concurrency.max(1)));
     let mut stale_cursor = "0-0".to_string();
     let mut running = JoinSet::new();
+    // Said once when reading starts failing (Redis down) and once when it works again.
+    let mut failing = false;
     loop {
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
@@ -49,18 +60,25 @@ pub(super) async fn take_jobs(
             job = next => job,
             _ = stopped.changed() => break,
         };
+        if job.is_ok() && failing {
+            failing = false;
+            tracing::info!("reading jobs again");
+        }
         match job {
             Ok(Some(job)) => {
                 let shared = shared.clone();
-                let stopped = stopped.clone();
+                let interrupted = interrupted.clone();
                 running.spawn(async move {
-                    handle(&shared, job, stopped).await;
+                    handle(&shared, job, interrupted).await;
                     drop(permit);
                 });
             }
             Ok(None) => tracing::debug!("no new job within the read timeout"),
             Err(error) => {
-                tracing::warn!(error = %format!("{error:#}"), "reading jobs failed; retrying");
+                if !failing {
+                    tracing::warn!(error = %format!("{error:#}"), "reading jobs failed; retrying every second");
+                }
+                failing = true;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -69,6 +87,38 @@ pub(super) async fn take_jobs(
     while running.join_next().await.is_some() {}
     let _ = reader.quit().await;
 }
+
+/// Waits until the file store answers, as it may not when a deployment starts (a bucket not
+/// made yet, credentials not in place): no job is taken before, so none uses up its attempts
+/// on it. An outage later is retried within each export's attempts. False if told to stop.
+async fn store_answers(shared: &Shared, stopped: &mut watch::Receiver<bool>) -> bool {
+    let mut said = false;
+    loop {
+        let checked = tokio::select! {
+            checked = shared.storage.check() => checked,
+            _ = stopped.changed() => return false,
+        };
+        match checked {
+            Ok(()) if said => {
+                tracing::info!("the file store answers: taking jobs");
+                return true;
+            }
+            Ok(()) => return true,
+            Err(error) if !said => {
+                said = true;
+                tracing::warn!(error = %format!("{error:#}"), "taking no jobs until the file store answers");
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(STORE_CHECK_INTERVAL) => {}
+            _ = stopped.changed() => return false,
+        }
+    }
+}
+
+/// How often a worker that has not yet reached the file store asks it again.
+const STORE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What became of one attempt.
 #[derive(Debug)]
@@ -88,16 +138,18 @@ struct Attempt {
     filters: UserExportFilters,
     /// What an earlier attempt may have left in storage, cleaned up before this one writes.
     left: Option<LeftUpload>,
+    /// The trace this attempt joins.
+    trace: TraceOrigin,
 }
 
-async fn handle(shared: &Shared, job: Job, stopped: watch::Receiver<bool>) {
+async fn handle(shared: &Shared, job: Job, interrupted: watch::Receiver<bool>) {
     let Some(export_id) = job.export_id else {
         tracing::warn!(entry_id = %job.entry_id, "dropping a malformed job");
         acknowledge(shared, &job.entry_id).await;
         return;
     };
     match start_attempt(shared, export_id).await {
-        Ok(Started::Run(attempt)) => run(shared, &job, attempt, stopped).await,
+        Ok(Started::Run(attempt)) => run(shared, &job, attempt, interrupted).await,
         Ok(Started::Done) => acknowledge(shared, &job.entry_id).await,
         // Another worker holds a live lease; it acknowledges the entry when it is done.
         Ok(Started::HeldElsewhere) => {}
@@ -117,14 +169,15 @@ enum Started {
 
 async fn start_attempt(shared: &Shared, export_id: Uuid) -> Result<Started> {
     let client = shared.pool.get().await?;
-    let (attempt, format, filters, left) =
+    let (attempt, format, filters, left, trace) =
         match exports::take(&client, export_id, shared.settings.lease()).await? {
             Taken::Attempt {
                 attempt,
                 format,
                 filters,
                 left,
-            } => (attempt, format, filters, left),
+                trace,
+            } => (attempt, format, filters, left, trace),
             Taken::HeldElsewhere => return Ok(Started::HeldElsewhere),
             Taken::Nothing => return Ok(Started::Done),
         };
@@ -145,10 +198,11 @@ async fn start_attempt(shared: &Shared, export_id: Uuid) -> Result<Started> {
         format,
         filters,
         left,
+        trace,
     }))
 }
 
-async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::Receiver<bool>) {
+async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut interrupted: watch::Receiver<bool>) {
     let Attempt {
         export_id,
         attempt: number,
@@ -158,10 +212,14 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::R
     let started = Instant::now();
     shared.metrics.in_flight.inc();
     tracing::info!(%export_id, attempt = number, format = format.as_str(), "export started");
+    let trace = telemetry::attempt(&attempt.trace, export_id, number, format.as_str());
     #[cfg(not(feature = "fault-injection"))]
     let progress = Arc::new(Progress::default());
     #[cfg(feature = "fault-injection")]
-    let progress = Arc::new(Progress::holding_after(shared.settings.hold_after_rows));
+    let progress = Arc::new(Progress::holding_after(
+        shared.settings.hold_after_rows,
+        shared.settings.release_hold.clone(),
+    ));
     let (lost_tx, mut lost) = watch::channel(false);
     let keeper = tokio::spawn(keep_lease(
         shared.clone(),
@@ -173,7 +231,7 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::R
     ));
     let key = crate::storage::Storage::object_key(export_id, number, format);
     let timeout = Duration::from_secs(shared.settings.job_timeout_secs);
-    let outcome = async {
+    let attempted = async {
         let client = shared
             .pool
             .get()
@@ -181,25 +239,35 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::R
             .context("connecting to PostgreSQL")
             .map_err(AttemptError::Failed)?;
         begin_upload(shared, &client, &attempt, &key).await?;
+        if attempt.trace.first_attempt.is_none() {
+            if let Some(traceparent) = telemetry::traceparent(&trace) {
+                exports::record_first_attempt(&client, export_id, number, &traceparent)
+                    .await
+                    .map_err(|error| AttemptError::Failed(error.into()))?;
+            }
+        }
         let part_bytes = shared.settings.upload_part_mib.max(5) << 20;
         let opened = record_upload_id(shared, export_id, number, &key);
         let mut upload = Upload::new(shared.storage.writer(&key, part_bytes, opened));
+        let file = telemetry::step("export.file");
         let written = tokio::select! {
             written = write_export(&client, &attempt.filters, format, &mut upload, &progress) => {
                 written.map_err(AttemptError::Failed)
             }
             _ = lost.wait_for(|lost| *lost) => Err(AttemptError::Lost),
-            _ = stopped.wait_for(|stop| *stop) => Err(AttemptError::Interrupted),
+            _ = interrupted.wait_for(|interrupt| *interrupt) => Err(AttemptError::Interrupted),
             _ = tokio::time::sleep(timeout) => Err(AttemptError::TimedOut),
         };
+        telemetry::end_step(file, &written.as_ref().map_err(|error| format!("{error:?}")));
         let failed = match written {
             Ok(rows) => {
                 // The last part and the store's completion of the upload come after the last
                 // row; logged apart, since on some stores it is not constant time.
                 let completing = Instant::now();
-                let rows = finish_upload(&mut upload, Ok(rows))
-                    .await
-                    .map_err(AttemptError::Failed)?;
+                let step = telemetry::step("export.upload");
+                let rows = finish_upload(&mut upload, Ok(rows)).await;
+                telemetry::end_step(step, &rows);
+                let rows = rows.map_err(AttemptError::Failed)?;
                 return Ok((rows, upload.bytes, completing.elapsed()));
             }
             Err(error) => error,
@@ -211,10 +279,21 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut stopped: watch::R
             }
         }
         Err(failed)
-    }
-    .await;
+    };
+    let outcome = telemetry::within(&trace, attempted).await;
     keeper.abort();
     shared.metrics.in_flight.dec();
+    let (error, attributes) = match &outcome {
+        Ok((rows, size, _)) => (
+            None,
+            vec![
+                KeyValue::new(telemetry::ROWS, *rows as i64),
+                KeyValue::new(telemetry::BYTES, *size as i64),
+            ],
+        ),
+        Err(error) => (Some(format!("{error:?}")), Vec::new()),
+    };
+    telemetry::end_attempt(&trace, error, attributes);
 
     let recorded = match outcome {
         Ok((rows, size, completing)) => {

@@ -56,7 +56,11 @@ struct Shared {
 }
 
 pub struct RunningWorker {
+    /// Set on shutdown: take no new job, delivery or sweep.
     stop: watch::Sender<bool>,
+    /// Set when the grace is over: interrupt the running jobs and hand them back.
+    interrupt: watch::Sender<bool>,
+    grace: Duration,
     tasks: JoinSet<()>,
 }
 
@@ -69,8 +73,11 @@ impl RunningWorker {
             storage,
             metrics,
         } = dependencies.clone();
-        queue.ensure_group().await?;
-        let reader = redis.dedicated(READ_BLOCK).await?;
+        if let Err(error) = queue.ensure_group().await {
+            // The job loop makes the group as it reads, once Redis answers.
+            tracing::debug!(error = %format!("{error:#}"), "the job stream's group is not there yet");
+        }
+        let reader = redis.dedicated(READ_BLOCK, true).await?;
         let consumer = format!(
             "{}-{}-{}",
             hostname(),
@@ -78,6 +85,7 @@ impl RunningWorker {
             &Uuid::new_v4().simple().to_string()[..8]
         );
         tracing::info!(%consumer, storage = storage.describe(), concurrency = settings.concurrency, "worker started");
+        let grace = Duration::from_secs(settings.job_grace_secs);
         let shared = Shared {
             pool,
             queue,
@@ -87,18 +95,48 @@ impl RunningWorker {
             consumer,
         };
         let (stop, stopped) = watch::channel(false);
+        let (interrupt, interrupted) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        tasks.spawn(jobs::take_jobs(shared.clone(), reader, stopped.clone()));
+        tasks.spawn(jobs::take_jobs(
+            shared.clone(),
+            reader,
+            stopped.clone(),
+            interrupted,
+        ));
         tasks.spawn(webhooks::deliver_webhooks(shared.clone(), stopped.clone()));
         tasks.spawn(sweeper::sweep(shared, stopped));
-        Ok(Self { stop, tasks })
+        Ok(Self {
+            stop,
+            interrupt,
+            grace,
+            tasks,
+        })
     }
 
-    /// Stops taking jobs; running ones are interrupted, their uploads aborted and their
-    /// exports handed back to the queue for another worker (their attempt does not count).
-    pub async fn shutdown(mut self) {
+    /// Stops taking jobs, and gives the running ones the grace period (`job_grace_secs`) to
+    /// finish, cut short when `cut_short` resolves (a second signal). Those still running
+    /// then are interrupted, their uploads aborted and their exports handed back to the
+    /// queue for another worker (their attempt does not count).
+    pub async fn shutdown(mut self, cut_short: impl std::future::Future<Output = ()>) {
         let _ = self.stop.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        tracing::info!(
+            grace_seconds = self.grace.as_secs(),
+            "shutting down: taking no new jobs; running ones are handed back if not done by then (signal again to hand them back now)"
+        );
+        let finished = {
+            let tasks = &mut self.tasks;
+            let all_done = async { while tasks.join_next().await.is_some() {} };
+            tokio::select! {
+                () = all_done => true,
+                () = tokio::time::sleep(self.grace) => false,
+                () = cut_short => false,
+            }
+        };
+        if !finished {
+            tracing::info!("shutting down: handing running jobs back to the queue");
+            let _ = self.interrupt.send(true);
+            while self.tasks.join_next().await.is_some() {}
+        }
     }
 }
 

@@ -61,11 +61,19 @@ pub struct WorkerArgs {
     /// From `--webhooks-allow-private` (shared with the API).
     #[arg(skip)]
     pub webhook_urls: UrlPolicy,
+    /// Seconds running exports have to finish after SIGTERM; those still running then are
+    /// handed back to the queue for another worker (a second signal cuts it short).
+    #[arg(long, env = "EXPORTS_JOB_GRACE_SECS", default_value_t = WorkerArgs::default().job_grace_secs)]
+    pub job_grace_secs: u64,
     /// Fault injection for tests: every export holds once this many rows are written, until
     /// it is cancelled, interrupted or timed out (see `export_file::Progress`).
     #[cfg(feature = "fault-injection")]
     #[arg(long, hide = true)]
     pub hold_after_rows: Option<u64>,
+    /// Fault injection for tests: held exports go on once this says `true`.
+    #[cfg(feature = "fault-injection")]
+    #[arg(skip)]
+    pub release_hold: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Every default of the worker, stated once: each flag's default is read from here.
@@ -88,8 +96,12 @@ impl Default for WorkerArgs {
             webhook_endpoint_concurrency: 32,
             webhook_poll_ms: 200,
             webhook_urls: UrlPolicy::default(),
+            // Under Kubernetes' default termination grace period of 30 s.
+            job_grace_secs: 25,
             #[cfg(feature = "fault-injection")]
             hold_after_rows: None,
+            #[cfg(feature = "fault-injection")]
+            release_hold: None,
         }
     }
 }
