@@ -518,7 +518,8 @@ fn fake_users(filters: &Value) -> Vec<[String; 5]> {
         .collect()
 }
 
-const HEADER: [&str; 5] = ["id", "email", "name", "status", "created_at"];
+/// The header row: the server's, as the spec describes it.
+const HEADER: [&str; 5] = exports_spec::files::USER_COLUMNS;
 
 fn fake_file(format: &str, filters: &Value) -> Vec<u8> {
     let users = fake_users(filters);

@@ -46,14 +46,15 @@ impl Dependencies {
             storage: Storage::open(storage)?,
             metrics: Arc::new(Metrics::new()),
         };
-        dependencies.report_unreachable().await;
+        // In the background: the API listens at once, whatever its dependencies take to answer.
+        tokio::spawn(dependencies.clone().report_unreachable());
         Ok(dependencies)
     }
 
     /// Asks each dependency once, at start, and says in one log line for each that does not
     /// answer what is wrong (a refused connection, a password, a missing bucket), and that
     /// the process goes on and retries.
-    async fn report_unreachable(&self) {
+    async fn report_unreachable(self) {
         let postgres = crate::db::answers(&self.pool);
         // A connection that fails at once, for the cause (the service's own retry quietly).
         let redis = async {

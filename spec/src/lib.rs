@@ -17,6 +17,7 @@ pub mod backoff;
 pub mod cors;
 pub mod docs;
 pub mod errors;
+pub mod files;
 pub mod headers;
 pub mod limits;
 pub mod request;

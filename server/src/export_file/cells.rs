@@ -6,7 +6,8 @@ use std::borrow::Cow;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-pub const HEADER: [&str; 5] = ["id", "email", "name", "status", "created_at"];
+/// The header row: the columns the spec describes.
+pub const HEADER: [&str; 5] = exports_spec::files::USER_COLUMNS;
 
 /// One exported user.
 #[derive(Debug, Clone)]
