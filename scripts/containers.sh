@@ -175,4 +175,10 @@ export_id=$(export_through "http://127.0.0.1:$EXPORTS_TEST_API_PORT" "$key" "$ru
 users=$(psql -At -h 127.0.0.1 -U postgres -d "$database" -c 'SELECT count(*) FROM users')
 lines=$(wc -l <"$run_dir/stack.csv")
 [ "$lines" = $((users + 1)) ] || { say "the stack's file has $lines lines for $users users"; exit 1; }
-say "the compose stack: export $export_id of $users users created, done and downloaded"
+# The download_url a client gets works from the host, without a key (signed for the name
+# EXPORTS_S3_PUBLIC_ENDPOINT gives S3).
+url=$(curl -sf "http://127.0.0.1:$EXPORTS_TEST_API_PORT/api/v1/exports/users/$export_id" \
+    -H "Authorization: Bearer $key" | json_field download_url)
+curl -sf "$url" -o "$run_dir/stack-link.csv" && cmp -s "$run_dir/stack.csv" "$run_dir/stack-link.csv" ||
+    { say "the download_url $url did not give the file"; exit 1; }
+say "the compose stack: export $export_id of $users users created, done and downloaded (also by its download_url)"

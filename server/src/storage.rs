@@ -39,6 +39,10 @@ pub struct StorageArgs {
     /// S3 endpoint, for S3-compatible servers (default: AWS for the region).
     #[arg(long, env = "EXPORTS_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
+    /// Where clients reach S3, for download links, when not at `--s3-endpoint` (a compose
+    /// stack's `http://s3:9000` is `http://127.0.0.1:9000` from the host).
+    #[arg(long, env = "EXPORTS_S3_PUBLIC_ENDPOINT")]
+    pub s3_public_endpoint: Option<String>,
     #[arg(long, env = "EXPORTS_S3_REGION", default_value = DEFAULT_S3_REGION)]
     pub s3_region: String,
     /// Access key id (default: the usual AWS credential chain).
@@ -96,6 +100,7 @@ impl StorageArgs {
         Self {
             s3_bucket: None,
             s3_endpoint: None,
+            s3_public_endpoint: None,
             s3_region: DEFAULT_S3_REGION.into(),
             s3_access_key_id: None,
             s3_secret_access_key: None,
@@ -117,12 +122,14 @@ pub struct Storage {
 
 #[derive(Clone)]
 enum Links {
-    Presigned(Arc<AmazonS3>),
-    /// Files in a local directory, linked to this API's `/downloads/{id}`.
-    Served {
-        key: Arc<[u8]>,
-        dir: PathBuf,
+    /// On S3: the client that stores, and the one that presigns links for clients (the same
+    /// unless `--s3-public-endpoint` says where clients reach S3).
+    Presigned {
+        s3: Arc<AmazonS3>,
+        public: Arc<AmazonS3>,
     },
+    /// Files in a local directory, linked to this API's `/downloads/{id}`.
+    Served { key: Arc<[u8]>, dir: PathBuf },
 }
 
 pub struct DownloadLink {
@@ -324,21 +331,34 @@ impl Storage {
                         .with_connect_timeout(Duration::from_secs(5))
                         .with_timeout(Duration::from_secs(60)),
                 );
-            if let Some(endpoint) = &args.s3_endpoint {
-                builder = builder
-                    .with_endpoint(endpoint)
-                    .with_allow_http(endpoint.starts_with("http://"));
-            }
             if let Some(id) = &args.s3_access_key_id {
                 builder = builder.with_access_key_id(id);
             }
             if let Some(secret) = &args.s3_secret_access_key {
                 builder = builder.with_secret_access_key(secret);
             }
-            let s3 = Arc::new(builder.build().context("configuring S3")?);
+            let at = |builder: AmazonS3Builder, endpoint: &Option<String>| match endpoint {
+                Some(endpoint) => builder
+                    .with_endpoint(endpoint)
+                    .with_allow_http(endpoint.starts_with("http://")),
+                None => builder,
+            };
+            let s3 = Arc::new(
+                at(builder.clone(), &args.s3_endpoint)
+                    .build()
+                    .context("configuring S3")?,
+            );
+            let public = match &args.s3_public_endpoint {
+                Some(_) => Arc::new(
+                    at(builder, &args.s3_public_endpoint)
+                        .build()
+                        .context("configuring S3's public endpoint")?,
+                ),
+                None => s3.clone(),
+            };
             return Ok(Self {
                 store: s3.clone(),
-                links: Links::Presigned(s3),
+                links: Links::Presigned { s3, public },
                 link_ttl,
             });
         }
@@ -384,7 +404,7 @@ impl Storage {
 
     pub fn describe(&self) -> &'static str {
         match self.links {
-            Links::Presigned(_) => "s3",
+            Links::Presigned { .. } => "s3",
             Links::Served { .. } => "local directory",
         }
     }
@@ -410,7 +430,7 @@ impl Storage {
     /// upload before its first part goes up.
     pub fn writer(&self, key: &Path, part_bytes: usize, opened: UploadOpened) -> FileWriter {
         match &self.links {
-            Links::Presigned(s3) => FileWriter::Multipart(MultipartWriter {
+            Links::Presigned { s3, .. } => FileWriter::Multipart(MultipartWriter {
                 s3: s3.clone(),
                 key: key.clone(),
                 part_bytes,
@@ -438,7 +458,7 @@ impl Storage {
         upload: Option<(&str, &str)>,
     ) -> Result<()> {
         match &self.links {
-            Links::Presigned(s3) => {
+            Links::Presigned { s3, .. } => {
                 if let Some((key, id)) = upload {
                     match s3.abort_multipart(&Path::from(key), &id.to_string()).await {
                         Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -512,7 +532,7 @@ impl Storage {
     ) -> Result<DownloadLink> {
         let expires_at = Utc::now() + self.link_ttl;
         let url = match &self.links {
-            Links::Presigned(s3) => {
+            Links::Presigned { public, .. } => {
                 let options = SignedUrlOptions::new().with_query([
                     (
                         "response-content-disposition",
@@ -520,7 +540,8 @@ impl Storage {
                     ),
                     ("response-content-type", format.content_type().to_string()),
                 ]);
-                s3.signed_url_opts(http::Method::GET, &Path::from(key), self.link_ttl, &options)
+                public
+                    .signed_url_opts(http::Method::GET, &Path::from(key), self.link_ttl, &options)
                     .await
                     .context("presigning the download link")?
                     .to_string()
@@ -541,7 +562,7 @@ impl Storage {
     ) -> Option<String> {
         match &self.links {
             Links::Served { key, .. } => Some(served_link(key, export_id, public_url, expires_at)),
-            Links::Presigned(_) => None,
+            Links::Presigned { .. } => None,
         }
     }
 
@@ -636,7 +657,7 @@ mod tests {
         let id = Uuid::new_v4();
         let key = match &storage.links {
             Links::Served { key, .. } => key.clone(),
-            Links::Presigned(_) => unreachable!(),
+            Links::Presigned { .. } => unreachable!(),
         };
         let now = Utc::now();
         let expires = now.timestamp() + 60;

@@ -439,3 +439,27 @@ async fn expired_files_are_deleted_and_marked() -> anyhow::Result<()> {
     assert_eq!(key, None);
     env.finish().await
 }
+
+#[tokio::test]
+async fn s3_links_name_the_endpoint_clients_reach() -> anyhow::Result<()> {
+    use exports_server::model::ExportFormat;
+    use exports_server::storage::{Storage, StorageArgs};
+    let s3 = exports_tests::TestS3::start().await?;
+    // The same server under another name, as a host reaches a compose stack's `http://s3:9000`
+    // at `http://127.0.0.1:9000`.
+    let public = format!("http://localhost:{}", s3.port);
+    let storage = Storage::open(&StorageArgs {
+        s3_public_endpoint: Some(public.clone()),
+        ..s3.args()
+    })?;
+    let id = Uuid::new_v4();
+    let key = Storage::object_key(id, 1, ExportFormat::Csv);
+    object_store::ObjectStoreExt::put(&*storage.object_store(), &key, "id\n1\n".into()).await?;
+    let link = storage
+        .download_link(id, key.as_ref(), ExportFormat::Csv, "unused")
+        .await?;
+    assert!(link.url.starts_with(&format!("{public}/")), "{}", link.url);
+    let body = reqwest::get(&link.url).await?.error_for_status()?.text().await?;
+    assert_eq!(body, "id\n1\n", "signed for the name the client used");
+    Ok(())
+}
