@@ -337,20 +337,19 @@ impl Storage {
             if let Some(secret) = &args.s3_secret_access_key {
                 builder = builder.with_secret_access_key(secret);
             }
-            let at = |builder: AmazonS3Builder, endpoint: &Option<String>| match endpoint {
-                Some(endpoint) => builder
+            let at = |builder: AmazonS3Builder, endpoint: &str| {
+                builder
                     .with_endpoint(endpoint)
-                    .with_allow_http(endpoint.starts_with("http://")),
-                None => builder,
+                    .with_allow_http(endpoint.starts_with("http://"))
             };
-            let s3 = Arc::new(
-                at(builder.clone(), &args.s3_endpoint)
-                    .build()
-                    .context("configuring S3")?,
-            );
+            let s3 = match &args.s3_endpoint {
+                Some(endpoint) => at(builder.clone(), endpoint),
+                None => builder.clone(),
+            };
+            let s3 = Arc::new(s3.build().context("configuring S3")?);
             let public = match &args.s3_public_endpoint {
-                Some(_) => Arc::new(
-                    at(builder, &args.s3_public_endpoint)
+                Some(endpoint) => Arc::new(
+                    at(builder, endpoint)
                         .build()
                         .context("configuring S3's public endpoint")?,
                 ),

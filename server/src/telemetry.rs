@@ -16,13 +16,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context as _, Result};
+use opentelemetry::context::FutureExt as _;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{Link, Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{global, Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-
-use opentelemetry::context::FutureExt as _;
 
 /// Whether traces are exported (set once, at start).
 static ON: AtomicBool = AtomicBool::new(false);
@@ -238,8 +237,8 @@ pub fn attempt(origin: &TraceOrigin, export_id: uuid::Uuid, attempt: i32, format
     parent.with_span(span)
 }
 
-/// A step of the current attempt (`export.query`, `export.file`, `export.upload`), ended when
-/// dropped or by `end`.
+/// A step of the current attempt (`export.query`, `export.file`, `export.upload`), ended by
+/// `end_step` (or when dropped).
 pub fn step(name: &'static str) -> global::BoxedSpan {
     tracer().start(name)
 }

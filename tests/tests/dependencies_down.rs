@@ -44,10 +44,13 @@ async fn a_service_started_while_redis_and_the_bucket_are_down_catches_up() -> a
 
     // Each process says what is down, once, and serves or waits.
     let address = api_address(&serve_log, PROMPTLY).await?;
-    until(PROMPTLY, "the worker says what is down", async || {
-        Ok(lines_saying(&worker_log, "storage is unreachable") == 1)
+    // Each process checks in the background, in its own time: wait for both to have said it.
+    until(PROMPTLY, "both processes say what is down", async || {
+        Ok(lines_saying(&worker_log, "storage is unreachable") > 0
+            && lines_saying(&serve_log, "storage is unreachable") > 0)
     })
     .await?;
+    assert_eq!(lines_saying(&worker_log, "storage is unreachable"), 1);
     assert_eq!(
         lines_saying(&serve_log, "redis is unreachable; starting anyway"),
         1

@@ -3,8 +3,6 @@
 
 use std::time::Instant;
 
-use crate::telemetry;
-
 use dropshot::{HttpResponseAccepted, HttpResponseHeaders, RequestContext, TypedBody};
 use exports_spec::request::{Body, Sent};
 use http::Response;
@@ -17,6 +15,7 @@ use super::idempotency;
 use super::params::Lenient;
 use super::state::AppState;
 use crate::model::ExportAccepted;
+use crate::telemetry;
 
 /// The contract this server was built with.
 pub(super) static SPEC: std::sync::LazyLock<exports_spec::Spec> =
