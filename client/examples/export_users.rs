@@ -1,4 +1,5 @@
-//! Create, wait and download: every user, as CSV (or XLSX for a `.xlsx` path), into a file.
+//! Create, wait and download: every user into a file, as its name says: CSV (`.csv`), XLSX
+//! (`.xlsx`) or JSON Lines (`.jsonl`), gzip-compressed for a name ending in `.gz`.
 //!
 //! Against the server `scripts/dev.sh` starts (it prints a demo key):
 //!
@@ -10,7 +11,7 @@
 
 use std::time::Duration;
 
-use exports_client::types::{CreateUserExport, ExportFormat};
+use exports_client::types::{CreateUserExport, ExportCompression, ExportFormat};
 use exports_client::Retries;
 
 #[tokio::main]
@@ -19,17 +20,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let key =
         std::env::var("EXPORTS_API_KEY").map_err(|_| "set EXPORTS_API_KEY (scripts/dev.sh prints one)")?;
     let path = std::env::args().nth(1).unwrap_or_else(|| "users.csv".into());
-    let format = if path.ends_with(".xlsx") {
+    let (name, compression) = match path.strip_suffix(".gz") {
+        Some(name) => (name, ExportCompression::Gzip),
+        None => (path.as_str(), ExportCompression::None),
+    };
+    let format = if name.ends_with(".xlsx") {
         ExportFormat::Xlsx
+    } else if name.ends_with(".jsonl") {
+        ExportFormat::Jsonl
     } else {
         ExportFormat::Csv
     };
 
     let client = exports_client::connect(&url, &key, Duration::from_secs(30))?;
-    let request = CreateUserExport {
-        format,
-        filters: None,
-    };
+    let request = CreateUserExport::new(format).with_compression(compression);
     let accepted = client.create_export(&request, Retries::default()).await?;
     eprintln!(
         "export {} accepted, done in about {} s",

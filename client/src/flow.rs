@@ -222,28 +222,76 @@ impl Client {
 
     /// Streams the file of a `done` export into `writer`, never holding it whole in memory,
     /// and calls `progress` with the bytes written so far and the file's size when the server
-    /// gave it. Returns the bytes written.
+    /// gave it. Returns the bytes written. A gzip-compressed export is written as the `.gz`
+    /// file it is; [`Client::download_export_unpacked_to`] unpacks it.
     pub async fn download_export_to<W: AsyncWrite + Unpin>(
         &self,
         export_id: &uuid::Uuid,
         writer: &mut W,
+        progress: impl FnMut(u64, Option<u64>),
+    ) -> Result<u64, FlowError> {
+        self.download(export_id, writer, progress, false).await
+    }
+
+    /// Like [`Client::download_export_to`], but a gzip-compressed export (`compression:
+    /// gzip`) is unpacked on the way: `writer` gets the CSV or JSON Lines itself. `progress`
+    /// counts the bytes downloaded (compressed) against the file's size; the result is the
+    /// bytes written. Other exports are written as they are.
+    pub async fn download_export_unpacked_to<W: AsyncWrite + Unpin>(
+        &self,
+        export_id: &uuid::Uuid,
+        writer: &mut W,
+        progress: impl FnMut(u64, Option<u64>),
+    ) -> Result<u64, FlowError> {
+        self.download(export_id, writer, progress, true).await
+    }
+
+    async fn download<W: AsyncWrite + Unpin>(
+        &self,
+        export_id: &uuid::Uuid,
+        writer: &mut W,
         mut progress: impl FnMut(u64, Option<u64>),
+        unpack: bool,
     ) -> Result<u64, FlowError> {
         let response = self.download_export(export_id).await?;
         let total = response
             .headers()
             .get(reqwest::header::CONTENT_LENGTH)
             .and_then(|length| length.to_str().ok()?.parse().ok());
+        // The API serves a gzip-compressed export as `application/gzip` (no Content-Encoding).
+        let gzip = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .is_some_and(|media_type| media_type.as_bytes().starts_with(b"application/gzip"));
+        let mut unpacker = (unpack && gzip).then(|| flate2::write::GzDecoder::new(Vec::new()));
         let mut chunks = response.into_inner().into_inner();
-        let mut written = 0u64;
+        let (mut downloaded, mut written) = (0u64, 0u64);
         while let Some(chunk) = chunks
             .try_next()
             .await
             .map_err(|error| FlowError::Transport(crate::Error::ResponseBodyError(error)))?
         {
-            writer.write_all(&chunk).await?;
-            written += chunk.len() as u64;
-            progress(written, total);
+            downloaded += chunk.len() as u64;
+            match unpacker.as_mut() {
+                None => {
+                    writer.write_all(&chunk).await?;
+                    written += chunk.len() as u64;
+                }
+                Some(unpacker) => {
+                    // Unpacked a chunk at a time into a buffer that is emptied each time.
+                    std::io::Write::write_all(unpacker, &chunk)?;
+                    writer.write_all(unpacker.get_ref()).await?;
+                    written += unpacker.get_ref().len() as u64;
+                    unpacker.get_mut().clear();
+                }
+            }
+            progress(downloaded, total);
+        }
+        if let Some(unpacker) = unpacker {
+            // Checks the trailer (CRC and length) and writes what was left.
+            let rest = unpacker.finish()?;
+            writer.write_all(&rest).await?;
+            written += rest.len() as u64;
         }
         writer.flush().await?;
         Ok(written)

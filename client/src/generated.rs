@@ -15,6 +15,10 @@ field and the allowed ones.
     #[serde(deny_unknown_fields)]
     pub struct CreateUserExport {
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub columns: ::std::option::Option<ExportColumns>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub compression: ::std::option::Option<ExportCompression>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub filters: ::std::option::Option<UserExportFilters>,
         pub format: ExportFormat,
     }
@@ -216,6 +220,16 @@ otherwise (they are always sent, but clients should tolerate their absence).
 */
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct Export {
+        /**The file's columns, in order; all five unless the create chose others. Always sent
+since 1.9.0; a server before it wrote every column, as the default says.
+*/
+        #[serde(default = "defaults::export_columns")]
+        pub columns: ::std::vec::Vec<UserColumn>,
+        /**How the file is compressed (`ExportCompression`). Always sent since 1.9.0; a server
+before it compressed nothing, as the default says.
+*/
+        #[serde(default = "defaults::export_compression")]
+        pub compression: ExportCompression,
         ///When the export was created (RFC 3339, UTC).
         pub created_at: ::chrono::DateTime<::chrono::offset::Utc>,
         ///When `download_url` stops working; `null` when there is no `download_url`.
@@ -266,8 +280,88 @@ users and the measured worker throughput. An estimate, not a promise.
         pub export_id: ::uuid::Uuid,
         pub status: ExportStatus,
     }
-    /**File format of an export: `csv` (UTF-8, comma-separated, header row) or `xlsx` (an
-Excel workbook with one sheet).
+    /**The users' columns of the file, in this order, each once; all five when left out.
+*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    #[serde(transparent)]
+    pub struct ExportColumns(pub ::std::vec::Vec<UserColumn>);
+    impl ::std::ops::Deref for ExportColumns {
+        type Target = ::std::vec::Vec<UserColumn>;
+        fn deref(&self) -> &::std::vec::Vec<UserColumn> {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<ExportColumns> for ::std::vec::Vec<UserColumn> {
+        fn from(value: ExportColumns) -> Self {
+            value.0
+        }
+    }
+    impl ::std::convert::From<::std::vec::Vec<UserColumn>> for ExportColumns {
+        fn from(value: ::std::vec::Vec<UserColumn>) -> Self {
+            Self(value)
+        }
+    }
+    /**How the file is compressed: `none`, or `gzip` (CSV and JSON Lines only; an XLSX file
+is already a zip archive), as the file is written.
+*/
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
+    )]
+    pub enum ExportCompression {
+        #[serde(rename = "none")]
+        None,
+        #[serde(rename = "gzip")]
+        Gzip,
+    }
+    impl ::std::fmt::Display for ExportCompression {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::None => f.write_str("none"),
+                Self::Gzip => f.write_str("gzip"),
+            }
+        }
+    }
+    impl ::std::str::FromStr for ExportCompression {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "none" => Ok(Self::None),
+                "gzip" => Ok(Self::Gzip),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for ExportCompression {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for ExportCompression {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    /**File format of an export: `csv` (UTF-8, comma-separated, header row), `xlsx` (an
+Excel workbook) or `jsonl` (JSON Lines: one JSON object per user and line). Formats
+may be added in later minor versions: a client reading exports made by others should
+show an unknown one as it is.
 */
     #[derive(
         ::serde::Deserialize,
@@ -286,12 +380,15 @@ Excel workbook with one sheet).
         Csv,
         #[serde(rename = "xlsx")]
         Xlsx,
+        #[serde(rename = "jsonl")]
+        Jsonl,
     }
     impl ::std::fmt::Display for ExportFormat {
         fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
             match *self {
                 Self::Csv => f.write_str("csv"),
                 Self::Xlsx => f.write_str("xlsx"),
+                Self::Jsonl => f.write_str("jsonl"),
             }
         }
     }
@@ -303,6 +400,7 @@ Excel workbook with one sheet).
             match value {
                 "csv" => Ok(Self::Csv),
                 "xlsx" => Ok(Self::Xlsx),
+                "jsonl" => Ok(Self::Jsonl),
                 _ => Err("invalid value".into()),
             }
         }
@@ -716,6 +814,75 @@ operation answers `503` with an `ErrorResponse` instead.
             value.parse()
         }
     }
+    /**A column of the users table that an export can write: `id` (UUID), `email`, `name`,
+`status` (`active` or `inactive`), `created_at` (RFC 3339, UTC).
+*/
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
+    )]
+    pub enum UserColumn {
+        #[serde(rename = "id")]
+        Id,
+        #[serde(rename = "email")]
+        Email,
+        #[serde(rename = "name")]
+        Name,
+        #[serde(rename = "status")]
+        Status,
+        #[serde(rename = "created_at")]
+        CreatedAt,
+    }
+    impl ::std::fmt::Display for UserColumn {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::Id => f.write_str("id"),
+                Self::Email => f.write_str("email"),
+                Self::Name => f.write_str("name"),
+                Self::Status => f.write_str("status"),
+                Self::CreatedAt => f.write_str("created_at"),
+            }
+        }
+    }
+    impl ::std::str::FromStr for UserColumn {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "id" => Ok(Self::Id),
+                "email" => Ok(Self::Email),
+                "name" => Ok(Self::Name),
+                "status" => Ok(Self::Status),
+                "created_at" => Ok(Self::CreatedAt),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for UserColumn {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for UserColumn {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
     /**Which users to export. Every filter is optional and they combine with AND; an absent
 or empty object exports all users. Unknown fields are rejected with `400`.
 */
@@ -1040,6 +1207,18 @@ Webhooks defines it. Shown only here; store it where your receiver can read it.
             value.parse()
         }
     }
+    /// Generation of default values for serde.
+    pub mod defaults {
+        pub(super) fn export_columns() -> ::std::vec::Vec<super::UserColumn> {
+            vec![
+                super::UserColumn::Id, super::UserColumn::Email, super::UserColumn::Name,
+                super::UserColumn::Status, super::UserColumn::CreatedAt
+            ]
+        }
+        pub(super) fn export_compression() -> super::ExportCompression {
+            super::ExportCompression::None
+        }
+    }
     /// Error types.
     pub mod error {
         /// Error from a `TryFrom` or `FromStr` implementation.
@@ -1076,13 +1255,15 @@ Webhooks defines it. Shown only here; store it where your receiver can read it.
 #[derive(Clone, Debug)]
 /**Client for Exports API
 
-Asynchronous exports of the users table as CSV or XLSX files.
+Asynchronous exports of the users table as CSV, XLSX or JSON Lines files, with the columns
+you choose, optionally gzip-compressed.
 
 ## The export flow
 
 An export is too slow to build inside one HTTP request, so it runs in the background:
 
-1. **Create** – `POST /api/v1/exports/users` with the file format and optional filters. The
+1. **Create** – `POST /api/v1/exports/users` with the file format and optional filters,
+   columns and compression. The
    API validates the request, counts the matching users, records the export as `pending`,
    queues one job and answers `202 Accepted` with the `export_id` and a first estimate of
    how long it will take (`estimated_seconds`).
@@ -1167,8 +1348,10 @@ retry it. Keys belong to the user who owns the API key and are kept for 24 hours
 - The same key with the same request gets the first answer again, `202` with the same
   `export_id`, and the header `Idempotent-Replayed: true`; nothing new is recorded or
   queued, and the pending-export limit does not apply to it. Requests are the same when
-  their `format` and `filters` are: the order of JSON members, white space, and leaving
-  `filters` out or sending `{}` make no difference.
+  their `format`, `filters`, `columns` and `compression` are: the order of JSON members,
+  white space, leaving `filters` out or sending `{}`, leaving `columns` out or listing
+  every column in the default order, and leaving `compression` out or sending `none` make
+  no difference. The order of `columns` counts: it is the order of the file's columns.
 - The same key with a different request: `422 idempotency_key_reused`.
 - The same key while its first request is still being handled: `409
   idempotency_key_in_use`; retry a moment later.
@@ -1199,7 +1382,7 @@ development server allows any, answering `Access-Control-Allow-Origin: *`); cred
 (cookies) are never allowed, since keys travel in the `Authorization` header.
 
 
-Version: 1.8.1*/
+Version: 1.9.0*/
 pub struct Client {
     pub(crate) baseurl: String,
     pub(crate) client: reqwest::Client,
@@ -1235,7 +1418,7 @@ impl Client {
 }
 impl ClientInfo<()> for Client {
     fn api_version() -> &'static str {
-        "1.8.1"
+        "1.9.0"
     }
     fn baseurl(&self) -> &str {
         self.baseurl.as_str()
@@ -1393,7 +1576,7 @@ Arguments:
     }
     /**Start an export of users
 
-Starts an asynchronous export of users as a CSV or XLSX file.
+Starts an asynchronous export of users as a CSV, XLSX or JSON Lines file.
 
 The request is validated (every problem is reported at once in `error.details`), the
 users matching `filters` are counted, the export is recorded as `pending` and exactly
@@ -1404,6 +1587,16 @@ users and the measured worker throughput. Then poll `getExport` until the export
 
 Without `filters` every user is exported. With filters, only users matching all of
 them are exported.
+
+`columns` chooses the users' columns the file has, in the order listed (all of them,
+`id, email, name, status, created_at`, when left out). A column that does not exist or
+is listed twice, an empty list, or anything but a list gets `400 invalid_request` on
+`columns` with the `allowed` columns.
+
+`compression: gzip` writes a CSV or JSON Lines file gzip-compressed as it is written
+(`users-<export_id>.csv.gz` or `.jsonl.gz`; see `downloadExport`). An XLSX file is
+already compressed (it is a zip archive): `compression: gzip` with `format: xlsx` gets
+`400 invalid_request` on `compression`, with `none` the one value allowed.
 
 Each user may have at most a fixed number of exports in flight (`pending` or
 `processing`); beyond it the API answers `429 too_many_pending_exports` with a
@@ -1579,27 +1772,44 @@ Arguments:
     }
     /**Download the file of a finished export
 
-Streams the file of a `done` export through the API: `text/csv` for `csv` exports,
-`application/vnd.openxmlformats-officedocument.spreadsheetml.sheet` for `xlsx`
-exports, with a `Content-Disposition: attachment` header carrying the file name
-(`users-<export_id>.csv` or `.xlsx`).
+Streams the file of a `done` export through the API, with a `Content-Disposition:
+attachment` header carrying the file name, `users-<export_id>.<format>`:
+
+| `format` | `compression` | `Content-Type` | file name ends |
+|----------|---------------|----------------|----------------|
+| `csv`    | `none`        | `text/csv`     | `.csv`         |
+| `xlsx`   | `none`        | `application/vnd.openxmlformats-officedocument.spreadsheetml.sheet` | `.xlsx` |
+| `jsonl`  | `none`        | `application/x-ndjson` | `.jsonl` |
+| `csv`    | `gzip`        | `application/gzip` | `.csv.gz`  |
+| `jsonl`  | `gzip`        | `application/gzip` | `.jsonl.gz` |
+
+A gzip-compressed export is served as the `.gz` file it is, without `Content-Encoding`:
+every client (a browser following `download_url`, curl, a generated client) gets the
+same bytes, `file_size_bytes` of them, and a browser saves the `.gz` file the person
+asked for rather than unpacking it under a `.gz` name. Any gzip tool opens it.
 
 The response is the file itself, never a redirect, so it behaves the same whatever
 storage backend holds the file, and generated clients that follow redirects (and might
 forward the `Authorization` header to storage) behave. For a link to hand to a browser
 instead, use `download_url` from `getExport`.
 
-CSV files are UTF-8 with a header row `id,email,name,status,created_at`; `created_at`
-is RFC 3339 in UTC. XLSX files have the same columns, `created_at` as a date-time cell
-(UTC); a sheet holds at most 1,048,575 users under its header row (Excel's limit) and
-larger exports continue on `Sheet2`, `Sheet3` and so on. Rows are ordered by
-`created_at`, then `id`.
+Files hold the export's `columns`, in its order; all of them by default. CSV files are
+UTF-8 with a header row of the column names, by default a header row
+`id,email,name,status,created_at`; `created_at` is RFC 3339 in UTC. XLSX files have the
+same columns, `created_at` as a date-time cell (UTC); a sheet holds at most 1,048,575
+users under its header row (Excel's limit) and larger exports continue on `Sheet2`,
+`Sheet3` and so on. JSON Lines files (`application/x-ndjson`, the media type JSON Lines
+readers and log tools recognise; none is registered) hold one JSON object per user,
+each on its own line ending in `\n`, UTF-8, with a member per column in the same order,
+`created_at` as an RFC 3339 string in UTC. Rows are ordered by `created_at`, then `id`.
 
 A value that starts with `=`, `+`, `-`, `@`, a tab or a carriage return could be run
 as a formula by a spreadsheet program (CSV injection). In CSV, which has no other
 defence, such a cell gets a leading `'`, so that spreadsheets show it as text. In XLSX
 the value is kept exactly as stored: a string cell is never a formula, and the cell
-carries Excel's quote-prefix format, so that editing it cannot turn it into one.
+carries Excel's quote-prefix format, so that editing it cannot turn it into one. JSON
+Lines files are read by programs, not spreadsheets: every value is exactly as stored,
+escaped only where JSON requires it.
 
 An XLSX cell holds at most 32,767 characters (Excel's limit): a longer value is cut to
 32,766 characters followed by `…`; the CSV file keeps it whole.

@@ -470,24 +470,15 @@ async fn play(
         }
         Outcome::Json(status, value) => json(status, &value),
         Outcome::File {
-            format,
-            filename,
+            media_type,
+            disposition,
             bytes,
-        } => {
-            let media_type = match format.as_str() {
-                "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                _ => "text/csv",
-            };
-            Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, media_type)
-                .header(
-                    header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"{filename}\""),
-                )
-                .body(Full::new(Bytes::from(bytes)))
-                .expect("valid response")
-        }
+        } => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, media_type)
+            .header(header::CONTENT_DISPOSITION, disposition)
+            .body(Full::new(Bytes::from(bytes)))
+            .expect("valid response"),
     })
 }
 

@@ -11,9 +11,10 @@ pub enum Outcome {
     Json(u16, Value),
     /// The answer of an earlier create with the same `Idempotency-Key`.
     Replayed(Value),
+    /// A file, with its media type and `Content-Disposition` (`exports_spec::files`).
     File {
-        format: String,
-        filename: String,
+        media_type: &'static str,
+        disposition: String,
         bytes: Vec<u8>,
     },
     Canned(u16),

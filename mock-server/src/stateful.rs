@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use exports_spec::errors;
+use exports_spec::{errors, files};
 use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
@@ -101,8 +101,8 @@ impl Clock {
 struct Store {
     by_id: HashMap<Uuid, Record>,
     order: VecDeque<Uuid>,
-    /// Creates with an `Idempotency-Key`, by caller and key: what was asked (format and
-    /// filters, `{}` for none), the answer, and when.
+    /// Creates with an `Idempotency-Key`, by caller and key: what was asked
+    /// (`exports_spec::files::create_identity`), the answer, and when.
     keys: HashMap<(String, String), (Value, Value, Instant)>,
     /// Exports not yet announced as done, soonest first: when each finishes.
     finishing: BinaryHeap<Reverse<(Instant, Uuid)>>,
@@ -114,6 +114,9 @@ struct Record {
     owner: String,
     format: String,
     filters: Value,
+    /// The file's columns, in order (all of them unless the create chose).
+    columns: Vec<String>,
+    compression: String,
     started: Instant,
     created_at: DateTime<Utc>,
     estimated_seconds: u64,
@@ -125,7 +128,7 @@ struct Record {
 
 impl Record {
     fn file(&self) -> &[u8] {
-        self.file.get_or_init(|| fake_file(&self.format, &self.filters))
+        self.file.get_or_init(|| fake_file(self))
     }
 }
 
@@ -298,8 +301,12 @@ impl Exports {
                 Some(record) if self.status(&record) == "done" => {
                     let bytes = record.file().to_vec();
                     Outcome::File {
-                        filename: format!("users-{}.{}", record.id, record.format),
-                        format: record.format,
+                        media_type: files::media_type(&record.format, &record.compression),
+                        disposition: files::content_disposition(
+                            record.id,
+                            &record.format,
+                            &record.compression,
+                        ),
                         bytes,
                     }
                 }
@@ -356,15 +363,8 @@ impl Exports {
         } = *call;
         let body = body?;
         let now = self.clock.now();
-        // What makes two creates the same request, as on the server: the format and the
-        // filters, whatever the order of their members, `{}` for none.
-        let asked = json!([
-            body.get("format"),
-            body.get("filters")
-                .filter(|f| !f.is_null())
-                .cloned()
-                .unwrap_or_else(|| json!({}))
-        ]);
+        // What makes two creates the same request, as on the server.
+        let asked = files::create_identity(body);
         let remembered = idempotency_key.map(|key| (owner.to_string(), key.to_string()));
         let record = Record {
             id: exports_spec::random_uuid(),
@@ -379,6 +379,22 @@ impl Exports {
                 .cloned()
                 .filter(Value::is_object)
                 .unwrap_or_else(|| json!({})),
+            columns: match body.get("columns").and_then(Value::as_array) {
+                Some(columns) => columns
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect(),
+                None => files::USER_COLUMNS
+                    .iter()
+                    .map(|column| column.to_string())
+                    .collect(),
+            },
+            compression: body
+                .get("compression")
+                .and_then(Value::as_str)
+                .unwrap_or(files::NO_COMPRESSION)
+                .to_string(),
             started: now.instant,
             created_at: now.utc,
             estimated_seconds: example_estimate.unwrap_or(DEFAULT_SECONDS),
@@ -474,6 +490,8 @@ impl Exports {
             "format": record.format,
             "status": status,
             "filters": record.filters,
+            "columns": record.columns,
+            "compression": record.compression,
             "progress": {
                 "rows_written": rows_written,
                 "rows_total": rows_total,
@@ -518,31 +536,59 @@ fn fake_users(filters: &Value) -> Vec<[String; 5]> {
         .collect()
 }
 
-/// The header row: the server's, as the spec describes it.
-const HEADER: [&str; 5] = exports_spec::files::USER_COLUMNS;
-
-fn fake_file(format: &str, filters: &Value) -> Vec<u8> {
-    let users = fake_users(filters);
-    if format == "xlsx" {
-        let mut workbook = rust_xlsxwriter::Workbook::new();
-        let sheet = workbook.add_worksheet();
-        for (column, title) in HEADER.iter().enumerate() {
-            let _ = sheet.write_string(0, column as u16, *title);
-        }
-        for (row, user) in users.iter().enumerate() {
-            for (column, cell) in user.iter().enumerate() {
-                let _ = sheet.write_string(row as u32 + 1, column as u16, cell);
+/// The record's file, as the server would write it for the same options: its columns in
+/// order under a header row (CSV, XLSX) or as members (JSON Lines), gzip-compressed when asked.
+fn fake_file(record: &Record) -> Vec<u8> {
+    let users = fake_users(&record.filters);
+    let chosen: Vec<usize> = record
+        .columns
+        .iter()
+        .filter_map(|column| files::USER_COLUMNS.iter().position(|known| known == column))
+        .collect();
+    let cells = |user: &[String; 5]| chosen.iter().map(|&at| user[at].clone()).collect::<Vec<String>>();
+    let file = match record.format.as_str() {
+        "xlsx" => {
+            let mut workbook = rust_xlsxwriter::Workbook::new();
+            let sheet = workbook.add_worksheet();
+            for (column, title) in record.columns.iter().enumerate() {
+                let _ = sheet.write_string(0, column as u16, title);
             }
+            for (row, user) in users.iter().enumerate() {
+                for (column, cell) in cells(user).iter().enumerate() {
+                    let _ = sheet.write_string(row as u32 + 1, column as u16, cell);
+                }
+            }
+            workbook.save_to_buffer().unwrap_or_default()
         }
-        workbook.save_to_buffer().unwrap_or_default()
-    } else {
-        let mut writer = csv::Writer::from_writer(Vec::new());
-        let _ = writer.write_record(HEADER);
-        for user in &users {
-            let _ = writer.write_record(user);
+        "jsonl" => {
+            let mut lines = Vec::new();
+            // Members in the columns' order (a JSON map here would sort them).
+            for user in &users {
+                let members: Vec<String> = record
+                    .columns
+                    .iter()
+                    .zip(cells(user))
+                    .map(|(column, cell)| format!("{}:{}", json!(column), json!(cell)))
+                    .collect();
+                lines.extend(format!("{{{}}}\n", members.join(",")).into_bytes());
+            }
+            lines
         }
-        writer.into_inner().unwrap_or_default()
+        _ => {
+            let mut writer = csv::Writer::from_writer(Vec::new());
+            let _ = writer.write_record(&record.columns);
+            for user in &users {
+                let _ = writer.write_record(cells(user));
+            }
+            writer.into_inner().unwrap_or_default()
+        }
+    };
+    if record.compression != files::GZIP {
+        return file;
     }
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let _ = std::io::Write::write_all(&mut gzip, &file);
+    gzip.finish().unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -551,11 +597,42 @@ mod tests {
 
     #[test]
     fn fake_files_are_real_files() {
-        let csv = String::from_utf8(fake_file("csv", &json!({"status": "inactive"}))).unwrap();
+        let record = |format: &str, filters: Value, columns: &[&str], compression: &str| Record {
+            id: Uuid::nil(),
+            owner: String::new(),
+            format: format.to_string(),
+            filters,
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            compression: compression.to_string(),
+            started: Instant::now(),
+            created_at: Utc::now(),
+            estimated_seconds: 0,
+            cancelled_at: None,
+            file: Arc::default(),
+        };
+        let every = files::USER_COLUMNS;
+        let csv = fake_file(&record("csv", json!({"status": "inactive"}), &every, "none"));
+        let csv = String::from_utf8(csv).unwrap();
         assert!(csv.starts_with("id,email,name,status,created_at\n"));
         assert_eq!(csv.lines().count(), 1 + 6);
         assert!(csv.lines().skip(1).all(|line| line.contains(",inactive,")));
-        let xlsx = fake_file("xlsx", &json!({}));
+        let xlsx = fake_file(&record("xlsx", json!({}), &every, "none"));
         assert_eq!(&xlsx[..2], b"PK", "an XLSX file is a zip archive");
+
+        let gzip = fake_file(&record("jsonl", json!({}), &["status", "email"], "gzip"));
+        let mut jsonl = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gzip[..]), &mut jsonl).unwrap();
+        assert_eq!(jsonl.lines().count(), 24);
+        for line in jsonl.lines() {
+            let user: Value = serde_json::from_str(line).unwrap();
+            assert!(
+                user["email"].as_str().unwrap().ends_with("@example.com"),
+                "{line}"
+            );
+            assert!(
+                line.starts_with(r#"{"status":""#),
+                "in the columns' order: {line}"
+            );
+        }
     }
 }

@@ -373,7 +373,11 @@ async fn exports_play_their_lifecycle() {
 
     let file = get(alice, download.clone()).await.unwrap();
     assert_eq!(file.status().as_u16(), 200);
-    assert_eq!(file.headers()["content-type"], "text/csv");
+    assert_eq!(
+        file.headers()["content-type"],
+        "text/csv; charset=utf-8",
+        "the server's"
+    );
     assert!(file.headers()["content-disposition"]
         .to_str()
         .unwrap()

@@ -137,9 +137,9 @@ impl Metrics {
             .register(Box::new(webhooks_waiting.clone()))
             .expect("registered once");
         // Every format appears from the start, so rates and alerts see zeros, not gaps.
-        for format in [ExportFormat::Csv, ExportFormat::Xlsx] {
+        for format in ExportFormat::NAMES {
             for counter in [&succeeded, &failed, &retried, &rows] {
-                counter.with_label_values(&[format.as_str()]);
+                counter.with_label_values(&[*format]);
             }
         }
         Self {

@@ -29,7 +29,7 @@ use sha2::Sha256;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::model::ExportFormat;
+use crate::model::ExportFile;
 
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
@@ -420,8 +420,8 @@ impl Storage {
 
     /// Each attempt writes its own object: an attempt that lost its lease can never overwrite
     /// the file of the attempt that finished, and deletes what it wrote.
-    pub fn object_key(export_id: Uuid, attempt: i32, format: ExportFormat) -> Path {
-        Self::export_prefix(export_id).join(format!("attempt-{attempt}.{}", format.file_extension()))
+    pub fn object_key(export_id: Uuid, attempt: i32, file: &ExportFile) -> Path {
+        Self::export_prefix(export_id).join(format!("attempt-{attempt}.{}", file.file_extension()))
     }
 
     /// A writer that uploads in parts of `part_bytes` as it fills (a single PUT when the file
@@ -526,7 +526,7 @@ impl Storage {
         &self,
         export_id: Uuid,
         key: &str,
-        format: ExportFormat,
+        file: &ExportFile,
         public_url: &str,
     ) -> Result<DownloadLink> {
         let expires_at = Utc::now() + self.link_ttl;
@@ -535,9 +535,9 @@ impl Storage {
                 let options = SignedUrlOptions::new().with_query([
                     (
                         "response-content-disposition",
-                        format.content_disposition(export_id),
+                        file.content_disposition(export_id),
                     ),
-                    ("response-content-type", format.content_type().to_string()),
+                    ("response-content-type", file.content_type().to_string()),
                 ]);
                 public
                     .signed_url_opts(http::Method::GET, &Path::from(key), self.link_ttl, &options)

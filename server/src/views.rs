@@ -21,13 +21,15 @@ pub fn export(row: &ExportRow, rates: &Rates) -> Export {
     let estimated_seconds_remaining = row
         .status
         .is_active()
-        .then(|| rates.seconds_for(row.format, row.rows_total.saturating_sub(row.rows_written)));
+        .then(|| rates.seconds_for(row.file.format, row.rows_total.saturating_sub(row.rows_written)));
     Export {
         export_id: row.id,
         export_type: ExportType::Users,
-        format: row.format,
+        format: row.file.format,
         status: row.status,
         filters: row.filters.clone(),
+        columns: row.file.columns.clone(),
+        compression: row.file.compression,
         progress: ExportProgress {
             rows_written: row.rows_written,
             rows_total: row.rows_total,

@@ -397,6 +397,15 @@ pub mod issue {
         format!("must be {expected}, got {}", kind(got))
     }
 
+    /// A list of an enumeration's values that is not a list, is empty or repeats a value.
+    pub fn not_a_list_of<S: AsRef<str>>(names: &[S], got: &Value) -> String {
+        let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+        format!(
+            "must be a list of one or more of {}, each at most once, got {got}",
+            names.join(", ")
+        )
+    }
+
     pub fn not_a_date(got: &Value) -> String {
         format!("must be a date in YYYY-MM-DD form (RFC 3339 full-date), got {got}")
     }

@@ -517,6 +517,20 @@ impl Spec {
                         ..problem(String::new())
                     });
                 }
+                // A list of an enumeration's values (`columns`): said as a whole, once, with
+                // the values it may hold.
+                Kind::Type { .. } | Kind::MinItems { .. } | Kind::MaxItems { .. } | Kind::UniqueItems
+                    if self.listed_values(at).is_some() =>
+                {
+                    let names = self.listed_values(at).expect("checked");
+                    let message = issue::not_a_list_of(&names, got);
+                    if !problems.iter().any(|p: &SchemaProblem| p.pointer == pointer) {
+                        problems.push(SchemaProblem {
+                            allowed: Some(names),
+                            ..problem(message)
+                        });
+                    }
+                }
                 Kind::Type { .. } | Kind::Minimum { .. } | Kind::Maximum { .. } if bounds(at).is_some() => {
                     let (minimum, maximum) = bounds(at).expect("checked");
                     problems.push(problem(issue::not_in_range(minimum, maximum, got)));
@@ -582,6 +596,20 @@ impl Spec {
     }
 
     /// The values an enumeration at `pointer` allows.
+    /// The values a list of an enumeration's values may hold, when `schema` is one.
+    fn listed_values(&self, schema: Option<&Value>) -> Option<Vec<String>> {
+        let schema = schema?;
+        (schema.get("type")? == "array").then_some(())?;
+        let items = self.resolve(schema.get("items")?).ok()?;
+        let values = items.get("enum")?.as_array()?;
+        Some(
+            values
+                .iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                .collect(),
+        )
+    }
+
     fn enum_values(&self, schema: &Value, pointer: &str) -> Option<Vec<String>> {
         let values = self.schema_at(schema, pointer)?.get("enum")?.as_array()?;
         Some(

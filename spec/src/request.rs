@@ -98,6 +98,9 @@ impl Spec {
                 problems.push(problem.detail("body"));
             }
         }
+        if operation.id == "createUserExport" {
+            problems.extend(crate::files::create_problems(json));
+        }
         problems
     }
 
@@ -218,7 +221,7 @@ mod tests {
                 .allowed
                 .clone()
         };
-        assert_eq!(allowed("format").unwrap(), ["csv", "xlsx"]);
+        assert_eq!(allowed("format").unwrap(), ["csv", "xlsx", "jsonl"]);
         assert_eq!(allowed("filters.status").unwrap(), ["active", "inactive"]);
 
         for (body, field) in [
@@ -237,9 +240,26 @@ mod tests {
                 json!({"format": "csv", "filters": {"created_after": "2024-01-05T00:00:00Z"}}),
                 "filters.created_after",
             ),
+            (json!({"format": "csv", "columns": "email"}), "columns"),
+            (json!({"format": "csv", "columns": []}), "columns"),
+            (json!({"format": "csv", "columns": ["email", "email"]}), "columns"),
+            (
+                json!({"format": "csv", "columns": ["email", "phone"]}),
+                "columns.1",
+            ),
+            (json!({"format": "csv", "compression": "zip"}), "compression"),
+            (json!({"format": "xlsx", "compression": "gzip"}), "compression"),
+            (json!({"format": "jsonl", "compression": null}), "compression"),
         ] {
-            assert_eq!(fields(&create_problems(&body, &none)), [field], "{body}");
+            let problems = create_problems(&body, &none);
+            assert_eq!(fields(&problems), [field], "{body}");
+            if field.starts_with("columns") {
+                let allowed = problems[0].allowed.clone().unwrap_or_default();
+                assert_eq!(allowed, crate::files::USER_COLUMNS, "{body}");
+            }
         }
+        let chosen = json!({"format": "jsonl", "columns": ["created_at", "email"], "compression": "gzip"});
+        assert!(create_problems(&chosen, &none).is_empty());
     }
 
     #[test]

@@ -178,6 +178,8 @@ async fn the_queue_depth_is_counted_apart_from_scrapes() -> anyhow::Result<()> {
     let request = CreateUserExport {
         format: ExportFormat::Csv,
         filters: None,
+        columns: None,
+        compression: None,
     };
     env.client(&writer).create_user_export(None, &request).await?;
     env.metrics.refresh_queue_depth(&env.pool).await?;

@@ -14,6 +14,8 @@ fn every_user_as_csv() -> CreateUserExport {
     CreateUserExport {
         format: ExportFormat::Csv,
         filters: None,
+        columns: None,
+        compression: None,
     }
 }
 

@@ -42,6 +42,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let request = exports_client::types::CreateUserExport {
         format: exports_client::types::ExportFormat::Csv,
         filters: None,
+        columns: None,
+        compression: None,
     };
     let accepted = client.create_user_export(None, &request).await?.into_inner();
     let export = client.get_export(&accepted.export_id).await?.into_inner();

@@ -53,7 +53,7 @@ async fn invalid_format_and_filters_name_the_fields_and_allowed_values() -> anyh
     );
     let details = body["error"]["details"].as_array().unwrap();
     let format = details.iter().find(|d| d["field"] == "format").unwrap();
-    assert_eq!(format["allowed"], json!(["csv", "xlsx"]));
+    assert_eq!(format["allowed"], json!(["csv", "xlsx", "jsonl"]));
     let status_detail = details.iter().find(|d| d["field"] == "filters.status").unwrap();
     assert_eq!(status_detail["allowed"], json!(["active", "inactive"]));
     assert_eq!(env.count("SELECT count(*) FROM exports").await?, 0);
@@ -98,12 +98,35 @@ async fn malformed_bodies_are_400s_and_write_nothing() -> anyhow::Result<()> {
             &["filters.since"],
         ),
         (r#"{"format":"csv","owner":"someone-else"}"#, &["owner"]),
+        // The file's options (1.9).
+        (r#"{"format":"csv","columns":"email"}"#, &["columns"]),
+        (r#"{"format":"csv","columns":[]}"#, &["columns"]),
+        (r#"{"format":"csv","columns":["email","email"]}"#, &["columns"]),
+        (r#"{"format":"csv","columns":["email","phone"]}"#, &["columns.1"]),
+        (r#"{"format":"csv","columns":[1]}"#, &["columns.0"]),
+        (r#"{"format":"csv","columns":null}"#, &["columns"]),
+        (r#"{"format":"xlsx","compression":"gzip"}"#, &["compression"]),
+        (r#"{"format":"csv","compression":"zip"}"#, &["compression"]),
+        (r#"{"format":"csv","compression":true}"#, &["compression"]),
+        (r#"{"format":"ndjson","compression":"gzip"}"#, &["format"]),
     ];
+    let columns = json!(["id", "email", "name", "status", "created_at"]);
     for (body, expected) in cases {
         let (status, response) = send(&env, &user.key, body).await?;
         assert_eq!(status, 400, "{body}: {response}");
         assert_eq!(response["error"]["code"], "invalid_request", "{body}");
         assert_eq!(fields(&response), *expected, "{body}: {response}");
+        let detail = &response["error"]["details"][0];
+        if expected[0].starts_with("columns") {
+            assert_eq!(detail["allowed"], columns, "{body}: {response}");
+        }
+        if body.contains(r#""xlsx","compression":"gzip""#) {
+            assert_eq!(detail["allowed"], json!(["none"]), "{response}");
+            assert!(
+                detail["issue"].as_str().unwrap().contains("already compressed"),
+                "{response}"
+            );
+        }
     }
     assert_eq!(env.count("SELECT count(*) FROM exports").await?, 0);
     assert!(env.queued_jobs().await?.is_empty());
@@ -273,6 +296,8 @@ async fn keys_without_the_scope_get_403() -> anyhow::Result<()> {
     let request = CreateUserExport {
         format: ExportFormat::Csv,
         filters: None,
+        columns: None,
+        compression: None,
     };
     let (status, body, _) = error_of(reader.create_user_export(None, &request).await);
     assert_eq!((status, body.error.code.as_str()), (403, "forbidden"));

@@ -14,6 +14,8 @@ fn csv(status: Option<UserStatus>) -> CreateUserExport {
             created_after: None,
             status,
         }),
+        columns: None,
+        compression: None,
     }
 }
 
@@ -100,6 +102,8 @@ async fn filters_select_the_rows_counted() -> anyhow::Result<()> {
                 created_after,
                 status,
             }),
+            columns: None,
+            compression: None,
         };
         let id = client
             .create_user_export(None, &request)

@@ -19,6 +19,8 @@ fn csv(status: Option<UserStatus>) -> CreateUserExport {
             created_after: None,
             status: Some(status),
         }),
+        columns: None,
+        compression: None,
     }
 }
 
@@ -71,6 +73,8 @@ async fn a_replay_gets_the_first_answer_and_writes_nothing() -> anyhow::Result<(
             created_after: Some("2020-01-01".parse()?),
             status: Some(UserStatus::Active),
         }),
+        columns: None,
+        compression: None,
     };
     let again = client
         .create_user_export(Some(&key("order-42")), &request)
@@ -138,6 +142,8 @@ async fn a_different_request_with_the_same_key_gets_422() -> anyhow::Result<()> 
     let xlsx = CreateUserExport {
         format: ExportFormat::Xlsx,
         filters: None,
+        columns: None,
+        compression: None,
     };
     assert_eq!(
         error_of(client.create_user_export(Some(&reused), &xlsx).await).0,
@@ -150,6 +156,8 @@ async fn a_different_request_with_the_same_key_gets_422() -> anyhow::Result<()> 
             created_after: None,
             status: None,
         }),
+        columns: None,
+        compression: None,
     };
     let replay = client.create_user_export(Some(&reused), &empty_filters).await?;
     assert_eq!(replay.headers()["idempotent-replayed"], "true");

@@ -13,6 +13,7 @@ mod dependencies_down;
 mod edge;
 mod errors;
 mod exports;
+mod file_options;
 mod idempotency;
 mod keys;
 mod migrations;

@@ -65,6 +65,11 @@ async fn trace_columns(url: &str) -> anyhow::Result<i64> {
     .await
 }
 
+/// The file's options V14 adds to `exports`.
+async fn file_option_columns(url: &str) -> anyhow::Result<i64> {
+    columns_of(url, "exports", &["columns", "compression"]).await
+}
+
 /// The lease column V11 gives `webhook_deliveries` back.
 async fn lease_columns(url: &str) -> anyhow::Result<i64> {
     columns_of(url, "webhook_deliveries", &["locked_until"]).await
@@ -75,7 +80,7 @@ async fn up_down_up() -> anyhow::Result<()> {
     let database = TestDatabase::create().await?;
     let postgres = database.postgres()?;
     let applied = postgres.migrate().await?;
-    assert_eq!(applied.len(), 13, "{applied:?}");
+    assert_eq!(applied.len(), 14, "{applied:?}");
     let all = [
         "api_keys",
         "exports",
@@ -90,7 +95,10 @@ async fn up_down_up() -> anyhow::Result<()> {
     assert_eq!(lease_columns(&database.url).await?, 1);
     assert_eq!(upload_columns(&database.url).await?, 2);
     assert_eq!(file_key_columns(&database.url).await?, (1, 0));
+    assert_eq!(file_option_columns(&database.url).await?, 2);
     assert_eq!(trace_columns(&database.url).await?, 3);
+    assert_eq!(postgres.rollback(13).await?, [14]);
+    assert_eq!(file_option_columns(&database.url).await?, 0);
     assert_eq!(postgres.rollback(12).await?, [13]);
     assert_eq!(trace_columns(&database.url).await?, 0);
     assert_eq!(postgres.rollback(11).await?, [12]);
@@ -116,7 +124,7 @@ async fn up_down_up() -> anyhow::Result<()> {
     assert_eq!(postgres.rollback(0).await?, [2, 1]);
     assert!(tables(&database.url).await?.is_empty());
 
-    assert_eq!(postgres.migrate().await?.len(), 13);
+    assert_eq!(postgres.migrate().await?.len(), 14);
     assert_eq!(tables(&database.url).await?, all);
     assert!(postgres.migrate().await?.is_empty(), "nothing left to apply");
     Ok(())
@@ -131,7 +139,7 @@ async fn concurrent_migrations_apply_once() -> anyhow::Result<()> {
         .into_iter()
         .map(|run| run.map(|applied| applied.len()))
         .sum::<anyhow::Result<usize>>()?;
-    assert_eq!(applied, 13, "each migration applied by exactly one run");
+    assert_eq!(applied, 14, "each migration applied by exactly one run");
     assert_eq!(
         tables(&database.url).await?,
         [

@@ -94,6 +94,22 @@ const CORPUS: &[Case] = &[
     // Not nullable in the spec: once read as "no filters" by the server's own validator.
     with_body("null filters", r#"{"format": "csv", "filters": null}"#),
     with_body("a body that is not an object", r#"["csv"]"#),
+    // The file's options (1.9).
+    with_body("columns as a string", r#"{"format": "csv", "columns": "email"}"#),
+    with_body("no columns", r#"{"format": "csv", "columns": []}"#),
+    with_body(
+        "a column twice",
+        r#"{"format": "csv", "columns": ["email", "email"]}"#,
+    ),
+    with_body(
+        "an unknown column",
+        r#"{"format": "jsonl", "columns": ["email", "phone"]}"#,
+    ),
+    with_body("gzip with xlsx", r#"{"format": "xlsx", "compression": "gzip"}"#),
+    with_body(
+        "an unknown compression",
+        r#"{"format": "csv", "compression": "zip"}"#,
+    ),
     with_body("malformed JSON", r#"{"format": "#),
     Case {
         headers: &[("idempotency-key", "")],
@@ -261,6 +277,25 @@ const CORPUS: &[Case] = &[
         headers: &[("idempotency-key", "parity-1")],
         ..with_body("a reused idempotency key", r#"{"format": "xlsx"}"#)
     },
+    // Every column in the default order and no compression: the same request.
+    Case {
+        headers: &[("idempotency-key", "parity-1")],
+        ..with_body(
+            "a replay naming the defaults",
+            r#"{"format": "csv", "columns": ["id", "email", "name", "status", "created_at"], "compression": "none"}"#,
+        )
+    },
+    Case {
+        headers: &[("idempotency-key", "parity-1")],
+        ..with_body(
+            "a key reused with other columns",
+            r#"{"format": "csv", "columns": ["email"]}"#,
+        )
+    },
+    with_body(
+        "a gzipped JSON Lines export of chosen columns",
+        r#"{"format": "jsonl", "columns": ["created_at", "email"], "compression": "gzip"}"#,
+    ),
     case("a list", "GET", EXPORTS),
     case("a pending export", "GET", "/api/v1/exports/users/{export}"),
     case(

@@ -113,6 +113,8 @@ async fn an_idle_worker_waits_quietly_and_takes_a_new_job_at_once() -> anyhow::R
         &CreateUserExport {
             format: ExportFormat::Csv,
             filters: None,
+            columns: None,
+            compression: None,
         },
     )
     .await?;

@@ -17,6 +17,8 @@ fn export(format: ExportFormat) -> CreateUserExport {
     CreateUserExport {
         format,
         filters: None,
+        columns: None,
+        compression: None,
     }
 }
 

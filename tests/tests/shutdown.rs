@@ -84,6 +84,8 @@ async fn sigterm_lets_a_workers_running_export_go_on_and_a_second_hands_it_back(
     let export = CreateUserExport {
         format: ExportFormat::Csv,
         filters: None,
+        columns: None,
+        compression: None,
     };
     let id = create(&client, &export).await?;
     wait_for_export(&client, &id, PROMPTLY, |e| e.progress.rows_written > 0).await?;

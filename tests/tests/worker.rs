@@ -1,5 +1,5 @@
 //! Exports finishing for real: the worker streams the matching users out of PostgreSQL into
-//! CSV or XLSX, stores the file (a local directory, or a real S3-compatible server), and the
+//! CSV, XLSX or JSON Lines, stores the file (a local directory, or a real S3-compatible server), and the
 //! API hands it out, through `downloadExport` and through short-lived links.
 
 use std::io::Cursor;
@@ -16,7 +16,12 @@ use uuid::Uuid;
 const FINISH: Duration = Duration::from_secs(60);
 
 fn request(format: ExportFormat, filters: Option<UserExportFilters>) -> CreateUserExport {
-    CreateUserExport { format, filters }
+    CreateUserExport {
+        format,
+        filters,
+        columns: None,
+        compression: None,
+    }
 }
 
 /// A row as the files carry it: id, email, name, status, created_at.
@@ -62,6 +67,26 @@ fn parse_csv(bytes: &[u8]) -> anyhow::Result<(Vec<String>, Vec<Row>)> {
         ));
     }
     Ok((header, rows))
+}
+
+/// The rows of a JSON Lines file, each line an object of the five columns in order.
+fn parse_jsonl(bytes: &[u8]) -> anyhow::Result<Vec<Row>> {
+    let text = std::str::from_utf8(bytes)?;
+    anyhow::ensure!(text.ends_with('\n'), "every line ends in a line feed");
+    let mut rows = Vec::new();
+    for line in text.lines() {
+        let user: serde_json::Value = serde_json::from_str(line)?;
+        let text = |column: &str| -> anyhow::Result<String> {
+            Ok(user[column]
+                .as_str()
+                .ok_or_else(|| anyhow::anyhow!("no {column} in {line}"))?
+                .to_string())
+        };
+        anyhow::ensure!(line.starts_with(r#"{"id":""#), "the columns' order: {line}");
+        let at = DateTime::parse_from_rfc3339(&text("created_at")?)?.to_utc();
+        rows.push((text("id")?, text("email")?, text("name")?, text("status")?, at));
+    }
+    Ok(rows)
 }
 
 /// Every sheet's rows after its header, in order; timestamps to the second (Excel's precision
@@ -156,7 +181,7 @@ fn neutralised(rows: &[Row]) -> Vec<Row> {
 }
 
 #[tokio::test]
-async fn csv_and_xlsx_hold_exactly_the_matching_users() -> anyhow::Result<()> {
+async fn every_format_holds_exactly_the_matching_users() -> anyhow::Result<()> {
     let env = TestEnv::start_setup(Setup {
         worker: Some(quick_worker()),
         ..Setup::default()
@@ -177,7 +202,7 @@ async fn csv_and_xlsx_hold_exactly_the_matching_users() -> anyhow::Result<()> {
     // Users 1 to 2,160 (the one at midnight included), but every fourth is inactive; and alice.
     assert_eq!(expected.len(), 2160 - 540 + 1);
 
-    for format in [ExportFormat::Csv, ExportFormat::Xlsx] {
+    for format in [ExportFormat::Csv, ExportFormat::Xlsx, ExportFormat::Jsonl] {
         let id = create(&client, &request(format, Some(filters.clone()))).await?;
         let export = wait_for_export(&client, &id, FINISH, |e| {
             e.status != ExportStatus::Pending && e.status != ExportStatus::Processing
@@ -193,11 +218,15 @@ async fn csv_and_xlsx_hold_exactly_the_matching_users() -> anyhow::Result<()> {
 
         let (headers, body) = download(&client, &id).await?;
         assert_eq!(export.file_size_bytes, Some(body.len() as i64));
-        let extension = if format == ExportFormat::Csv {
-            "csv"
-        } else {
-            "xlsx"
+        let (extension, media_type) = match format {
+            ExportFormat::Csv => ("csv", "text/csv; charset=utf-8"),
+            ExportFormat::Xlsx => (
+                "xlsx",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            ),
+            ExportFormat::Jsonl => ("jsonl", "application/x-ndjson"),
         };
+        assert_eq!(headers["content-type"], media_type);
         assert_eq!(
             headers["content-disposition"],
             format!("attachment; filename=\"users-{id}.{extension}\"").as_str()
@@ -218,15 +247,17 @@ async fn csv_and_xlsx_hold_exactly_the_matching_users() -> anyhow::Result<()> {
                 assert_eq!(headers, [["id", "email", "name", "status", "created_at"]]);
                 assert_eq!(to_seconds(&rows), to_seconds(&expected));
             }
+            ExportFormat::Jsonl => assert_eq!(parse_jsonl(&body)?, expected),
         }
     }
     let objects = stored_objects(&env.storage).await?;
-    assert_eq!(objects.len(), 2, "one file per export: {objects:?}");
+    assert_eq!(objects.len(), 3, "one file per export: {objects:?}");
 
     let metrics = env.raw().get(env.url("/metrics")).send().await?.text().await?;
     for line in [
         "exports_jobs_succeeded_total{format=\"csv\"} 1",
         "exports_jobs_succeeded_total{format=\"xlsx\"} 1",
+        "exports_jobs_succeeded_total{format=\"jsonl\"} 1",
         "exports_jobs_failed_total{format=\"csv\"} 0",
         "exports_jobs_in_flight 0",
         "exports_queue_depth 0",
@@ -242,7 +273,7 @@ async fn csv_and_xlsx_hold_exactly_the_matching_users() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn formula_cells_are_neutralised_in_both_formats() -> anyhow::Result<()> {
+async fn formula_cells_are_defused_for_spreadsheets_and_kept_in_json_lines() -> anyhow::Result<()> {
     let env = TestEnv::start_setup(Setup {
         worker: Some(quick_worker()),
         ..Setup::default()
@@ -280,13 +311,15 @@ async fn formula_cells_are_neutralised_in_both_formats() -> anyhow::Result<()> {
     let cells = |rows: &[Row]| -> Vec<(String, String)> {
         rows.iter().map(|row| (row.1.clone(), row.2.clone())).collect()
     };
-    for format in [ExportFormat::Csv, ExportFormat::Xlsx] {
+    for format in [ExportFormat::Csv, ExportFormat::Xlsx, ExportFormat::Jsonl] {
         let id = create(&client, &request(format, None)).await?;
         wait_for_export(&client, &id, FINISH, |e| e.status == ExportStatus::Done).await?;
         let (_, body) = download(&client, &id).await?;
         match format {
             // CSV has no defence but the leading apostrophe.
             ExportFormat::Csv => assert_eq!(cells(&parse_csv(&body)?.1), cells(&expected)),
+            // JSON Lines is read by programs: every value as stored.
+            ExportFormat::Jsonl => assert_eq!(cells(&parse_jsonl(&body)?), cells(&stored)),
             // XLSX keeps every value as stored, each formula-like one in a quote-prefixed cell.
             ExportFormat::Xlsx => {
                 assert_eq!(cells(&parse_xlsx(&body)?.1), cells(&stored));
@@ -442,7 +475,7 @@ async fn expired_files_are_deleted_and_marked() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn s3_links_name_the_endpoint_clients_reach() -> anyhow::Result<()> {
-    use exports_server::model::ExportFormat;
+    use exports_server::model::{ExportCompression, ExportFile, ExportFormat, UserColumn};
     use exports_server::storage::{Storage, StorageArgs};
     let s3 = exports_tests::TestS3::start().await?;
     // The same server under another name, as a host reaches a compose stack's `http://s3:9000`
@@ -453,11 +486,14 @@ async fn s3_links_name_the_endpoint_clients_reach() -> anyhow::Result<()> {
         ..s3.args()
     })?;
     let id = Uuid::new_v4();
-    let key = Storage::object_key(id, 1, ExportFormat::Csv);
+    let file = ExportFile {
+        format: ExportFormat::Csv,
+        columns: UserColumn::ALL.to_vec(),
+        compression: ExportCompression::None,
+    };
+    let key = Storage::object_key(id, 1, &file);
     object_store::ObjectStoreExt::put(&*storage.object_store(), &key, "id\n1\n".into()).await?;
-    let link = storage
-        .download_link(id, key.as_ref(), ExportFormat::Csv, "unused")
-        .await?;
+    let link = storage.download_link(id, key.as_ref(), &file, "unused").await?;
     assert!(link.url.starts_with(&format!("{public}/")), "{}", link.url);
     let body = reqwest::get(&link.url).await?.error_for_status()?.text().await?;
     assert_eq!(body, "id\n1\n", "signed for the name the client used");

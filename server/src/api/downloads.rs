@@ -58,10 +58,10 @@ pub(super) async fn file_response(
             let frames =
                 futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)).map_ok(hyper::body::Frame::data);
             let mut response = Response::builder()
-                .header(http::header::CONTENT_TYPE, row.format.content_type())
+                .header(http::header::CONTENT_TYPE, row.file.content_type())
                 .header(
                     http::header::CONTENT_DISPOSITION,
-                    row.format.content_disposition(row.id),
+                    row.file.content_disposition(row.id),
                 );
             if let Some(size) = row.file_size_bytes {
                 response = response.header(http::header::CONTENT_LENGTH, size);
@@ -91,7 +91,7 @@ pub(super) async fn export_view(
     if let (ExportStatus::Done, Some(key)) = (row.status, row.file_key.as_deref()) {
         let link = state
             .storage
-            .download_link(row.id, key, row.format, &state.public_url)
+            .download_link(row.id, key, &row.file, &state.public_url)
             .await
             .map_err(ApiError::internal)?;
         export.download_url = Some(link.url);

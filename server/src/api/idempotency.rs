@@ -66,18 +66,21 @@ impl IdempotencyKeyHeader {
     }
 }
 
-/// What makes two creates the same request: their format and filters as understood, so the
-/// order of JSON members, white space, and `filters` left out or `{}` make no difference.
+/// What makes two creates the same request, as the mock tells them apart too
+/// (`exports_spec::files::create_identity`): the order of JSON members, white space, and
+/// options left out or sent with their default values make no difference. A create without
+/// the options of 1.9 hashes as it did before them, so keys remembered then still replay.
 pub fn fingerprint(request: &CreateUserExport) -> [u8; 32] {
-    let understood = (request.format, request.filters.clone().unwrap_or_default());
-    let canonical = serde_json::to_vec(&understood).expect("a request serialises");
+    let understood = serde_json::to_value(request).expect("a request serialises");
+    let canonical =
+        serde_json::to_vec(&exports_spec::files::create_identity(&understood)).expect("JSON serialises");
     Sha256::digest(canonical).into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ExportFormat, UserExportFilters, UserStatus};
+    use crate::model::{ExportCompression, ExportFormat, UserColumn, UserExportFilters, UserStatus};
 
     fn header(values: &[&[u8]]) -> IdempotencyKeyHeader {
         IdempotencyKeyHeader(
@@ -106,6 +109,8 @@ mod tests {
         let request = |filters| CreateUserExport {
             format: ExportFormat::Csv,
             filters,
+            columns: None,
+            compression: None,
         };
         assert_eq!(
             fingerprint(&request(None)),
@@ -115,11 +120,35 @@ mod tests {
             status: Some(UserStatus::Active),
             ..Default::default()
         };
-        assert_ne!(fingerprint(&request(None)), fingerprint(&request(Some(active))));
+        assert_ne!(
+            fingerprint(&request(None)),
+            fingerprint(&request(Some(active.clone())))
+        );
         let xlsx = CreateUserExport {
             format: ExportFormat::Xlsx,
-            filters: None,
+            ..request(None)
         };
         assert_ne!(fingerprint(&request(None)), fingerprint(&xlsx));
+        // As before 1.9: SHA-256 of the pair, so keys remembered then replay after an upgrade.
+        let before: [u8; 32] =
+            Sha256::digest(serde_json::to_vec(&(ExportFormat::Csv, &active)).unwrap()).into();
+        assert_eq!(fingerprint(&request(Some(active))), before);
+        let defaults = CreateUserExport {
+            columns: Some(UserColumn::ALL.to_vec()),
+            compression: Some(ExportCompression::None),
+            ..request(None)
+        };
+        assert_eq!(fingerprint(&defaults), fingerprint(&request(None)));
+        let email = CreateUserExport {
+            columns: Some(vec![UserColumn::Email]),
+            ..request(None)
+        };
+        let gzip = CreateUserExport {
+            compression: Some(ExportCompression::Gzip),
+            ..request(None)
+        };
+        assert_ne!(fingerprint(&email), fingerprint(&request(None)));
+        assert_ne!(fingerprint(&gzip), fingerprint(&request(None)));
+        assert_ne!(fingerprint(&gzip), fingerprint(&email));
     }
 }

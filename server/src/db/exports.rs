@@ -25,7 +25,8 @@ use uuid::Uuid;
 
 use super::milliseconds;
 use crate::model::{
-    CreateUserExport, ExportAccepted, ExportFormat, ExportStatus, UserExportFilters, WebhookEventType,
+    CreateUserExport, ExportAccepted, ExportCompression, ExportFile, ExportFormat, ExportStatus,
+    UserExportFilters, WebhookEventType,
 };
 use crate::telemetry::TraceOrigin;
 
@@ -48,8 +49,8 @@ const FAILED: Sql = Sql(ExportStatus::Failed);
 const CANCELLED: Sql = Sql(ExportStatus::Cancelled);
 const EXPIRED: Sql = Sql(ExportStatus::Expired);
 
-const COLUMNS: &str = "id, format, status, filters, rows_total, rows_written, file_size_bytes, \
-                       file_key, error_message, created_at, updated_at, expires_at";
+const COLUMNS: &str = "id, format, columns, compression, status, filters, rows_total, rows_written, \
+                       file_size_bytes, file_key, error_message, created_at, updated_at, expires_at";
 
 /// `update` (an `UPDATE exports … WHERE …` without `RETURNING`) and its webhook events, in one
 /// statement, so in one transaction (the outbox): a row in `webhook_deliveries` for each of the
@@ -76,7 +77,7 @@ pub(crate) const IDEMPOTENCY_KEYS_KEPT: std::time::Duration = std::time::Duratio
 #[derive(Debug, Clone)]
 pub struct ExportRow {
     pub id: Uuid,
-    pub format: ExportFormat,
+    pub file: ExportFile,
     pub status: ExportStatus,
     pub filters: UserExportFilters,
     pub rows_total: u64,
@@ -95,6 +96,11 @@ pub struct ExportRow {
 struct Stored {
     id: Uuid,
     format: String,
+    /// Absent in outbox snapshots written before V14, like the exports of then: all columns.
+    #[serde(default)]
+    columns: Option<Vec<String>>,
+    #[serde(default)]
+    compression: Option<String>,
     status: String,
     filters: UserExportFilters,
     rows_total: i64,
@@ -114,6 +120,8 @@ impl ExportRow {
         Self::from_stored(Stored {
             id: row.get("id"),
             format: row.get("format"),
+            columns: row.get("columns"),
+            compression: row.get("compression"),
             status: row.get("status"),
             filters: serde_json::from_value(row.get("filters"))?,
             rows_total: row.get("rows_total"),
@@ -136,8 +144,7 @@ impl ExportRow {
         let count = |n: i64| n.max(0) as u64;
         Ok(Self {
             id: stored.id,
-            format: ExportFormat::parse(&stored.format)
-                .ok_or_else(|| super::Error::Unreadable(format!("unknown format {:?}", stored.format)))?,
+            file: stored_file(&stored.format, stored.columns, stored.compression.as_deref())?,
             status: ExportStatus::parse(&stored.status)
                 .ok_or_else(|| super::Error::Unreadable(format!("unknown status {:?}", stored.status)))?,
             filters: stored.filters,
@@ -151,6 +158,26 @@ impl ExportRow {
             expires_at: stored.expires_at,
         })
     }
+}
+
+/// An export's file from its row: `format`, `columns` (`NULL`: all) and `compression`
+/// (absent before V14: none).
+fn stored_file(
+    format: &str,
+    columns: Option<Vec<String>>,
+    compression: Option<&str>,
+) -> super::Result<ExportFile> {
+    let unreadable = |what: &str| super::Error::Unreadable(what.to_string());
+    Ok(ExportFile {
+        format: ExportFormat::parse(format)
+            .ok_or_else(|| unreadable(&format!("unknown format {format:?}")))?,
+        columns: ExportFile::columns_from_stored(columns).ok_or_else(|| unreadable("an unknown column"))?,
+        compression: match compression {
+            None => ExportCompression::None,
+            Some(name) => ExportCompression::parse(name)
+                .ok_or_else(|| unreadable(&format!("unknown compression {name:?}")))?,
+        },
+    })
 }
 
 /// The caller already has `limit` pending or processing exports.
@@ -191,10 +218,10 @@ pub(crate) enum Created {
 }
 
 /// Records a pending export unless the user is at their limit of active exports; the check
-/// and the insert are one statement (`create_export_within_limit`, migration V3), so the limit
-/// holds under concurrency. With an `Idempotency-Key`, `create_export_idempotently` (V6)
-/// first answers a replay, a reused key or a key in use, and remembers the key with the
-/// export, in the same statement.
+/// and the insert are one statement (`create_export_within_limit`, migration V3, with the
+/// file's options since V14), so the limit holds under concurrency. With an
+/// `Idempotency-Key`, `create_export_idempotently` (V6, V14) first answers a replay, a reused
+/// key or a key in use, and remembers the key with the export, in the same statement.
 pub(crate) async fn create(
     client: &Client,
     export: NewExport<'_>,
@@ -202,6 +229,8 @@ pub(crate) async fn create(
 ) -> super::Result<Created> {
     let filters = serde_json::to_value(export.request.filters.clone().unwrap_or_default())?;
     let limit = i32::try_from(export.limit).unwrap_or(i32::MAX);
+    let file = ExportFile::asked(export.request);
+    let (columns, compression) = (file.stored_columns(), file.compression.as_str());
     let (id, user_id, format, rows_total) = (
         export.id,
         export.user_id,
@@ -211,12 +240,21 @@ pub(crate) async fn create(
     let created = match idempotent {
         None => {
             let statement = client
-                .prepare_cached("SELECT create_export_within_limit($1, $2, $3, $4, $5, $6)")
+                .prepare_cached("SELECT create_export_within_limit($1, $2, $3, $4, $5, $6, $7, $8)")
                 .await?;
             let created: bool = client
                 .query_one(
                     &statement,
-                    &[&id, &user_id, &format, &filters, &rows_total, &limit],
+                    &[
+                        &id,
+                        &user_id,
+                        &format,
+                        &filters,
+                        &rows_total,
+                        &limit,
+                        &columns,
+                        &compression,
+                    ],
                 )
                 .await?
                 .get(0);
@@ -237,7 +275,7 @@ pub(crate) async fn create(
             let statement = client
                 .prepare_cached(
                     "SELECT outcome, response FROM create_export_idempotently(
-                         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 * interval '1 second')",
+                         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 * interval '1 second', $11, $12)",
                 )
                 .await?;
             let kept = IDEMPOTENCY_KEYS_KEPT.as_secs_f64();
@@ -255,6 +293,8 @@ pub(crate) async fn create(
                         &fingerprint.as_slice(),
                         &serde_json::to_value(answer)?,
                         &kept,
+                        &columns,
+                        &compression,
                     ],
                 )
                 .await?;
@@ -402,7 +442,7 @@ pub(crate) enum Taken {
     /// This worker now holds the export, as attempt `attempt`.
     Attempt {
         attempt: i32,
-        format: ExportFormat,
+        file: ExportFile,
         filters: UserExportFilters,
         /// What an earlier attempt may have left in storage.
         left: Option<LeftUpload>,
@@ -450,19 +490,17 @@ pub(crate) async fn take(client: &Client, export_id: Uuid, lease: Duration) -> s
                  WHERE id = $1
                    AND ((status = {PENDING} AND (retry_at IS NULL OR retry_at <= now()))
                         OR (status = {PROCESSING} AND lease_expires_at < now()))
-                 RETURNING attempts, format, filters, upload_key, upload_id,
+                 RETURNING attempts, format, columns, compression, filters, upload_key, upload_id,
                            traceparent, request_id, first_attempt_traceparent"
             ),
             &[&export_id, &milliseconds(lease)],
         )
         .await?;
     if let Some(row) = taken {
-        let format: String = row.get(1);
         return Ok(Taken::Attempt {
-            attempt: row.get(0),
-            format: ExportFormat::parse(&format)
-                .ok_or_else(|| super::Error::Unreadable(format!("unknown format {format:?}")))?,
-            filters: serde_json::from_value(row.get(2))?,
+            attempt: row.get("attempts"),
+            file: stored_file(row.get("format"), row.get("columns"), row.get("compression"))?,
+            filters: serde_json::from_value(row.get("filters"))?,
             left: LeftUpload::from_row(&row),
             trace: TraceOrigin {
                 traceparent: row.get("traceparent"),
@@ -827,6 +865,9 @@ mod tests {
         for column in ["file_key", "file_url"] {
             let row = ExportRow::from_snapshot(&snapshot(column)).unwrap();
             assert_eq!(row.file_key.as_deref(), Some("exports/k.csv"), "{column}");
+            // Before V14: every column, uncompressed.
+            assert_eq!(row.file.columns, crate::model::UserColumn::ALL);
+            assert_eq!(row.file.compression, ExportCompression::None);
         }
     }
 

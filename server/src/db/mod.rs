@@ -92,6 +92,10 @@ const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// it from refinery's history.
 const ROLLBACKS: &[(i32, &str)] = &[
     (
+        14,
+        include_str!("../../../migrations/rollback/R14__file_options.sql"),
+    ),
+    (
         13,
         include_str!("../../../migrations/rollback/R13__trace_context.sql"),
     ),

@@ -1,15 +1,35 @@
-//! The cells of an export, as both formats write them: the columns, one user's row, the
-//! defusing of formula-like values and the timestamp's text.
+//! The cells of an export, as every format writes them: one user's cells in the file's
+//! column order, the defusing of formula-like values and the timestamp's text.
 
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-/// The header row: the columns the spec describes.
-pub const HEADER: [&str; 5] = exports_spec::files::USER_COLUMNS;
+use crate::model::UserColumn;
 
-/// One exported user.
+/// One cell of an exported user's row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Id(Uuid),
+    Text(String),
+    Time(DateTime<Utc>),
+}
+
+impl Cell {
+    /// The cell of `column` at `index` of a row of the export's query, which selects the
+    /// file's columns in its order (`UserQuery::select_sql`).
+    pub fn read(row: &tokio_postgres::Row, index: usize, column: UserColumn) -> Self {
+        match column {
+            UserColumn::Id => Cell::Id(row.get(index)),
+            UserColumn::CreatedAt => Cell::Time(row.get(index)),
+            UserColumn::Email | UserColumn::Name | UserColumn::Status => Cell::Text(row.get(index)),
+        }
+    }
+}
+
+/// One exported user with every column, for the tests of the writers.
+#[cfg(test)]
 #[derive(Debug, Clone)]
 pub struct UserRow {
     pub id: Uuid,
@@ -17,6 +37,23 @@ pub struct UserRow {
     pub name: String,
     pub status: String,
     pub created_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+impl UserRow {
+    /// The cells of `columns`, in that order.
+    pub fn cells(&self, columns: &[UserColumn]) -> Vec<Cell> {
+        columns
+            .iter()
+            .map(|column| match column {
+                UserColumn::Id => Cell::Id(self.id),
+                UserColumn::Email => Cell::Text(self.email.clone()),
+                UserColumn::Name => Cell::Text(self.name.clone()),
+                UserColumn::Status => Cell::Text(self.status.clone()),
+                UserColumn::CreatedAt => Cell::Time(self.created_at),
+            })
+            .collect()
+    }
 }
 
 /// Whether a spreadsheet would evaluate a cell starting so (`=1+1`, `@SUM(..)`, `-2+3`, ...).

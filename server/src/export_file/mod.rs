@@ -1,8 +1,13 @@
-//! One export file: rows streamed out of PostgreSQL, written as CSV or XLSX, uploaded in parts
+//! One export file: rows streamed out of PostgreSQL, written as CSV, JSON Lines or XLSX with
+//! the export's columns, gzip-compressed as they are written when asked, uploaded in parts
 //! while they are written. Neither the rows nor the file are ever all in memory.
 //!
 //! - CSV: UTF-8, a header row, RFC 3339 UTC timestamps; chunks of a few hundred KiB go to the
 //!   upload as soon as they are full.
+//! - JSON Lines: one object per user and line, members in the columns' order, written like
+//!   CSV (chunk by chunk), strings escaped by serde_json exactly as JSON requires.
+//! - gzip (CSV and JSON Lines): each chunk goes through one gzip stream on its way to the
+//!   upload, so the file is compressed as it is written, never after.
 //! - XLSX: written on a blocking thread by `xlsx`, straight into a zip that goes to the
 //!   upload as it is compressed; a sheet holds at most 1,048,575 data rows under its header,
 //!   then the next sheet starts.
@@ -11,8 +16,9 @@
 //! with `=`, `+`, `-`, `@`, tab or carriage return) are defused. CSV has no other defence than
 //! a leading `'`, which a spreadsheet shows as text. An XLSX string cell is never a formula:
 //! the value is written unchanged, with Excel's quote-prefix cell format, so that editing the
-//! cell cannot turn it into one either. XLSX cells are limited to 32,767 characters (Excel's
-//! limit): a longer value is cut to 32,766 and ends in `…` (CSV keeps it whole).
+//! cell cannot turn it into one either. JSON Lines is for programs: values are written as
+//! stored. XLSX cells are limited to 32,767 characters (Excel's limit): a longer value is cut
+//! to 32,766 and ends in `…` (CSV and JSON Lines keep it whole).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,19 +31,23 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::db::users::UserQuery;
-use crate::model::{ExportFormat, UserExportFilters};
+use crate::model::{ExportCompression, ExportFile, ExportFormat, UserColumn, UserExportFilters};
 use crate::storage::FileWriter;
 
 mod cells;
 mod xlsx;
 
-pub use cells::{neutralise, write_timestamp, UserRow, HEADER};
+pub use cells::{neutralise, write_timestamp, Cell};
 use xlsx::XlsxWriter;
 
-/// Bytes of CSV gathered before they go to the upload.
-const CSV_CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes of CSV or JSON Lines gathered before they go to the upload (through gzip, if asked).
+const CHUNK_BYTES: usize = 256 * 1024;
 /// Rows handed to the XLSX thread at once.
 const XLSX_BATCH_ROWS: usize = 1024;
+/// gzip's level: 1, its fastest. Export files are mostly repeated text, and level 6 (gzip's
+/// default) made a 1M-user CSV only a few percent smaller at about three times the CPU
+/// (`cargo xtask bench export`; docs/benchmarks.md).
+const GZIP_LEVEL: u32 = 1;
 
 /// What an attempt logs once it holds at the fault-injection point, for tests to wait on.
 #[cfg(feature = "fault-injection")]
@@ -87,12 +97,12 @@ impl Progress {
     }
 }
 
-/// Streams the matching users into `upload` as `format`, recording the rows written in
+/// Streams the matching users into `upload` as `file` says, recording the rows written in
 /// `progress` as they go. Returns the number of rows; the caller completes or aborts the upload.
 pub async fn write_export(
     client: &tokio_postgres::Client,
     filters: &UserExportFilters,
-    format: ExportFormat,
+    file: &ExportFile,
     upload: &mut Upload,
     progress: &Progress,
 ) -> Result<u64> {
@@ -101,7 +111,7 @@ pub async fn write_export(
     let step = crate::telemetry::step("export.query");
     let rows = async {
         let statement = client
-            .prepare(&query.select_sql())
+            .prepare(&query.select_sql(&file.columns))
             .await
             .context("preparing the export query")?;
         client
@@ -112,18 +122,22 @@ pub async fn write_export(
     .await;
     crate::telemetry::end_step(step, &rows);
     let rows = rows?.map_err(|error| anyhow::Error::new(error).context("reading users"));
-    match format {
-        // CSV borrows each row's text; XLSX rows cross to another thread, so they are owned.
-        ExportFormat::Csv => write_csv(rows, upload, progress).await,
+    let out = Compressor::new(file.compression);
+    match file.format {
+        // CSV and JSON Lines borrow each row's text; XLSX rows cross to another thread, so
+        // they are owned.
+        ExportFormat::Csv => write_lines(rows, Csv::new(&file.columns), out, upload, progress).await,
+        ExportFormat::Jsonl => write_lines(rows, Jsonl::new(&file.columns), out, upload, progress).await,
         ExportFormat::Xlsx => {
-            let rows = rows.map_ok(|row| UserRow {
-                id: row.get(0),
-                email: row.get(1),
-                name: row.get(2),
-                status: row.get(3),
-                created_at: row.get(4),
+            let columns = file.columns.clone();
+            let rows = rows.map_ok(move |row| {
+                columns
+                    .iter()
+                    .enumerate()
+                    .map(|(index, column)| Cell::read(&row, index, *column))
+                    .collect::<Vec<Cell>>()
             });
-            write_xlsx(rows, upload, progress).await
+            write_xlsx(rows, &file.columns, upload, progress).await
         }
     }
 }
@@ -151,54 +165,235 @@ async fn put(upload: &mut Upload, bytes: Vec<u8>) -> Result<()> {
     upload.writer.put(Bytes::from(bytes)).await
 }
 
-pub async fn write_csv(
+/// A format written line by line into chunks: CSV or JSON Lines.
+trait Lines {
+    /// What comes before the first row (CSV's header row).
+    fn start(&mut self, chunk: &mut Vec<u8>) -> Result<()>;
+    /// One user's line, from a row of the export's query.
+    fn row(&mut self, chunk: &mut Vec<u8>, row: &tokio_postgres::Row) -> Result<()>;
+    /// After the last row: whatever is still held.
+    fn end(&mut self, chunk: &mut Vec<u8>) -> Result<()>;
+}
+
+/// CSV of the export's columns.
+struct Csv<'c> {
+    columns: &'c [UserColumn],
+    writer: csv::Writer<Vec<u8>>,
+    created_at: String,
+}
+
+impl<'c> Csv<'c> {
+    fn new(columns: &'c [UserColumn]) -> Self {
+        Self {
+            columns,
+            writer: csv::Writer::from_writer(Vec::with_capacity(4096)),
+            created_at: String::with_capacity(32),
+        }
+    }
+
+    /// Moves what the writer holds to the end of `chunk`.
+    fn drain_into(&mut self, chunk: &mut Vec<u8>) -> Result<()> {
+        self.writer.flush()?;
+        let written = std::mem::replace(&mut self.writer, csv::Writer::from_writer(Vec::new()))
+            .into_inner()
+            .map_err(|error| anyhow::anyhow!("writing CSV: {}", error.error()))?;
+        chunk.extend_from_slice(&written);
+        let mut reused = written;
+        reused.clear();
+        self.writer = csv::Writer::from_writer(reused);
+        Ok(())
+    }
+}
+
+impl Lines for Csv<'_> {
+    fn start(&mut self, chunk: &mut Vec<u8>) -> Result<()> {
+        self.writer
+            .write_record(self.columns.iter().map(|column| column.as_str()))?;
+        self.drain_into(chunk)
+    }
+
+    fn row(&mut self, chunk: &mut Vec<u8>, row: &tokio_postgres::Row) -> Result<()> {
+        let mut id = Uuid::encode_buffer();
+        for (index, column) in self.columns.iter().enumerate() {
+            match column {
+                UserColumn::Id => {
+                    let id = row.get::<_, Uuid>(index).hyphenated().encode_lower(&mut id);
+                    self.writer.write_field(id.as_bytes())?;
+                }
+                UserColumn::CreatedAt => {
+                    self.created_at.clear();
+                    write_timestamp(&mut self.created_at, &row.get(index));
+                    self.writer.write_field(self.created_at.as_bytes())?;
+                }
+                UserColumn::Email | UserColumn::Name | UserColumn::Status => {
+                    self.writer.write_field(neutralise(row.get(index)).as_bytes())?;
+                }
+            }
+        }
+        self.writer.write_record(None::<&[u8]>)?;
+        // Held in the writer, they join the chunk a few at a time.
+        if self.writer.get_ref().len() >= 64 * 1024 {
+            self.drain_into(chunk)?;
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, chunk: &mut Vec<u8>) -> Result<()> {
+        self.drain_into(chunk)
+    }
+}
+
+/// JSON Lines of the export's columns: `{"email":"…","created_at":"…"}` and a line feed.
+struct Jsonl {
+    /// Each column's member name, quoted, with its colon, and the comma before all but the
+    /// first: `{"id":`, `,"email":`.
+    keys: Vec<(UserColumn, String)>,
+    created_at: String,
+}
+
+impl Jsonl {
+    fn new(columns: &[UserColumn]) -> Self {
+        let keys = columns
+            .iter()
+            .enumerate()
+            .map(|(position, column)| {
+                let lead = if position == 0 { "{" } else { "," };
+                (*column, format!("{lead}\"{}\":", column.as_str()))
+            })
+            .collect();
+        Self {
+            keys,
+            created_at: String::with_capacity(32),
+        }
+    }
+}
+
+impl Lines for Jsonl {
+    fn start(&mut self, _: &mut Vec<u8>) -> Result<()> {
+        Ok(())
+    }
+
+    fn row(&mut self, chunk: &mut Vec<u8>, row: &tokio_postgres::Row) -> Result<()> {
+        let mut id = Uuid::encode_buffer();
+        for (index, (column, key)) in self.keys.iter().enumerate() {
+            chunk.extend_from_slice(key.as_bytes());
+            // Ids and timestamps hold nothing JSON escapes; text goes through serde_json.
+            match column {
+                UserColumn::Id => {
+                    let id = row.get::<_, Uuid>(index).hyphenated().encode_lower(&mut id);
+                    quoted(chunk, id);
+                }
+                UserColumn::CreatedAt => {
+                    self.created_at.clear();
+                    write_timestamp(&mut self.created_at, &row.get(index));
+                    quoted(chunk, &self.created_at);
+                }
+                UserColumn::Email | UserColumn::Name | UserColumn::Status => {
+                    serde_json::to_writer(&mut *chunk, row.get::<_, &str>(index))?;
+                }
+            }
+        }
+        chunk.extend_from_slice(b"}\n");
+        Ok(())
+    }
+
+    fn end(&mut self, _: &mut Vec<u8>) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn quoted(chunk: &mut Vec<u8>, text: &str) {
+    chunk.push(b'"');
+    chunk.extend_from_slice(text.as_bytes());
+    chunk.push(b'"');
+}
+
+/// The file's bytes on their way to the upload: as they are, or through one gzip stream.
+enum Compressor {
+    None,
+    Gzip(Box<flate2::write::GzEncoder<Vec<u8>>>),
+}
+
+impl Compressor {
+    fn new(compression: ExportCompression) -> Self {
+        match compression {
+            ExportCompression::None => Compressor::None,
+            ExportCompression::Gzip => Compressor::Gzip(Box::new(flate2::write::GzEncoder::new(
+                Vec::with_capacity(CHUNK_BYTES),
+                flate2::Compression::new(GZIP_LEVEL),
+            ))),
+        }
+    }
+
+    /// Sends `chunk` on (compressed, when asked) and leaves it empty for reuse.
+    async fn send(&mut self, upload: &mut Upload, chunk: &mut Vec<u8>) -> Result<()> {
+        match self {
+            Compressor::None => {
+                put(
+                    upload,
+                    std::mem::replace(chunk, Vec::with_capacity(CHUNK_BYTES + 4096)),
+                )
+                .await
+            }
+            Compressor::Gzip(gzip) => {
+                gzip.write_all(chunk)?;
+                chunk.clear();
+                let compressed = std::mem::replace(gzip.get_mut(), Vec::with_capacity(CHUNK_BYTES));
+                if compressed.is_empty() {
+                    return Ok(());
+                }
+                put(upload, compressed).await
+            }
+        }
+    }
+
+    /// Sends what is left, and gzip's trailer.
+    async fn finish(self, upload: &mut Upload, mut chunk: Vec<u8>) -> Result<()> {
+        match self {
+            Compressor::None => put(upload, chunk).await,
+            Compressor::Gzip(mut gzip) => {
+                gzip.write_all(&chunk)?;
+                chunk.clear();
+                put(upload, gzip.finish()?).await
+            }
+        }
+    }
+}
+
+async fn write_lines(
     rows: impl futures::Stream<Item = Result<tokio_postgres::Row>>,
+    mut lines: impl Lines,
+    mut out: Compressor,
     upload: &mut Upload,
     progress: &Progress,
 ) -> Result<u64> {
     pin_mut!(rows);
-    let new_chunk = || csv::Writer::from_writer(Vec::with_capacity(CSV_CHUNK_BYTES + 4096));
-    let mut csv = new_chunk();
-    csv.write_record(HEADER)?;
+    let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
+    lines.start(&mut chunk)?;
     let mut count = 0u64;
-    let mut id = Uuid::encode_buffer();
-    let mut created_at = String::with_capacity(32);
     while let Some(row) = rows.try_next().await? {
-        let id = row.get::<_, Uuid>(0).hyphenated().encode_lower(&mut id);
-        created_at.clear();
-        write_timestamp(&mut created_at, &row.get(4));
-        csv.write_record([
-            id.as_bytes(),
-            neutralise(row.get(1)).as_bytes(),
-            neutralise(row.get(2)).as_bytes(),
-            neutralise(row.get(3)).as_bytes(),
-            created_at.as_bytes(),
-        ])?;
+        lines.row(&mut chunk, &row)?;
         count += 1;
-        if csv.get_ref().len() >= CSV_CHUNK_BYTES {
-            let chunk = std::mem::replace(&mut csv, new_chunk());
-            put(upload, csv_bytes(chunk)?).await?;
+        if chunk.len() >= CHUNK_BYTES {
+            out.send(upload, &mut chunk).await?;
             progress.record(count).await;
         }
     }
-    put(upload, csv_bytes(csv)?).await?;
+    lines.end(&mut chunk)?;
+    out.finish(upload, chunk).await?;
     progress.record(count).await;
     Ok(count)
 }
 
-fn csv_bytes(csv: csv::Writer<Vec<u8>>) -> Result<Vec<u8>> {
-    csv.into_inner()
-        .map_err(|error| anyhow::anyhow!("writing CSV: {}", error.error()))
-}
-
 enum XlsxInput {
-    Rows(Vec<UserRow>),
+    Rows(Vec<Vec<Cell>>),
     /// Every row was sent: save the workbook. A closed channel without it means "abandon".
     Finish,
 }
 
-pub async fn write_xlsx(
-    rows: impl futures::Stream<Item = Result<UserRow>>,
+async fn write_xlsx(
+    rows: impl futures::Stream<Item = Result<Vec<Cell>>>,
+    columns: &[UserColumn],
     upload: &mut Upload,
     progress: &Progress,
 ) -> Result<u64> {
@@ -207,8 +402,15 @@ pub async fn write_xlsx(
     let (bytes_tx, mut bytes_rx) = mpsc::channel::<Vec<u8>>(4);
     let written = Arc::new(AtomicU64::new(0));
     let thread_written = written.clone();
+    let thread_columns = columns.to_vec();
     let builder = tokio::task::spawn_blocking(move || {
-        build_xlsx(rows_rx, bytes_tx, &thread_written, xlsx::ROWS_PER_SHEET)
+        build_xlsx(
+            rows_rx,
+            bytes_tx,
+            &thread_written,
+            &thread_columns,
+            xlsx::ROWS_PER_SHEET,
+        )
     });
 
     // Feed the rows to the thread, then forward the zip it writes to the upload; both sides
@@ -257,7 +459,7 @@ struct ChannelWriter {
 impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.chunk.extend_from_slice(buf);
-        if self.chunk.len() >= CSV_CHUNK_BYTES {
+        if self.chunk.len() >= CHUNK_BYTES {
             self.flush()?;
         }
         Ok(buf.len())
@@ -265,7 +467,7 @@ impl Write for ChannelWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         if !self.chunk.is_empty() {
-            let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CSV_CHUNK_BYTES + 4096));
+            let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK_BYTES + 4096));
             self.sender
                 .blocking_send(chunk)
                 .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped"))?;
@@ -279,13 +481,14 @@ fn build_xlsx(
     mut rows: mpsc::Receiver<XlsxInput>,
     bytes: mpsc::Sender<Vec<u8>>,
     written: &AtomicU64,
+    columns: &[UserColumn],
     rows_per_sheet: u32,
 ) -> Result<u64> {
     let out = ChannelWriter {
-        chunk: Vec::with_capacity(CSV_CHUNK_BYTES + 4096),
+        chunk: Vec::with_capacity(CHUNK_BYTES + 4096),
         sender: bytes,
     };
-    let mut xlsx = XlsxWriter::new(out, rows_per_sheet).context("writing the XLSX file")?;
+    let mut xlsx = XlsxWriter::new(out, columns, rows_per_sheet).context("writing the XLSX file")?;
     let mut count = 0u64;
     loop {
         let batch = match rows.blocking_recv() {
@@ -327,6 +530,7 @@ pub async fn finish_upload(upload: &mut Upload, written: Result<u64>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cells::UserRow;
     use chrono::Utc;
 
     #[test]
@@ -343,11 +547,13 @@ mod tests {
                 created_at: Utc::now(),
             })
             .collect();
-        rows_tx.blocking_send(XlsxInput::Rows(users.clone())).unwrap();
+        let columns = [UserColumn::Name, UserColumn::Email];
+        let rows = users.iter().map(|user| user.cells(&columns)).collect();
+        rows_tx.blocking_send(XlsxInput::Rows(rows)).unwrap();
         rows_tx.blocking_send(XlsxInput::Finish).unwrap();
         let written = AtomicU64::new(0);
         // Three users and the header per sheet.
-        let builder = std::thread::spawn(move || build_xlsx(rows_rx, bytes_tx, &written, 4));
+        let builder = std::thread::spawn(move || build_xlsx(rows_rx, bytes_tx, &written, &columns, 4));
         let mut file = Vec::new();
         while let Some(chunk) = bytes_rx.blocking_recv() {
             file.extend(chunk);
@@ -360,7 +566,8 @@ mod tests {
         for name in workbook.sheet_names() {
             let range = workbook.worksheet_range(&name).unwrap();
             let mut rows = range.rows();
-            assert_eq!(rows.next().unwrap()[1].to_string(), "email");
+            let header: Vec<String> = rows.next().unwrap().iter().map(|cell| cell.to_string()).collect();
+            assert_eq!(header, ["name", "email"]);
             emails.extend(rows.map(|row| row[1].to_string()));
         }
         let sent: Vec<String> = users.iter().map(|user| user.email.clone()).collect();

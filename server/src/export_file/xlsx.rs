@@ -19,7 +19,8 @@ use rust_xlsxwriter::{ExcelDateTime, Format, IntoExcelDateTime, Workbook};
 use zip::write::{SimpleFileOptions, StreamWriter};
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
-use super::cells::{looks_like_a_formula, UserRow, HEADER};
+use super::cells::{looks_like_a_formula, Cell};
+use crate::model::UserColumn;
 
 /// Excel's limits: rows per sheet (the header included) and characters per cell.
 pub const ROWS_PER_SHEET: u32 = 1_048_576;
@@ -34,29 +35,55 @@ const BOLD: &str = "1";
 const QUOTED: &str = "2";
 const DATETIME: &str = "3";
 
-/// A sheet up to its rows, with the widths rust_xlsxwriter stores for columns of 38, 32, 28,
-/// 10 and 20 characters (the default font's padding added); `{view}` is the sheet's view.
+/// A sheet up to its column widths; `{view}` is the sheet's view.
 const SHEET_START: &str = concat!(
     "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n",
     "<worksheet xmlns=\"http://schemas.openxmlformats.org/spreadsheetml/2006/main\" ",
     "xmlns:r=\"http://schemas.openxmlformats.org/officeDocument/2006/relationships\">",
     "<sheetViews>{view}</sheetViews><sheetFormatPr defaultRowHeight=\"15\"/><cols>",
-    "<col min=\"1\" max=\"1\" width=\"38.7109375\" customWidth=\"1\"/>",
-    "<col min=\"2\" max=\"2\" width=\"32.7109375\" customWidth=\"1\"/>",
-    "<col min=\"3\" max=\"3\" width=\"28.7109375\" customWidth=\"1\"/>",
-    "<col min=\"4\" max=\"4\" width=\"10.7109375\" customWidth=\"1\"/>",
-    "<col min=\"5\" max=\"5\" width=\"20.7109375\" customWidth=\"1\"/>",
-    "</cols><sheetData>",
 );
+const COLUMNS_END: &str = "</cols><sheetData>";
 const SHEET_END: &str = concat!(
     "</sheetData><pageMargins left=\"0.7\" right=\"0.7\" top=\"0.75\" bottom=\"0.75\" ",
     "header=\"0.3\" footer=\"0.3\"/></worksheet>",
 );
-const COLUMNS: [&str; 5] = ["A", "B", "C", "D", "E"];
+/// The letters of a file's columns, by position: it has five at most.
+const LETTERS: [&str; 5] = ["A", "B", "C", "D", "E"];
 
-/// An XLSX file being written into `W`: the users, under a header row, 1,048,575 a sheet.
+/// A column's width in characters, as wide as its usual values.
+fn width(column: UserColumn) -> u32 {
+    match column {
+        UserColumn::Id => 38,
+        UserColumn::Email => 32,
+        UserColumn::Name => 28,
+        UserColumn::Status => 10,
+        UserColumn::CreatedAt => 20,
+    }
+}
+
+/// The `<cols>` of a sheet: each column's width as rust_xlsxwriter stores it (the default
+/// font's padding added).
+fn column_widths(columns: &[UserColumn]) -> String {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(index, column)| {
+            let n = index + 1;
+            format!(
+                "<col min=\"{n}\" max=\"{n}\" width=\"{}.7109375\" customWidth=\"1\"/>",
+                width(*column)
+            )
+        })
+        .collect()
+}
+
+/// An XLSX file being written into `W`: the users' chosen columns, under a header row,
+/// 1,048,575 a sheet.
 pub struct XlsxWriter<W: Write> {
     zip: ZipWriter<StreamWriter<W>>,
+    columns: Vec<UserColumn>,
+    /// `<cols>…</cols><sheetData>` of every sheet.
+    widths: String,
     sheets: u32,
     rows_in_sheet: u32,
     rows_per_sheet: u32,
@@ -66,9 +93,16 @@ pub struct XlsxWriter<W: Write> {
 
 impl<W: Write> XlsxWriter<W> {
     /// `rows_per_sheet` counts the header: Excel's limit, or a small one in tests.
-    pub fn new(out: W, rows_per_sheet: u32) -> Result<Self> {
+    pub fn new(out: W, columns: &[UserColumn], rows_per_sheet: u32) -> Result<Self> {
+        anyhow::ensure!(
+            columns.len() <= LETTERS.len(),
+            "at most {} columns",
+            LETTERS.len()
+        );
         let mut writer = Self {
             zip: ZipWriter::new_stream(out),
+            columns: columns.to_vec(),
+            widths: column_widths(columns) + COLUMNS_END,
             sheets: 0,
             rows_in_sheet: 0,
             rows_per_sheet,
@@ -92,10 +126,11 @@ impl<W: Write> XlsxWriter<W> {
         };
         self.zip
             .write_all(SHEET_START.replace("{view}", view).as_bytes())?;
+        self.zip.write_all(self.widths.as_bytes())?;
         self.row.clear();
         self.row.push_str(r#"<row r="1">"#);
-        for (column, name) in COLUMNS.iter().zip(HEADER) {
-            push_text_cell(&mut self.row, column, "1", name, Some(BOLD));
+        for (letter, column) in LETTERS.iter().zip(&self.columns) {
+            push_text_cell(&mut self.row, letter, "1", column.as_str(), Some(BOLD));
         }
         self.row.push_str("</row>");
         self.zip.write_all(self.row.as_bytes())?;
@@ -103,7 +138,8 @@ impl<W: Write> XlsxWriter<W> {
         Ok(())
     }
 
-    pub fn write_row(&mut self, user: &UserRow) -> Result<()> {
+    /// One user's cells, in the columns' order.
+    pub fn write_row(&mut self, cells: &[Cell]) -> Result<()> {
         if self.rows_in_sheet == self.rows_per_sheet {
             self.start_sheet()?;
         }
@@ -116,25 +152,27 @@ impl<W: Write> XlsxWriter<W> {
         row.push_str(r);
         row.push_str(r#"">"#);
         let mut id = uuid::Uuid::encode_buffer();
-        let [id_column, email, name, status, created_at] = COLUMNS;
-        push_text_cell(
-            row,
-            id_column,
-            r,
-            user.id.hyphenated().encode_lower(&mut id),
-            None,
-        );
-        for (column, text) in [(email, &user.email), (name, &user.name), (status, &user.status)] {
-            let cell = fit_cell(text);
-            let format = looks_like_a_formula(&cell).then_some(QUOTED);
-            push_text_cell(row, column, r, &cell, format);
+        for (letter, cell) in LETTERS.iter().zip(cells) {
+            match cell {
+                Cell::Id(user_id) => {
+                    push_text_cell(row, letter, r, user_id.hyphenated().encode_lower(&mut id), None)
+                }
+                Cell::Text(text) => {
+                    let cell = fit_cell(text);
+                    let format = looks_like_a_formula(&cell).then_some(QUOTED);
+                    push_text_cell(row, letter, r, &cell, format);
+                }
+                Cell::Time(at) => {
+                    let serial = at.naive_utc().to_excel_serial_date();
+                    for part in [r#"<c r=""#, letter, r, r#"" s=""#, DATETIME, r#""><v>"#] {
+                        row.push_str(part);
+                    }
+                    row.push_str(zmij::Buffer::new().format_finite(serial));
+                    row.push_str("</v></c>");
+                }
+            }
         }
-        let serial = user.created_at.naive_utc().to_excel_serial_date();
-        for part in [r#"<c r=""#, created_at, r, r#"" s=""#, DATETIME, r#""><v>"#] {
-            row.push_str(part);
-        }
-        row.push_str(zmij::Buffer::new().format_finite(serial));
-        row.push_str("</v></c></row>");
+        row.push_str("</row>");
         self.zip.write_all(row.as_bytes())?;
         Ok(())
     }
@@ -277,6 +315,8 @@ mod tests {
         assert!(cut.ends_with('…'));
     }
 
+    use crate::export_file::cells::UserRow;
+
     fn users() -> Vec<UserRow> {
         let at = |text: &str| DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc);
         let names = [
@@ -326,7 +366,8 @@ mod tests {
             let row = (n as u32 % (rows_per_sheet - 1)) + 1;
             if row == 1 {
                 let new = workbook.add_worksheet_with_constant_memory().unwrap();
-                for (column, (name, width)) in HEADER.iter().zip([38.0, 32.0, 28.0, 10.0, 20.0]).enumerate() {
+                let header = exports_spec::files::USER_COLUMNS;
+                for (column, (name, width)) in header.iter().zip([38.0, 32.0, 28.0, 10.0, 20.0]).enumerate() {
                     new.set_column_width(column as u16, width).unwrap();
                     new.write_string_with_format(0, column as u16, *name, &bold)
                         .unwrap();
@@ -357,9 +398,9 @@ mod tests {
     }
 
     fn ours(users: &[UserRow], rows_per_sheet: u32) -> Vec<u8> {
-        let mut writer = XlsxWriter::new(Vec::new(), rows_per_sheet).unwrap();
+        let mut writer = XlsxWriter::new(Vec::new(), &UserColumn::ALL, rows_per_sheet).unwrap();
         for user in users {
-            writer.write_row(user).unwrap();
+            writer.write_row(&user.cells(&UserColumn::ALL)).unwrap();
         }
         writer.finish().unwrap()
     }
@@ -414,7 +455,7 @@ mod tests {
             let range = workbook.worksheet_range(&name).unwrap();
             let mut rows = range.rows();
             let header: Vec<String> = rows.next().unwrap().iter().map(Data::to_string).collect();
-            assert_eq!(header, HEADER);
+            assert_eq!(header, exports_spec::files::USER_COLUMNS);
             read.extend(rows.map(|row| {
                 let text: Vec<String> = row[..4].iter().map(Data::to_string).collect();
                 (text, row[4].get_datetime().map(|at| at.as_f64()))

@@ -11,6 +11,38 @@ use uuid::Uuid;
 pub enum ExportFormat {
     Csv,
     Xlsx,
+    Jsonl,
+}
+
+/// A column of the users table that a file can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserColumn {
+    Id,
+    Email,
+    Name,
+    Status,
+    CreatedAt,
+}
+
+impl UserColumn {
+    /// Every column, in the order of a file that has them all (the default).
+    pub const ALL: [UserColumn; 5] = [
+        UserColumn::Id,
+        UserColumn::Email,
+        UserColumn::Name,
+        UserColumn::Status,
+        UserColumn::CreatedAt,
+    ];
+}
+
+/// How a file is compressed as it is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportCompression {
+    #[default]
+    None,
+    Gzip,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -54,7 +86,15 @@ macro_rules! wire_names {
     };
 }
 
-wire_names!(ExportFormat { Csv => "csv", Xlsx => "xlsx" });
+wire_names!(ExportFormat { Csv => "csv", Xlsx => "xlsx", Jsonl => "jsonl" });
+wire_names!(UserColumn {
+    Id => "id",
+    Email => "email",
+    Name => "name",
+    Status => "status",
+    CreatedAt => "created_at",
+});
+wire_names!(ExportCompression { None => "none", Gzip => "gzip" });
 wire_names!(UserStatus { Active => "active", Inactive => "inactive" });
 wire_names!(ExportStatus {
     Pending => "pending",
@@ -197,24 +237,52 @@ fn webhook_secret(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::S
     schema.into()
 }
 
-impl ExportFormat {
-    pub fn file_extension(self) -> &'static str {
-        self.as_str()
-    }
+/// What an export's file is: its format, its columns in order, and its compression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportFile {
+    pub format: ExportFormat,
+    pub columns: Vec<UserColumn>,
+    pub compression: ExportCompression,
+}
 
-    pub fn content_type(self) -> &'static str {
-        match self {
-            ExportFormat::Csv => "text/csv; charset=utf-8",
-            ExportFormat::Xlsx => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+impl ExportFile {
+    /// The file a create asks for: every column and no compression unless it says otherwise.
+    pub fn asked(request: &CreateUserExport) -> Self {
+        Self {
+            format: request.format,
+            columns: request
+                .columns
+                .clone()
+                .unwrap_or_else(|| UserColumn::ALL.to_vec()),
+            compression: request.compression.unwrap_or_default(),
         }
     }
 
-    /// `attachment` with the file name the spec promises: `users-<export_id>.<format>`.
-    pub fn content_disposition(self, export_id: Uuid) -> String {
-        format!(
-            "attachment; filename=\"users-{export_id}.{}\"",
-            self.file_extension()
-        )
+    /// The columns as stored: `None` for all of them in the default order.
+    pub fn stored_columns(&self) -> Option<Vec<&'static str>> {
+        (self.columns != UserColumn::ALL).then(|| self.columns.iter().map(|c| c.as_str()).collect())
+    }
+
+    /// The columns as a row of the table stores them (`NULL`: all of them).
+    pub fn columns_from_stored(stored: Option<Vec<String>>) -> Option<Vec<UserColumn>> {
+        match stored {
+            None => Some(UserColumn::ALL.to_vec()),
+            Some(names) => names.iter().map(|name| UserColumn::parse(name)).collect(),
+        }
+    }
+
+    /// `csv`, `jsonl.gz`: how the file's name ends.
+    pub fn file_extension(&self) -> String {
+        exports_spec::files::file_extension(self.format.as_str(), self.compression.as_str())
+    }
+
+    pub fn content_type(&self) -> &'static str {
+        exports_spec::files::media_type(self.format.as_str(), self.compression.as_str())
+    }
+
+    /// `attachment` with the file name the spec promises: `users-<export_id>.<format>[.gz]`.
+    pub fn content_disposition(&self, export_id: Uuid) -> String {
+        exports_spec::files::content_disposition(export_id, self.format.as_str(), self.compression.as_str())
     }
 }
 
@@ -252,6 +320,20 @@ pub struct CreateUserExport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "UserExportFilters")]
     pub filters: Option<UserExportFilters>,
+    /// The file's columns, in order, each once; all of them when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "export_columns")]
+    pub columns: Option<Vec<UserColumn>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "ExportCompression")]
+    pub compression: Option<ExportCompression>,
+}
+
+fn export_columns(generator: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+    let mut schema = generator.subschema_for::<Vec<UserColumn>>().into_object();
+    schema.array().min_items = Some(1);
+    schema.array().unique_items = Some(true);
+    schema.into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -284,6 +366,8 @@ pub struct Export {
     pub format: ExportFormat,
     pub status: ExportStatus,
     pub filters: UserExportFilters,
+    pub columns: Vec<UserColumn>,
+    pub compression: ExportCompression,
     pub progress: ExportProgress,
     #[schemars(schema_with = "nullable_uri")]
     pub download_url: Option<String>,
@@ -318,6 +402,14 @@ fn nullable(schema: schemars::schema::Schema) -> schemars::schema::Schema {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_file_options_are_the_specs() {
+        use exports_spec::files;
+        assert_eq!(UserColumn::NAMES, files::USER_COLUMNS);
+        assert_eq!(ExportFormat::NAMES, files::FORMATS);
+        assert_eq!(ExportCompression::NAMES, files::COMPRESSIONS);
+    }
 
     #[test]
     fn the_event_types_are_those_the_mock_announces() {

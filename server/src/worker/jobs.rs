@@ -14,7 +14,7 @@ use super::lease::keep_lease;
 use super::{Shared, READ_BLOCK};
 use crate::db::exports::{self, FinishedFile, LeftUpload, Taken};
 use crate::export_file::{finish_upload, write_export, Progress, Upload};
-use crate::model::{ExportFormat, UserExportFilters};
+use crate::model::{ExportFile, ExportFormat, UserExportFilters};
 use crate::queue::Job;
 use crate::storage::{StorageFailure, UploadOpened};
 use crate::telemetry::{self, TraceOrigin};
@@ -134,7 +134,7 @@ enum AttemptError {
 struct Attempt {
     export_id: Uuid,
     attempt: i32,
-    format: ExportFormat,
+    file: ExportFile,
     filters: UserExportFilters,
     /// What an earlier attempt may have left in storage, cleaned up before this one writes.
     left: Option<LeftUpload>,
@@ -169,15 +169,15 @@ enum Started {
 
 async fn start_attempt(shared: &Shared, export_id: Uuid) -> Result<Started> {
     let client = shared.pool.get().await?;
-    let (attempt, format, filters, left, trace) =
+    let (attempt, file, filters, left, trace) =
         match exports::take(&client, export_id, shared.settings.lease()).await? {
             Taken::Attempt {
                 attempt,
-                format,
+                file,
                 filters,
                 left,
                 trace,
-            } => (attempt, format, filters, left, trace),
+            } => (attempt, file, filters, left, trace),
             Taken::HeldElsewhere => return Ok(Started::HeldElsewhere),
             Taken::Nothing => return Ok(Started::Done),
         };
@@ -189,13 +189,13 @@ async fn start_attempt(shared: &Shared, export_id: Uuid) -> Result<Started> {
             attempt - 1
         );
         exports::fail(&client, export_id, attempt, &message).await?;
-        shared.metrics.job_failed(format);
+        shared.metrics.job_failed(file.format);
         return Ok(Started::Done);
     }
     Ok(Started::Run(Attempt {
         export_id,
         attempt,
-        format,
+        file,
         filters,
         left,
         trace,
@@ -206,9 +206,10 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut interrupted: watc
     let Attempt {
         export_id,
         attempt: number,
-        format,
+        ref file,
         ..
     } = attempt;
+    let format = file.format;
     let started = Instant::now();
     shared.metrics.in_flight.inc();
     tracing::info!(%export_id, attempt = number, format = format.as_str(), "export started");
@@ -229,7 +230,7 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut interrupted: watc
         progress.clone(),
         lost_tx,
     ));
-    let key = crate::storage::Storage::object_key(export_id, number, format);
+    let key = crate::storage::Storage::object_key(export_id, number, file);
     let timeout = Duration::from_secs(shared.settings.job_timeout_secs);
     let attempted = async {
         let client = shared
@@ -249,16 +250,16 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut interrupted: watc
         let part_bytes = shared.settings.upload_part_mib.max(5) << 20;
         let opened = record_upload_id(shared, export_id, number, &key);
         let mut upload = Upload::new(shared.storage.writer(&key, part_bytes, opened));
-        let file = telemetry::step("export.file");
+        let writing = telemetry::step("export.file");
         let written = tokio::select! {
-            written = write_export(&client, &attempt.filters, format, &mut upload, &progress) => {
+            written = write_export(&client, &attempt.filters, file, &mut upload, &progress) => {
                 written.map_err(AttemptError::Failed)
             }
             _ = lost.wait_for(|lost| *lost) => Err(AttemptError::Lost),
             _ = interrupted.wait_for(|interrupt| *interrupt) => Err(AttemptError::Interrupted),
             _ = tokio::time::sleep(timeout) => Err(AttemptError::TimedOut),
         };
-        telemetry::end_step(file, &written.as_ref().map_err(|error| format!("{error:?}")));
+        telemetry::end_step(writing, &written.as_ref().map_err(|error| format!("{error:?}")));
         let failed = match written {
             Ok(rows) => {
                 // The last part and the store's completion of the upload come after the last

@@ -25,6 +25,8 @@ async fn main() -> anyhow::Result<()> {
     let request = CreateUserExport {
         format: ExportFormat::Csv,
         filters: None,
+        columns: None,
+        compression: None,
     };
     let id = create(&client, &request).await?;
     wait_for_export(&client, &id, std::time::Duration::from_secs(90), |e| {
