@@ -8,8 +8,10 @@ ALTER TABLE exports
     -- An XLSX file is already a zip archive; the API refuses the pair before it gets here.
     ADD CONSTRAINT exports_xlsx_uncompressed CHECK (format <> 'xlsx' OR compression = 'none');
 
--- create_export_within_limit (V3) with the file's options; the six-argument form stays, for
--- API processes of the version before while a deployment rolls, and calls this one.
+-- The creates of V3 and V6 with the file's options: the same call, then the options written
+-- into the row it made, in the same statement (so the same transaction: no worker sees the
+-- export before they are there). V3's and V6's functions stay as they were, for API processes
+-- of the version before while a deployment rolls.
 CREATE FUNCTION create_export_within_limit(
     export_id        uuid,
     owner_id         uuid,
@@ -21,34 +23,14 @@ CREATE FUNCTION create_export_within_limit(
     file_compression text
 ) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtextextended('exports.user:' || owner_id::text, 0));
-    IF (SELECT count(*) FROM (
-            SELECT 1 FROM exports
-            WHERE user_id = owner_id AND status IN ('pending', 'processing')
-            LIMIT max_active) AS active) >= max_active THEN
+    IF NOT create_export_within_limit(export_id, owner_id, file_format, row_filters, total_rows, max_active) THEN
         RETURN false;
     END IF;
-    INSERT INTO exports (id, user_id, type, format, status, filters, rows_total, columns, compression)
-    VALUES (export_id, owner_id, 'users', file_format, 'pending', row_filters, total_rows,
-            file_columns, file_compression);
+    PERFORM record_file_options(export_id, file_columns, file_compression);
     RETURN true;
 END
 $$;
 
-CREATE OR REPLACE FUNCTION create_export_within_limit(
-    export_id   uuid,
-    owner_id    uuid,
-    file_format text,
-    row_filters jsonb,
-    total_rows  bigint,
-    max_active  integer
-) RETURNS boolean LANGUAGE sql AS $$
-    SELECT create_export_within_limit(export_id, owner_id, file_format, row_filters, total_rows,
-                                      max_active, NULL, 'none');
-$$;
-
--- create_export_idempotently (V6) with the file's options. The ten-argument form stays for
--- the same reason and calls this one.
 CREATE FUNCTION create_export_idempotently(
     export_id       uuid,
     owner_id        uuid,
@@ -64,56 +46,21 @@ CREATE FUNCTION create_export_idempotently(
     file_compression text
 ) RETURNS TABLE (outcome text, response jsonb) LANGUAGE plpgsql AS $$
 DECLARE
-    earlier idempotency_keys%ROWTYPE;
-    locked  boolean := false;
+    created record;
 BEGIN
-    LOOP
-        SELECT * INTO earlier FROM idempotency_keys k
-        WHERE k.user_id = owner_id AND k.key = idempotency_key AND k.created_at > now() - kept;
-        IF FOUND THEN
-            IF earlier.fingerprint = request_fingerprint THEN
-                RETURN QUERY SELECT 'replayed'::text, earlier.response;
-            ELSE
-                RETURN QUERY SELECT 'reused'::text, NULL::jsonb;
-            END IF;
-            RETURN;
-        END IF;
-        EXIT WHEN locked;
-        IF NOT pg_try_advisory_xact_lock(
-                hashtextextended('exports.idempotency:' || owner_id::text || ':' || idempotency_key, 0)) THEN
-            RETURN QUERY SELECT 'in_use'::text, NULL::jsonb;
-            RETURN;
-        END IF;
-        locked := true;
-    END LOOP;
-    IF NOT create_export_within_limit(export_id, owner_id, file_format, row_filters, total_rows,
-                                      max_active, file_columns, file_compression) THEN
-        RETURN QUERY SELECT 'limit'::text, NULL::jsonb;
-        RETURN;
+    SELECT * INTO created FROM create_export_idempotently(
+        export_id, owner_id, file_format, row_filters, total_rows, max_active, idempotency_key,
+        request_fingerprint, answer, kept) AS c;
+    IF created.outcome = 'created' THEN
+        PERFORM record_file_options(export_id, file_columns, file_compression);
     END IF;
-    -- A row past `kept` that the sweeper has not deleted yet is replaced.
-    INSERT INTO idempotency_keys (user_id, key, fingerprint, export_id, response)
-    VALUES (owner_id, idempotency_key, request_fingerprint, export_id, answer)
-    ON CONFLICT (user_id, key) DO UPDATE
-        SET fingerprint = EXCLUDED.fingerprint, export_id = EXCLUDED.export_id,
-            response = EXCLUDED.response, created_at = now();
-    RETURN QUERY SELECT 'created'::text, answer;
+    RETURN QUERY SELECT created.outcome, created.response;
 END
 $$;
 
-CREATE OR REPLACE FUNCTION create_export_idempotently(
-    export_id       uuid,
-    owner_id        uuid,
-    file_format     text,
-    row_filters     jsonb,
-    total_rows      bigint,
-    max_active      integer,
-    idempotency_key text,
-    request_fingerprint bytea,
-    answer          jsonb,
-    kept            interval
-) RETURNS TABLE (outcome text, response jsonb) LANGUAGE sql AS $$
-    SELECT * FROM create_export_idempotently(export_id, owner_id, file_format, row_filters,
-                                             total_rows, max_active, idempotency_key,
-                                             request_fingerprint, answer, kept, NULL, 'none');
+-- Writes a new export's options, when they are not the defaults the row already has.
+CREATE FUNCTION record_file_options(export_id uuid, file_columns text[], file_compression text)
+RETURNS void LANGUAGE sql AS $$
+    UPDATE exports SET columns = file_columns, compression = file_compression
+    WHERE id = export_id AND (file_columns IS NOT NULL OR file_compression <> 'none');
 $$;

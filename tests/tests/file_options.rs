@@ -186,8 +186,10 @@ async fn chosen_columns_json_lines_and_gzip_come_back_exactly_as_stored() -> any
         .collect();
     assert_eq!(cells, expected, "the formula guard kept, nothing else changed");
 
-    // XLSX of one column: its header and values, as stored.
-    let request = CreateUserExport::new(ExportFormat::Xlsx).with_columns([UserColumn::Email]);
+    // XLSX of two columns: its header, and every value as stored (a string cell is never a
+    // formula; what XML cannot hold is escaped as Excel does and read back).
+    let request =
+        CreateUserExport::new(ExportFormat::Xlsx).with_columns([UserColumn::Email, UserColumn::Name]);
     let id = finished(&client, &request).await?;
     let (_, xlsx) = download(&client, &id).await?;
     use calamine::Reader as _;
@@ -197,12 +199,17 @@ async fn chosen_columns_json_lines_and_gzip_come_back_exactly_as_stored() -> any
         .rows()
         .map(|row| row.iter().map(ToString::to_string).collect())
         .collect();
-    assert_eq!(rows[0], ["email"]);
-    let emails: Vec<Vec<String>> = stored
+    assert_eq!(rows[0], ["email", "name"]);
+    let expected: Vec<Vec<String>> = stored
         .iter()
-        .map(|user| vec![user["email"].as_str().unwrap().to_string()])
+        .map(|user| {
+            vec![
+                user["email"].as_str().unwrap().to_string(),
+                user["name"].as_str().unwrap().to_string(),
+            ]
+        })
         .collect();
-    assert_eq!(rows[1..], emails[..]);
+    assert_eq!(rows[1..], expected[..]);
     env.finish().await
 }
 

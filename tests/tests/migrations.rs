@@ -97,6 +97,26 @@ async fn up_down_up() -> anyhow::Result<()> {
     assert_eq!(file_key_columns(&database.url).await?, (1, 0));
     assert_eq!(file_option_columns(&database.url).await?, 2);
     assert_eq!(trace_columns(&database.url).await?, 3);
+    // The version before V14 cannot read a JSON Lines export: the rollback refuses, whole.
+    let client = postgres.pool(1)?.get().await?;
+    client
+        .batch_execute(
+            "INSERT INTO users (id, email, name, status)
+             VALUES ('00000000-0000-4000-8000-000000000001', 'a@example.com', 'A', 'active');
+             INSERT INTO exports (id, user_id, type, format, status)
+             VALUES (gen_random_uuid(), '00000000-0000-4000-8000-000000000001', 'users', 'jsonl', 'done')",
+        )
+        .await?;
+    let refused = postgres.rollback(13).await.unwrap_err();
+    assert!(
+        format!("{refused:#}").contains("delete them before rolling back V14"),
+        "{refused:#}"
+    );
+    assert_eq!(file_option_columns(&database.url).await?, 2);
+    client
+        .batch_execute("DELETE FROM exports; DELETE FROM users")
+        .await?;
+    drop(client);
     assert_eq!(postgres.rollback(13).await?, [14]);
     assert_eq!(file_option_columns(&database.url).await?, 0);
     assert_eq!(postgres.rollback(12).await?, [13]);

@@ -229,8 +229,10 @@ async fn bench(binary: &Path, s3s: &Path, aws: &Path, options: ExportBenchOption
         let jsonl_vs_csv = figure("jsonl_rows_per_second") / figure("csv_rows_per_second");
         let gzip_vs_csv = figure("csv_gzip_rows_per_second") / figure("csv_rows_per_second");
         let gzip_ratio = figure("csv_file_bytes") / figure("csv_gzip_file_bytes");
+        // "Faster by the share of bytes it skips": its rows/s gain at least that share.
         let email_bytes_skipped = 1.0 - figure("csv_email_file_bytes") / figure("csv_file_bytes");
-        let email_time_saved = 1.0 - figure("csv_email_seconds") / figure("csv_seconds");
+        let email_speedup = figure("csv_email_rows_per_second") / figure("csv_rows_per_second");
+        let email_time_share = figure("csv_email_seconds") / figure("csv_seconds");
         println!("COPY: {copy:.2} s (median; {:.0} rows/s)", rows as f64 / copy);
         println!("COPY piped into `aws s3 cp -`: {pipe:.2} s (median; {:.0} rows/s)", rows as f64 / pipe);
         println!(
@@ -241,18 +243,20 @@ async fn bench(binary: &Path, s3s: &Path, aws: &Path, options: ExportBenchOption
             verdict(peak < 64.0)
         );
         println!(
-            "targets: JSON Lines >= CSV's rows/s: {jsonl_vs_csv:.2}x ({}); gzipped CSV >= {GZIP_VS_CSV_TARGET}x CSV's rows/s: {gzip_vs_csv:.2}x ({}), compression ratio {gzip_ratio:.2}; the email column alone skips {:.0}% of the bytes and saves {:.0}% of the time ({})",
+            "targets: JSON Lines >= CSV's rows/s: {jsonl_vs_csv:.2}x ({}); gzipped CSV >= {GZIP_VS_CSV_TARGET}x CSV's rows/s: {gzip_vs_csv:.2}x ({}), compression ratio {gzip_ratio:.2}; the email column alone skips {:.0}% of the bytes and writes {email_speedup:.2}x the rows/s, faster by {:.0}% ({}; it takes {:.0}% of the full export's time)",
             verdict(jsonl_vs_csv >= 1.0),
             verdict(gzip_vs_csv >= GZIP_VS_CSV_TARGET),
             email_bytes_skipped * 100.0,
-            email_time_saved * 100.0,
-            verdict(email_time_saved >= email_bytes_skipped)
+            (email_speedup - 1.0) * 100.0,
+            verdict(email_speedup - 1.0 >= email_bytes_skipped),
+            email_time_share * 100.0
         );
         figures.insert("jsonl_vs_csv".into(), json!(round(jsonl_vs_csv, 3)));
         figures.insert("csv_gzip_vs_csv".into(), json!(round(gzip_vs_csv, 3)));
         figures.insert("csv_gzip_compression_ratio".into(), json!(round(gzip_ratio, 2)));
         figures.insert("csv_email_bytes_skipped".into(), json!(round(email_bytes_skipped, 3)));
-        figures.insert("csv_email_time_saved".into(), json!(round(email_time_saved, 3)));
+        figures.insert("csv_email_vs_csv".into(), json!(round(email_speedup, 3)));
+        figures.insert("csv_email_time_share".into(), json!(round(email_time_share, 3)));
         figures.insert("runs".into(), json!(options.runs.max(1)));
         figures.insert("copy_seconds".into(), json!(round(copy, 3)));
         figures.insert("copy_rows_per_second".into(), json!((rows as f64 / copy).round()));

@@ -20,7 +20,7 @@ use crate::storage::StorageArgs;
 use crate::telemetry;
 use crate::worker::{RunningWorker, WorkerArgs};
 
-/// The exports service: asynchronous CSV and XLSX exports of users.
+/// The exports service: asynchronous CSV, XLSX and JSON Lines exports of users.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
