@@ -1,11 +1,9 @@
 //! The export files as the spec describes them (`createUserExport`, `downloadExport`): their
-//! columns, formats and compression, their names and media types, what makes two creates the
-//! same request, and the one rule of a create its schema cannot state. The server writes and
-//! serves its files by these; the mock's fake files follow them.
+//! columns, formats and compression, their names and media types, and what makes two creates
+//! the same request. The server writes and serves its files by these; the mock's fake files
+//! follow them.
 
 use serde_json::{json, Value};
-
-use crate::errors::ErrorDetail;
 
 /// The users' columns an export can write, in the order of a file that has them all (the
 /// default), under a header row of these names.
@@ -69,24 +67,6 @@ pub fn create_identity(body: &Value) -> Value {
     Value::Array(identity)
 }
 
-/// A create's problems that its schema cannot state: `compression: gzip` with `format: xlsx`.
-pub fn create_problems(body: &Value) -> Vec<ErrorDetail> {
-    let (format, compression) = (
-        body.get("format").and_then(Value::as_str),
-        body.get("compression").and_then(Value::as_str),
-    );
-    match (format, compression) {
-        (Some("xlsx"), Some(compression)) if compression != NO_COMPRESSION => vec![ErrorDetail {
-            field: "compression".to_string(),
-            issue: format!(
-                "must be none for xlsx, a file already compressed (a zip archive), got \"{compression}\""
-            ),
-            allowed: Some(vec![NO_COMPRESSION.to_string()]),
-        }],
-        _ => Vec::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,21 +120,5 @@ mod tests {
         assert_eq!(create_identity(&chosen), json!(["csv", {}, ["email"], null]));
         let reordered = json!({"format": "csv", "columns": ["email", "id", "name", "status", "created_at"]});
         assert_ne!(create_identity(&reordered), create_identity(&plain));
-    }
-
-    #[test]
-    fn gzip_is_refused_for_xlsx_only() {
-        let problems = create_problems(&json!({"format": "xlsx", "compression": "gzip"}));
-        assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].field, "compression");
-        assert_eq!(problems[0].allowed.as_deref(), Some(&["none".to_string()][..]));
-        for fine in [
-            json!({"format": "xlsx", "compression": "none"}),
-            json!({"format": "xlsx"}),
-            json!({"format": "csv", "compression": "gzip"}),
-            json!({"format": "jsonl", "compression": "gzip"}),
-        ] {
-            assert!(create_problems(&fine).is_empty(), "{fine}");
-        }
     }
 }

@@ -553,6 +553,33 @@ impl Spec {
                         problems.push(problem(message));
                     }
                 }
+                // A combination the spec refuses (`not`), said on the member its `x-field`
+                // names, in the words of its `x-issue`, with the values that member may take.
+                Kind::Not { schema: refused } if refused.get("x-field").is_some() => {
+                    let field = refused["x-field"].as_str().unwrap_or_default();
+                    let member = format!("{pointer}/{}", escape(field));
+                    let got = instance.pointer(&member).unwrap_or(&Value::Null);
+                    let words = refused
+                        .get("x-issue")
+                        .and_then(Value::as_str)
+                        .unwrap_or("is refused here");
+                    let refused_values: Vec<&str> = refused
+                        .pointer(&format!("/properties/{}/enum", escape(field)))
+                        .and_then(Value::as_array)
+                        .map(|values| values.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    let allowed = self.enum_values(schema, &member).map(|values| {
+                        values
+                            .into_iter()
+                            .filter(|value| !refused_values.contains(&value.as_str()))
+                            .collect()
+                    });
+                    problems.push(SchemaProblem {
+                        pointer: member,
+                        message: format!("{words}, got {got}"),
+                        allowed,
+                    });
+                }
                 Kind::Format { format } if format == "date" => problems.push(problem(issue::not_a_date(got))),
                 Kind::Format { format } if format == "uuid" => problems.push(problem(issue::not_a_uuid(got))),
                 _ => problems.push(problem(error.to_string())),
