@@ -19,7 +19,7 @@ use exports_server::db::users;
 use exports_server::db::{DatabaseArgs, Postgres};
 use exports_server::dependencies::Dependencies;
 use exports_server::metrics::Metrics;
-use exports_server::queue::{JobQueue, Redis, RedisArgs};
+use exports_server::queue::{JobQueue, Lane, Redis, RedisArgs};
 use exports_server::storage::{Storage, StorageArgs};
 use exports_server::worker::{RunningWorker, WorkerArgs};
 use exports_spec::Spec;
@@ -382,14 +382,21 @@ impl TestEnv {
         Ok(self.pool.get().await?.query_one(sql, &[]).await?.get(0))
     }
 
-    /// Entries on the job stream: (entry id, export id).
+    /// Entries on the job streams, the small lane's first: (entry id, export id).
     pub async fn queued_jobs(&self) -> Result<Vec<(String, String)>> {
-        let entries: Vec<(String, std::collections::HashMap<String, String>)> =
-            self.redis.xrange(self.queue.stream_key(), "-", "+", None).await?;
-        Ok(entries
-            .into_iter()
-            .map(|(id, fields)| (id, fields.get("export_id").cloned().unwrap_or_default()))
-            .collect())
+        let mut jobs = Vec::new();
+        for lane in [Lane::Small, Lane::Bulk] {
+            let entries: Vec<(String, std::collections::HashMap<String, String>)> = self
+                .redis
+                .xrange(self.queue.stream_key(lane), "-", "+", None)
+                .await?;
+            jobs.extend(
+                entries
+                    .into_iter()
+                    .map(|(id, fields)| (id, fields.get("export_id").cloned().unwrap_or_default())),
+            );
+        }
+        Ok(jobs)
     }
 
     /// `exports-server work` (the test package's copy, `binary`) on the test's database, Redis

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use exports_client::types::{CreateUserExport, ExportFormat};
-use exports_server::queue::JobQueue;
+use exports_server::queue::{JobQueue, Lane, StaleScan, SMALL_EXPORT_ROWS};
 use exports_tests::{create, ChildProcess, Setup, TestEnv, TestRedisPrefix};
 use fred::prelude::*;
 use uuid::Uuid;
@@ -20,7 +20,7 @@ async fn a_stale_job_behind_many_live_ones_is_taken_over() -> anyhow::Result<()>
     let mut exports = Vec::new();
     for _ in 0..40 {
         let id = Uuid::new_v4();
-        queue.enqueue(id).await?;
+        queue.enqueue(id, SMALL_EXPORT_ROWS + 1).await?;
         exports.push(id);
     }
     // A worker took all 40 just now, but it died an hour ago holding the last one: Redis is
@@ -35,7 +35,7 @@ async fn a_stale_job_behind_many_live_ones_is_taken_over() -> anyhow::Result<()>
     }
     let _: Value = redis
         .xclaim(
-            queue.stream_key(),
+            queue.stream_key(Lane::Bulk),
             format!("{}workers", keys.prefix),
             "alive",
             0,
@@ -47,12 +47,12 @@ async fn a_stale_job_behind_many_live_ones_is_taken_over() -> anyhow::Result<()>
             true,
         )
         .await?;
-    let mut cursor = "0-0".to_string();
+    let mut scan = StaleScan::default();
     let mut taken = None;
     // Redis looks at about ten pending entries per call: the cursor must carry on.
     for _ in 0..10 {
         if let Some(job) = queue
-            .claim_stale("rescuer", Duration::from_secs(600), &mut cursor)
+            .claim_stale("rescuer", Duration::from_secs(600), &mut scan)
             .await?
         {
             taken = Some(job);
@@ -131,5 +131,65 @@ async fn an_idle_worker_waits_quietly_and_takes_a_new_job_at_once() -> anyhow::R
         "{timeouts_until_taken} read timeouts:\n{taken}"
     );
     worker.kill(); // before the test's Redis keys go: a live worker would make its stream again
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_small_export_queued_behind_big_ones_of_other_users_is_taken_first() -> anyhow::Result<()> {
+    use exports_client::types::{ExportStatus, UserExportFilters, UserStatus};
+    let env = TestEnv::start_setup(Setup::default()).await?;
+    // Every user matches a big export; every fourth is inactive, so few enough for a small one.
+    let users = SMALL_EXPORT_ROWS as i64 + 10_000;
+    env.seed_users(users).await?;
+    let mut big = Vec::new();
+    for _ in 0..2 {
+        let user = env.writer().await?;
+        let client = env.client(&user);
+        for _ in 0..2 {
+            big.push(create(&client, &CreateUserExport::new(ExportFormat::Csv)).await?);
+        }
+    }
+    let alice = env.writer().await?;
+    let alice_client = env.client(&alice);
+    let inactive = CreateUserExport::new(ExportFormat::Csv).with_filters(UserExportFilters {
+        created_after: None,
+        status: Some(UserStatus::Inactive),
+    });
+    let small = create(&alice_client, &inactive).await?;
+    let queued = env.queued_jobs().await?;
+    assert_eq!(queued.len(), 5);
+    assert_eq!(queued[0].1, small.to_string(), "the small lane's, listed first");
+    assert!(big
+        .iter()
+        .all(|id| queued[1..].iter().any(|(_, queued)| *queued == id.to_string())));
+
+    // One worker with one slot: the order it starts them in is the order it took them.
+    let worker = env
+        .start_worker(exports_server::worker::WorkerArgs {
+            concurrency: 1,
+            ..exports_tests::quick_worker()
+        })
+        .await?;
+    exports_tests::until(Duration::from_secs(120), "every export done", async || {
+        let done = env
+            .count("SELECT count(*) FROM exports WHERE status = 'done'")
+            .await?;
+        Ok(done == 5)
+    })
+    .await?;
+    drop(worker);
+    let first: Uuid = env
+        .pool
+        .get()
+        .await?
+        .query_one("SELECT id FROM exports ORDER BY started_at LIMIT 1", &[])
+        .await?
+        .get(0);
+    assert_eq!(
+        first, small,
+        "the small export was taken before the four queued before it"
+    );
+    let export = alice_client.get_export(&small).await?.into_inner();
+    assert_eq!(export.status, ExportStatus::Done);
     env.finish().await
 }

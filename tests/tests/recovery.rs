@@ -232,7 +232,7 @@ async fn exports_complete_after_redis_loses_the_queue() -> anyhow::Result<()> {
         );
     }
     // One more delivered twice: it must still run once.
-    env.queue.enqueue(ids[0]).await?;
+    env.queue.enqueue(ids[0], 0).await?;
     env.queue.delete_stream().await?;
     assert!(env.queued_jobs().await?.is_empty());
 
@@ -240,9 +240,9 @@ async fn exports_complete_after_redis_loses_the_queue() -> anyhow::Result<()> {
     let bob = env.writer().await?;
     let bob_client = env.client(&bob);
     let late = create(&bob_client, &export(ExportFormat::Csv)).await?;
-    env.queue.enqueue(late).await?; // a duplicate of a live job
-                                    // Wiped again once the worker has read from the stream and gone back to waiting on it:
-                                    // its consumer group is gone too.
+    env.queue.enqueue(late, 0).await?; // a duplicate of a live job
+                                       // Wiped again once the worker has read from the stream and gone back to waiting on it:
+                                       // its consumer group is gone too.
     wait_for_export(&bob_client, &late, FINISH, |e| e.status == ExportStatus::Done).await?;
     let latest = create(&bob_client, &export(ExportFormat::Xlsx)).await?;
     env.queue.delete_stream().await?;

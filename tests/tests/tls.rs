@@ -87,7 +87,10 @@ async fn the_service_runs_on_postgres_and_redis_over_tls() -> anyhow::Result<()>
     let jobs = Redis::new(&redis_url, Some(&redis.certificates.ca_file))?
         .pool(1)
         .await?;
-    let stream_key = JobQueue::new(jobs.clone(), "exports:").stream_key().to_string();
+    // The service's few users make small exports: their lane's stream.
+    let stream_key = JobQueue::new(jobs.clone(), "exports:")
+        .stream_key(exports_server::queue::Lane::Small)
+        .to_string();
     let stream_exists: bool = jobs.exists(&stream_key).await?;
     assert!(stream_exists, "the job stream is on the TLS Redis");
     Ok(())

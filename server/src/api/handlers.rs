@@ -124,7 +124,7 @@ impl ExportsApi for ExportsImpl {
             // The row is committed: if Redis fails now, the export stays pending and the
             // worker's sweeper re-queues it, so the request still succeeds.
             let export_id = answer.export_id;
-            if let Err(error) = state.queue.enqueue(export_id).await {
+            if let Err(error) = state.queue.enqueue(export_id, rows_total).await {
                 tracing::warn!(%export_id, error = %format!("{error:#}"), "export recorded but not queued; the sweeper will queue it");
             }
             Ok(Accepted {

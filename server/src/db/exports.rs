@@ -731,27 +731,30 @@ pub(crate) async fn fail(client: &Client, export_id: Uuid, attempt: i32, message
 
 /// Gives an interrupted attempt back: `pending` again, the attempt not counted, marked as
 /// queued now (the caller queues it); false when the attempt no longer held the export.
-pub(crate) async fn hand_back(client: &Client, export_id: Uuid, attempt: i32) -> super::Result<bool> {
+/// Its matching users (for its lane), when it was handed back.
+pub(crate) async fn hand_back(client: &Client, export_id: Uuid, attempt: i32) -> super::Result<Option<u64>> {
     let updated = client
-        .execute(
+        .query_opt(
             &format!(
                 "UPDATE exports SET status = {PENDING}, attempts = attempts - 1, lease_expires_at = NULL,
                         rows_written = 0, queued_at = now(), updated_at = now()
-                 WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}"
+                 WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}
+                 RETURNING rows_total"
             ),
             &[&export_id, &attempt],
         )
         .await?;
-    Ok(updated == 1)
+    Ok(updated.map(|row| row.get::<_, i64>(0).max(0) as u64))
 }
 
-/// Exports that should have a job on the queue (at most 1,000, oldest first): `pending` and
-/// due, not queued in the last `grace`, or `processing` with the lease run out.
-pub(crate) async fn due(client: &Client, grace: Duration) -> super::Result<Vec<Uuid>> {
+/// Exports that should have a job on the queue (at most 1,000, oldest first), with their
+/// matching users (for their lane): `pending` and due, not queued in the last `grace`, or
+/// `processing` with the lease run out.
+pub(crate) async fn due(client: &Client, grace: Duration) -> super::Result<Vec<(Uuid, u64)>> {
     let rows = client
         .query(
             &format!(
-                "SELECT id FROM exports
+                "SELECT id, rows_total FROM exports
                  WHERE (status = {PENDING} AND (retry_at IS NULL OR retry_at <= now())
                         AND COALESCE(queued_at, created_at) < now() - $1 * interval '1 millisecond')
                     OR (status = {PROCESSING} AND lease_expires_at < now())
@@ -760,7 +763,10 @@ pub(crate) async fn due(client: &Client, grace: Duration) -> super::Result<Vec<U
             &[&milliseconds(grace)],
         )
         .await?;
-    Ok(rows.iter().map(|row| row.get(0)).collect())
+    Ok(rows
+        .iter()
+        .map(|row| (row.get(0), row.get::<_, i64>(1).max(0) as u64))
+        .collect())
 }
 
 pub(crate) async fn mark_queued(client: &Client, export_ids: &[Uuid]) -> super::Result<()> {

@@ -33,7 +33,7 @@ pub(super) async fn take_jobs(
         return;
     }
     let slots = Arc::new(Semaphore::new(shared.settings.concurrency.max(1)));
-    let mut stale_cursor = "0-0".to_string();
+    let mut stale_scan = crate::queue::StaleScan::default();
     let mut running = JoinSet::new();
     // Said once when reading starts failing (Redis down) and once when it works again.
     let mut failing = false;
@@ -48,7 +48,7 @@ pub(super) async fn take_jobs(
         let next = async {
             if let Some(job) = shared
                 .queue
-                .claim_stale(&shared.consumer, shared.settings.lease(), &mut stale_cursor)
+                .claim_stale(&shared.consumer, shared.settings.lease(), &mut stale_scan)
                 .await?
             {
                 tracing::info!(entry_id = %job.entry_id, "took over a job from a worker that stopped");
@@ -145,12 +145,12 @@ struct Attempt {
 async fn handle(shared: &Shared, job: Job, interrupted: watch::Receiver<bool>) {
     let Some(export_id) = job.export_id else {
         tracing::warn!(entry_id = %job.entry_id, "dropping a malformed job");
-        acknowledge(shared, &job.entry_id).await;
+        acknowledge(shared, &job).await;
         return;
     };
     match start_attempt(shared, export_id).await {
         Ok(Started::Run(attempt)) => run(shared, &job, attempt, interrupted).await,
-        Ok(Started::Done) => acknowledge(shared, &job.entry_id).await,
+        Ok(Started::Done) => acknowledge(shared, &job).await,
         // Another worker holds a live lease; it acknowledges the entry when it is done.
         Ok(Started::HeldElsewhere) => {}
         Err(error) => {
@@ -224,7 +224,7 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut interrupted: watc
     let (lost_tx, mut lost) = watch::channel(false);
     let keeper = tokio::spawn(keep_lease(
         shared.clone(),
-        job.entry_id.clone(),
+        job.clone(),
         export_id,
         number,
         progress.clone(),
@@ -332,7 +332,7 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut interrupted: watc
         Err(AttemptError::Failed(error)) => record_failure(shared, export_id, number, format, &error).await,
     };
     match recorded {
-        Ok(()) => acknowledge(shared, &job.entry_id).await,
+        Ok(()) => acknowledge(shared, job).await,
         // The entry stays pending, so the job is taken over once its lease runs out.
         Err(error) => {
             tracing::error!(%export_id, error = %format!("{error:#}"), "could not record the outcome")
@@ -476,17 +476,17 @@ fn user_facing_cause(error: &anyhow::Error) -> &'static str {
 /// Gives an interrupted attempt back: pending again, the attempt not counted, queued afresh.
 async fn hand_back(shared: &Shared, export_id: Uuid, attempt: i32) -> Result<()> {
     let client = shared.pool.get().await?;
-    if exports::hand_back(&client, export_id, attempt).await? {
-        shared.queue.enqueue(export_id).await?;
+    if let Some(rows) = exports::hand_back(&client, export_id, attempt).await? {
+        shared.queue.enqueue(export_id, rows).await?;
         tracing::info!(%export_id, "export handed back to the queue on shutdown");
     }
     Ok(())
 }
 
-async fn acknowledge(shared: &Shared, entry_id: &str) {
-    if let Err(error) = shared.queue.acknowledge(entry_id).await {
+async fn acknowledge(shared: &Shared, job: &Job) {
+    if let Err(error) = shared.queue.acknowledge(job).await {
         // Harmless: the entry is taken again later and finds nothing to do.
-        tracing::warn!(entry_id, error = %format!("{error:#}"), "could not acknowledge the job");
+        tracing::warn!(entry_id = %job.entry_id, error = %format!("{error:#}"), "could not acknowledge the job");
     }
 }
 

@@ -9,12 +9,13 @@ use uuid::Uuid;
 use super::Shared;
 use crate::db::exports;
 use crate::export_file::Progress;
+use crate::queue::Job;
 
 /// Renews the lease and the stream entry, and records progress, every heartbeat; signals
 /// `lost` when the row is no longer this attempt's (cancelled, or taken over after a stall).
 pub(super) async fn keep_lease(
     shared: Shared,
-    entry_id: String,
+    job: Job,
     export_id: Uuid,
     attempt: i32,
     progress: Arc<Progress>,
@@ -39,7 +40,7 @@ pub(super) async fn keep_lease(
             // PostgreSQL unreachable: keep going; the lease covers a few missed beats.
             Err(error) => tracing::warn!(%export_id, error = %format!("{error:#}"), "lease not renewed"),
         }
-        if let Err(error) = shared.queue.touch(&shared.consumer, &entry_id).await {
+        if let Err(error) = shared.queue.touch(&shared.consumer, &job).await {
             tracing::warn!(%export_id, error = %format!("{error:#}"), "job entry not renewed");
         }
     }

@@ -65,10 +65,11 @@ async fn requeue_lost(shared: &Shared, grace: Duration) -> Result<usize> {
         return Ok(0);
     }
     let queued = queue.queued_exports().await?;
-    let lost: Vec<Uuid> = due.into_iter().filter(|id| !queued.contains(id)).collect();
-    for export_id in &lost {
-        queue.enqueue(*export_id).await?;
+    let lost: Vec<(Uuid, u64)> = due.into_iter().filter(|(id, _)| !queued.contains(id)).collect();
+    for (export_id, rows) in &lost {
+        queue.enqueue(*export_id, *rows).await?;
     }
+    let lost: Vec<Uuid> = lost.into_iter().map(|(id, _)| id).collect();
     if !lost.is_empty() {
         exports::mark_queued(&client, &lost).await?;
         tracing::info!(count = lost.len(), "sweeper: queued exports that had no job");
