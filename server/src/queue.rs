@@ -330,12 +330,17 @@ impl JobQueue {
         let mut jobs = jobs.into_iter();
         let taken = jobs.next();
         for job in jobs {
-            if let Some(export_id) = job.export_id {
-                self.append(job.lane, export_id).await?;
-            }
-            self.acknowledge(&job).await?;
+            self.put_back(&job).await?;
         }
         Ok(taken)
+    }
+
+    /// Puts a job read but not run back at the end of its lane.
+    pub async fn put_back(&self, job: &Job) -> Result<()> {
+        if let Some(export_id) = job.export_id {
+            self.append(job.lane, export_id).await?;
+        }
+        self.acknowledge(job).await
     }
 
     /// Takes over one job that another consumer has held for longer than `min_idle` without

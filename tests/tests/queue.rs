@@ -193,3 +193,66 @@ async fn a_small_export_queued_behind_big_ones_of_other_users_is_taken_first() -
     assert_eq!(export.status, ExportStatus::Done);
     env.finish().await
 }
+
+#[tokio::test]
+async fn a_user_with_an_export_running_waits_while_another_user_has_none() -> anyhow::Result<()> {
+    let env = TestEnv::start_setup(Setup::default()).await?;
+    env.seed_users(100).await?;
+    let (ann, bob) = (env.writer().await?, env.writer().await?);
+    let mut anns = Vec::new();
+    for _ in 0..3 {
+        anns.push(create(&env.client(&ann), &CreateUserExport::new(ExportFormat::Csv)).await?);
+    }
+    let bobs = create(&env.client(&bob), &CreateUserExport::new(ExportFormat::Csv)).await?;
+
+    // Two slots, and every export holds once it has written its rows until released: what
+    // runs first stays running, however fast the machine.
+    let (release, released) = tokio::sync::watch::channel(false);
+    let worker = env
+        .start_worker(exports_server::worker::WorkerArgs {
+            concurrency: 2,
+            hold_after_rows: Some(1),
+            release_hold: Some(released),
+            ..exports_tests::quick_worker()
+        })
+        .await?;
+    let running = async || -> anyhow::Result<Vec<Uuid>> {
+        let rows = env
+            .pool
+            .get()
+            .await?
+            .query(
+                "SELECT id FROM exports WHERE status = 'processing' ORDER BY started_at",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    };
+    exports_tests::until(Duration::from_secs(60), "two exports running", async || {
+        Ok(running().await?.len() == 2)
+    })
+    .await?;
+    // Ann's other exports came before Bob's, but Bob had none running: his was taken.
+    let running = running().await?;
+    assert!(running.contains(&bobs), "{running:?}");
+    assert_eq!(
+        running.iter().filter(|id| anns.contains(id)).count(),
+        1,
+        "{running:?}"
+    );
+    let waiting = env
+        .count("SELECT count(*) FROM exports WHERE status = 'pending' AND attempts = 0")
+        .await?;
+    assert_eq!(waiting, 2, "Ann's other two wait, their attempts not counted");
+
+    release.send(true)?;
+    exports_tests::until(Duration::from_secs(60), "every export done", async || {
+        Ok(env
+            .count("SELECT count(*) FROM exports WHERE status = 'done'")
+            .await?
+            == 4)
+    })
+    .await?;
+    drop(worker);
+    env.finish().await
+}

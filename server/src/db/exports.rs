@@ -437,6 +437,9 @@ pub async fn cancel(client: &Client, user_id: Uuid, export_id: Uuid) -> super::R
     })
 }
 
+/// The advisory lock that takes one at a time ("take" in ASCII).
+const TAKE_LOCK_KEY: i64 = 0x7461_6b65;
+
 /// What `take` found.
 pub(crate) enum Taken {
     /// This worker now holds the export, as attempt `attempt`.
@@ -451,6 +454,9 @@ pub(crate) enum Taken {
     },
     /// Another worker holds it, with a lease still running.
     HeldElsewhere,
+    /// Due, but its owner already has an export running while another user, with none
+    /// running, waits: it goes back to the end of the queue.
+    Deferred,
     /// Nothing to do: finished, cancelled, gone, or a retry not due yet.
     Nothing,
 }
@@ -478,9 +484,34 @@ impl LeftUpload {
 }
 
 /// Takes an export for a new attempt, `pending` and due, or `processing` with its lease run
-/// out, holding it for `lease`.
-pub(crate) async fn take(client: &Client, export_id: Uuid, lease: Duration) -> super::Result<Taken> {
-    let taken = client
+/// out, holding it for `lease`. A pending export waits (`Deferred`) while its owner has an
+/// export running and another user, with none running, has one due: no user takes every
+/// worker while others wait. Only in favour of a user who would be taken, so two users with
+/// exports running never defer to each other.
+pub(crate) async fn take(client: &mut Client, export_id: Uuid, lease: Duration) -> super::Result<Taken> {
+    let running = |owner: &str| {
+        format!(
+            "EXISTS (SELECT 1 FROM exports running WHERE running.user_id = {owner}
+                     AND running.status = {PROCESSING} AND running.lease_expires_at >= now())"
+        )
+    };
+    let fair = format!(
+        "NOT ({mine} AND EXISTS (
+             SELECT 1 FROM exports waiting
+             WHERE waiting.status = {PENDING} AND waiting.user_id <> exports.user_id
+               AND (waiting.retry_at IS NULL OR waiting.retry_at <= now())
+               AND NOT {theirs}))",
+        mine = running("exports.user_id"),
+        theirs = running("waiting.user_id"),
+    );
+    // Takes are one at a time across the deployment (they last a round trip), so that two
+    // taken at once cannot both find their owner with none running; the UPDATE after the
+    // lock sees every take committed before it (READ COMMITTED).
+    let transaction = client.transaction().await?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&TAKE_LOCK_KEY])
+        .await?;
+    let taken = transaction
         .query_opt(
             &format!(
                 "UPDATE exports
@@ -488,7 +519,7 @@ pub(crate) async fn take(client: &Client, export_id: Uuid, lease: Duration) -> s
                      lease_expires_at = now() + $2 * interval '1 millisecond',
                      started_at = now(), retry_at = NULL, updated_at = now()
                  WHERE id = $1
-                   AND ((status = {PENDING} AND (retry_at IS NULL OR retry_at <= now()))
+                   AND ((status = {PENDING} AND (retry_at IS NULL OR retry_at <= now()) AND {fair})
                         OR (status = {PROCESSING} AND lease_expires_at < now()))
                  RETURNING attempts, format, columns, compression, filters, upload_key, upload_id,
                            traceparent, request_id, first_attempt_traceparent"
@@ -496,6 +527,7 @@ pub(crate) async fn take(client: &Client, export_id: Uuid, lease: Duration) -> s
             &[&export_id, &milliseconds(lease)],
         )
         .await?;
+    transaction.commit().await?;
     if let Some(row) = taken {
         return Ok(Taken::Attempt {
             attempt: row.get("attempts"),
@@ -509,19 +541,22 @@ pub(crate) async fn take(client: &Client, export_id: Uuid, lease: Duration) -> s
             },
         });
     }
-    let held = client
+    let state = client
         .query_opt(
             &format!(
-                "SELECT 1 FROM exports
-                 WHERE id = $1 AND status = {PROCESSING} AND lease_expires_at >= now()"
+                "SELECT status = {PROCESSING} FROM exports
+                 WHERE id = $1
+                   AND ((status = {PROCESSING} AND lease_expires_at >= now())
+                        OR (status = {PENDING} AND (retry_at IS NULL OR retry_at <= now())))"
             ),
             &[&export_id],
         )
         .await?;
-    Ok(if held.is_some() {
-        Taken::HeldElsewhere
-    } else {
-        Taken::Nothing
+    Ok(match state.map(|row| row.get::<_, bool>(0)) {
+        Some(true) => Taken::HeldElsewhere,
+        // Due, yet not taken: the rule above.
+        Some(false) => Taken::Deferred,
+        None => Taken::Nothing,
     })
 }
 

@@ -153,6 +153,15 @@ async fn handle(shared: &Shared, job: Job, interrupted: watch::Receiver<bool>) {
         Ok(Started::Done) => acknowledge(shared, &job).await,
         // Another worker holds a live lease; it acknowledges the entry when it is done.
         Ok(Started::HeldElsewhere) => {}
+        Ok(Started::Deferred) => {
+            tracing::debug!(%export_id, "deferred: its owner has an export running while another user waits");
+            if let Err(error) = shared.queue.put_back(&job).await {
+                tracing::warn!(%export_id, error = %format!("{error:#}"), "could not put a deferred job back");
+            }
+            // The slot is held a moment, so that a waiting user's job missing from the queue
+            // (until the sweeper queues it) is not raced by this one going round.
+            tokio::time::sleep(DEFER_PAUSE).await;
+        }
         Err(error) => {
             // The entry stays pending: it is taken over once idle, or the sweeper re-queues.
             tracing::warn!(%export_id, error = %format!("{error:#}"), "could not start the job");
@@ -165,12 +174,16 @@ enum Started {
     /// Nothing to do: finished, cancelled, gone, not due yet, or out of attempts.
     Done,
     HeldElsewhere,
+    Deferred,
 }
 
+/// How long a slot rests after deferring a job.
+const DEFER_PAUSE: Duration = Duration::from_millis(100);
+
 async fn start_attempt(shared: &Shared, export_id: Uuid) -> Result<Started> {
-    let client = shared.pool.get().await?;
+    let mut client = shared.pool.get().await?;
     let (attempt, file, filters, left, trace) =
-        match exports::take(&client, export_id, shared.settings.lease()).await? {
+        match exports::take(&mut client, export_id, shared.settings.lease()).await? {
             Taken::Attempt {
                 attempt,
                 file,
@@ -179,6 +192,7 @@ async fn start_attempt(shared: &Shared, export_id: Uuid) -> Result<Started> {
                 trace,
             } => (attempt, file, filters, left, trace),
             Taken::HeldElsewhere => return Ok(Started::HeldElsewhere),
+            Taken::Deferred => return Ok(Started::Deferred),
             Taken::Nothing => return Ok(Started::Done),
         };
     if attempt > shared.settings.max_attempts {
