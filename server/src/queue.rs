@@ -173,6 +173,19 @@ pub struct Job {
     pub export_id: Option<Uuid>,
 }
 
+/// Which job `read_lanes` takes when both lanes answer.
+#[derive(Clone, Copy)]
+enum Order {
+    SmallFirst,
+    Oldest,
+}
+
+/// An entry id's time and sequence (`1718000000000-3`), to order entries of two streams.
+fn entry_time(entry_id: &str) -> (u64, u64) {
+    let (millis, sequence) = entry_id.split_once('-').unwrap_or((entry_id, "0"));
+    (millis.parse().unwrap_or(u64::MAX), sequence.parse().unwrap_or(0))
+}
+
 /// Where `claim_stale`'s scans of the two lanes' pending entries have got to.
 #[derive(Debug, Clone)]
 pub struct StaleScan {
@@ -274,11 +287,33 @@ impl JobQueue {
     /// of either lane to come within `block`, on the dedicated `reader`. A stream or group
     /// that vanished (Redis restarted or flushed) is created again.
     pub async fn read(&self, reader: &Client, consumer: &str, block: Duration) -> Result<Option<Job>> {
-        if let Some(job) = self.read_lanes(reader, consumer, None, &[Lane::Small]).await? {
+        if let Some(job) = self
+            .read_lanes(reader, consumer, None, &[Lane::Small], Order::SmallFirst)
+            .await?
+        {
             return Ok(Some(job));
         }
-        self.read_lanes(reader, consumer, Some(block), &[Lane::Small, Lane::Bulk])
-            .await
+        self.read_lanes(
+            reader,
+            consumer,
+            Some(block),
+            &[Lane::Small, Lane::Bulk],
+            Order::SmallFirst,
+        )
+        .await
+    }
+
+    /// The oldest new job of either lane, by its entry id (the time it was queued): first in,
+    /// first out, for comparisons (`WorkerArgs::fifo`).
+    pub async fn read_fifo(&self, reader: &Client, consumer: &str, block: Duration) -> Result<Option<Job>> {
+        self.read_lanes(
+            reader,
+            consumer,
+            Some(block),
+            &[Lane::Small, Lane::Bulk],
+            Order::Oldest,
+        )
+        .await
     }
 
     async fn read_lanes(
@@ -287,6 +322,7 @@ impl JobQueue {
         consumer: &str,
         block: Option<Duration>,
         lanes: &[Lane],
+        order: Order,
     ) -> Result<Option<Job>> {
         let keys: Vec<&str> = lanes.iter().map(|lane| self.stream_key(*lane)).collect();
         let ids: Vec<XID> = lanes.iter().map(|_| XID::NewInGroup).collect();
@@ -323,10 +359,13 @@ impl JobQueue {
                     .map(move |(entry_id, fields)| Job::new(lane, entry_id, &fields))
             })
             .collect();
-        // Both lanes can answer one blocking read (a job came to each while it waited): the
-        // small one is taken, the other goes back to the end of its lane, since an entry read
-        // cannot be unread.
-        jobs.sort_by_key(|job| job.lane != Lane::Small);
+        // Both lanes can answer one blocking read (a job came to each while it waited): one is
+        // taken, the other goes back to the end of its lane, since an entry read cannot be
+        // unread.
+        match order {
+            Order::SmallFirst => jobs.sort_by_key(|job| job.lane != Lane::Small),
+            Order::Oldest => jobs.sort_by_key(|job| entry_time(&job.entry_id)),
+        }
         let mut jobs = jobs.into_iter();
         let taken = jobs.next();
         for job in jobs {

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 
 mod bench;
 mod bench_export;
+mod bench_fairness;
 mod bench_mock;
 mod bench_webhooks;
 mod contract;
@@ -70,6 +71,26 @@ enum BenchTarget {
         /// are reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+    },
+    /// Small exports from one user behind a backlog of big ones from many users: their time
+    /// from create to done (p50, p99), and the backlog's, with the workers' scheduling and
+    /// first in, first out; fails when a request gets an unexpected answer.
+    Fairness {
+        /// Users queueing the backlog.
+        #[arg(long, default_value_t = 50)]
+        users: usize,
+        /// Big exports each of them queues (at most the per-user limit of pending exports, 3).
+        #[arg(long, default_value_t = 3)]
+        exports_per_user: usize,
+        /// Users in the table: each big export has them all.
+        #[arg(long, default_value_t = 200_000)]
+        rows: i64,
+        /// Small exports (1,000 users each), one after another while the backlog drains.
+        #[arg(long, default_value_t = 20)]
+        small: usize,
+        /// Worker processes, one job at a time each.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
     },
     /// The mock server: a static GET and a validated POST, beside Prism on the same spec;
     /// fails when any request to the mock gets an unexpected status.
@@ -186,6 +207,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 rate,
                 burst,
                 slow_endpoints,
+            },
+        ),
+        Task::Bench {
+            target:
+                BenchTarget::Fairness {
+                    users,
+                    exports_per_user,
+                    rows,
+                    small,
+                    workers,
+                },
+        } => bench_fairness::run(
+            &workspace_root(),
+            bench_fairness::FairnessBenchOptions {
+                users,
+                exports_per_user,
+                rows,
+                small,
+                workers,
             },
         ),
         Task::Bench {

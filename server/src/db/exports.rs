@@ -488,22 +488,32 @@ impl LeftUpload {
 /// export running and another user, with none running, has one due: no user takes every
 /// worker while others wait. Only in favour of a user who would be taken, so two users with
 /// exports running never defer to each other.
-pub(crate) async fn take(client: &mut Client, export_id: Uuid, lease: Duration) -> super::Result<Taken> {
+/// `fair` false takes it regardless (`WorkerArgs::fifo`, for comparisons).
+pub(crate) async fn take(
+    client: &mut Client,
+    export_id: Uuid,
+    lease: Duration,
+    fair: bool,
+) -> super::Result<Taken> {
     let running = |owner: &str| {
         format!(
             "EXISTS (SELECT 1 FROM exports running WHERE running.user_id = {owner}
                      AND running.status = {PROCESSING} AND running.lease_expires_at >= now())"
         )
     };
-    let fair = format!(
-        "NOT ({mine} AND EXISTS (
+    let fair = if !fair {
+        "TRUE".to_string()
+    } else {
+        format!(
+            "NOT ({mine} AND EXISTS (
              SELECT 1 FROM exports waiting
              WHERE waiting.status = {PENDING} AND waiting.user_id <> exports.user_id
                AND (waiting.retry_at IS NULL OR waiting.retry_at <= now())
                AND NOT {theirs}))",
-        mine = running("exports.user_id"),
-        theirs = running("waiting.user_id"),
-    );
+            mine = running("exports.user_id"),
+            theirs = running("waiting.user_id"),
+        )
+    };
     // Takes are one at a time across the deployment (they last a round trip), so that two
     // taken at once cannot both find their owner with none running; the UPDATE after the
     // lock sees every take committed before it (READ COMMITTED).

@@ -53,6 +53,8 @@ struct Shared {
     settings: Arc<WorkerArgs>,
     /// This process's name in the stream's consumer group, and as the sweep lock's owner.
     consumer: String,
+    /// Jobs deferred since this process last took one (`jobs::DEFERRALS_BEFORE_PAUSE`).
+    deferred_in_a_row: Arc<std::sync::atomic::AtomicU32>,
 }
 
 pub struct RunningWorker {
@@ -93,6 +95,7 @@ impl RunningWorker {
             metrics,
             settings: Arc::new(settings),
             consumer,
+            deferred_in_a_row: Arc::default(),
         };
         let (stop, stopped) = watch::channel(false);
         let (interrupt, interrupted) = watch::channel(false);

@@ -65,6 +65,10 @@ pub struct WorkerArgs {
     /// handed back to the queue for another worker (a second signal cuts it short).
     #[arg(long, env = "EXPORTS_JOB_GRACE_SECS", default_value_t = WorkerArgs::default().job_grace_secs)]
     pub job_grace_secs: u64,
+    /// Take jobs first in, first out: no small lane first, no user deferred for another.
+    /// Only for `cargo xtask bench fairness`, which compares the two.
+    #[arg(long, env = "EXPORTS_WORKER_FIFO", hide = true)]
+    pub fifo: bool,
     /// Fault injection for tests: every export holds once this many rows are written, until
     /// it is cancelled, interrupted or timed out (see `export_file::Progress`).
     #[cfg(feature = "fault-injection")]
@@ -98,6 +102,7 @@ impl Default for WorkerArgs {
             webhook_urls: UrlPolicy::default(),
             // Under Kubernetes' default termination grace period of 30 s.
             job_grace_secs: 25,
+            fifo: false,
             #[cfg(feature = "fault-injection")]
             hold_after_rows: None,
             #[cfg(feature = "fault-injection")]
