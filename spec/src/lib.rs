@@ -81,6 +81,14 @@ impl SchemaProblem {
     }
 }
 
+/// An enumeration's values as the details' `allowed` names them: strings as they are.
+fn value_names(values: &[Value]) -> Vec<String> {
+    values
+        .iter()
+        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+        .collect()
+}
+
 /// The bounds of an integer schema that has both.
 fn bounds(schema: Option<&Value>) -> Option<(i64, i64)> {
     let schema = schema?;
@@ -505,12 +513,7 @@ impl Spec {
                     });
                 }
                 Kind::Enum { options } => {
-                    let names: Vec<String> = options
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
-                        .collect();
+                    let names = value_names(options.as_array().map(Vec::as_slice).unwrap_or_default());
                     problems.push(SchemaProblem {
                         message: issue::not_one_of(&names, got),
                         allowed: Some(names),
@@ -622,29 +625,19 @@ impl Spec {
         )
     }
 
-    /// The values an enumeration at `pointer` allows.
     /// The values a list of an enumeration's values may hold, when `schema` is one.
     fn listed_values(&self, schema: Option<&Value>) -> Option<Vec<String>> {
         let schema = schema?;
         (schema.get("type")? == "array").then_some(())?;
         let items = self.resolve(schema.get("items")?).ok()?;
-        let values = items.get("enum")?.as_array()?;
-        Some(
-            values
-                .iter()
-                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
-                .collect(),
-        )
+        Some(value_names(items.get("enum")?.as_array()?))
     }
 
+    /// The values an enumeration at `pointer` allows.
     fn enum_values(&self, schema: &Value, pointer: &str) -> Option<Vec<String>> {
-        let values = self.schema_at(schema, pointer)?.get("enum")?.as_array()?;
-        Some(
-            values
-                .iter()
-                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
-                .collect(),
-        )
+        Some(value_names(
+            self.schema_at(schema, pointer)?.get("enum")?.as_array()?,
+        ))
     }
 
     fn validator(&self, schema: &Value) -> Result<Arc<jsonschema::Validator>, String> {

@@ -8,22 +8,31 @@ use uuid::Uuid;
 
 use crate::model::UserColumn;
 
-/// One cell of an exported user's row.
+/// One cell of an exported user's row: its text borrowed from the query's row (CSV, JSON
+/// Lines) or owned (XLSX, whose rows cross to another thread).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Cell {
+pub enum Cell<T = String> {
     Id(Uuid),
-    Text(String),
+    Text(T),
     Time(DateTime<Utc>),
 }
 
-impl Cell {
+impl<'r> Cell<&'r str> {
     /// The cell of `column` at `index` of a row of the export's query, which selects the
-    /// file's columns in its order (`UserQuery::select_sql`).
-    pub fn read(row: &tokio_postgres::Row, index: usize, column: UserColumn) -> Self {
+    /// file's columns in its order (`UserQuery::select_sql`): each column's type, stated once.
+    pub fn read(row: &'r tokio_postgres::Row, index: usize, column: UserColumn) -> Self {
         match column {
             UserColumn::Id => Cell::Id(row.get(index)),
             UserColumn::CreatedAt => Cell::Time(row.get(index)),
             UserColumn::Email | UserColumn::Name | UserColumn::Status => Cell::Text(row.get(index)),
+        }
+    }
+
+    pub fn into_owned(self) -> Cell {
+        match self {
+            Cell::Id(id) => Cell::Id(id),
+            Cell::Text(text) => Cell::Text(text.to_string()),
+            Cell::Time(at) => Cell::Time(at),
         }
     }
 }

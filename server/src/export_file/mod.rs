@@ -134,7 +134,7 @@ pub async fn write_export(
                 columns
                     .iter()
                     .enumerate()
-                    .map(|(index, column)| Cell::read(&row, index, *column))
+                    .map(|(index, column)| Cell::read(&row, index, *column).into_owned())
                     .collect::<Vec<Cell>>()
             });
             write_xlsx(rows, &file.columns, upload, progress).await
@@ -215,19 +215,17 @@ impl Lines for Csv<'_> {
     fn row(&mut self, chunk: &mut Vec<u8>, row: &tokio_postgres::Row) -> Result<()> {
         let mut id = Uuid::encode_buffer();
         for (index, column) in self.columns.iter().enumerate() {
-            match column {
-                UserColumn::Id => {
-                    let id = row.get::<_, Uuid>(index).hyphenated().encode_lower(&mut id);
+            match Cell::read(row, index, *column) {
+                Cell::Id(user_id) => {
+                    let id = user_id.hyphenated().encode_lower(&mut id);
                     self.writer.write_field(id.as_bytes())?;
                 }
-                UserColumn::CreatedAt => {
+                Cell::Time(at) => {
                     self.created_at.clear();
-                    write_timestamp(&mut self.created_at, &row.get(index));
+                    write_timestamp(&mut self.created_at, &at);
                     self.writer.write_field(self.created_at.as_bytes())?;
                 }
-                UserColumn::Email | UserColumn::Name | UserColumn::Status => {
-                    self.writer.write_field(neutralise(row.get(index)).as_bytes())?;
-                }
+                Cell::Text(text) => self.writer.write_field(neutralise(text).as_bytes())?,
             }
         }
         self.writer.write_record(None::<&[u8]>)?;
@@ -245,8 +243,8 @@ impl Lines for Csv<'_> {
 
 /// JSON Lines of the export's columns: `{"email":"…","created_at":"…"}` and a line feed.
 struct Jsonl {
-    /// Each column's member name, quoted, with its colon, and the comma before all but the
-    /// first: `{"id":`, `,"email":`.
+    /// Each column and its member name, quoted, with its colon, and the comma before all but
+    /// the first: `{"id":`, `,"email":`.
     keys: Vec<(UserColumn, String)>,
     created_at: String,
 }
@@ -278,19 +276,14 @@ impl Lines for Jsonl {
         for (index, (column, key)) in self.keys.iter().enumerate() {
             chunk.extend_from_slice(key.as_bytes());
             // Ids and timestamps hold nothing JSON escapes; text goes through serde_json.
-            match column {
-                UserColumn::Id => {
-                    let id = row.get::<_, Uuid>(index).hyphenated().encode_lower(&mut id);
-                    quoted(chunk, id);
-                }
-                UserColumn::CreatedAt => {
+            match Cell::read(row, index, *column) {
+                Cell::Id(user_id) => quoted(chunk, user_id.hyphenated().encode_lower(&mut id)),
+                Cell::Time(at) => {
                     self.created_at.clear();
-                    write_timestamp(&mut self.created_at, &row.get(index));
+                    write_timestamp(&mut self.created_at, &at);
                     quoted(chunk, &self.created_at);
                 }
-                UserColumn::Email | UserColumn::Name | UserColumn::Status => {
-                    serde_json::to_writer(&mut *chunk, row.get::<_, &str>(index))?;
-                }
+                Cell::Text(text) => serde_json::to_writer(&mut *chunk, text)?,
             }
         }
         chunk.extend_from_slice(b"}\n");
