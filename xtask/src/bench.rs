@@ -458,6 +458,48 @@ pub(crate) async fn request_once(
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
+/// Creates an export of `body`: its id, or the status and body of an answer other than `202`.
+pub(crate) async fn create_export(
+    addr: SocketAddr,
+    key: &str,
+    body: &'static str,
+) -> Result<std::result::Result<String, (u16, String)>> {
+    let (status, answer) = request_once(
+        addr,
+        key,
+        http::Method::POST,
+        "/api/v1/exports/users",
+        Some(body),
+        None,
+    )
+    .await?;
+    if status != 202 {
+        return Ok(Err((status, answer)));
+    }
+    let answer: serde_json::Value = serde_json::from_str(&answer)?;
+    Ok(Ok(answer["export_id"].as_str().context("export_id")?.to_string()))
+}
+
+/// Polls an export every 20 ms until it is neither pending nor processing (ten minutes at
+/// most: a limit, not a figure), and returns it as last read.
+pub(crate) async fn poll_until_stopped(addr: SocketAddr, key: &str, id: &str) -> Result<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let path = format!("/api/v1/exports/users/{id}");
+        let (status, text) = request_once(addr, key, http::Method::GET, &path, None, None).await?;
+        anyhow::ensure!(status == 200, "getExport answered {status}: {text}");
+        let export: serde_json::Value = serde_json::from_str(&text)?;
+        if !matches!(export["status"].as_str(), Some("pending" | "processing")) {
+            return Ok(export);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "export {id} not finished after 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `connections` keep-alive connections, each sending requests back to back for `duration`.
 pub(crate) async fn load(
     addr: SocketAddr,

@@ -16,7 +16,8 @@ use futures::TryStreamExt;
 use serde_json::json;
 
 use crate::bench::{
-    api_listening, cleanup, issue_keys, release_server, request_once, wait_until_ready, Sandbox, REDIS_URL,
+    api_listening, cleanup, create_export, issue_keys, poll_until_stopped, release_server, wait_until_ready,
+    Sandbox, REDIS_URL,
 };
 use exports_server::db::users;
 use exports_server::db::users::UserQuery;
@@ -367,46 +368,15 @@ fn warm_up_body() -> &'static str {
 /// From the POST of `body` to the poll that sees `done`: seconds, and the file's size.
 async fn export_end_to_end(addr: SocketAddr, key: &str, body: &'static str) -> Result<(f64, u64)> {
     let started = Instant::now();
-    let (status, created) = request_once(
-        addr,
-        key,
-        http::Method::POST,
-        "/api/v1/exports/users",
-        Some(body),
-        None,
-    )
-    .await?;
-    anyhow::ensure!(status == 202, "creating the export: {status} {created}");
-    let id = serde_json::from_str::<serde_json::Value>(&created)?["export_id"]
-        .as_str()
-        .context("export_id")?
-        .to_string();
-    loop {
-        let (_, text) = request_once(
-            addr,
-            key,
-            http::Method::GET,
-            &format!("/api/v1/exports/users/{id}"),
-            None,
-            None,
-        )
-        .await?;
-        let export: serde_json::Value = serde_json::from_str(&text)?;
-        match export["status"].as_str() {
-            Some("done") => {
-                return Ok((
-                    started.elapsed().as_secs_f64(),
-                    export["file_size_bytes"].as_u64().unwrap_or(0),
-                ));
-            }
-            Some("pending" | "processing") => tokio::time::sleep(Duration::from_millis(20)).await,
-            _ => anyhow::bail!("the export did not finish: {text}"),
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(600),
-            "the export took over 10 minutes"
-        );
-    }
+    let id = create_export(addr, key, body)
+        .await?
+        .map_err(|(status, answer)| anyhow::anyhow!("creating the export: {status} {answer}"))?;
+    let export = poll_until_stopped(addr, key, &id).await?;
+    anyhow::ensure!(export["status"] == "done", "the export did not finish: {export}");
+    Ok((
+        started.elapsed().as_secs_f64(),
+        export["file_size_bytes"].as_u64().unwrap_or(0),
+    ))
 }
 
 /// Waits until a line of `log` contains `text` (a minute at most: a limit, not a figure).

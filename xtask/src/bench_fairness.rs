@@ -10,13 +10,14 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::bench::{
-    api_listening, cleanup, issue_keys, release_server, request_once, wait_until_ready, Sandbox, REDIS_URL,
+    api_listening, cleanup, create_export, issue_keys, poll_until_stopped, release_server, wait_until_ready,
+    Sandbox, REDIS_URL,
 };
 use exports_server::db::users;
 use exports_server::db::Postgres;
@@ -200,50 +201,23 @@ async fn one_mode(binary: &Path, options: &FairnessBenchOptions, fifo: bool) -> 
 
 /// The new export's id, or None when the create was not answered `202`.
 async fn create(addr: SocketAddr, key: &str, body: &'static str) -> Result<Option<String>> {
-    let (status, answer) = request_once(
-        addr,
-        key,
-        http::Method::POST,
-        "/api/v1/exports/users",
-        Some(body),
-        None,
-    )
-    .await?;
-    if status != 202 {
-        println!("create answered {status}: {answer}");
-        return Ok(None);
-    }
-    let answer: serde_json::Value = serde_json::from_str(&answer)?;
-    Ok(answer["export_id"].as_str().map(str::to_string))
+    Ok(match create_export(addr, key, body).await? {
+        Ok(id) => Some(id),
+        Err((status, answer)) => {
+            println!("create answered {status}: {answer}");
+            None
+        }
+    })
 }
 
-/// Polls the export every 20 ms until it has stopped: whether it is `done`. Ten minutes at
-/// most: a limit, not a figure.
+/// Whether the export ended `done`.
 async fn done(addr: SocketAddr, key: &str, id: &str) -> Result<bool> {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let (status, text) = request_once(
-            addr,
-            key,
-            http::Method::GET,
-            &format!("/api/v1/exports/users/{id}"),
-            None,
-            None,
-        )
-        .await?;
-        anyhow::ensure!(status == 200, "getExport answered {status}: {text}");
-        let export: serde_json::Value = serde_json::from_str(&text)?;
-        match export["status"].as_str() {
-            Some("done") => return Ok(true),
-            Some("pending" | "processing") => {}
-            _ => {
-                println!("export {id} stopped: {text}");
-                return Ok(false);
-            }
-        }
-        anyhow::ensure!(Instant::now() < deadline, "export {id} not done after 10 minutes");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let export = poll_until_stopped(addr, key, id).await?;
+    let done = export["status"] == "done";
+    if !done {
+        println!("export {id} stopped: {export}");
     }
+    Ok(done)
 }
 
 /// The value below which `at` of them lie (nearest rank; NaN for none).
