@@ -146,13 +146,41 @@ pub type UploadOpened = Box<dyn FnMut(String) -> BoxFuture<'static, Result<()>> 
 /// A file being written to storage.
 pub enum FileWriter {
     /// object_store's own writer, for the local directory (whose unfinished uploads
-    /// `Storage::clean_export` finds by reading the directory).
+    /// `Storage::clean_export` finds by reading the directory). Its parts are not reported:
+    /// a file in a local directory is written again from the start by the next attempt.
     Buffered(BufWriter),
     /// On S3, whose open uploads cannot be listed here (object_store has no
     /// `ListMultipartUploads`, and s3s-fs does not answer it): an upload's id is handed to
-    /// `UploadOpened` before its first part goes up, so that it can be aborted by id later.
+    /// `UploadOpened` before its first part goes up, so that it can be aborted by id later,
+    /// and its completed parts are reported, so that another attempt can go on from them.
     Multipart(MultipartWriter),
 }
+
+/// The parts of a multipart upload completed so far, from the first without a gap: what an
+/// attempt can be resumed from (`Storage::resume_writer`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartsDone {
+    pub upload_id: String,
+    /// Each part's entity tag, in the file's order (part number `i + 1`).
+    pub parts: Vec<String>,
+    /// The file's bytes in those parts.
+    pub bytes: u64,
+}
+
+/// An upload an earlier attempt began, to go on with.
+pub struct ResumedUpload {
+    pub upload_id: String,
+    pub parts: Vec<String>,
+    pub bytes: u64,
+}
+
+/// Continuing an earlier attempt's upload failed in a way that starting the file over may
+/// mend: the upload is gone (aborted, expired by the store), or the completed object is not
+/// the parts recorded (a stale attempt's late part replaced one). The worker starts over when
+/// the store otherwise answers (`Storage::check`).
+#[derive(Debug, thiserror::Error)]
+#[error("the upload resumed from an earlier attempt cannot be used")]
+pub struct ResumedUploadFailed(#[source] Box<dyn std::error::Error + Send + Sync>);
 
 pub struct MultipartWriter {
     s3: Arc<AmazonS3>,
@@ -164,17 +192,42 @@ pub struct MultipartWriter {
     upload: Option<MultipartId>,
     /// By part index; `None` while the part is in flight.
     parts: Vec<Option<PartId>>,
+    /// Where each part ends in the file.
+    part_ends: Vec<u64>,
+    /// Bytes in the parts sent so far.
+    sent: u64,
+    /// Parts reported as done (`PartsDone`) so far.
+    reported: usize,
+    /// Going on with an earlier attempt's upload: until one of this attempt's parts is
+    /// accepted, a failure may mean the upload is gone (`ResumedUploadFailed`).
+    resumed: bool,
+    confirmed: bool,
     in_flight: JoinSet<(usize, object_store::Result<PartId>)>,
     opened: UploadOpened,
 }
 
 impl FileWriter {
-    pub async fn put(&mut self, bytes: Bytes) -> Result<()> {
+    /// Adds `bytes` to the file; returns the parts done when more of them are.
+    pub async fn put(&mut self, bytes: Bytes) -> Result<Option<PartsDone>> {
         match self {
-            Self::Buffered(writer) => {
-                (writer.put(bytes).await).map_err(|error| storage_failure("uploading the file", error))
-            }
+            Self::Buffered(writer) => (writer.put(bytes).await)
+                .map(|()| None)
+                .map_err(|error| storage_failure("uploading the file", error)),
             Self::Multipart(writer) => writer.put(bytes).await,
+        }
+    }
+
+    /// Waits for the parts in flight; returns the parts done when more of them are. What is
+    /// written but not yet sent as a part is not in them.
+    pub async fn settle(&mut self) -> Result<Option<PartsDone>> {
+        match self {
+            Self::Buffered(_) => Ok(None),
+            Self::Multipart(writer) => {
+                while !writer.in_flight.is_empty() {
+                    writer.join_part().await?;
+                }
+                Ok(writer.newly_done())
+            }
         }
     }
 
@@ -198,16 +251,37 @@ impl FileWriter {
             Self::Multipart(writer) => writer.abort().await,
         }
     }
+
+    /// The multipart upload's id, once the store has opened it.
+    pub fn upload_id(&self) -> Option<String> {
+        match self {
+            Self::Buffered(_) => None,
+            Self::Multipart(writer) => writer.upload.clone(),
+        }
+    }
+
+    /// Stops sending parts and leaves the upload open, for another attempt to go on with.
+    pub async fn leave_open(&mut self) {
+        if let Self::Multipart(writer) = self {
+            writer.in_flight.abort_all();
+            while writer.in_flight.join_next().await.is_some() {}
+        }
+    }
 }
 
 impl MultipartWriter {
-    async fn put(&mut self, bytes: Bytes) -> Result<()> {
+    async fn put(&mut self, bytes: Bytes) -> Result<Option<PartsDone>> {
         self.buffer.push(bytes);
+        // Parts done since the last chunk are reported now, not when the next part waits for
+        // them: a checkpoint is recorded a chunk after its part is done.
+        while let Some(joined) = self.in_flight.try_join_next() {
+            self.joined(joined)?;
+        }
         if self.buffer.content_length() >= self.part_bytes {
             let part = std::mem::take(&mut self.buffer).freeze();
             self.send_part(part).await?;
         }
-        Ok(())
+        Ok(self.newly_done())
     }
 
     async fn send_part(&mut self, part: PutPayload) -> Result<()> {
@@ -225,7 +299,9 @@ impl MultipartWriter {
             self.join_part().await?;
         }
         let (s3, key, index) = (self.s3.clone(), self.key.clone(), self.parts.len());
+        self.sent += part.content_length() as u64;
         self.parts.push(None);
+        self.part_ends.push(self.sent);
         self.in_flight.spawn(async move {
             let part = s3.put_part(&key, &upload, index, part).await;
             (index, part)
@@ -234,13 +310,47 @@ impl MultipartWriter {
     }
 
     async fn join_part(&mut self) -> Result<()> {
-        let Some(joined) = self.in_flight.join_next().await else {
-            return Ok(());
-        };
+        match self.in_flight.join_next().await {
+            Some(joined) => self.joined(joined),
+            None => Ok(()),
+        }
+    }
+
+    fn joined(
+        &mut self,
+        joined: Result<(usize, object_store::Result<PartId>), tokio::task::JoinError>,
+    ) -> Result<()> {
         let (index, part) = joined?;
-        let part = part.map_err(|error| storage_failure("uploading the file", error))?;
+        let part = part.map_err(|error| self.failure("uploading the file", error))?;
         self.parts[index] = Some(part);
+        self.confirmed = true;
         Ok(())
+    }
+
+    /// A storage failure, told apart when it may mean that the resumed upload is gone.
+    fn failure(&self, doing: &'static str, error: object_store::Error) -> anyhow::Error {
+        let failure = storage_failure(doing, error);
+        match self.resumed && !self.confirmed {
+            true => ResumedUploadFailed(failure.into()).into(),
+            false => failure,
+        }
+    }
+
+    /// The parts done from the first without a gap, when there are more than last reported.
+    fn newly_done(&mut self) -> Option<PartsDone> {
+        let done = self.parts.iter().take_while(|part| part.is_some()).count();
+        if done <= self.reported {
+            return None;
+        }
+        self.reported = done;
+        Some(PartsDone {
+            upload_id: self.upload.clone()?,
+            parts: self.parts[..done]
+                .iter()
+                .map(|part| part.as_ref().expect("counted above").content_id.clone())
+                .collect(),
+            bytes: self.part_ends[done - 1],
+        })
     }
 
     async fn complete(&mut self) -> Result<()> {
@@ -257,15 +367,37 @@ impl MultipartWriter {
         while !self.in_flight.is_empty() {
             self.join_part().await?;
         }
-        let parts = self
+        let parts: Vec<PartId> = self
             .parts
             .drain(..)
             .map(|part| part.expect("every part joined"))
             .collect();
+        let expected = self.resumed.then(|| multipart_etag(&parts)).flatten();
         let upload = self.upload.as_ref().expect("opened above");
-        (self.s3.complete_multipart(&self.key, upload, parts).await)
-            .map_err(|error| storage_failure("completing the upload", error))?;
+        let completed = (self.s3.complete_multipart(&self.key, upload, parts).await).map_err(|error| {
+            let failure = storage_failure("completing the upload", error);
+            match self.resumed {
+                true => anyhow::Error::from(ResumedUploadFailed(failure.into())),
+                false => failure,
+            }
+        })?;
         self.upload = None;
+        // S3 refuses to complete an upload whose parts are not the entity tags given; stores
+        // that do not check (s3s-fs) still tag the object from the parts they joined.
+        let stored = completed.e_tag.as_deref().map(unquoted);
+        if let (Some(expected), Some(stored)) = (expected, stored) {
+            if !expected.eq_ignore_ascii_case(stored) {
+                let _ = self.s3.delete(&self.key).await;
+                return Err(ResumedUploadFailed(
+                    format!(
+                        "the stored file is not the parts recorded (entity tag {stored}, not \
+                         {expected}): a part was replaced, by a stale attempt's late upload"
+                    )
+                    .into(),
+                )
+                .into());
+            }
+        }
         Ok(())
     }
 
@@ -278,6 +410,26 @@ impl MultipartWriter {
             None => Ok(()),
         }
     }
+}
+
+fn unquoted(tag: &str) -> &str {
+    tag.trim_matches('"')
+}
+
+/// The entity tag S3 gives an object completed from these parts: the MD5 of their MD5s, then
+/// `-` and their count. None when a part's tag is not an MD5 (an object encrypted with KMS,
+/// say): the check is then left to the store.
+fn multipart_etag(parts: &[PartId]) -> Option<String> {
+    use md5::Digest;
+    let mut md5s = md5::Md5::new();
+    for part in parts {
+        let digest = hex::decode(unquoted(&part.content_id)).ok()?;
+        if digest.len() != 16 {
+            return None;
+        }
+        md5s.update(&digest);
+    }
+    Some(format!("{}-{}", hex::encode(md5s.finalize()), parts.len()))
 }
 
 /// A failure of the file storage, as opposed to the database or the file's own writing: the
@@ -401,6 +553,12 @@ impl Storage {
             .map_err(|error| storage_failure("listing the store", error))
     }
 
+    /// Whether files are uploaded in parts that another attempt can go on from (S3), rather
+    /// than to a local directory (object_store's local writer cannot be resumed).
+    pub fn keeps_parts(&self) -> bool {
+        matches!(self.links, Links::Presigned { .. })
+    }
+
     pub fn describe(&self) -> &'static str {
         match self.links {
             Links::Presigned { .. } => "s3",
@@ -436,6 +594,11 @@ impl Storage {
                 buffer: PutPayloadMut::new(),
                 upload: None,
                 parts: Vec::new(),
+                part_ends: Vec::new(),
+                sent: 0,
+                reported: 0,
+                resumed: false,
+                confirmed: false,
                 in_flight: JoinSet::new(),
                 opened,
             }),
@@ -443,6 +606,43 @@ impl Storage {
                 BufWriter::with_capacity(self.store.clone(), key.clone(), part_bytes)
                     .with_max_concurrency(MAX_PARTS_IN_FLIGHT),
             ),
+        }
+    }
+
+    /// A writer that goes on with the upload of `key` an earlier attempt began, after its
+    /// completed `parts`; None in a local directory, whose files are written from the start.
+    pub fn resume_writer(&self, key: &Path, part_bytes: usize, upload: ResumedUpload) -> Option<FileWriter> {
+        let Links::Presigned { s3, .. } = &self.links else {
+            return None;
+        };
+        Some(FileWriter::Multipart(MultipartWriter {
+            s3: s3.clone(),
+            key: key.clone(),
+            part_bytes,
+            buffer: PutPayloadMut::new(),
+            upload: Some(upload.upload_id),
+            // Where the earlier parts end is not known, nor needed: they are reported already.
+            part_ends: vec![upload.bytes; upload.parts.len()],
+            reported: upload.parts.len(),
+            parts: (upload.parts.into_iter())
+                .map(|content_id| Some(PartId { content_id }))
+                .collect(),
+            sent: upload.bytes,
+            resumed: true,
+            confirmed: false,
+            in_flight: JoinSet::new(),
+            opened: Box::new(|_| Box::pin(async { Ok(()) })),
+        }))
+    }
+
+    /// Aborts the multipart upload `id` of `key` (on S3); one already gone is not an error.
+    pub async fn abort_upload(&self, key: &str, id: &str) -> Result<()> {
+        let Links::Presigned { s3, .. } = &self.links else {
+            return Ok(());
+        };
+        match s3.abort_multipart(&Path::from(key), &id.to_string()).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(storage_failure("aborting an upload", error)),
         }
     }
 
@@ -457,12 +657,9 @@ impl Storage {
         upload: Option<(&str, &str)>,
     ) -> Result<()> {
         match &self.links {
-            Links::Presigned { s3, .. } => {
+            Links::Presigned { .. } => {
                 if let Some((key, id)) = upload {
-                    match s3.abort_multipart(&Path::from(key), &id.to_string()).await {
-                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                        Err(error) => return Err(storage_failure("aborting an upload", error)),
-                    }
+                    self.abort_upload(key, id).await?;
                 }
                 let prefix = Self::export_prefix(export_id);
                 let objects: Vec<Path> = self

@@ -403,7 +403,16 @@ impl TestEnv {
     /// prefix and storage, with `quick_worker`'s timings and one job at a time; its log goes
     /// to `log`. Add arguments, then start it with `ChildProcess::spawn`.
     pub fn worker_command(&self, binary: &str, log: &std::path::Path) -> Result<std::process::Command> {
-        let settings = quick_worker();
+        self.worker_command_with(binary, log, &quick_worker())
+    }
+
+    /// `worker_command` with the timings of `settings`.
+    pub fn worker_command_with(
+        &self,
+        binary: &str,
+        log: &std::path::Path,
+        settings: &WorkerArgs,
+    ) -> Result<std::process::Command> {
         let mut command = self.command(binary, "work", log)?;
         command
             .args(["--lease-secs", &settings.lease_secs.to_string()])
@@ -718,6 +727,19 @@ impl TestS3 {
             }
         }
         Ok(uploads)
+    }
+
+    /// A client of the test's own on the bucket, to act on uploads as another party would.
+    pub fn client(&self) -> Result<object_store::aws::AmazonS3> {
+        Ok(object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(&self.bucket)
+            .with_region("us-east-1")
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .with_access_key_id(Self::ACCESS_KEY)
+            .with_secret_access_key(Self::SECRET_KEY)
+            .build()?)
     }
 
     pub fn args(&self) -> StorageArgs {

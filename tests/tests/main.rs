@@ -21,6 +21,7 @@ mod mock_webhooks;
 mod parity;
 mod queue;
 mod recovery;
+mod resume;
 mod retention;
 mod secrets;
 mod shutdown;

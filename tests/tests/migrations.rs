@@ -70,6 +70,11 @@ async fn file_option_columns(url: &str) -> anyhow::Result<i64> {
     columns_of(url, "exports", &["columns", "compression"]).await
 }
 
+/// The checkpoint V15 adds to `exports`.
+async fn checkpoint_columns(url: &str) -> anyhow::Result<i64> {
+    columns_of(url, "exports", &["checkpoint"]).await
+}
+
 /// The lease column V11 gives `webhook_deliveries` back.
 async fn lease_columns(url: &str) -> anyhow::Result<i64> {
     columns_of(url, "webhook_deliveries", &["locked_until"]).await
@@ -80,7 +85,7 @@ async fn up_down_up() -> anyhow::Result<()> {
     let database = TestDatabase::create().await?;
     let postgres = database.postgres()?;
     let applied = postgres.migrate().await?;
-    assert_eq!(applied.len(), 14, "{applied:?}");
+    assert_eq!(applied.len(), 15, "{applied:?}");
     let all = [
         "api_keys",
         "exports",
@@ -97,6 +102,9 @@ async fn up_down_up() -> anyhow::Result<()> {
     assert_eq!(file_key_columns(&database.url).await?, (1, 0));
     assert_eq!(file_option_columns(&database.url).await?, 2);
     assert_eq!(trace_columns(&database.url).await?, 3);
+    assert_eq!(checkpoint_columns(&database.url).await?, 1);
+    assert_eq!(postgres.rollback(14).await?, [15]);
+    assert_eq!(checkpoint_columns(&database.url).await?, 0);
     // The version before V14 cannot read a JSON Lines export: the rollback refuses, whole.
     let client = postgres.pool(1)?.get().await?;
     client
@@ -144,7 +152,7 @@ async fn up_down_up() -> anyhow::Result<()> {
     assert_eq!(postgres.rollback(0).await?, [2, 1]);
     assert!(tables(&database.url).await?.is_empty());
 
-    assert_eq!(postgres.migrate().await?.len(), 14);
+    assert_eq!(postgres.migrate().await?.len(), 15);
     assert_eq!(tables(&database.url).await?, all);
     assert!(postgres.migrate().await?.is_empty(), "nothing left to apply");
     Ok(())
@@ -159,7 +167,7 @@ async fn concurrent_migrations_apply_once() -> anyhow::Result<()> {
         .into_iter()
         .map(|run| run.map(|applied| applied.len()))
         .sum::<anyhow::Result<usize>>()?;
-    assert_eq!(applied, 14, "each migration applied by exactly one run");
+    assert_eq!(applied, 15, "each migration applied by exactly one run");
     assert_eq!(
         tables(&database.url).await?,
         [

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use exports_client::types::{CreateUserExport, ExportFormat, ExportStatus};
+use exports_client::types::{CreateUserExport, ExportCompression, ExportFormat, ExportStatus};
 use exports_server::worker::WorkerArgs;
 use exports_server::FAULT_INJECTION_HELD;
 use exports_tests::{
@@ -103,26 +103,54 @@ async fn a_killed_workers_export_is_finished_by_another() -> anyhow::Result<()> 
     env.finish().await
 }
 
-/// Users enough for a CSV file past one 5 MiB part (each row is about 100 bytes), and the row
-/// at which the first worker holds, its first part sent.
-const PAST_ONE_PART: i64 = 80_000;
-const HOLD_AFTER_ONE_PART: &str = "70000";
+/// The file a worker is killed in the middle of, with its upload under way (its first part
+/// sent, held there by the fault-injection point): a CSV in a local directory; on S3, where an
+/// uncompressed CSV is resumed from its parts instead (`resume.rs`), a gzipped one, which is
+/// written again from the start.
+struct MidUpload {
+    request: CreateUserExport,
+    /// Users enough for a file past one 5 MiB part, and the row at which the worker holds, its
+    /// first part sent (a CSV row is about 100 bytes; gzip packs them 3.3 times).
+    users: i64,
+    hold_after_rows: &'static str,
+    extension: &'static str,
+}
 
-/// A CSV export whose worker was SIGKILLed while its upload was under way (its first part
-/// sent, held there by the fault-injection point): no clean-up of any kind. Returns the
-/// environment, the export, its owner's client, and the workers' log (in `logs`).
+impl MidUpload {
+    fn on(s3: bool) -> Self {
+        match s3 {
+            false => Self {
+                request: export(ExportFormat::Csv),
+                users: 80_000,
+                hold_after_rows: "70000",
+                extension: "csv",
+            },
+            true => Self {
+                request: export(ExportFormat::Csv).with_compression(ExportCompression::Gzip),
+                users: 220_000,
+                hold_after_rows: "200000",
+                extension: "csv.gz",
+            },
+        }
+    }
+}
+
+/// An export whose worker was SIGKILLed while its upload was under way (`MidUpload`): no
+/// clean-up of any kind. Returns the environment, the export, its owner's client, and the
+/// workers' log (in `logs`).
 async fn killed_mid_upload(
     s3: bool,
 ) -> anyhow::Result<(TestEnv, Uuid, exports_client::Client, tempfile::TempDir)> {
+    let file = MidUpload::on(s3);
     let env = TestEnv::start_setup(Setup { s3, worker: None }).await?;
-    env.seed_users(PAST_ONE_PART).await?;
+    env.seed_users(file.users).await?;
     let logs = tempfile::tempdir()?;
     let log = logs.path().join("workers.log");
     let client = env.client(&env.writer().await?);
     let mut holding = env.worker_command(WORKER, &log)?;
-    holding.args(["--hold-after-rows", HOLD_AFTER_ONE_PART]);
+    holding.args(["--hold-after-rows", file.hold_after_rows]);
     let mut first = ChildProcess::spawn(holding)?;
-    let id = create(&client, &export(ExportFormat::Csv)).await?;
+    let id = create(&client, &file.request).await?;
     // Held, not merely an upload visible in the store: S3 shows the upload one round trip
     // before the row records its id, and a kill in between leaves an upload nobody knows of.
     until(
@@ -151,7 +179,7 @@ async fn a_worker_killed_mid_upload_leaves_nothing_behind(s3: bool) -> anyhow::R
     let users = finished_by_a_second_worker(&env, &client, id, &log).await?;
     assert_eq!(
         env.stored_for(id).await?,
-        [format!("exports/{id}/attempt-2.csv")],
+        [format!("exports/{id}/attempt-2.{}", MidUpload::on(s3).extension)],
         "exactly one object"
     );
     assert_eq!(
@@ -159,7 +187,12 @@ async fn a_worker_killed_mid_upload_leaves_nothing_behind(s3: bool) -> anyhow::R
         Vec::<String>::new(),
         "no upload left open"
     );
-    let (_, body) = download(&client, &id).await?;
+    let (_, mut body) = download(&client, &id).await?;
+    if s3 {
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)?;
+        body = plain;
+    }
     assert_eq!(
         body.iter().filter(|&&byte| byte == b'\n').count() as i64,
         users + 1,

@@ -24,6 +24,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::milliseconds;
+use crate::db::users::UserKey;
 use crate::model::{
     CreateUserExport, ExportAccepted, ExportCompression, ExportFile, ExportFormat, ExportStatus,
     UserExportFilters, WebhookEventType,
@@ -462,18 +463,41 @@ pub(crate) enum Taken {
 }
 
 /// The upload an attempt started (its object key, and on S3 its multipart upload's id), kept
-/// in the row until its export's prefix is known clean (migration V10).
+/// in the row until its export's prefix is known clean (migration V10), and how far it got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LeftUpload {
     pub key: String,
     pub upload_id: Option<String>,
+    /// Where the next attempt can go on from (migration V15), when the row says; boxed, as
+    /// it is seldom there.
+    pub checkpoint: Option<Box<Checkpoint>>,
+}
+
+/// How far an attempt's upload got: its parts completed from the first without a gap, with
+/// the file's bytes and rows in them and the last of those rows. Recorded as each part is
+/// completed; the next attempt goes on after it (`worker::jobs`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// Each part's entity tag, in order.
+    pub parts: Vec<String>,
+    pub bytes: u64,
+    pub rows: u64,
+    /// The last row in those parts.
+    pub after: UserKey,
 }
 
 impl LeftUpload {
     fn from_row(row: &tokio_postgres::Row) -> Option<Self> {
+        // A checkpoint this version cannot read is none: the file starts over.
+        let checkpoint = (row
+            .try_get::<_, Option<serde_json::Value>>("checkpoint")
+            .ok()
+            .flatten())
+        .and_then(|stored| serde_json::from_value(stored).ok());
         Some(Self {
             key: row.get::<_, Option<String>>("upload_key")?,
             upload_id: row.get("upload_id"),
+            checkpoint,
         })
     }
 
@@ -525,14 +549,14 @@ pub(crate) async fn take(
         .query_opt(
             &format!(
                 "UPDATE exports
-                 SET status = {PROCESSING}, attempts = attempts + 1, rows_written = 0,
+                 SET status = {PROCESSING}, attempts = attempts + 1,
                      lease_expires_at = now() + $2 * interval '1 millisecond',
                      started_at = now(), retry_at = NULL, updated_at = now()
                  WHERE id = $1
                    AND ((status = {PENDING} AND (retry_at IS NULL OR retry_at <= now()) AND {fair})
                         OR (status = {PROCESSING} AND lease_expires_at < now()))
                  RETURNING attempts, format, columns, compression, filters, upload_key, upload_id,
-                           traceparent, request_id, first_attempt_traceparent"
+                           checkpoint, traceparent, request_id, first_attempt_traceparent"
             ),
             &[&export_id, &milliseconds(lease)],
         )
@@ -571,7 +595,8 @@ pub(crate) async fn take(
 }
 
 /// Records the rows an attempt has written and extends its lease; false when the attempt no
-/// longer holds the export.
+/// longer holds the export. The rows recorded never go down: an attempt that starts a file
+/// over shows the furthest an earlier one got until it passes it.
 pub(crate) async fn renew(
     client: &Client,
     export_id: Uuid,
@@ -582,7 +607,7 @@ pub(crate) async fn renew(
     let updated = client
         .execute(
             &format!(
-                "UPDATE exports SET rows_written = $3, updated_at = now(),
+                "UPDATE exports SET rows_written = GREATEST(rows_written, $3), updated_at = now(),
                         lease_expires_at = now() + $4 * interval '1 millisecond'
                  WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}"
             ),
@@ -630,9 +655,9 @@ pub(crate) async fn record_first_attempt(
 }
 
 /// The upload the attempt writes: its object `key` and, once the store has opened it, its
-/// multipart `upload_id`, in place of what an earlier attempt left (cleaned up before). False
-/// when the attempt no longer holds the export (an upload it opened is then nobody's, and its
-/// opener aborts it).
+/// multipart `upload_id`, in place of what an earlier attempt left (cleaned up before), with
+/// no checkpoint yet. False when the attempt no longer holds the export (an upload it opened
+/// is then nobody's, and its opener aborts it).
 pub(crate) async fn record_upload(
     client: &Client,
     export_id: Uuid,
@@ -643,7 +668,7 @@ pub(crate) async fn record_upload(
     let updated = client
         .execute(
             &format!(
-                "UPDATE exports SET upload_key = $3, upload_id = $4
+                "UPDATE exports SET upload_key = $3, upload_id = $4, checkpoint = NULL
                  WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}"
             ),
             &[&export_id, &attempt, &key, &upload_id],
@@ -652,16 +677,65 @@ pub(crate) async fn record_upload(
     Ok(updated == 1)
 }
 
-/// Nothing of the upload of `key` is in storage any more: the row stops pointing at it.
-/// Each attempt writes a key of its own, so another attempt's upload is never forgotten.
-pub(crate) async fn forget_upload(client: &Client, export_id: Uuid, key: &str) -> super::Result<()> {
+/// Nothing of this upload is in storage any more: the row stops pointing at it. Named by its
+/// key and its id, since an attempt that goes on with an earlier attempt's upload shares its
+/// key: another upload is never forgotten.
+pub(crate) async fn forget_upload(
+    client: &Client,
+    export_id: Uuid,
+    upload: &LeftUpload,
+) -> super::Result<()> {
     client
         .execute(
-            "UPDATE exports SET upload_key = NULL, upload_id = NULL WHERE id = $1 AND upload_key = $2",
-            &[&export_id, &key],
+            "UPDATE exports SET upload_key = NULL, upload_id = NULL, checkpoint = NULL
+             WHERE id = $1 AND upload_key = $2 AND upload_id IS NOT DISTINCT FROM $3",
+            &[&export_id, &upload.key, &upload.upload_id],
         )
         .await?;
     Ok(())
+}
+
+/// Records how far the attempt's upload `upload_id` got, as one of its parts is completed;
+/// false when the attempt no longer holds the export, or the row names another upload.
+pub(crate) async fn record_checkpoint(
+    client: &Client,
+    export_id: Uuid,
+    attempt: i32,
+    upload_id: &str,
+    checkpoint: &Checkpoint,
+) -> super::Result<bool> {
+    let updated = client
+        .execute(
+            &format!(
+                "UPDATE exports SET checkpoint = $4, rows_written = GREATEST(rows_written, $5),
+                        updated_at = now()
+                 WHERE id = $1 AND attempts = $2 AND status = {PROCESSING} AND upload_id = $3"
+            ),
+            &[
+                &export_id,
+                &attempt,
+                &upload_id,
+                &serde_json::to_value(checkpoint)?,
+                &(checkpoint.rows as i64),
+            ],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
+/// Whether the export may still go on from `upload_id`: pending or processing, the row naming
+/// that upload. An attempt that lost the export leaves such an upload to the next attempt.
+pub(crate) async fn upload_wanted(client: &Client, export_id: Uuid, upload_id: &str) -> super::Result<bool> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT 1 FROM exports
+                 WHERE id = $1 AND upload_id = $2 AND status IN ({PENDING}, {PROCESSING})"
+            ),
+            &[&export_id, &upload_id],
+        )
+        .await?;
+    Ok(row.is_some())
 }
 
 /// Exports in a final status whose attempts may have left something in storage, untouched
@@ -715,7 +789,7 @@ pub(crate) async fn record_done(
                 &format!(
                     "UPDATE exports SET status = {DONE}, file_key = $3, rows_written = $4, rows_total = $4,
                                 file_size_bytes = $5, error_message = NULL, lease_expires_at = NULL,
-                                upload_key = NULL, upload_id = NULL,
+                                upload_key = NULL, upload_id = NULL, checkpoint = NULL,
                                 finished_at = now(), updated_at = now(),
                                 expires_at = now() + $6 * interval '1 millisecond'
                          WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}"
@@ -745,7 +819,7 @@ pub(crate) async fn retry_later(
     client
         .execute(
             &format!(
-                "UPDATE exports SET status = {PENDING}, lease_expires_at = NULL, rows_written = 0,
+                "UPDATE exports SET status = {PENDING}, lease_expires_at = NULL,
                         retry_at = now() + $3 * interval '1 millisecond', queued_at = NULL,
                         updated_at = now()
                  WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}"
@@ -775,14 +849,15 @@ pub(crate) async fn fail(client: &Client, export_id: Uuid, attempt: i32, message
 }
 
 /// Gives an interrupted attempt back: `pending` again, the attempt not counted, marked as
-/// queued now (the caller queues it); false when the attempt no longer held the export.
+/// queued now (the caller queues it), its checkpoint kept for the next attempt; None when the
+/// attempt no longer held the export.
 /// Its matching users (for its lane), when it was handed back.
 pub(crate) async fn hand_back(client: &Client, export_id: Uuid, attempt: i32) -> super::Result<Option<u64>> {
     let updated = client
         .query_opt(
             &format!(
                 "UPDATE exports SET status = {PENDING}, attempts = attempts - 1, lease_expires_at = NULL,
-                        rows_written = 0, queued_at = now(), updated_at = now()
+                        queued_at = now(), updated_at = now()
                  WHERE id = $1 AND attempts = $2 AND status = {PROCESSING}
                  RETURNING rows_total"
             ),
@@ -846,7 +921,7 @@ pub(crate) async fn expire(client: &Client, export_id: Uuid) -> super::Result<()
                 WebhookEventType::ExportExpired,
                 &format!(
                     "UPDATE exports SET status = {EXPIRED}, file_key = NULL, upload_key = NULL,
-                                    upload_id = NULL, updated_at = now()
+                                    upload_id = NULL, checkpoint = NULL, updated_at = now()
                          WHERE id = $1 AND status = {DONE}"
                 ),
             ),

@@ -92,6 +92,10 @@ const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// it from refinery's history.
 const ROLLBACKS: &[(i32, &str)] = &[
     (
+        15,
+        include_str!("../../../migrations/rollback/R15__resume_checkpoints.sql"),
+    ),
+    (
         14,
         include_str!("../../../migrations/rollback/R14__file_options.sql"),
     ),

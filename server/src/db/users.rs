@@ -105,6 +105,41 @@ impl MatchingUsers {
     }
 }
 
+/// A user's place in an export's order (`ORDER BY created_at, id`): an export resumed after
+/// it reads only the users that follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserKey {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl UserKey {
+    /// The columns an export reads to know each row's key: the file's, then those of the key
+    /// that the file leaves out.
+    pub fn with_key_columns(columns: &[UserColumn]) -> Vec<UserColumn> {
+        let mut read = columns.to_vec();
+        for key in [UserColumn::CreatedAt, UserColumn::Id] {
+            if !read.contains(&key) {
+                read.push(key);
+            }
+        }
+        read
+    }
+
+    /// The key of a row read with the columns `read` (`with_key_columns`).
+    pub fn of_row(row: &tokio_postgres::Row, read: &[UserColumn]) -> Self {
+        let at = |column| {
+            (read.iter())
+                .position(|read| *read == column)
+                .expect("the key's columns are read")
+        };
+        Self {
+            created_at: row.get(at(UserColumn::CreatedAt)),
+            id: row.get(at(UserColumn::Id)),
+        }
+    }
+}
+
 /// The `WHERE` clause and parameters of the users an export contains. The same filter counts
 /// the rows at creation and streams them in the worker.
 #[derive(Debug)]
@@ -112,6 +147,8 @@ pub struct UserQuery {
     pub where_clause: String,
     pub created_after: Option<DateTime<Utc>>,
     pub status: Option<&'static str>,
+    /// Only the users after this one (a resumed export).
+    pub after: Option<UserKey>,
 }
 
 impl UserQuery {
@@ -138,7 +175,23 @@ impl UserQuery {
             where_clause,
             created_after,
             status,
+            after: None,
         }
+    }
+
+    /// Only the users after `key` in the export's order; the `(created_at, id)` index starts
+    /// the scan there.
+    pub fn after(mut self, key: Option<UserKey>) -> Self {
+        if let Some(key) = key {
+            let next = self.params().len() + 1;
+            self.where_clause = format!(
+                "{} AND (created_at, id) > (${next}, ${})",
+                self.where_clause,
+                next + 1
+            );
+            self.after = Some(key);
+        }
+        self
     }
 
     pub fn params(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
@@ -148,6 +201,10 @@ impl UserQuery {
         }
         if let Some(status) = &self.status {
             params.push(status);
+        }
+        if let Some(after) = &self.after {
+            params.push(&after.created_at);
+            params.push(&after.id);
         }
         params
     }
@@ -210,6 +267,25 @@ mod tests {
         assert_eq!(
             all.select_sql(&[UserColumn::Email, UserColumn::CreatedAt]),
             "SELECT email, created_at FROM users WHERE TRUE ORDER BY created_at, id"
+        );
+
+        let key = UserKey {
+            created_at: Utc::now(),
+            id: Uuid::new_v4(),
+        };
+        let resumed = UserQuery::new(&UserExportFilters {
+            created_after: None,
+            status: Some(UserStatus::Active),
+        })
+        .after(Some(key));
+        assert_eq!(
+            resumed.where_clause,
+            "status = $1 AND (created_at, id) > ($2, $3)"
+        );
+        assert_eq!(resumed.params().len(), 3);
+        assert_eq!(
+            UserKey::with_key_columns(&[UserColumn::Id, UserColumn::Email]),
+            [UserColumn::Id, UserColumn::Email, UserColumn::CreatedAt]
         );
     }
 }

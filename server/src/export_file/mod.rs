@@ -20,19 +20,22 @@
 //! stored. XLSX cells are limited to 32,767 characters (Excel's limit): a longer value is cut
 //! to 32,766 and ends in `…` (CSV and JSON Lines keep it whole).
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::{pin_mut, TryStreamExt};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::db::users::UserQuery;
+use crate::db::exports::Checkpoint;
+use crate::db::users::{UserKey, UserQuery};
 use crate::model::{ExportCompression, ExportFile, ExportFormat, UserColumn, UserExportFilters};
-use crate::storage::FileWriter;
+use crate::storage::{FileWriter, PartsDone};
 
 mod cells;
 mod xlsx;
@@ -53,42 +56,32 @@ const GZIP_LEVEL: u32 = 2;
 #[cfg(feature = "fault-injection")]
 pub const HELD: &str = "fault injection: the export holds here";
 
-/// How far one attempt has got: the rows written so far, which the worker records as the
-/// export's progress.
+/// Fault injection for tests: once a count (rows written, parts completed) reaches `at`, the
+/// export holds there until it is cancelled, interrupted or timed out (or `release` says so),
+/// so a test can act on an export under way however fast the machine is. Compiled only with
+/// the `fault-injection` feature.
+#[cfg(feature = "fault-injection")]
 #[derive(Debug, Default)]
-pub struct Progress {
-    rows: AtomicU64,
-    /// Fault injection for tests: once this many rows are recorded, the export holds there
-    /// until it is cancelled, interrupted or timed out (or `release` says so), so a test can
-    /// act on an export under way however fast the machine is. Compiled only with the
-    /// `fault-injection` feature.
-    #[cfg(feature = "fault-injection")]
-    hold_after_rows: Option<u64>,
-    #[cfg(feature = "fault-injection")]
+pub struct Hold {
+    at: Option<u64>,
     release: Option<tokio::sync::watch::Receiver<bool>>,
-    #[cfg(feature = "fault-injection")]
     held: std::sync::atomic::AtomicBool,
 }
 
-impl Progress {
-    #[cfg(feature = "fault-injection")]
-    pub fn holding_after(rows: Option<u64>, release: Option<tokio::sync::watch::Receiver<bool>>) -> Self {
+#[cfg(feature = "fault-injection")]
+impl Hold {
+    pub fn new(at: Option<u64>, release: Option<tokio::sync::watch::Receiver<bool>>) -> Self {
         Self {
-            hold_after_rows: rows,
+            at,
             release,
-            ..Self::default()
+            held: Default::default(),
         }
     }
 
-    pub fn rows(&self) -> u64 {
-        self.rows.load(Ordering::Relaxed)
-    }
-
-    async fn record(&self, rows: u64) {
-        self.rows.store(rows, Ordering::Relaxed);
-        #[cfg(feature = "fault-injection")]
-        if self.hold_after_rows.is_some_and(|hold| rows >= hold) && !self.held.swap(true, Ordering::Relaxed) {
-            tracing::warn!(rows, "{HELD}");
+    /// Holds, once, when `count` reaches the point.
+    pub async fn reached(&self, what: &str, count: u64) {
+        if self.at.is_some_and(|at| count >= at) && !self.held.swap(true, Ordering::Relaxed) {
+            tracing::warn!(what, count, "{HELD}");
             match self.release.clone() {
                 Some(mut release) => drop(release.wait_for(|released| *released).await),
                 None => std::future::pending::<()>().await,
@@ -97,21 +90,68 @@ impl Progress {
     }
 }
 
+/// How far one attempt has got: the rows written so far, which the worker records as the
+/// export's progress.
+#[derive(Debug, Default)]
+pub struct Progress {
+    rows: AtomicU64,
+    #[cfg(feature = "fault-injection")]
+    hold: Hold,
+}
+
+impl Progress {
+    #[cfg(feature = "fault-injection")]
+    pub fn holding_after(rows: Option<u64>, release: Option<tokio::sync::watch::Receiver<bool>>) -> Self {
+        Self {
+            rows: AtomicU64::new(0),
+            hold: Hold::new(rows, release),
+        }
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    /// An attempt going on from a checkpoint starts with its rows.
+    pub fn resume_at(&self, rows: u64) {
+        self.rows.store(rows, Ordering::Relaxed);
+    }
+
+    async fn record(&self, rows: u64) {
+        self.rows.store(rows, Ordering::Relaxed);
+        #[cfg(feature = "fault-injection")]
+        self.hold.reached("rows", rows).await;
+    }
+}
+
 /// Streams the matching users into `upload` as `file` says, recording the rows written in
-/// `progress` as they go. Returns the number of rows; the caller completes or aborts the upload.
+/// `progress` as they go; after `from`, when the upload goes on from an earlier attempt's
+/// checkpoint (CSV and JSON Lines, uncompressed). Returns the number of rows in the file; the
+/// caller completes or aborts the upload.
 pub async fn write_export(
     client: &tokio_postgres::Client,
     filters: &UserExportFilters,
     file: &ExportFile,
     upload: &mut Upload,
     progress: &Progress,
+    from: Option<&Checkpoint>,
 ) -> Result<u64> {
-    let query = UserQuery::new(filters);
+    let query = UserQuery::new(filters).after(from.map(|from| from.after));
+    // With checkpoints, each row's key is read too, for the chunk it ends.
+    let read = match upload.checkpoints.is_some() {
+        true => UserKey::with_key_columns(&file.columns),
+        false => file.columns.clone(),
+    };
+    let keyed = upload.checkpoints.is_some().then_some(read.as_slice());
+    let written = Written {
+        rows: from.map_or(0, |from| from.rows),
+        resumed: from.is_some(),
+    };
     // Until the rows start coming; reading them is the attempt's `export.file`.
     let step = crate::telemetry::step("export.query");
     let rows = async {
         let statement = client
-            .prepare(&query.select_sql(&file.columns))
+            .prepare(&query.select_sql(&read))
             .await
             .context("preparing the export query")?;
         client
@@ -126,9 +166,16 @@ pub async fn write_export(
     match file.format {
         // CSV and JSON Lines borrow each row's text; XLSX rows cross to another thread, so
         // they are owned.
-        ExportFormat::Csv => write_lines(rows, Csv::new(&file.columns), out, upload, progress).await,
-        ExportFormat::Jsonl => write_lines(rows, Jsonl::new(&file.columns), out, upload, progress).await,
+        ExportFormat::Csv => {
+            let lines = Csv::new(&file.columns);
+            write_lines(rows, lines, out, upload, progress, written, keyed).await
+        }
+        ExportFormat::Jsonl => {
+            let lines = Jsonl::new(&file.columns);
+            write_lines(rows, lines, out, upload, progress, written, keyed).await
+        }
         ExportFormat::Xlsx => {
+            anyhow::ensure!(from.is_none(), "an XLSX file is not resumed");
             let columns = file.columns.clone();
             let rows = rows.map_ok(move |row| {
                 columns
@@ -142,12 +189,25 @@ pub async fn write_export(
     }
 }
 
+/// Records a checkpoint of the upload with this id (the worker: in the export's row,
+/// conditional on the attempt); an error stops the file.
+pub type RecordCheckpoint = Box<dyn FnMut(String, Checkpoint) -> BoxFuture<'static, Result<()>> + Send>;
+
 /// The object being uploaded, and how many bytes went into it.
 pub struct Upload {
     writer: FileWriter,
     pub bytes: u64,
     /// The upload was abandoned and the store confirmed it: nothing of it is left.
     pub aborted: bool,
+    /// None when no checkpoints are kept: the next attempt writes the file from the start.
+    checkpoints: Option<Checkpoints>,
+}
+
+/// Where each chunk sent ends in the file, with the rows up to its end and the last of them,
+/// until a completed part ends there and makes it a checkpoint.
+struct Checkpoints {
+    chunk_ends: VecDeque<(u64, u64, UserKey)>,
+    record: RecordCheckpoint,
 }
 
 impl Upload {
@@ -156,13 +216,84 @@ impl Upload {
             writer,
             bytes: 0,
             aborted: false,
+            checkpoints: None,
         }
+    }
+
+    /// An upload whose completed parts are checkpoints, going on after `from` if given.
+    pub fn with_checkpoints(writer: FileWriter, record: RecordCheckpoint, from: Option<&Checkpoint>) -> Self {
+        Self {
+            writer,
+            bytes: from.map_or(0, |from| from.bytes),
+            aborted: false,
+            checkpoints: Some(Checkpoints {
+                chunk_ends: VecDeque::new(),
+                record,
+            }),
+        }
+    }
+
+    /// Adds a chunk to the file; `end` is its rows so far and its last row's key, when it ends
+    /// at a row.
+    async fn put(&mut self, bytes: Vec<u8>, end: Option<(u64, UserKey)>) -> Result<()> {
+        self.bytes += bytes.len() as u64;
+        if let (Some(checkpoints), Some((rows, key))) = (&mut self.checkpoints, end) {
+            checkpoints.chunk_ends.push_back((self.bytes, rows, key));
+        }
+        match self.writer.put(Bytes::from(bytes)).await? {
+            Some(done) => self.record(done).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the parts in flight and records the checkpoint they make: a worker stopping
+    /// hands its export back with all it uploaded.
+    pub async fn settle(&mut self) -> Result<()> {
+        match self.writer.settle().await? {
+            Some(done) => self.record(done).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn record(&mut self, done: PartsDone) -> Result<()> {
+        let Some(checkpoints) = &mut self.checkpoints else {
+            return Ok(());
+        };
+        while checkpoints
+            .chunk_ends
+            .front()
+            .is_some_and(|(end, ..)| *end < done.bytes)
+        {
+            checkpoints.chunk_ends.pop_front();
+        }
+        // Parts are cut where chunks end, and chunks where rows end.
+        let Some(&(end, rows, after)) = checkpoints.chunk_ends.front() else {
+            return Ok(());
+        };
+        if end != done.bytes {
+            return Ok(());
+        }
+        let checkpoint = Checkpoint {
+            parts: done.parts,
+            bytes: done.bytes,
+            rows,
+            after,
+        };
+        (checkpoints.record)(done.upload_id, checkpoint).await
+    }
+
+    pub fn upload_id(&self) -> Option<String> {
+        self.writer.upload_id()
+    }
+
+    /// Stops uploading and leaves the upload open for the next attempt to go on with.
+    pub async fn leave_open(&mut self) {
+        self.writer.leave_open().await
     }
 }
 
 async fn put(upload: &mut Upload, bytes: Vec<u8>) -> Result<()> {
-    upload.bytes += bytes.len() as u64;
-    upload.writer.put(Bytes::from(bytes)).await
+    upload.put(bytes, None).await
 }
 
 /// A format written line by line into chunks: CSV or JSON Lines.
@@ -318,15 +449,18 @@ impl Compressor {
         }
     }
 
-    /// Sends `chunk` on (compressed, when asked) and leaves it empty for reuse.
-    async fn send(&mut self, upload: &mut Upload, chunk: &mut Vec<u8>) -> Result<()> {
+    /// Sends `chunk` on (compressed, when asked) and leaves it empty for reuse. `end`: its
+    /// rows so far and its last row's key, for checkpoints (of uncompressed files only).
+    async fn send(
+        &mut self,
+        upload: &mut Upload,
+        chunk: &mut Vec<u8>,
+        end: Option<(u64, UserKey)>,
+    ) -> Result<()> {
         match self {
             Compressor::None => {
-                put(
-                    upload,
-                    std::mem::replace(chunk, Vec::with_capacity(CHUNK_BYTES + 4096)),
-                )
-                .await
+                let full = std::mem::replace(chunk, Vec::with_capacity(CHUNK_BYTES + 4096));
+                upload.put(full, end).await
             }
             Compressor::Gzip(gzip) => {
                 gzip.write_all(chunk)?;
@@ -353,22 +487,34 @@ impl Compressor {
     }
 }
 
+/// The rows in the file before this attempt's, and whether it goes on from an earlier one.
+struct Written {
+    rows: u64,
+    resumed: bool,
+}
+
+/// `keyed`: the columns read, when each chunk's last row's key is to be known (checkpoints).
 async fn write_lines(
     rows: impl futures::Stream<Item = Result<tokio_postgres::Row>>,
     mut lines: impl Lines,
     mut out: Compressor,
     upload: &mut Upload,
     progress: &Progress,
+    written: Written,
+    keyed: Option<&[UserColumn]>,
 ) -> Result<u64> {
     pin_mut!(rows);
     let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
-    lines.start(&mut chunk)?;
-    let mut count = 0u64;
+    if !written.resumed {
+        lines.start(&mut chunk)?;
+    }
+    let mut count = written.rows;
     while let Some(row) = rows.try_next().await? {
         lines.row(&mut chunk, &row)?;
         count += 1;
         if chunk.len() >= CHUNK_BYTES {
-            out.send(upload, &mut chunk).await?;
+            let end = keyed.map(|read| (count, UserKey::of_row(&row, read)));
+            out.send(upload, &mut chunk, end).await?;
             progress.record(count).await;
         }
     }

@@ -13,11 +13,11 @@ use uuid::Uuid;
 
 use super::lease::keep_lease;
 use super::{Shared, READ_BLOCK};
-use crate::db::exports::{self, FinishedFile, LeftUpload, Taken};
-use crate::export_file::{finish_upload, write_export, Progress, Upload};
-use crate::model::{ExportFile, ExportFormat, UserExportFilters};
+use crate::db::exports::{self, Checkpoint, FinishedFile, LeftUpload, Taken};
+use crate::export_file::{finish_upload, write_export, Progress, RecordCheckpoint, Upload};
+use crate::model::{ExportCompression, ExportFile, ExportFormat, UserExportFilters};
 use crate::queue::Job;
-use crate::storage::{StorageFailure, UploadOpened};
+use crate::storage::{ResumedUpload, ResumedUploadFailed, StorageFailure, UploadOpened};
 use crate::telemetry::{self, TraceOrigin};
 use opentelemetry::KeyValue;
 
@@ -266,7 +266,6 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut interrupted: watc
         progress.clone(),
         lost_tx,
     ));
-    let key = crate::storage::Storage::object_key(export_id, number, file);
     let timeout = Duration::from_secs(shared.settings.job_timeout_secs);
     let attempted = async {
         let client = shared
@@ -275,7 +274,6 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut interrupted: watc
             .await
             .context("connecting to PostgreSQL")
             .map_err(AttemptError::Failed)?;
-        begin_upload(shared, &client, &attempt, &key).await?;
         if attempt.trace.first_attempt.is_none() {
             if let Some(traceparent) = telemetry::traceparent(&trace) {
                 exports::record_first_attempt(&client, export_id, number, &traceparent)
@@ -283,45 +281,43 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut interrupted: watc
                     .map_err(|error| AttemptError::Failed(error.into()))?;
             }
         }
-        let part_bytes = shared.settings.upload_part_mib.max(5) << 20;
-        let opened = record_upload_id(shared, export_id, number, &key);
-        let mut upload = Upload::new(shared.storage.writer(&key, part_bytes, opened));
-        let writing = telemetry::step("export.file");
-        let written = tokio::select! {
-            written = write_export(&client, &attempt.filters, file, &mut upload, &progress) => {
-                written.map_err(AttemptError::Failed)
-            }
-            _ = lost.wait_for(|lost| *lost) => Err(AttemptError::Lost),
-            _ = interrupted.wait_for(|interrupt| *interrupt) => Err(AttemptError::Interrupted),
-            _ = tokio::time::sleep(timeout) => Err(AttemptError::TimedOut),
-        };
-        telemetry::end_step(writing, &written.as_ref().map_err(|error| format!("{error:?}")));
-        let failed = match written {
-            Ok(rows) => {
-                // The last part and the store's completion of the upload come after the last
-                // row; logged apart, since on some stores it is not constant time.
-                let completing = Instant::now();
-                let step = telemetry::step("export.upload");
-                let rows = finish_upload(&mut upload, Ok(rows)).await;
-                telemetry::end_step(step, &rows);
-                let rows = rows.map_err(AttemptError::Failed)?;
-                return Ok((rows, upload.bytes, completing.elapsed()));
-            }
-            Err(error) => error,
-        };
-        let _ = finish_upload(&mut upload, Err(anyhow::anyhow!("{failed:?}"))).await;
-        if upload.aborted {
-            if let Err(error) = exports::forget_upload(&client, export_id, key.as_ref()).await {
-                tracing::warn!(%export_id, error = %format!("{error:#}"), "an aborted upload stays recorded; the sweeper forgets it");
+        let mut resume = resume_point(shared, &attempt);
+        let mut after_failed_resume = false;
+        loop {
+            let resumed = resume.is_some();
+            let written = write_file(
+                shared,
+                &client,
+                &attempt,
+                resume.take(),
+                after_failed_resume,
+                &progress,
+                async {
+                    tokio::select! {
+                        _ = lost.wait_for(|lost| *lost) => AttemptError::Lost,
+                        _ = interrupted.wait_for(|interrupt| *interrupt) => AttemptError::Interrupted,
+                        _ = tokio::time::sleep(timeout) => AttemptError::TimedOut,
+                    }
+                },
+            )
+            .await;
+            match written {
+                Err(AttemptError::Failed(error)) if resumed && starts_over(shared, &error).await => {
+                    tracing::warn!(
+                        %export_id, attempt = number, error = %format!("{error:#}"),
+                        "the upload of the last checkpoint cannot be used; starting the file over"
+                    );
+                    after_failed_resume = true;
+                }
+                written => return written,
             }
         }
-        Err(failed)
     };
     let outcome = telemetry::within(&trace, attempted).await;
     keeper.abort();
     shared.metrics.in_flight.dec();
     let (error, attributes) = match &outcome {
-        Ok((rows, size, _)) => (
+        Ok(FileWritten { rows, size, .. }) => (
             None,
             vec![
                 KeyValue::new(telemetry::ROWS, *rows as i64),
@@ -333,16 +329,7 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut interrupted: watc
     telemetry::end_attempt(&trace, error, attributes);
 
     let recorded = match outcome {
-        Ok((rows, size, completing)) => {
-            let file = StoredFile {
-                key: &key,
-                format,
-                rows,
-                size,
-                completing,
-            };
-            record_done(shared, export_id, number, file, started).await
-        }
+        Ok(written) => record_done(shared, export_id, number, format, written, started).await,
         Err(AttemptError::Lost) => {
             tracing::info!(%export_id, attempt = number, "export stopped: cancelled or taken over");
             Ok(())
@@ -376,20 +363,196 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut interrupted: watc
     }
 }
 
+/// A file an attempt finished uploading.
+struct FileWritten {
+    key: object_store::path::Path,
+    /// Rows in the file, and those this attempt read (fewer when it went on from a checkpoint).
+    rows: u64,
+    rows_read: u64,
+    size: u64,
+    /// From the last row to the upload's completion.
+    completing: Duration,
+}
+
+/// Where the attempt goes on from: the checkpoint an earlier attempt recorded, when its file
+/// keeps checkpoints (`keeps_checkpoints`) and the upload it names is still recorded.
+fn resume_point(shared: &Shared, attempt: &Attempt) -> Option<(LeftUpload, Checkpoint)> {
+    let left = attempt.left.as_ref()?;
+    let checkpoint = *left.checkpoint.clone()?;
+    (keeps_checkpoints(shared, &attempt.file) && left.upload_id.is_some()).then(|| (left.clone(), checkpoint))
+}
+
+/// Whether a file's completed parts are checkpoints that the next attempt goes on from: on
+/// S3 (a file in a local directory is written again from the start), for CSV and JSON Lines
+/// uncompressed. XLSX is a zip whose writer cannot be restarted mid-file, and a gzip stream
+/// carries its compressor's state across parts; both are written again from the start
+/// (docs/architecture.md#resumable-exports says what that costs).
+fn keeps_checkpoints(shared: &Shared, file: &ExportFile) -> bool {
+    shared.storage.keeps_parts()
+        && file.format != ExportFormat::Xlsx
+        && file.compression == ExportCompression::None
+}
+
+/// Whether an attempt whose resumed upload failed starts its file over: when the store
+/// otherwise answers, the upload itself is gone or spoiled; when it does not, the attempt
+/// fails as any other would, and its retry goes on from the checkpoint still.
+async fn starts_over(shared: &Shared, error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| cause.is::<ResumedUploadFailed>()) && shared.storage.check().await.is_ok()
+}
+
+/// Writes the attempt's file: after `resume` when given, from the start otherwise, until the
+/// file is complete or `stopped` says why not. On the way out, the upload is completed,
+/// aborted, or left open for the next attempt to go on with.
+async fn write_file(
+    shared: &Shared,
+    client: &deadpool_postgres::Object,
+    attempt: &Attempt,
+    resume: Option<(LeftUpload, Checkpoint)>,
+    after_failed_resume: bool,
+    progress: &Arc<Progress>,
+    stopped: impl std::future::Future<Output = AttemptError>,
+) -> Result<FileWritten, AttemptError> {
+    let export_id = attempt.export_id;
+    let part_bytes = shared.settings.upload_part_mib.max(5) << 20;
+    let checkpoints = keeps_checkpoints(shared, &attempt.file);
+    let (key, mut upload, from) = match resume {
+        Some((left, from)) => {
+            let key = object_store::path::Path::from(left.key.as_str());
+            let resumed = ResumedUpload {
+                upload_id: left.upload_id.clone().expect("resumed only with an upload id"),
+                parts: from.parts.clone(),
+                bytes: from.bytes,
+            };
+            let writer = (shared.storage.resume_writer(&key, part_bytes, resumed))
+                .expect("checkpoints are kept only on S3");
+            tracing::info!(
+                %export_id, attempt = attempt.attempt, parts = from.parts.len(), rows = from.rows,
+                bytes = from.bytes, "export resumed from its last checkpoint"
+            );
+            progress.resume_at(from.rows);
+            let record = record_checkpoints(shared, export_id, attempt.attempt);
+            (
+                key,
+                Upload::with_checkpoints(writer, record, Some(&from)),
+                Some(from),
+            )
+        }
+        None => {
+            let key = crate::storage::Storage::object_key(export_id, attempt.attempt, &attempt.file);
+            begin_upload(shared, client, attempt, &key, after_failed_resume).await?;
+            let opened = record_upload_id(shared, export_id, attempt.attempt, &key);
+            let writer = shared.storage.writer(&key, part_bytes, opened);
+            let upload = match checkpoints {
+                true => Upload::with_checkpoints(
+                    writer,
+                    record_checkpoints(shared, export_id, attempt.attempt),
+                    None,
+                ),
+                false => Upload::new(writer),
+            };
+            (key, upload, None)
+        }
+    };
+    let writing = telemetry::step("export.file");
+    let written = tokio::select! {
+        written = write_export(client, &attempt.filters, &attempt.file, &mut upload, progress, from.as_ref()) => {
+            written.map_err(attempt_error)
+        }
+        stopped = stopped => Err(stopped),
+    };
+    telemetry::end_step(writing, &written.as_ref().map_err(|error| format!("{error:?}")));
+    let failed = match written {
+        Ok(rows) => {
+            // The last part and the store's completion of the upload come after the last
+            // row; logged apart, since on some stores it is not constant time.
+            let completing = Instant::now();
+            let step = telemetry::step("export.upload");
+            let rows = finish_upload(&mut upload, Ok(rows)).await;
+            telemetry::end_step(step, &rows);
+            let rows = rows.map_err(AttemptError::Failed)?;
+            return Ok(FileWritten {
+                key,
+                rows,
+                rows_read: rows - from.map_or(0, |from| from.rows),
+                size: upload.bytes,
+                completing: completing.elapsed(),
+            });
+        }
+        Err(error) => error,
+    };
+    let upload_id = upload.upload_id();
+    // An export that goes on later goes on from this upload: a worker stopping first sends
+    // what it has in flight; one that lost the export leaves the upload to the attempt that
+    // took it over (a cancelled export's goes now).
+    let goes_on = checkpoints
+        && match &failed {
+            AttemptError::Interrupted => {
+                if let Err(error) = upload.settle().await {
+                    tracing::warn!(%export_id, error = %format!("{error:#}"), "parts in flight not recorded");
+                }
+                true
+            }
+            AttemptError::Failed(_) => attempt.attempt < shared.settings.max_attempts,
+            AttemptError::Lost => match &upload_id {
+                Some(upload_id) => exports::upload_wanted(client, export_id, upload_id)
+                    .await
+                    .unwrap_or(true),
+                None => false,
+            },
+            AttemptError::TimedOut => false,
+        };
+    if goes_on {
+        upload.leave_open().await;
+        return Err(failed);
+    }
+    let _ = finish_upload(&mut upload, Err(anyhow::anyhow!("{failed:?}"))).await;
+    if upload.aborted {
+        let aborted = LeftUpload {
+            key: key.to_string(),
+            upload_id,
+            checkpoint: None,
+        };
+        if let Err(error) = exports::forget_upload(client, export_id, &aborted).await {
+            tracing::warn!(%export_id, error = %format!("{error:#}"), "an aborted upload stays recorded; the sweeper forgets it");
+        }
+    }
+    Err(failed)
+}
+
+/// A failure of the file's writing; one that only says the export is no longer this
+/// attempt's means it was lost.
+fn attempt_error(error: anyhow::Error) -> AttemptError {
+    match error.chain().any(|cause| cause.is::<NotThisAttempts>()) {
+        true => AttemptError::Lost,
+        false => AttemptError::Failed(error),
+    }
+}
+
+/// A conditional write of the attempt found the export no longer its own.
+#[derive(Debug, thiserror::Error)]
+#[error("the export is no longer this attempt's")]
+struct NotThisAttempts;
+
 /// Cleans up what an earlier attempt left under the export's prefix (its open upload, its
-/// partial or finished objects), then records that this attempt writes `key`.
+/// partial or finished objects), then records that this attempt writes `key`. After a failed
+/// resume the upload is gone or spoiled, and aborting it is only a courtesy (s3s-fs refuses
+/// to abort an upload it no longer has, where S3 says it is not found).
 async fn begin_upload(
     shared: &Shared,
     client: &deadpool_postgres::Object,
     attempt: &Attempt,
     key: &object_store::path::Path,
+    after_failed_resume: bool,
 ) -> Result<(), AttemptError> {
     if let Some(left) = &attempt.left {
-        (shared
-            .storage
-            .clean_export(attempt.export_id, None, left.multipart())
-            .await)
-            .map_err(AttemptError::Failed)?;
+        let mut upload = left.multipart();
+        if let Some((key, id)) = upload.filter(|_| after_failed_resume) {
+            if let Err(error) = shared.storage.abort_upload(key, id).await {
+                tracing::info!(export_id = %attempt.export_id, error = %format!("{error:#}"), "the resumed upload was not aborted");
+            }
+            upload = None;
+        }
+        (shared.storage.clean_export(attempt.export_id, None, upload).await).map_err(AttemptError::Failed)?;
         tracing::info!(export_id = %attempt.export_id, left = %left.key, "cleaned up after an earlier attempt");
     }
     match exports::record_upload(client, attempt.export_id, attempt.attempt, key.as_ref(), None).await {
@@ -412,39 +575,55 @@ fn record_upload_id(
         let (pool, key) = (pool.clone(), key.clone());
         Box::pin(async move {
             let client = pool.get().await?;
-            anyhow::ensure!(
-                exports::record_upload(&client, export_id, attempt, &key, Some(&upload_id)).await?,
-                "the export is no longer this attempt's"
-            );
-            Ok(())
+            match exports::record_upload(&client, export_id, attempt, &key, Some(&upload_id)).await? {
+                true => Ok(()),
+                false => Err(NotThisAttempts.into()),
+            }
         })
     })
 }
 
-/// A file an attempt finished uploading.
-struct StoredFile<'a> {
-    key: &'a object_store::path::Path,
-    format: ExportFormat,
-    rows: u64,
-    size: u64,
-    /// From the last row to the upload's completion.
-    completing: Duration,
+/// Records each checkpoint of the attempt's upload in the export's row, conditional on the
+/// attempt and the upload, as its parts are completed.
+fn record_checkpoints(shared: &Shared, export_id: Uuid, attempt: i32) -> RecordCheckpoint {
+    let pool = shared.pool.clone();
+    #[cfg(feature = "fault-injection")]
+    let hold = Arc::new(crate::export_file::Hold::new(
+        shared.settings.hold_after_parts,
+        shared.settings.release_hold.clone(),
+    ));
+    Box::new(move |upload_id, checkpoint| {
+        let pool = pool.clone();
+        #[cfg(feature = "fault-injection")]
+        let hold = hold.clone();
+        Box::pin(async move {
+            let client = pool.get().await?;
+            if !exports::record_checkpoint(&client, export_id, attempt, &upload_id, &checkpoint).await? {
+                return Err(NotThisAttempts.into());
+            }
+            #[cfg(feature = "fault-injection")]
+            hold.reached("parts", checkpoint.parts.len() as u64).await;
+            Ok(())
+        })
+    })
 }
 
 async fn record_done(
     shared: &Shared,
     export_id: Uuid,
     attempt: i32,
-    StoredFile {
-        key,
-        format,
-        rows,
-        size,
-        completing,
-    }: StoredFile<'_>,
+    format: ExportFormat,
+    written: FileWritten,
     started: Instant,
 ) -> Result<()> {
     let client = shared.pool.get().await?;
+    let FileWritten {
+        key,
+        rows,
+        rows_read,
+        size,
+        completing,
+    } = written;
     let file = FinishedFile {
         key: key.as_ref(),
         rows,
@@ -461,7 +640,7 @@ async fn record_done(
     let took = started.elapsed();
     shared.metrics.job_succeeded(format, rows, took);
     tracing::info!(
-        %export_id, attempt, format = format.as_str(), rows, bytes = size,
+        %export_id, attempt, format = format.as_str(), rows, rows_read, bytes = size,
         seconds = took.as_secs_f64(), completing_seconds = completing.as_secs_f64(), "export done"
     );
     Ok(())

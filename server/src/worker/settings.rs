@@ -74,6 +74,11 @@ pub struct WorkerArgs {
     #[cfg(feature = "fault-injection")]
     #[arg(long, hide = true)]
     pub hold_after_rows: Option<u64>,
+    /// Fault injection for tests: every export holds once this many of its upload's parts are
+    /// completed and recorded as its checkpoint (on S3, for the files that keep checkpoints).
+    #[cfg(feature = "fault-injection")]
+    #[arg(long, hide = true)]
+    pub hold_after_parts: Option<u64>,
     /// Fault injection for tests: held exports go on once this says `true`.
     #[cfg(feature = "fault-injection")]
     #[arg(skip)]
@@ -105,6 +110,8 @@ impl Default for WorkerArgs {
             fifo: false,
             #[cfg(feature = "fault-injection")]
             hold_after_rows: None,
+            #[cfg(feature = "fault-injection")]
+            hold_after_parts: None,
             #[cfg(feature = "fault-injection")]
             release_hold: None,
         }

@@ -127,7 +127,7 @@ async fn clean_up_after_attempts(shared: &Shared) -> Result<usize> {
                 .storage
                 .clean_export(*export_id, keep.as_deref(), left.multipart())
                 .await?;
-            exports::forget_upload(&client, *export_id, &left.key).await?;
+            exports::forget_upload(&client, *export_id, left).await?;
             tracing::info!(%export_id, left = %left.key, "sweeper: cleaned up after an attempt");
         }
         count += left.len();
