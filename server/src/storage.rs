@@ -139,6 +139,8 @@ pub struct DownloadLink {
 
 /// Parts of one upload sent to the store at once.
 const MAX_PARTS_IN_FLIGHT: usize = 2;
+/// S3's smallest part but the last.
+const MIN_PART_BYTES: usize = 5 << 20;
 
 /// Told the id of a multipart upload the store has just opened; an error abandons the upload.
 pub type UploadOpened = Box<dyn FnMut(String) -> BoxFuture<'static, Result<()>> + Send>;
@@ -217,16 +219,22 @@ impl FileWriter {
         }
     }
 
-    /// Waits for the parts in flight; returns the parts done when more of them are. What is
-    /// written but not yet sent as a part is not in them.
+    /// Sends what is written as a part when it is large enough for one that is not the last
+    /// (S3's minimum), waits for the parts in flight, and returns all the parts done (not
+    /// only those done since the last report, whose recording may have been cut short).
     pub async fn settle(&mut self) -> Result<Option<PartsDone>> {
         match self {
             Self::Buffered(_) => Ok(None),
             Self::Multipart(writer) => {
+                if writer.upload.is_some() && writer.buffer.content_length() >= MIN_PART_BYTES {
+                    let part = std::mem::take(&mut writer.buffer).freeze();
+                    writer.send_part(part).await?;
+                }
                 while !writer.in_flight.is_empty() {
                     writer.join_part().await?;
                 }
-                Ok(writer.newly_done())
+                writer.newly_done();
+                Ok(writer.done(writer.reported))
             }
         }
     }
@@ -343,13 +351,21 @@ impl MultipartWriter {
             return None;
         }
         self.reported = done;
+        self.done(done)
+    }
+
+    /// The first `count` parts, all done.
+    fn done(&self, count: usize) -> Option<PartsDone> {
+        if count == 0 {
+            return None;
+        }
         Some(PartsDone {
             upload_id: self.upload.clone()?,
-            parts: self.parts[..done]
+            parts: self.parts[..count]
                 .iter()
-                .map(|part| part.as_ref().expect("counted above").content_id.clone())
+                .map(|part| part.as_ref().expect("done").content_id.clone())
                 .collect(),
-            bytes: self.part_ends[done - 1],
+            bytes: self.part_ends[count - 1],
         })
     }
 

@@ -208,6 +208,8 @@ pub struct Upload {
 struct Checkpoints {
     chunk_ends: VecDeque<(u64, u64, UserKey)>,
     record: RecordCheckpoint,
+    /// The parts in the last checkpoint recorded.
+    recorded: usize,
 }
 
 impl Upload {
@@ -229,6 +231,7 @@ impl Upload {
             checkpoints: Some(Checkpoints {
                 chunk_ends: VecDeque::new(),
                 record,
+                recorded: from.map_or(0, |from| from.parts.len()),
             }),
         }
     }
@@ -259,6 +262,9 @@ impl Upload {
         let Some(checkpoints) = &mut self.checkpoints else {
             return Ok(());
         };
+        if done.parts.len() <= checkpoints.recorded {
+            return Ok(());
+        }
         while checkpoints
             .chunk_ends
             .front()
@@ -273,13 +279,16 @@ impl Upload {
         if end != done.bytes {
             return Ok(());
         }
+        let parts = done.parts.len();
         let checkpoint = Checkpoint {
             parts: done.parts,
             bytes: done.bytes,
             rows,
             after,
         };
-        (checkpoints.record)(done.upload_id, checkpoint).await
+        (checkpoints.record)(done.upload_id, checkpoint).await?;
+        checkpoints.recorded = parts;
+        Ok(())
     }
 
     pub fn upload_id(&self) -> Option<String> {

@@ -283,6 +283,8 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut interrupted: watc
         }
         let mut resume = resume_point(shared, &attempt);
         let mut after_failed_resume = false;
+        // One limit for the attempt, whether or not it starts its file over.
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let resumed = resume.is_some();
             let written = write_file(
@@ -296,7 +298,7 @@ async fn run(shared: &Shared, job: &Job, attempt: Attempt, mut interrupted: watc
                     tokio::select! {
                         _ = lost.wait_for(|lost| *lost) => AttemptError::Lost,
                         _ = interrupted.wait_for(|interrupt| *interrupt) => AttemptError::Interrupted,
-                        _ = tokio::time::sleep(timeout) => AttemptError::TimedOut,
+                        _ = tokio::time::sleep_until(deadline) => AttemptError::TimedOut,
                     }
                 },
             )

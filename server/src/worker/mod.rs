@@ -118,8 +118,9 @@ impl RunningWorker {
 
     /// Stops taking jobs, and gives the running ones the grace period (`job_grace_secs`) to
     /// finish, cut short when `cut_short` resolves (a second signal). Those still running
-    /// then are interrupted, their uploads aborted and their exports handed back to the
-    /// queue for another worker (their attempt does not count).
+    /// then are interrupted and their exports handed back to the queue for another worker
+    /// (their attempt does not count), with their checkpoints where their files keep them,
+    /// their uploads aborted where not.
     pub async fn shutdown(mut self, cut_short: impl std::future::Future<Output = ()>) {
         let _ = self.stop.send(true);
         tracing::info!(
