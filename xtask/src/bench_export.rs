@@ -28,6 +28,8 @@ use exports_tests::{s3s_fs_listening, ChildProcess};
 pub struct ExportBenchOptions {
     pub users: i64,
     pub runs: usize,
+    /// The share of rows checkpointed at which an export's worker gets SIGTERM; 0 for none.
+    pub interrupt_at: f64,
 }
 
 const ACCESS_KEY: &str = "exports-bench";
@@ -38,6 +40,9 @@ const AWSCLI_VERSION: &str = "1.46.3";
 const CSV_VS_PIPE_TARGET: f64 = 0.8;
 /// Target: gzipped CSV writes at least this share of plain CSV's rows per second.
 const GZIP_VS_CSV_TARGET: f64 = 0.6;
+/// Target: a CSV export interrupted part-way takes at most this multiple of an uninterrupted
+/// one's time, from its create to `done`.
+const INTERRUPTED_VS_CSV_TARGET: f64 = 1.1;
 
 /// The kinds of file timed: a name for the figures, and the create's body.
 const KINDS: [(&str, &str); 5] = [
@@ -215,6 +220,47 @@ async fn bench(binary: &Path, s3s: &Path, aws: &Path, options: ExportBenchOption
             figures.insert(format!("{format}_worker_cpu_seconds"), json!(round(worker_cpu, 2)));
             figures.insert(format!("{format}_s3_server_cpu_seconds"), json!(round(s3_cpu, 2)));
         }
+        if options.interrupt_at > 0.0 {
+            let worker = |log: &Path| -> Result<ChildProcess> {
+                let mut worker = Command::new(binary);
+                // No grace: the running export is handed back at once, with its checkpoint.
+                worker.args(["--database-url", &database_url, "work", "--concurrency", "1", "--job-grace-secs", "0"]);
+                s3_args(&mut worker);
+                worker.env("RUST_LOG", "info").stdout(std::fs::File::create(log)?);
+                Ok(ChildProcess(worker.spawn().context("starting a worker")?))
+            };
+            let mut seconds = Vec::new();
+            let mut resumed_at = Vec::new();
+            for run in 1..=options.runs.max(1) {
+                let interrupted =
+                    export_interrupted(addr, &key, &client, files.path(), run, options.interrupt_at, rows, &worker).await?;
+                println!(
+                    "run {run}: csv interrupted once {:.0}% of its rows were checkpointed (SIGTERM; handed back {:.3} s later, resumed {:.3} s after that by another worker), from row {} ({:.0}%), the second attempt reading {} rows: {:.2} s end to end",
+                    options.interrupt_at * 100.0,
+                    interrupted.handing_back,
+                    interrupted.taking,
+                    interrupted.resumed_at,
+                    interrupted.resumed_at as f64 * 100.0 / rows as f64,
+                    interrupted.rows_read,
+                    interrupted.seconds
+                );
+                seconds.push(interrupted.seconds);
+                resumed_at.push(interrupted.resumed_at as f64 / rows as f64);
+            }
+            let seconds = median(&mut seconds);
+            let vs_csv = seconds / figures["csv_seconds"].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "target: a CSV export interrupted at {:.0}% at most {INTERRUPTED_VS_CSV_TARGET}x an uninterrupted one's time: {seconds:.2} s (median), {vs_csv:.2}x ({})",
+                options.interrupt_at * 100.0,
+                verdict(vs_csv <= INTERRUPTED_VS_CSV_TARGET)
+            );
+            figures.insert("csv_interrupt_at".into(), json!(options.interrupt_at));
+            figures.insert("csv_interrupted_seconds".into(), json!(round(seconds, 3)));
+            figures.insert("csv_interrupted_resumed_at".into(), json!(round(median(&mut resumed_at), 3)));
+            figures.insert("csv_interrupted_vs_csv".into(), json!(round(vs_csv, 3)));
+            figures.insert("csv_interrupted_vs_csv_target".into(), json!(INTERRUPTED_VS_CSV_TARGET));
+            figures.insert("csv_interrupted_vs_csv_met".into(), json!(vs_csv <= INTERRUPTED_VS_CSV_TARGET));
+        }
         let copy = median(&mut copy_seconds);
         let pipe = median(&mut pipe_seconds);
         let csv = figures["csv_seconds"].as_f64().unwrap_or(f64::MAX);
@@ -377,6 +423,109 @@ async fn export_end_to_end(addr: SocketAddr, key: &str, body: &'static str) -> R
         started.elapsed().as_secs_f64(),
         export["file_size_bytes"].as_u64().unwrap_or(0),
     ))
+}
+
+/// One interrupted export: its time from create to `done`, the row its second attempt went
+/// on from, the rows that attempt read, and where the time between the two attempts went.
+struct Interrupted {
+    seconds: f64,
+    resumed_at: u64,
+    rows_read: u64,
+    /// From SIGTERM to the export handed back (the parts in flight, the row, the queue).
+    handing_back: f64,
+    /// From the hand-back to the other worker starting the export.
+    taking: f64,
+}
+
+/// A CSV export of every user, on two idle worker processes: whichever takes it gets SIGTERM
+/// once `at` of the rows are checkpointed (as a rolling deploy would stop it), and the other
+/// goes on from the checkpoint it hands back.
+#[allow(clippy::too_many_arguments)]
+async fn export_interrupted(
+    addr: SocketAddr,
+    key: &str,
+    client: &tokio_postgres::Client,
+    dir: &Path,
+    run: usize,
+    at: f64,
+    rows: u64,
+    worker: &impl Fn(&Path) -> Result<ChildProcess>,
+) -> Result<Interrupted> {
+    let logs = [0, 1].map(|n| dir.join(format!("worker-interrupted-{run}-{n}.log")));
+    let workers = [worker(&logs[0])?, worker(&logs[1])?];
+    for log in &logs {
+        wait_for_log_line(log, "worker started").await?;
+    }
+    let started = Instant::now();
+    let id = create_export(addr, key, r#"{"format":"csv"}"#)
+        .await?
+        .map_err(|(status, answer)| anyhow::anyhow!("creating the export: {status} {answer}"))?;
+    let export_id: uuid::Uuid = id.parse()?;
+    // Polled on a connection of its own; each part's checkpoint is in the row as the part
+    // completes.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let checkpointed = (at * rows as f64) as i64;
+    loop {
+        let row = client
+            .query_one(
+                "SELECT (checkpoint->>'rows')::bigint, status FROM exports WHERE id = $1",
+                &[&export_id],
+            )
+            .await?;
+        if row.get::<_, Option<i64>>(0).unwrap_or(0) >= checkpointed {
+            break;
+        }
+        let status: String = row.get(1);
+        anyhow::ensure!(
+            status == "pending" || status == "processing",
+            "the export ended ({status}) before {:.0}% of it was checkpointed",
+            at * 100.0
+        );
+        anyhow::ensure!(Instant::now() < deadline, "no checkpoint past {:.0}%", at * 100.0);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let running = (0..2)
+        .find(|&n| {
+            std::fs::read_to_string(&logs[n])
+                .unwrap_or_default()
+                .contains("export started")
+        })
+        .context("no worker says it started the export")?;
+    let signalled = chrono::Utc::now();
+    workers[running].terminate()?;
+    let export = poll_until_stopped(addr, key, &id).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        export["status"] == "done",
+        "the interrupted export did not finish: {export}"
+    );
+    let other = &logs[1 - running];
+    let record = |log: &Path, message: &str| -> Option<serde_json::Value> {
+        std::fs::read_to_string(log)
+            .ok()?
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|record| record["message"] == message && record["export_id"] == id)
+    };
+    wait_for_log_line(other, "export done").await?;
+    let resumed = record(other, "export resumed from its last checkpoint")
+        .context("the second worker did not resume the export")?;
+    let done = record(other, "export done").context("the second worker did not finish the export")?;
+    let handed_back = record(&logs[running], "export handed back to the queue on shutdown")
+        .context("the first worker did not hand the export back")?;
+    let at = |record: &serde_json::Value| -> Result<chrono::DateTime<chrono::Utc>> {
+        Ok(record["timestamp"].as_str().context("a timestamp")?.parse()?)
+    };
+    let seconds_between = |from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>| {
+        (to - from).num_microseconds().unwrap_or(0) as f64 / 1e6
+    };
+    Ok(Interrupted {
+        seconds,
+        resumed_at: resumed["rows"].as_u64().unwrap_or(0),
+        rows_read: done["rows_read"].as_u64().unwrap_or(0),
+        handing_back: seconds_between(signalled, at(&handed_back)?),
+        taking: seconds_between(at(&handed_back)?, at(&resumed)?),
+    })
 }
 
 /// Waits until a line of `log` contains `text` (a minute at most: a limit, not a figure).

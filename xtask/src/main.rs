@@ -60,9 +60,9 @@ enum SpecCommand {
 
 #[derive(Subcommand)]
 enum BenchTarget {
-    /// A CSV and an XLSX export of a large table end to end (API, queue, worker, S3), beside
-    /// PostgreSQL's COPY of the same query, alone and piped into `aws s3 cp -`, with the
-    /// worker's peak RSS.
+    /// Exports of a large table end to end (API, queue, worker, S3) in every kind of file,
+    /// beside PostgreSQL's COPY of the same query, alone and piped into `aws s3 cp -`, with the
+    /// worker's peak RSS, and a CSV export interrupted part-way and resumed.
     Export {
         /// Users in the table, all of them exported.
         #[arg(long, default_value_t = 1_000_000)]
@@ -71,6 +71,10 @@ enum BenchTarget {
         /// are reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Also time a CSV export whose worker gets SIGTERM once this share of its rows is
+        /// checkpointed (another worker resumes it), against an uninterrupted one; 0 skips it.
+        #[arg(long, default_value_t = 0.6)]
+        interrupt_at: f64,
     },
     /// Small exports from one user behind a backlog of big ones from many users: their time
     /// from create to done (p50, p99), and the backlog's, with the workers' scheduling and
@@ -184,11 +188,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             command: SpecCommand::Diff { base },
         } => spec_diff(&base),
         Task::Bench {
-            target: BenchTarget::Export { users, runs },
+            target:
+                BenchTarget::Export {
+                    users,
+                    runs,
+                    interrupt_at,
+                },
         } => {
+            anyhow::ensure!(
+                (0.0..1.0).contains(&interrupt_at),
+                "--interrupt-at is a share of the rows, from 0 (skipped) to below 1"
+            );
             bench_export::run(
                 &workspace_root(),
-                bench_export::ExportBenchOptions { users, runs },
+                bench_export::ExportBenchOptions {
+                    users,
+                    runs,
+                    interrupt_at,
+                },
             )?;
             Ok(ExitCode::SUCCESS)
         }
