@@ -120,6 +120,70 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
     }
 }
 
+/// How log lines are written: JSON for machines (one object a line, its fields at the top
+/// level), text for people (a time, a level, a target and the fields, coloured on a terminal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Text when stdout is a terminal, JSON when it is not (a file, a pipe, an orchestrator).
+    Auto,
+    Json,
+    Text,
+}
+
+/// The variable that asks for a format: `auto` (the default), `json` or `text`.
+pub const LOG_FORMAT_VARIABLE: &str = "EXPORTS_LOG_FORMAT";
+
+impl LogFormat {
+    /// The format `EXPORTS_LOG_FORMAT` asks for; `Auto` when it is unset.
+    pub fn from_env() -> Result<Self, String> {
+        match std::env::var(LOG_FORMAT_VARIABLE) {
+            Err(_) => Ok(Self::Auto),
+            Ok(value) => match value.as_str() {
+                "" | "auto" => Ok(Self::Auto),
+                "json" => Ok(Self::Json),
+                "text" => Ok(Self::Text),
+                other => Err(format!(
+                    "{LOG_FORMAT_VARIABLE} is `auto`, `json` or `text`, not `{other}`"
+                )),
+            },
+        }
+    }
+
+    /// Whether lines are text for people, when stdout is (or is not) a terminal.
+    pub fn is_text(self, terminal: bool) -> bool {
+        match self {
+            Self::Auto => terminal,
+            Self::Json => false,
+            Self::Text => true,
+        }
+    }
+}
+
+/// Starts the process's `tracing` logs, as the API, the worker and the mock write them: in
+/// `EXPORTS_LOG_FORMAT`'s format, at `RUST_LOG`'s level (`info` by default), through a
+/// [`LogWriter`] on stdout. Keep the guard until the process ends: dropping it writes out what
+/// is still buffered. A format it does not know is an error, said before any line.
+pub fn init() -> Result<FlushOnDrop, String> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let format = LogFormat::from_env()?;
+    let terminal = std::io::stdout().is_terminal();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (stdout, flushed_on_exit) = LogWriter::start();
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(stdout);
+    let _ = match format.is_text(terminal) {
+        true => logs.compact().with_ansi(terminal).try_init(),
+        false => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
+    Ok(flushed_on_exit)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +259,14 @@ mod tests {
             assert!(Instant::now() < deadline, "the line was never written out");
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn text_on_a_terminal_json_elsewhere_unless_asked() {
+        use super::LogFormat;
+        assert!(LogFormat::Auto.is_text(true));
+        assert!(!LogFormat::Auto.is_text(false));
+        assert!(!LogFormat::Json.is_text(true));
+        assert!(LogFormat::Text.is_text(false));
     }
 }

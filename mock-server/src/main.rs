@@ -65,15 +65,7 @@ fn parse_key(text: &str) -> Result<(String, Vec<String>), String> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (log, _flushed_on_exit) = exports_listener::log::LogWriter::start();
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_env_filter(filter)
-        .with_writer(log)
-        .init();
+    let _flushed_on_exit = exports_listener::log::init().map_err(anyhow::Error::msg)?;
     let cli = Cli::parse();
     let spec = Spec::load(&cli.spec)?;
     let options = MockOptions {

@@ -109,3 +109,48 @@ async fn sigterm_lets_a_workers_running_export_go_on_and_a_second_hands_it_back(
     assert_eq!(env.queued_jobs().await?.len(), 1, "queued again at once");
     env.finish().await
 }
+
+/// A log file is no terminal: JSON lines, which every other test reads, unless text is asked
+/// for; a format the server does not know stops it before it starts.
+#[tokio::test]
+async fn logs_are_json_unless_text_is_asked_for() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let logs = tempfile::tempdir()?;
+    let started = |format: &str, log: &std::path::Path| -> anyhow::Result<ChildProcess> {
+        let mut serve = env.serve_command(BINARY, log)?;
+        serve.env("EXPORTS_LOG_FORMAT", format);
+        ChildProcess::spawn(serve)
+    };
+    let listening = |log: &std::path::Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .find(|line| line.contains("API listening"))
+            .map(String::from)
+    };
+    for (format, json) in [("text", false), ("auto", true), ("json", true)] {
+        let log = logs.path().join(format!("{format}.log"));
+        let mut serve = started(format, &log)?;
+        until(PROMPTLY, "the API says where it listens", async || {
+            Ok(listening(&log).is_some())
+        })
+        .await?;
+        serve.kill();
+        let line = listening(&log).expect("found above");
+        let parsed = serde_json::from_str::<serde_json::Value>(&line);
+        assert_eq!(parsed.is_ok(), json, "{format}: {line}");
+        if !json {
+            assert!(line.contains(" INFO "), "{line}");
+            assert!(line.contains("local_addr="), "the fields, for people: {line}");
+        }
+    }
+    let log = logs.path().join("yaml.log");
+    let mut refused = started("yaml", &log)?;
+    assert!(!refused.exited(PROMPTLY).await?.success());
+    let said = std::fs::read_to_string(&log)?;
+    assert!(
+        said.contains("EXPORTS_LOG_FORMAT is `auto`, `json` or `text`, not `yaml`"),
+        "{said}"
+    );
+    env.finish().await
+}

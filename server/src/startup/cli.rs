@@ -7,7 +7,6 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use uuid::Uuid;
 
-use super::logging;
 use super::settings::{ApiArgs, WebhookArgs};
 use crate::api::{ApiSettings, RunningApi};
 use crate::db::keys::{self, SCOPES};
@@ -124,7 +123,7 @@ enum KeysCommand {
 }
 
 pub async fn main() -> Result<()> {
-    let _flushed_on_exit = logging::init();
+    let _flushed_on_exit = exports_listener::log::init().map_err(anyhow::Error::msg)?;
     let matches = Cli::command().get_matches();
     refuse_secrets_on_the_command_line(&matches)?;
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());

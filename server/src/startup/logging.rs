@@ -1,24 +1,7 @@
-//! One stream of JSON logs through `tracing`; dropshot's slog records are bridged into it.
+//! One stream of logs through `tracing` (`exports_listener::log::init`: JSON, or text for
+//! people on a terminal); dropshot's slog records are bridged into it.
 
 use std::fmt::Write as _;
-
-use tracing_subscriber::EnvFilter;
-
-/// JSON lines on stdout (`RUST_LOG` overrides the default level, `info`), through the
-/// listener's buffered writer (`exports_listener::log`). Keep the guard until the process
-/// ends: dropping it writes out what is still buffered.
-pub fn init() -> exports_listener::log::FlushOnDrop {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let (stdout, flushed_on_exit) = exports_listener::log::LogWriter::start();
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_env_filter(filter)
-        .with_writer(stdout)
-        .try_init();
-    flushed_on_exit
-}
 
 /// dropshot logs through slog. Its per-request lines would duplicate ours (which carry the
 /// user and operation), so only its warnings and errors are forwarded.
