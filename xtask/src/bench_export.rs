@@ -231,14 +231,33 @@ async fn bench(binary: &Path, s3s: &Path, aws: &Path, options: ExportBenchOption
             };
             let mut seconds = Vec::new();
             let mut resumed_at = Vec::new();
+            // Two workers; the one stopped in a run is replaced for the next.
+            let mut workers: Vec<(ChildProcess, PathBuf)> = Vec::new();
             for run in 1..=options.runs.max(1) {
+                while workers.len() < 2 {
+                    let log = files.path().join(format!("worker-interrupted-{run}-{}.log", workers.len()));
+                    workers.push((worker(&log)?, log));
+                }
+                for (_, log) in &workers {
+                    wait_for_log_line(log, "worker started").await?;
+                }
+                // Untimed, as the warm-up before the other exports: one export on each worker
+                // (two at once, one job each), so that neither attempt pays a new process's
+                // first-export costs, as a deploy's surviving workers do not.
+                let warm = futures::future::try_join(
+                    export_end_to_end(addr, &key, warm_up_body()),
+                    export_end_to_end(addr, &key, warm_up_body()),
+                );
+                warm.await?;
                 let interrupted =
-                    export_interrupted(addr, &key, &client, files.path(), run, options.interrupt_at, rows, &worker).await?;
+                    export_interrupted(addr, &key, &client, &mut workers, options.interrupt_at, rows).await?;
                 println!(
-                    "run {run}: csv interrupted once {:.0}% of its rows were checkpointed (SIGTERM; handed back {:.3} s later, resumed {:.3} s after that by another worker), from row {} ({:.0}%), the second attempt reading {} rows: {:.2} s end to end",
+                    "run {run}: csv interrupted once {:.0}% of its rows were checkpointed (SIGTERM; handed back {:.3} s later, {:.3} s after the attempt started; resumed {:.3} s after that by another worker, whose attempt took {:.3} s), from row {} ({:.0}%), the second attempt reading {} rows: {:.2} s end to end",
                     options.interrupt_at * 100.0,
                     interrupted.handing_back,
+                    interrupted.first_attempt,
                     interrupted.taking,
+                    interrupted.second_attempt,
                     interrupted.resumed_at,
                     interrupted.resumed_at as f64 * 100.0 / rows as f64,
                     interrupted.rows_read,
@@ -435,27 +454,23 @@ struct Interrupted {
     handing_back: f64,
     /// From the hand-back to the other worker starting the export.
     taking: f64,
+    /// The first attempt, from its start to its hand-back, and the second, to its end.
+    first_attempt: f64,
+    second_attempt: f64,
 }
 
 /// A CSV export of every user, on two idle worker processes: whichever takes it gets SIGTERM
 /// once `at` of the rows are checkpointed (as a rolling deploy would stop it), and the other
-/// goes on from the checkpoint it hands back.
-#[allow(clippy::too_many_arguments)]
+/// goes on from the checkpoint it hands back. The one stopped leaves `workers`.
 async fn export_interrupted(
     addr: SocketAddr,
     key: &str,
     client: &tokio_postgres::Client,
-    dir: &Path,
-    run: usize,
+    workers: &mut Vec<(ChildProcess, PathBuf)>,
     at: f64,
     rows: u64,
-    worker: &impl Fn(&Path) -> Result<ChildProcess>,
 ) -> Result<Interrupted> {
-    let logs = [0, 1].map(|n| dir.join(format!("worker-interrupted-{run}-{n}.log")));
-    let workers = [worker(&logs[0])?, worker(&logs[1])?];
-    for log in &logs {
-        wait_for_log_line(log, "worker started").await?;
-    }
+    let logs = [workers[0].1.clone(), workers[1].1.clone()];
     let started = Instant::now();
     let id = create_export(addr, key, r#"{"format":"csv"}"#)
         .await?
@@ -488,11 +503,12 @@ async fn export_interrupted(
         .find(|&n| {
             std::fs::read_to_string(&logs[n])
                 .unwrap_or_default()
-                .contains("export started")
+                .lines()
+                .any(|line| line.contains("export started") && line.contains(&id))
         })
         .context("no worker says it started the export")?;
     let signalled = chrono::Utc::now();
-    workers[running].terminate()?;
+    workers[running].0.terminate()?;
     let export = poll_until_stopped(addr, key, &id).await?;
     let seconds = started.elapsed().as_secs_f64();
     anyhow::ensure!(
@@ -507,7 +523,11 @@ async fn export_interrupted(
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .find(|record| record["message"] == message && record["export_id"] == id)
     };
-    wait_for_log_line(other, "export done").await?;
+    // Logged just after the row says done, which the poll may see first.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while record(other, "export done").is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let resumed = record(other, "export resumed from its last checkpoint")
         .context("the second worker did not resume the export")?;
     let done = record(other, "export done").context("the second worker did not finish the export")?;
@@ -519,13 +539,20 @@ async fn export_interrupted(
     let seconds_between = |from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>| {
         (to - from).num_microseconds().unwrap_or(0) as f64 / 1e6
     };
-    Ok(Interrupted {
+    let interrupted = Interrupted {
         seconds,
         resumed_at: resumed["rows"].as_u64().unwrap_or(0),
         rows_read: done["rows_read"].as_u64().unwrap_or(0),
         handing_back: seconds_between(signalled, at(&handed_back)?),
         taking: seconds_between(at(&handed_back)?, at(&resumed)?),
-    })
+        first_attempt: seconds_between(
+            at(&record(&logs[running], "export started").context("the first attempt's start")?)?,
+            at(&handed_back)?,
+        ),
+        second_attempt: done["seconds"].as_f64().unwrap_or(f64::NAN),
+    };
+    workers.remove(running);
+    Ok(interrupted)
 }
 
 /// Waits until a line of `log` contains `text` (a minute at most: a limit, not a figure).
