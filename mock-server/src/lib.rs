@@ -22,12 +22,13 @@ use tokio::sync::watch;
 
 mod dynamic;
 mod outcome;
+mod sandbox;
 mod stateful;
 mod webhooks;
 
 use outcome::Outcome;
 
-pub use stateful::{Clock, ManualClock};
+pub use stateful::{Clock, ManualClock, ShiftedClock};
 
 /// How the mock behaves beyond the spec itself.
 #[derive(Debug, Clone)]
@@ -51,6 +52,8 @@ pub struct MockOptions {
     /// When failed webhook deliveries are tried again (the server's defaults unless a test
     /// wants them sooner).
     pub webhook_retries: exports_spec::webhooks::Retries,
+    /// Serve the test sandbox's control surface under `/__mock/` (`sandbox`).
+    pub sandbox: bool,
 }
 
 impl Default for MockOptions {
@@ -68,6 +71,7 @@ impl Default for MockOptions {
                 max_backoff: Duration::from_secs(3600),
                 retry_for: exports_spec::webhooks::RETRY_FOR,
             },
+            sandbox: false,
         }
     }
 }
@@ -78,6 +82,8 @@ struct Mock {
     options: MockOptions,
     exports: stateful::Exports,
     webhooks: Arc<webhooks::Webhooks>,
+    /// With `MockOptions::sandbox`.
+    sandbox: Option<sandbox::Sandbox>,
 }
 
 /// Request bodies larger than this are refused before validation, as the server's default.
@@ -107,9 +113,15 @@ impl RunningMock {
         let local_addr = listener.local_addr()?;
         let (stop, _) = watch::channel(false);
         let webhooks = Arc::new(webhooks::Webhooks::new(options.webhook_retries, stop.subscribe()));
-        let exports = stateful::Exports::new(options.speed, options.clock.clone(), webhooks.clone());
+        // The sandbox moves the clock: the machine's, shifted.
+        let clock = match (&options.clock, options.sandbox) {
+            (Clock::System, true) => Clock::Shifted(ShiftedClock::default()),
+            (clock, _) => clock.clone(),
+        };
+        let exports = stateful::Exports::new(options.speed, clock, webhooks.clone());
         let spec = Arc::new(Mock {
             spec: std::sync::RwLock::new(Arc::new(spec)),
+            sandbox: options.sandbox.then(sandbox::Sandbox::default),
             options,
             exports,
             webhooks,
@@ -306,6 +318,39 @@ async fn respond(
     if let Some(refusal) = exports_spec::request_path::non_canonical(path) {
         return envelope(StatusCode::BAD_REQUEST, refusal, request_id);
     }
+    if let Some(sandbox) = mock
+        .sandbox
+        .as_ref()
+        .filter(|_| path.starts_with(sandbox::PREFIX))
+    {
+        return match sandbox.control(spec, &parts.method, path, body, request_id) {
+            sandbox::Control::Answer(response) => response,
+            sandbox::Control::Advance(by) => {
+                let clock = mock.exports.clock();
+                clock.advance(by);
+                tracing::info!(seconds = by.as_secs(), "sandbox: clock moved forward");
+                let now = clock
+                    .now_utc()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                Response::builder()
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(Bytes::from(
+                        serde_json::json!({"now": now}).to_string(),
+                    )))
+                    .expect("valid response")
+            }
+            sandbox::Control::Reset => {
+                mock.exports.reset();
+                mock.webhooks.reset();
+                sandbox.clear();
+                tracing::info!("sandbox: reset");
+                Response::builder()
+                    .status(StatusCode::NO_CONTENT)
+                    .body(Full::new(Bytes::new()))
+                    .expect("valid response")
+            }
+        };
+    }
     let matches = routes(spec, path);
     // The contract itself, as the server serves it (not the spec's examples of it).
     if let Some((media_type, body)) = spec.served(path).filter(|_| parts.method == Method::GET) {
@@ -338,6 +383,18 @@ async fn respond(
     let accept = request.accept;
     if let Some((status, refusal)) = refuse_key(spec, operation, &parts.headers, mock.options.keys.as_ref()) {
         return envelope(status, refusal, request_id);
+    }
+    // A fault the sandbox queued answers in place of the operation, as the spec documents it.
+    if let Some(status) = mock
+        .sandbox
+        .as_ref()
+        .and_then(|sandbox| sandbox.take_fault(operation.id))
+    {
+        let fault = Preferences {
+            code: Some(status),
+            ..Preferences::default()
+        };
+        return answer(spec, operation, &fault, accept, mock.options.seed, request_id);
     }
     let problems = validate_request(spec, operation, &request);
     if !problems.is_empty() {

@@ -45,6 +45,10 @@ struct Cli {
     /// operation's scope 403. Without any, every non-empty key is accepted with every scope.
     #[arg(long = "key", value_name = "KEY=SCOPES", value_parser = parse_key)]
     keys: Vec<(String, Vec<String>)>,
+    /// Serve the test sandbox's controls under `/__mock/` (reset the state, make the next
+    /// requests to an operation fail): for a frontend's tests, never for a shared mock.
+    #[arg(long, env = "EXPORTS_MOCK_SANDBOX")]
+    sandbox: bool,
 }
 
 fn parse_key(text: &str) -> Result<(String, Vec<String>), String> {
@@ -76,6 +80,7 @@ async fn main() -> Result<()> {
         seed: cli.seed,
         clock: Clock::System,
         keys: (!cli.keys.is_empty()).then(|| cli.keys.into_iter().collect()),
+        sandbox: cli.sandbox,
         ..MockOptions::default()
     };
     let running = RunningMock::start(spec, SocketAddr::new(cli.host, cli.port), options).await?;

@@ -39,13 +39,21 @@ pub struct Exports {
 }
 
 /// The time the exports flow reads: the machine's, or a manual clock that stands still until a
-/// test moves it, so a test sees `processing` and then `done` however fast the machine is.
+/// test moves it, so a test sees `processing` and then `done` however fast the machine is, or
+/// the machine's moved forward by the sandbox (`ShiftedClock`).
 #[derive(Debug, Clone, Default)]
 pub enum Clock {
     #[default]
     System,
     Manual(ManualClock),
+    Shifted(ShiftedClock),
 }
+
+/// The machine's time, moved forward by a shift that only grows: the sandbox's clock
+/// (`POST /__mock/clock`), under which exports go on finishing as time passes and a test can
+/// make them finish now. Its clones share one shift.
+#[derive(Debug, Clone, Default)]
+pub struct ShiftedClock(Arc<watch::Sender<Duration>>);
 
 /// A clock that moves only when `advance` is called; its clones share one time.
 #[derive(Debug, Clone)]
@@ -85,15 +93,70 @@ impl Clock {
                 utc: Utc::now(),
             },
             Clock::Manual(clock) => *clock.0.borrow(),
+            Clock::Shifted(clock) => {
+                let shift = *clock.0.borrow();
+                Now {
+                    instant: Instant::now() + shift,
+                    utc: Utc::now() + chrono::Duration::from_std(shift).expect("a duration chrono can hold"),
+                }
+            }
         }
     }
 
-    /// Follows a manual clock's moves (`None` for the system's, which moves by itself).
-    fn moves(&self) -> Option<watch::Receiver<Now>> {
+    /// The time it reads now.
+    pub fn now_utc(&self) -> DateTime<Utc> {
+        self.now().utc
+    }
+
+    /// Moves the clock forward; false for the system's own, which only time moves.
+    pub fn advance(&self, by: Duration) -> bool {
+        match self {
+            Clock::System => return false,
+            Clock::Manual(clock) => clock.advance(by),
+            Clock::Shifted(clock) => clock.0.send_modify(|shift| *shift += by),
+        }
+        true
+    }
+
+    /// Follows the clock's moves (`None` for the system's, which moves by itself only).
+    fn moves(&self) -> Option<Moves> {
         match self {
             Clock::System => None,
-            Clock::Manual(clock) => Some(clock.0.subscribe()),
+            Clock::Manual(clock) => Some(Moves::Manual(clock.0.subscribe())),
+            Clock::Shifted(clock) => Some(Moves::Shifted(clock.0.subscribe())),
         }
+    }
+
+    /// When, on the machine's time, this clock reads `at`; never for a manual clock, which
+    /// only a move brings there.
+    fn machine_time_of(&self, at: Instant) -> Option<Instant> {
+        match self {
+            Clock::System => Some(at),
+            Clock::Manual(_) => None,
+            Clock::Shifted(clock) => Some(at.checked_sub(*clock.0.borrow()).unwrap_or_else(Instant::now)),
+        }
+    }
+}
+
+/// A clock's moves, followed.
+enum Moves {
+    Manual(watch::Receiver<Now>),
+    Shifted(watch::Receiver<Duration>),
+}
+
+impl Moves {
+    fn seen(&mut self) {
+        match self {
+            Moves::Manual(moves) => drop(moves.borrow_and_update()),
+            Moves::Shifted(moves) => drop(moves.borrow_and_update()),
+        }
+    }
+
+    async fn changed(&mut self) {
+        let _ = match self {
+            Moves::Manual(moves) => moves.changed().await,
+            Moves::Shifted(moves) => moves.changed().await,
+        };
     }
 }
 
@@ -194,27 +257,43 @@ impl Exports {
         }
     }
 
-    /// Announces each export as it finishes (`export.done`), until `stopped`: on the system
-    /// clock when the next one is due, on a manual one whenever it moves.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Forgets every export and idempotency key (the sandbox's reset).
+    pub fn reset(&self) {
+        *self.store.lock().expect("exports lock") = Store::default();
+    }
+
+    /// Announces each export as it finishes (`export.done`), until `stopped`: when the next
+    /// one is due, and whenever the clock is moved.
     pub async fn announce_finished(&self, mut stopped: watch::Receiver<bool>) {
         let mut moves = self.clock.moves();
         loop {
             if let Some(moves) = moves.as_mut() {
-                moves.borrow_and_update();
+                moves.seen();
             }
             let next = self.announce_due();
+            let wake = next.and_then(|next| self.clock.machine_time_of(next));
             let due = async {
-                match (moves.as_mut(), next) {
-                    (Some(moves), _) => {
-                        let _ = moves.changed().await;
+                // Exports finishing within one tick are announced together, so that a stream
+                // of creates does not wake this task once per export.
+                let sleeping = async {
+                    match wake {
+                        Some(at) => {
+                            let tick = Instant::now() + ANNOUNCE_TICK;
+                            tokio::time::sleep_until(at.max(tick).into()).await
+                        }
+                        None => std::future::pending().await,
                     }
-                    // Exports finishing within one tick are announced together, so that a
-                    // stream of creates does not wake this task once per export.
-                    (None, Some(next)) => {
-                        let tick = Instant::now() + ANNOUNCE_TICK;
-                        tokio::time::sleep_until(next.max(tick).into()).await
-                    }
-                    (None, None) => std::future::pending().await,
+                };
+                match moves.as_mut() {
+                    Some(moves) => tokio::select! {
+                        _ = moves.changed() => {}
+                        _ = sleeping => {}
+                    },
+                    None => sleeping.await,
                 }
             };
             tokio::select! {

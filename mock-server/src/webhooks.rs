@@ -316,6 +316,12 @@ impl Webhooks {
         }
     }
 
+    /// Forgets every endpoint and its deliveries (the sandbox's reset); a delivery under way
+    /// is not tried again.
+    pub fn reset(&self) {
+        self.endpoints.lock().expect("webhooks lock").clear();
+    }
+
     /// The URL and secret of the delivery's endpoint, unless it was deleted.
     fn endpoint(&self, target: &Target) -> Option<(String, String)> {
         let endpoints = self.endpoints.lock().expect("webhooks lock");
