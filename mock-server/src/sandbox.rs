@@ -97,13 +97,7 @@ impl Sandbox {
 
     /// Queues the fault a `POST /__mock/faults` body asks for.
     fn queue(&self, spec: &Spec, body: &[u8]) -> Result<Value, ErrorBody> {
-        let request: Value = serde_json::from_slice(body).map_err(|error| {
-            invalid(
-                "body",
-                format!("must be a JSON object: {error}"),
-                None::<Vec<String>>,
-            )
-        })?;
+        let request = object(body, &["operation", "status", "count"], "a fault")?;
         let operations: Vec<Operation> = spec.operations();
         let ids = || operations.iter().map(|operation| operation.id.to_string());
         let Some(operation) = request["operation"].as_str() else {
@@ -138,25 +132,9 @@ impl Sandbox {
             Value::Null => 1,
             count => match count.as_u64().filter(|count| (1..=1000).contains(count)) {
                 Some(count) => count as usize,
-                None => {
-                    return Err(invalid(
-                        "count",
-                        "must be a whole number from 1 to 1000",
-                        None::<Vec<String>>,
-                    ))
-                }
+                None => return Err(invalid("count", "must be a whole number from 1 to 1000", None)),
             },
         };
-        if let Some(unknown) = (request.as_object().into_iter().flatten())
-            .map(|(name, _)| name.as_str())
-            .find(|name| !["operation", "status", "count"].contains(name))
-        {
-            return Err(invalid(
-                unknown,
-                "is not a member of a fault",
-                Some(vec!["operation".into(), "status".into(), "count".into()]),
-            ));
-        }
         let status: u16 = status.parse().expect("checked above");
         let mut faults = self.faults.lock().expect("faults lock");
         let queued = faults.entry(operation.to_string()).or_default();
@@ -167,23 +145,7 @@ impl Sandbox {
 
 /// The move a `POST /__mock/clock` body asks for.
 fn advance(body: &[u8]) -> Result<std::time::Duration, ErrorBody> {
-    let request: Value = serde_json::from_slice(body).map_err(|error| {
-        invalid(
-            "body",
-            format!("must be a JSON object: {error}"),
-            None::<Vec<String>>,
-        )
-    })?;
-    if let Some(unknown) = (request.as_object().into_iter().flatten())
-        .map(|(name, _)| name.as_str())
-        .find(|name| *name != "advance_seconds")
-    {
-        return Err(invalid(
-            unknown,
-            "is not a member of a clock move",
-            Some(vec!["advance_seconds".into()]),
-        ));
-    }
+    let request = object(body, &["advance_seconds"], "a clock move")?;
     match request["advance_seconds"].as_u64() {
         Some(seconds) if (1..=MAX_ADVANCE_SECONDS).contains(&seconds) => {
             Ok(std::time::Duration::from_secs(seconds))
@@ -191,8 +153,27 @@ fn advance(body: &[u8]) -> Result<std::time::Duration, ErrorBody> {
         _ => Err(invalid(
             "advance_seconds",
             format!("must be a whole number of seconds from 1 to {MAX_ADVANCE_SECONDS}"),
-            None::<Vec<String>>,
+            None,
         )),
+    }
+}
+
+/// A control request's body: a JSON object with none but the `known` members.
+fn object(body: &[u8], known: &[&str], what: &str) -> Result<Value, ErrorBody> {
+    let request: Value = serde_json::from_slice(body)
+        .ok()
+        .filter(Value::is_object)
+        .ok_or_else(|| invalid("body", "must be a JSON object", None))?;
+    let unknown = (request.as_object().into_iter().flatten())
+        .map(|(name, _)| name.as_str())
+        .find(|name| !known.contains(name));
+    match unknown {
+        Some(unknown) => Err(invalid(
+            unknown,
+            format!("is not a member of {what}"),
+            Some(known.iter().map(|name| name.to_string()).collect()),
+        )),
+        None => Ok(request),
     }
 }
 

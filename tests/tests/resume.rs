@@ -151,7 +151,9 @@ enum Stop {
     Terminate,
 }
 
-async fn resumes_from_its_last_part(format: ExportFormat, stop: Stop) -> anyhow::Result<()> {
+/// An environment on s3s-fs with no worker, `USERS` users, a client of one of them, and a
+/// directory for the workers' log.
+async fn seeded() -> anyhow::Result<(TestEnv, exports_client::Client, tempfile::TempDir)> {
     let env = TestEnv::start_setup(Setup {
         s3: true,
         worker: None,
@@ -159,8 +161,12 @@ async fn resumes_from_its_last_part(format: ExportFormat, stop: Stop) -> anyhow:
     .await?;
     env.seed_users(USERS).await?;
     let client = env.client(&env.writer().await?);
+    Ok((env, client, tempfile::tempdir()?))
+}
+
+async fn resumes_from_its_last_part(format: ExportFormat, stop: Stop) -> anyhow::Result<()> {
+    let (env, client, logs) = seeded().await?;
     let users = env.count("SELECT count(*) FROM users").await?;
-    let logs = tempfile::tempdir()?;
     let log = logs.path().join("workers.log");
     // Handed back, the export needs no lease to run out: with an hour's lease, only the
     // hand-back lets the second worker have it within the test.
@@ -245,14 +251,7 @@ async fn killed_after_one_part() -> anyhow::Result<(
     tempfile::TempDir,
     Checkpointed,
 )> {
-    let env = TestEnv::start_setup(Setup {
-        s3: true,
-        worker: None,
-    })
-    .await?;
-    env.seed_users(USERS).await?;
-    let client = env.client(&env.writer().await?);
-    let logs = tempfile::tempdir()?;
+    let (env, client, logs) = seeded().await?;
     let log = logs.path().join("workers.log");
     let mut first = env.worker_command(WORKER, &log)?;
     first.args(["--hold-after-parts", "1"]);
