@@ -339,15 +339,22 @@ async fn respond(
                     )))
                     .expect("valid response")
             }
+            sandbox::Control::FailExports { count, message } => {
+                mock.exports.fail_next(count, &message);
+                no_content()
+            }
+            sandbox::Control::FailDeliveries { endpoint_id, count } => {
+                match mock.webhooks.fail_next(endpoint_id, count) {
+                    true => no_content(),
+                    false => envelope(StatusCode::BAD_REQUEST, sandbox::unknown_endpoint(), request_id),
+                }
+            }
             sandbox::Control::Reset => {
                 mock.exports.reset();
                 mock.webhooks.reset();
                 sandbox.clear();
                 tracing::info!("sandbox: reset");
-                Response::builder()
-                    .status(StatusCode::NO_CONTENT)
-                    .body(Full::new(Bytes::new()))
-                    .expect("valid response")
+                no_content()
             }
         };
     }
@@ -837,6 +844,13 @@ fn mock_error(why: &str, request_id: &str) -> Response<Full<Bytes>> {
         retry_after_seconds: None,
     };
     envelope(StatusCode::INTERNAL_SERVER_ERROR, body, request_id)
+}
+
+fn no_content() -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Full::new(Bytes::new()))
+        .expect("valid response")
 }
 
 /// An error in the envelope the server sends (`exports_spec::errors::envelope`), with the

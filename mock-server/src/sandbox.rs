@@ -7,6 +7,12 @@
 //! - `POST /__mock/clock` with `{"advance_seconds": 3600}`: moves the mock's clock forward, so
 //!   that exports due by then are `done` now (and announced to webhooks); time goes on passing
 //!   from there; `200` with the clock's new time.
+//! - `POST /__mock/failing-exports` with `{"count": 1, "error_message": "…"}` (both optional):
+//!   the next `count` exports created end `failed` when they would have been done, with that
+//!   message, announced as `export.failed`; `204`.
+//! - `POST /__mock/failing-deliveries` with `{"endpoint_id": "…", "count": 3}`: the next
+//!   `count` attempts to deliver an event to that webhook endpoint fail without being sent,
+//!   and are retried as any failed attempt; `204`.
 //! - `POST /__mock/faults` with `{"operation": "createUserExport", "status": 429, "count": 2}`:
 //!   the next `count` (1 if left out) requests to that operation, once their key is accepted,
 //!   answer that status as the spec documents it (its example body and headers, such as
@@ -35,13 +41,19 @@ pub struct Sandbox {
     faults: Mutex<HashMap<String, VecDeque<u16>>>,
 }
 
-/// What a control request changes; the caller (the mock) applies `Reset` and `Advance` to its
+/// What a control request changes; the caller (the mock) applies all but `Answer` to its
 /// state.
 pub enum Control {
     Reset,
     Advance(std::time::Duration),
+    FailExports { count: usize, message: String },
+    FailDeliveries { endpoint_id: uuid::Uuid, count: u32 },
     Answer(Response<Full<Bytes>>),
 }
+
+/// What a failed export says unless the control gives its own message.
+const FAILURE_MESSAGE: &str =
+    "The export failed (the mock's sandbox made it fail). Create a new export to try again.";
 
 /// The longest move of the clock at once: a year.
 const MAX_ADVANCE_SECONDS: u64 = 365 * 24 * 3600;
@@ -72,7 +84,13 @@ impl Sandbox {
         request_id: &str,
     ) -> Control {
         let refusal = |status, body| errors::envelope(status, body, request_id).map(Full::new);
-        let known = ["reset", "clock", "faults"];
+        let known = [
+            "reset",
+            "clock",
+            "faults",
+            "failing-exports",
+            "failing-deliveries",
+        ];
         let Some(name) = path.strip_prefix(PREFIX).filter(|name| known.contains(name)) else {
             return Control::Answer(refusal(StatusCode::NOT_FOUND, errors::no_route(path)));
         };
@@ -84,10 +102,12 @@ impl Sandbox {
         }
         match name {
             "reset" => Control::Reset,
-            "clock" => match advance(body) {
-                Ok(by) => Control::Advance(by),
-                Err(refused) => Control::Answer(refusal(StatusCode::BAD_REQUEST, refused)),
-            },
+            "clock" => advance(body)
+                .unwrap_or_else(|refused| Control::Answer(refusal(StatusCode::BAD_REQUEST, refused))),
+            "failing-exports" => failing_exports(body)
+                .unwrap_or_else(|refused| Control::Answer(refusal(StatusCode::BAD_REQUEST, refused))),
+            "failing-deliveries" => failing_deliveries(body)
+                .unwrap_or_else(|refused| Control::Answer(refusal(StatusCode::BAD_REQUEST, refused))),
             _ => Control::Answer(match self.queue(spec, body) {
                 Ok(queued) => json_response(StatusCode::OK, &queued),
                 Err(refused) => refusal(StatusCode::BAD_REQUEST, refused),
@@ -128,13 +148,7 @@ impl Sandbox {
                 Some(documented),
             ));
         };
-        let count = match &request["count"] {
-            Value::Null => 1,
-            count => match count.as_u64().filter(|count| (1..=1000).contains(count)) {
-                Some(count) => count as usize,
-                None => return Err(invalid("count", "must be a whole number from 1 to 1000", None)),
-            },
-        };
+        let count = count(&request)? as usize;
         let status: u16 = status.parse().expect("checked above");
         let mut faults = self.faults.lock().expect("faults lock");
         let queued = faults.entry(operation.to_string()).or_default();
@@ -143,12 +157,55 @@ impl Sandbox {
     }
 }
 
+/// A `count` member: 1 when left out, else a whole number from 1 to 1000.
+fn count(request: &Value) -> Result<u32, ErrorBody> {
+    match &request["count"] {
+        Value::Null => Ok(1),
+        count => count
+            .as_u64()
+            .filter(|count| (1..=1000).contains(count))
+            .map(|count| count as u32)
+            .ok_or_else(|| invalid("count", "must be a whole number from 1 to 1000", None)),
+    }
+}
+
+/// What a `POST /__mock/failing-exports` body asks for.
+fn failing_exports(body: &[u8]) -> Result<Control, ErrorBody> {
+    let request = object(body, &["count", "error_message"], "an export failure")?;
+    let message = match &request["error_message"] {
+        Value::Null => FAILURE_MESSAGE.to_string(),
+        Value::String(message) if !message.trim().is_empty() => message.clone(),
+        _ => return Err(invalid("error_message", "must be a text that is not empty", None)),
+    };
+    Ok(Control::FailExports {
+        count: count(&request)? as usize,
+        message,
+    })
+}
+
+/// What a `POST /__mock/failing-deliveries` body asks for.
+fn failing_deliveries(body: &[u8]) -> Result<Control, ErrorBody> {
+    let request = object(body, &["endpoint_id", "count"], "a delivery failure")?;
+    let endpoint_id = (request["endpoint_id"].as_str())
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| invalid("endpoint_id", "must be the id of a webhook endpoint", None))?;
+    Ok(Control::FailDeliveries {
+        endpoint_id,
+        count: count(&request)?,
+    })
+}
+
+/// The endpoint a delivery failure names is not one the mock has.
+pub fn unknown_endpoint() -> ErrorBody {
+    invalid("endpoint_id", "is not the id of a webhook endpoint", None)
+}
+
 /// The move a `POST /__mock/clock` body asks for.
-fn advance(body: &[u8]) -> Result<std::time::Duration, ErrorBody> {
+fn advance(body: &[u8]) -> Result<Control, ErrorBody> {
     let request = object(body, &["advance_seconds"], "a clock move")?;
     match request["advance_seconds"].as_u64() {
         Some(seconds) if (1..=MAX_ADVANCE_SECONDS).contains(&seconds) => {
-            Ok(std::time::Duration::from_secs(seconds))
+            Ok(Control::Advance(std::time::Duration::from_secs(seconds)))
         }
         _ => Err(invalid(
             "advance_seconds",

@@ -3,8 +3,8 @@
 //! by `--speed`), appears in the list, can be cancelled, and downloads as a small real CSV or
 //! XLSX file of fake users. Every body is checked against the spec before it is sent; one the
 //! spec no longer allows falls back to the spec's own example. Finished and cancelled exports
-//! are announced to their owner's webhook endpoints (`webhooks`); mock exports neither fail
-//! nor expire.
+//! are announced to their owner's webhook endpoints (`webhooks`). An export expires a day
+//! after it is done, as on the server, and fails only when the sandbox says so (`sandbox`).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -26,6 +26,14 @@ const MAX_EXPORTS: usize = 10_000;
 const DEFAULT_SECONDS: u64 = 10;
 /// On the system clock, the finished exports of one tick are announced together.
 const ANNOUNCE_TICK: Duration = Duration::from_millis(10);
+/// How long a finished file is kept before the export expires, as by the server's default
+/// (`--file-ttl-secs`).
+const FILE_KEPT: Duration = Duration::from_secs(24 * 60 * 60);
+
+fn file_kept() -> chrono::Duration {
+    chrono::Duration::from_std(FILE_KEPT).expect("a day")
+}
+
 /// How long an `Idempotency-Key` is remembered, as by the server.
 const KEY_KEPT: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -169,6 +177,10 @@ struct Store {
     keys: HashMap<(String, String), (Value, Value, Instant)>,
     /// Exports not yet announced as done, soonest first: when each finishes.
     finishing: BinaryHeap<Reverse<(Instant, Uuid)>>,
+    /// Done exports not yet announced as expired, soonest first: when each expires.
+    expiring: BinaryHeap<Reverse<(Instant, Uuid)>>,
+    /// The messages of the next exports to fail (the sandbox's `/__mock/failing-exports`).
+    failing: VecDeque<String>,
 }
 
 #[derive(Clone)]
@@ -184,6 +196,8 @@ struct Record {
     created_at: DateTime<Utc>,
     estimated_seconds: u64,
     cancelled_at: Option<DateTime<Utc>>,
+    /// Why it fails instead of finishing, when the sandbox made it fail.
+    failure: Option<String>,
     /// The finished file, made once on first need (for its size or its download) and shared
     /// by the record's copies.
     file: Arc<OnceLock<Vec<u8>>>,
@@ -261,6 +275,15 @@ impl Exports {
         &self.clock
     }
 
+    /// Makes the next `count` exports created fail, with `message`, when they would finish
+    /// (the sandbox).
+    pub fn fail_next(&self, count: usize, message: &str) {
+        let mut store = self.store.lock().expect("exports lock");
+        store
+            .failing
+            .extend(std::iter::repeat_n(message.to_string(), count));
+    }
+
     /// Forgets every export and idempotency key (the sandbox's reset).
     pub fn reset(&self) {
         *self.store.lock().expect("exports lock") = Store::default();
@@ -304,25 +327,50 @@ impl Exports {
         }
     }
 
-    /// Announces the exports finished by now; returns when the next one finishes.
+    /// Announces the exports finished (done or failed) and expired by now; returns when the
+    /// next one finishes or expires.
     fn announce_due(&self) -> Option<Instant> {
         let now = self.clock.now();
         let mut store = self.store.lock().expect("exports lock");
         while let Some(Reverse((due, id))) = store.finishing.peek().copied() {
             if due > now.instant {
-                return Some(due);
+                break;
             }
             store.finishing.pop();
             let Some(record) = store.by_id.get(&id) else {
                 continue;
             };
-            if record.cancelled_at.is_none() {
-                let export = || self.view(record, "");
+            if record.cancelled_at.is_some() {
+                continue;
+            }
+            let export = || self.view(record, "");
+            let finished_at = self.finished_at(record);
+            if record.failure.is_some() {
                 self.webhooks
-                    .announce(&record.owner, "export.done", self.finished_at(record), export);
+                    .announce(&record.owner, "export.failed", finished_at, export);
+            } else {
+                self.webhooks
+                    .announce(&record.owner, "export.done", finished_at, export);
+                store.expiring.push(Reverse((due + FILE_KEPT, id)));
             }
         }
-        None
+        while let Some(Reverse((due, id))) = store.expiring.peek().copied() {
+            if due > now.instant {
+                break;
+            }
+            store.expiring.pop();
+            if let Some(record) = store.by_id.get(&id) {
+                let expired_at = self.finished_at(record) + file_kept();
+                let export = || self.view(record, "");
+                self.webhooks
+                    .announce(&record.owner, "export.expired", expired_at, export);
+            }
+        }
+        let next = |heap: &BinaryHeap<Reverse<(Instant, Uuid)>>| heap.peek().map(|Reverse((due, _))| *due);
+        match (next(&store.finishing), next(&store.expiring)) {
+            (Some(finishing), Some(expiring)) => Some(finishing.min(expiring)),
+            (finishing, expiring) => finishing.or(expiring),
+        }
     }
 
     /// When the export is (or was) done, unless cancelled first.
@@ -388,6 +436,9 @@ impl Exports {
                         ),
                         bytes,
                     }
+                }
+                Some(record) if self.status(&record) == "expired" => {
+                    Outcome::Error(410, errors::export_expired())
                 }
                 Some(record) => Outcome::Error(409, errors::export_not_ready(self.status(&record))),
                 None => not_found(),
@@ -478,6 +529,7 @@ impl Exports {
             created_at: now.utc,
             estimated_seconds: example_estimate.unwrap_or(DEFAULT_SECONDS),
             cancelled_at: None,
+            failure: None,
             file: Arc::default(),
         };
         let accepted = json!({
@@ -517,6 +569,8 @@ impl Exports {
             let Store { finishing, by_id, .. } = &mut *store;
             finishing.retain(|Reverse((_, id))| by_id.contains_key(id));
         }
+        let mut record = record;
+        record.failure = store.failing.pop_front();
         store.order.push_back(record.id);
         store.by_id.insert(record.id, record);
         if let Some(remembered) = remembered {
@@ -535,9 +589,14 @@ impl Exports {
     }
 
     fn status(&self, record: &Record) -> &'static str {
+        let elapsed = self.elapsed(record);
         if record.cancelled_at.is_some() {
             "cancelled"
-        } else if self.elapsed(record) >= self.duration(record) {
+        } else if elapsed >= self.duration(record) && record.failure.is_some() {
+            "failed"
+        } else if elapsed >= self.duration(record) + FILE_KEPT {
+            "expired"
+        } else if elapsed >= self.duration(record) {
             "done"
         } else if self.elapsed(record) < self.duration(record) / 10 {
             // Waiting for a worker, as a real export does at first.
@@ -552,17 +611,28 @@ impl Exports {
         let rows_total = fake_users(&record.filters).len() as u64;
         let total = self.duration(record).as_secs_f64().max(f64::EPSILON);
         let fraction = (self.elapsed(record).as_secs_f64() / total).min(1.0);
-        let rows_written = match status {
-            "done" => rows_total,
-            _ => (rows_total as f64 * fraction) as u64,
+        // A failed export stopped half-way; a done or expired one wrote every row.
+        let (rows_written, percent) = match status {
+            "done" | "expired" => (rows_total, 100.0),
+            "failed" => (rows_total / 2, 50.0),
+            _ => (
+                (rows_total as f64 * fraction) as u64,
+                (fraction * 1000.0).round() / 10.0,
+            ),
         };
         let remaining =
             matches!(status, "pending" | "processing").then(|| (total * (1.0 - fraction)).ceil() as u64);
         let done_at = self.finished_at(record);
         let done = status == "done";
         let now = self.clock.now().utc;
-        let updated_at = record.cancelled_at.unwrap_or(if done { done_at } else { now });
+        let updated_at = match status {
+            "cancelled" => record.cancelled_at.unwrap_or(now),
+            "done" | "failed" => done_at,
+            "expired" => done_at + file_kept(),
+            _ => now,
+        };
         let size = done.then(|| record.file().len());
+        let kept_until = matches!(status, "done" | "expired").then(|| (done_at + file_kept()).to_rfc3339());
         json!({
             "export_id": record.id,
             "type": "users",
@@ -574,16 +644,16 @@ impl Exports {
             "progress": {
                 "rows_written": rows_written,
                 "rows_total": rows_total,
-                "percent": if done { 100.0 } else { (fraction * 1000.0).round() / 10.0 },
+                "percent": percent,
                 "estimated_seconds_remaining": remaining,
             },
             "download_url": done.then(|| format!("{base_url}/api/v1/exports/users/{}/download", record.id)),
             "download_expires_at": done.then(|| (now + chrono::Duration::minutes(15)).to_rfc3339()),
-            "error_message": null,
+            "error_message": record.failure.as_ref().filter(|_| status == "failed"),
             "file_size_bytes": size,
             "created_at": record.created_at.to_rfc3339(),
             "updated_at": updated_at.to_rfc3339(),
-            "expires_at": done.then(|| (done_at + chrono::Duration::days(1)).to_rfc3339()),
+            "expires_at": kept_until,
         })
     }
 }
@@ -687,6 +757,7 @@ mod tests {
             created_at: Utc::now(),
             estimated_seconds: 0,
             cancelled_at: None,
+            failure: None,
             file: Arc::default(),
         };
         let every = files::USER_COLUMNS;

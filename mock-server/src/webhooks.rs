@@ -42,6 +42,8 @@ struct Endpoint {
     deleted: bool,
     /// Newest first, at most `webhooks::RECENT_DELIVERIES`.
     deliveries: VecDeque<Delivery>,
+    /// Attempts still to fail without being sent (the sandbox's `/__mock/failing-deliveries`).
+    failing: u32,
 }
 
 impl Endpoint {
@@ -232,6 +234,7 @@ impl Webhooks {
             secret: webhooks::new_secret(),
             deleted: false,
             deliveries: VecDeque::new(),
+            failing: 0,
         };
         let view = endpoint.view_with_secret();
         mine.push(endpoint);
@@ -290,6 +293,7 @@ impl Webhooks {
             // The endpoint as it is now: a rotated secret signs the next attempt.
             let failed = |error: String| Attempt::Failed { status: None, error };
             let outcome = match (self.endpoint(&target), self.http()) {
+                _ if self.fails_on_purpose(&target) => failed(SANDBOX_FAILURE.to_string()),
                 (Some((url, secret)), Ok(http)) => {
                     let event = Event { id: &id, body: &body };
                     webhooks::attempt(http, &self.policy, &url, &secret, &event).await
@@ -313,6 +317,34 @@ impl Webhooks {
                 _ = tokio::time::sleep(retry_in) => {}
                 _ = stopped.changed() => return,
             }
+        }
+    }
+
+    /// Makes the next `count` attempts to deliver to the endpoint `endpoint_id` fail without
+    /// being sent (the sandbox); false when no endpoint has that id.
+    pub fn fail_next(&self, endpoint_id: Uuid, count: u32) -> bool {
+        let mut endpoints = self.endpoints.lock().expect("webhooks lock");
+        let endpoint = (endpoints.values_mut().flatten()).find(|e| e.id == endpoint_id && !e.deleted);
+        match endpoint {
+            Some(endpoint) => {
+                endpoint.failing += count;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether this attempt is one the sandbox asked to fail (counting it).
+    fn fails_on_purpose(&self, target: &Target) -> bool {
+        let mut endpoints = self.endpoints.lock().expect("webhooks lock");
+        let endpoint =
+            (endpoints.get_mut(&target.owner).into_iter().flatten()).find(|e| e.id == target.endpoint_id);
+        match endpoint {
+            Some(endpoint) if endpoint.failing > 0 => {
+                endpoint.failing -= 1;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -367,6 +399,9 @@ impl Webhooks {
         true
     }
 }
+
+/// The error of an attempt the sandbox made fail.
+const SANDBOX_FAILURE: &str = "failed on purpose by the mock's sandbox (/__mock/failing-deliveries)";
 
 /// One delivery, by where it is kept.
 struct Target {

@@ -224,3 +224,113 @@ async fn without_the_flag_there_are_no_controls() {
     assert_eq!(create(&http, &base).await.status(), 202);
     mock.shutdown().await;
 }
+
+async fn get(http: &reqwest::Client, base: &str, path: &str) -> (u16, Value) {
+    let response = http
+        .get(format!("{base}{path}"))
+        .bearer_auth("exk_frontend")
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn exports_made_to_fail_fail_and_done_ones_expire_a_day_later() {
+    let (mock, base) = start(true).await;
+    let http = reqwest::Client::new();
+    let (status, _) = control(
+        &http,
+        &base,
+        "failing-exports",
+        json!({"error_message": "The storage is down; create a new export."}),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let failing: Value = create(&http, &base).await.json().await.unwrap();
+    let done: Value = create(&http, &base).await.json().await.unwrap();
+    let path = |export: &Value| format!("{EXPORTS}/{}", export["export_id"].as_str().unwrap());
+    control(&http, &base, "clock", json!({"advance_seconds": 3600})).await;
+
+    let (_, failed) = get(&http, &base, &path(&failing)).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(
+        failed["error_message"],
+        "The storage is down; create a new export."
+    );
+    assert!(
+        failed["download_url"].is_null() && failed["expires_at"].is_null(),
+        "{failed}"
+    );
+    let (status, refused) = get(&http, &base, &format!("{}/download", path(&failing))).await;
+    assert_eq!(status, 409, "{refused}");
+    let (_, finished) = get(&http, &base, &path(&done)).await;
+    assert_eq!(
+        finished["status"], "done",
+        "only the next export fails: {finished}"
+    );
+
+    control(&http, &base, "clock", json!({"advance_seconds": 24 * 3600})).await;
+    let (_, expired) = get(&http, &base, &path(&done)).await;
+    assert_eq!(expired["status"], "expired", "{expired}");
+    assert!(expired["download_url"].is_null(), "{expired}");
+    let (status, gone) = get(&http, &base, &format!("{}/download", path(&done))).await;
+    assert_eq!(status, 410, "{gone}");
+    assert_eq!(gone["error"]["code"], "export_expired");
+    mock.shutdown().await;
+}
+
+#[tokio::test]
+async fn deliveries_to_an_endpoint_can_be_made_to_fail() {
+    let (mock, base) = start(true).await;
+    let http = reqwest::Client::new();
+    let endpoint: Value = http
+        .post(format!("{base}/api/v1/webhooks/endpoints"))
+        .bearer_auth("exk_frontend")
+        .json(&json!({"url": "http://127.0.0.1:9/hooks", "event_types": ["export.done"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let endpoint_id = endpoint["endpoint_id"].as_str().unwrap().to_string();
+    let (status, _) = control(
+        &http,
+        &base,
+        "failing-deliveries",
+        json!({"endpoint_id": endpoint_id}),
+    )
+    .await;
+    assert_eq!(status, 204);
+    create(&http, &base).await;
+    control(&http, &base, "clock", json!({"advance_seconds": 3600})).await;
+    let deliveries = format!("/api/v1/webhooks/endpoints/{endpoint_id}/deliveries");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let delivery = loop {
+        let (_, list) = get(&http, &base, &deliveries).await;
+        if let Some(first) = list["items"].as_array().and_then(|items| items.first()).cloned() {
+            if first["attempts"].as_u64() >= Some(1) {
+                break first;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no attempt: {list}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(delivery["status"], "pending", "retried later: {delivery}");
+    assert!(
+        delivery["last_error"].as_str().unwrap().contains("sandbox"),
+        "{delivery}"
+    );
+    let (status, refused) = control(
+        &http,
+        &base,
+        "failing-deliveries",
+        json!({"endpoint_id": "7d1f0c2e-0000-4000-8000-000000000000"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["details"][0]["field"], "endpoint_id");
+    mock.shutdown().await;
+}
