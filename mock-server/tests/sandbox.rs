@@ -1,259 +1,213 @@
-//! The mock as a test sandbox (`--sandbox`): its controls under `/__mock/` reset its state and
-//! make the next requests to an operation answer a documented error; off, they do not exist.
+//! The mock as a test sandbox (`--sandbox`): its controls under `/__mock/` reset its state,
+//! move its clock, make exports and webhook deliveries fail, and make the next requests to an
+//! operation answer a documented error; off, they do not exist.
 
 use exports_mock::{MockOptions, RunningMock};
 use exports_spec::Spec;
 use serde_json::{json, Value};
 
-async fn start(sandbox: bool) -> (RunningMock, String) {
-    let options = MockOptions {
-        sandbox,
-        ..MockOptions::default()
-    };
-    let mock = RunningMock::start(Spec::bundled(), "127.0.0.1:0".parse().unwrap(), options)
-        .await
-        .unwrap();
-    let base = format!("http://{}", mock.local_addr);
-    (mock, base)
-}
-
 const EXPORTS: &str = "/api/v1/exports/users";
 
-async fn create(http: &reqwest::Client, base: &str) -> reqwest::Response {
-    http.post(format!("{base}{EXPORTS}"))
-        .bearer_auth("exk_frontend")
-        .json(&json!({"format": "csv"}))
-        .send()
-        .await
-        .unwrap()
+/// A mock on a port of its own, and a client of it with one key.
+struct Sandboxed {
+    mock: RunningMock,
+    base: String,
+    http: reqwest::Client,
 }
 
-async fn control(http: &reqwest::Client, base: &str, path: &str, body: Value) -> (u16, Value) {
-    let response = http
-        .post(format!("{base}/__mock/{path}"))
-        .json(&body)
-        .send()
+impl Sandboxed {
+    async fn start(sandbox: bool) -> Self {
+        let options = MockOptions {
+            sandbox,
+            ..MockOptions::default()
+        };
+        let mock = RunningMock::start(Spec::bundled(), "127.0.0.1:0".parse().unwrap(), options)
+            .await
+            .unwrap();
+        let base = format!("http://{}", mock.local_addr);
+        Self {
+            mock,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A control request: its status and its JSON body (null when it has none).
+    async fn control(&self, path: &str, body: Value) -> (u16, Value) {
+        let request = self.http.post(format!("{}/__mock/{path}", self.base)).json(&body);
+        answer(request).await
+    }
+
+    async fn fault(&self, operation: &str, status: u16) -> (u16, Value) {
+        self.control("faults", json!({"operation": operation, "status": status}))
+            .await
+    }
+
+    async fn advance(&self, seconds: u64) -> (u16, Value) {
+        self.control("clock", json!({"advance_seconds": seconds})).await
+    }
+
+    async fn create(&self) -> reqwest::Response {
+        (self.http.post(format!("{}{EXPORTS}", self.base)))
+            .bearer_auth("exk_frontend")
+            .json(&json!({"format": "csv"}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        answer(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth("exk_frontend"),
+        )
         .await
-        .unwrap();
+    }
+
+    async fn listed(&self) -> usize {
+        let (_, list) = self.get(EXPORTS).await;
+        list["items"].as_array().unwrap().len()
+    }
+}
+
+async fn answer(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.unwrap();
     let status = response.status().as_u16();
-    let body = response.json().await.unwrap_or(Value::Null);
-    (status, body)
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The detail of a `400`: its field, and the values allowed.
+fn refused(status: u16, body: &Value) -> (&str, Vec<&str>) {
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_request", "{body}");
+    let detail = &body["error"]["details"][0];
+    let allowed = (detail["allowed"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    (detail["field"].as_str().unwrap(), allowed)
 }
 
 #[tokio::test]
 async fn queued_faults_answer_the_next_requests_as_the_spec_documents_them() {
-    let (mock, base) = start(true).await;
-    let http = reqwest::Client::new();
-    let (status, queued) = control(
-        &http,
-        &base,
-        "faults",
-        json!({"operation": "createUserExport", "status": 429, "count": 2}),
-    )
-    .await;
+    let sandboxed = Sandboxed::start(true).await;
+    let (status, queued) = sandboxed
+        .control(
+            "faults",
+            json!({"operation": "createUserExport", "status": 429, "count": 2}),
+        )
+        .await;
     assert_eq!(status, 200, "{queued}");
     assert_eq!(queued["queued"], 2);
     for _ in 0..2 {
-        let limited = create(&http, &base).await;
+        let limited = sandboxed.create().await;
         assert_eq!(limited.status(), 429);
         assert!(limited.headers().contains_key("retry-after"), "{limited:?}");
         let body: Value = limited.json().await.unwrap();
         assert!(body["error"]["code"].is_string(), "the envelope: {body}");
     }
     // Then the operation answers as before; other operations never saw the fault.
-    assert_eq!(create(&http, &base).await.status(), 202);
-    control(
-        &http,
-        &base,
-        "faults",
-        json!({"operation": "listExports", "status": 503}),
-    )
-    .await;
-    let list = |http: &reqwest::Client| {
-        http.get(format!("{base}{EXPORTS}"))
-            .bearer_auth("exk_frontend")
-            .send()
-    };
-    let unavailable = list(&http).await.unwrap();
+    assert_eq!(sandboxed.create().await.status(), 202);
+    sandboxed.fault("listExports", 503).await;
+    let unavailable = (sandboxed.http.get(format!("{}{EXPORTS}", sandboxed.base)))
+        .bearer_auth("exk_frontend")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unavailable.status(), 503);
     assert!(unavailable.headers().contains_key("retry-after"));
-    let listed: Value = list(&http).await.unwrap().json().await.unwrap();
-    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
-    mock.shutdown().await;
+    assert_eq!(sandboxed.listed().await, 1);
+    sandboxed.mock.shutdown().await;
 }
 
 #[tokio::test]
 async fn moving_the_clock_forward_finishes_exports_now() {
-    let (mock, base) = start(true).await;
-    let http = reqwest::Client::new();
-    let created: Value = create(&http, &base).await.json().await.unwrap();
-    let id = created["export_id"].as_str().unwrap().to_string();
-    let get = || async {
-        let export: Value = http
-            .get(format!("{base}{EXPORTS}/{id}"))
-            .bearer_auth("exk_frontend")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        export
-    };
-    let before = get().await;
+    let sandboxed = Sandboxed::start(true).await;
+    let created: Value = sandboxed.create().await.json().await.unwrap();
+    let path = format!("{EXPORTS}/{}", created["export_id"].as_str().unwrap());
+    let (_, before) = sandboxed.get(&path).await;
     assert_ne!(before["status"], "done", "{before}");
-    let (status, moved) = control(&http, &base, "clock", json!({"advance_seconds": 3600})).await;
+    let (status, moved) = sandboxed.advance(3600).await;
     assert_eq!(status, 200, "{moved}");
     let now: chrono::DateTime<chrono::Utc> = moved["now"].as_str().unwrap().parse().unwrap();
     assert!(
         now > chrono::Utc::now() + chrono::Duration::minutes(59),
         "{moved}"
     );
-    let after = get().await;
+    let (_, after) = sandboxed.get(&path).await;
     assert_eq!(after["status"], "done", "{after}");
-    let download = http
-        .get(format!("{base}{EXPORTS}/{id}/download"))
-        .bearer_auth("exk_frontend")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(download.status(), 200);
-    let (status, refused) = control(&http, &base, "clock", json!({"advance_seconds": -5})).await;
-    assert_eq!(status, 400, "{refused}");
-    assert_eq!(refused["error"]["details"][0]["field"], "advance_seconds");
-    mock.shutdown().await;
+    assert_eq!(sandboxed.get(&format!("{path}/download")).await.0, 200);
+    let (status, body) = sandboxed.control("clock", json!({"advance_seconds": -5})).await;
+    assert_eq!(refused(status, &body).0, "advance_seconds");
+    sandboxed.mock.shutdown().await;
 }
 
 #[tokio::test]
 async fn reset_forgets_every_export_and_fault() {
-    let (mock, base) = start(true).await;
-    let http = reqwest::Client::new();
-    assert_eq!(create(&http, &base).await.status(), 202);
-    control(
-        &http,
-        &base,
-        "faults",
-        json!({"operation": "createUserExport", "status": 503}),
-    )
-    .await;
-    let reset = http.post(format!("{base}/__mock/reset")).send().await.unwrap();
-    assert_eq!(reset.status(), 204);
-    assert_eq!(create(&http, &base).await.status(), 202, "the fault is gone");
-    let listed: Value = http
-        .get(format!("{base}{EXPORTS}"))
-        .bearer_auth("exk_frontend")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        listed["items"].as_array().unwrap().len(),
-        1,
-        "only the export made since: {listed}"
-    );
-    mock.shutdown().await;
+    let sandboxed = Sandboxed::start(true).await;
+    assert_eq!(sandboxed.create().await.status(), 202);
+    sandboxed.fault("createUserExport", 503).await;
+    assert_eq!(sandboxed.control("reset", Value::Null).await.0, 204);
+    assert_eq!(sandboxed.create().await.status(), 202, "the fault is gone");
+    assert_eq!(sandboxed.listed().await, 1, "only the export made since");
+    sandboxed.mock.shutdown().await;
 }
 
 #[tokio::test]
 async fn an_unknown_operation_or_status_is_a_clear_400() {
-    let (mock, base) = start(true).await;
-    let http = reqwest::Client::new();
-    let (status, body) = control(
-        &http,
-        &base,
-        "faults",
-        json!({"operation": "createExport", "status": 429}),
-    )
-    .await;
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"]["code"], "invalid_request");
-    let detail = &body["error"]["details"][0];
-    assert_eq!(detail["field"], "operation");
-    let allowed = detail["allowed"].as_array().unwrap();
-    assert!(allowed.contains(&json!("createUserExport")), "{detail}");
+    let sandboxed = Sandboxed::start(true).await;
+    let (status, body) = sandboxed.fault("createExport", 429).await;
+    let (field, allowed) = refused(status, &body);
+    assert_eq!(field, "operation");
+    assert!(allowed.contains(&"createUserExport"), "{body}");
 
-    let (status, body) = control(
-        &http,
-        &base,
-        "faults",
-        json!({"operation": "createUserExport", "status": 418}),
-    )
-    .await;
-    assert_eq!(status, 400, "{body}");
-    let detail = &body["error"]["details"][0];
-    assert_eq!(detail["field"], "status");
-    let allowed = detail["allowed"].as_array().unwrap();
-    assert!(
-        allowed.contains(&json!("429")) && allowed.contains(&json!("503")),
-        "{detail}"
-    );
-    assert!(!allowed.contains(&json!("202")), "errors only: {detail}");
+    let (status, body) = sandboxed.fault("createUserExport", 418).await;
+    let (field, allowed) = refused(status, &body);
+    assert_eq!(field, "status");
+    assert!(allowed.contains(&"429") && allowed.contains(&"503"), "{body}");
+    assert!(!allowed.contains(&"202"), "errors only: {body}");
 
-    let (status, body) = control(
-        &http,
-        &base,
-        "faults",
-        json!({"operation": "createUserExport", "status": 429, "count": 0}),
-    )
-    .await;
-    assert_eq!(
-        (status, &body["error"]["details"][0]["field"]),
-        (400, &json!("count"))
-    );
-    let (status, _) = control(&http, &base, "clocks", json!({})).await;
-    assert_eq!(status, 404);
+    let (status, body) = sandboxed
+        .control(
+            "faults",
+            json!({"operation": "createUserExport", "status": 429, "count": 0}),
+        )
+        .await;
+    assert_eq!(refused(status, &body).0, "count");
+    let (status, body) = sandboxed
+        .control(
+            "faults",
+            json!({"operation": "createUserExport", "status": 429, "times": 2}),
+        )
+        .await;
+    let (field, allowed) = refused(status, &body);
+    assert_eq!((field, allowed), ("times", vec!["operation", "status", "count"]));
+    assert_eq!(sandboxed.control("clocks", json!({})).await.0, 404);
     // Nothing was queued by the refused requests.
-    assert_eq!(create(&http, &base).await.status(), 202);
-    mock.shutdown().await;
+    assert_eq!(sandboxed.create().await.status(), 202);
+    sandboxed.mock.shutdown().await;
 }
 
 #[tokio::test]
 async fn without_the_flag_there_are_no_controls() {
-    let (mock, base) = start(false).await;
-    let http = reqwest::Client::new();
-    let (status, body) = control(
-        &http,
-        &base,
-        "faults",
-        json!({"operation": "createUserExport", "status": 429}),
-    )
-    .await;
+    let sandboxed = Sandboxed::start(false).await;
+    let (status, body) = sandboxed.fault("createUserExport", 429).await;
     assert_eq!(status, 404, "{body}");
-    assert_eq!(create(&http, &base).await.status(), 202);
-    mock.shutdown().await;
-}
-
-async fn get(http: &reqwest::Client, base: &str, path: &str) -> (u16, Value) {
-    let response = http
-        .get(format!("{base}{path}"))
-        .bearer_auth("exk_frontend")
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    assert_eq!(sandboxed.create().await.status(), 202);
+    sandboxed.mock.shutdown().await;
 }
 
 #[tokio::test]
 async fn exports_made_to_fail_fail_and_done_ones_expire_a_day_later() {
-    let (mock, base) = start(true).await;
-    let http = reqwest::Client::new();
-    let (status, _) = control(
-        &http,
-        &base,
-        "failing-exports",
-        json!({"error_message": "The storage is down; create a new export."}),
-    )
-    .await;
-    assert_eq!(status, 204);
-    let failing: Value = create(&http, &base).await.json().await.unwrap();
-    let done: Value = create(&http, &base).await.json().await.unwrap();
+    let sandboxed = Sandboxed::start(true).await;
+    let failure = json!({"error_message": "The storage is down; create a new export."});
+    assert_eq!(sandboxed.control("failing-exports", failure).await.0, 204);
+    let failing: Value = sandboxed.create().await.json().await.unwrap();
+    let done: Value = sandboxed.create().await.json().await.unwrap();
     let path = |export: &Value| format!("{EXPORTS}/{}", export["export_id"].as_str().unwrap());
-    control(&http, &base, "clock", json!({"advance_seconds": 3600})).await;
+    sandboxed.advance(3600).await;
 
-    let (_, failed) = get(&http, &base, &path(&failing)).await;
+    let (_, failed) = sandboxed.get(&path(&failing)).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert_eq!(
         failed["error_message"],
@@ -263,74 +217,55 @@ async fn exports_made_to_fail_fail_and_done_ones_expire_a_day_later() {
         failed["download_url"].is_null() && failed["expires_at"].is_null(),
         "{failed}"
     );
-    let (status, refused) = get(&http, &base, &format!("{}/download", path(&failing))).await;
-    assert_eq!(status, 409, "{refused}");
-    let (_, finished) = get(&http, &base, &path(&done)).await;
+    let (status, not_ready) = sandboxed.get(&format!("{}/download", path(&failing))).await;
+    assert_eq!(status, 409, "{not_ready}");
+    let (_, finished) = sandboxed.get(&path(&done)).await;
     assert_eq!(
         finished["status"], "done",
         "only the next export fails: {finished}"
     );
 
-    control(&http, &base, "clock", json!({"advance_seconds": 24 * 3600})).await;
-    let (_, expired) = get(&http, &base, &path(&done)).await;
+    sandboxed.advance(24 * 3600).await;
+    let (_, expired) = sandboxed.get(&path(&done)).await;
     assert_eq!(expired["status"], "expired", "{expired}");
     assert!(expired["download_url"].is_null(), "{expired}");
-    let (status, gone) = get(&http, &base, &format!("{}/download", path(&done))).await;
+    let (status, gone) = sandboxed.get(&format!("{}/download", path(&done))).await;
     assert_eq!(status, 410, "{gone}");
     assert_eq!(gone["error"]["code"], "export_expired");
-    mock.shutdown().await;
+    sandboxed.mock.shutdown().await;
 }
 
 #[tokio::test]
 async fn deliveries_to_an_endpoint_can_be_made_to_fail() {
-    let (mock, base) = start(true).await;
-    let http = reqwest::Client::new();
-    let endpoint: Value = http
-        .post(format!("{base}/api/v1/webhooks/endpoints"))
-        .bearer_auth("exk_frontend")
-        .json(&json!({"url": "http://127.0.0.1:9/hooks", "event_types": ["export.done"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sandboxed = Sandboxed::start(true).await;
+    let endpoint = json!({"url": "http://127.0.0.1:9/hooks", "event_types": ["export.done"]});
+    let request = (sandboxed
+        .http
+        .post(format!("{}/api/v1/webhooks/endpoints", sandboxed.base)))
+    .bearer_auth("exk_frontend")
+    .json(&endpoint);
+    let (_, endpoint) = answer(request).await;
     let endpoint_id = endpoint["endpoint_id"].as_str().unwrap().to_string();
-    let (status, _) = control(
-        &http,
-        &base,
-        "failing-deliveries",
-        json!({"endpoint_id": endpoint_id}),
-    )
-    .await;
-    assert_eq!(status, 204);
-    create(&http, &base).await;
-    control(&http, &base, "clock", json!({"advance_seconds": 3600})).await;
+    let failing = json!({"endpoint_id": endpoint_id});
+    assert_eq!(sandboxed.control("failing-deliveries", failing).await.0, 204);
+    sandboxed.create().await;
+    sandboxed.advance(3600).await;
     let deliveries = format!("/api/v1/webhooks/endpoints/{endpoint_id}/deliveries");
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     let delivery = loop {
-        let (_, list) = get(&http, &base, &deliveries).await;
-        if let Some(first) = list["items"].as_array().and_then(|items| items.first()).cloned() {
-            if first["attempts"].as_u64() >= Some(1) {
-                break first;
-            }
+        let (_, list) = sandboxed.get(&deliveries).await;
+        let first = list["items"].as_array().and_then(|items| items.first()).cloned();
+        if let Some(first) = first.filter(|first| first["attempts"].as_u64() >= Some(1)) {
+            break first;
         }
         assert!(tokio::time::Instant::now() < deadline, "no attempt: {list}");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     };
     assert_eq!(delivery["status"], "pending", "retried later: {delivery}");
-    assert!(
-        delivery["last_error"].as_str().unwrap().contains("sandbox"),
-        "{delivery}"
-    );
-    let (status, refused) = control(
-        &http,
-        &base,
-        "failing-deliveries",
-        json!({"endpoint_id": "7d1f0c2e-0000-4000-8000-000000000000"}),
-    )
-    .await;
-    assert_eq!(status, 400, "{refused}");
-    assert_eq!(refused["error"]["details"][0]["field"], "endpoint_id");
-    mock.shutdown().await;
+    let error = delivery["last_error"].as_str().unwrap();
+    assert!(error.contains("sandbox"), "{delivery}");
+    let unknown = json!({"endpoint_id": "7d1f0c2e-0000-4000-8000-000000000000"});
+    let (status, body) = sandboxed.control("failing-deliveries", unknown).await;
+    assert_eq!(refused(status, &body).0, "endpoint_id");
+    sandboxed.mock.shutdown().await;
 }
