@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: contract checks (a standard OpenAPI validator, the spec's lint, the
-# server against the spec, the committed client is up to date), then unit and end-to-end
+# server against the spec, the committed client is up to date, the example page's TypeScript
+# types from the spec pass `tsc --strict`), then unit and end-to-end
 # tests against real PostgreSQL, Redis and S3-compatible servers (each test makes its own
 # database, Redis prefix and s3s-fs server with its bucket, and removes them), then
 # Schemathesis against the real server and the mock.
@@ -18,6 +19,8 @@ phase scripts/validate-spec.sh
 phase cargo xtask spec lint
 phase cargo xtask spec check
 phase cargo xtask client --check
+# The example page's TypeScript types, generated afresh from the spec, under `tsc --strict`.
+phase scripts/frontend-check.sh
 phase wait "$tools"
 phase cargo test --workspace --no-fail-fast "$@"
 # The server's own tests again, on the server as it ships (without the end-to-end tests'
