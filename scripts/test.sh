@@ -3,8 +3,9 @@
 # server against the spec, the committed client is up to date, the example page's TypeScript
 # types from the spec pass `tsc --strict`), then unit and end-to-end
 # tests against real PostgreSQL, Redis and S3-compatible servers (each test makes its own
-# database, Redis prefix and s3s-fs server with its bucket, and removes them), then
-# Schemathesis against the real server and the mock.
+# database, Redis prefix and s3s-fs server with its bucket, and removes them), then the
+# example page in headless Chromium against the mock and the server, then Schemathesis
+# against the real server and the mock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -23,6 +24,8 @@ phase cargo xtask client --check
 phase scripts/frontend-check.sh
 phase wait "$tools"
 phase cargo test --workspace --no-fail-fast "$@"
+# The example page in headless Chromium against the mock and `dev`, with the binaries just built.
+phase scripts/frontend-browser.sh
 # The server's own tests again, on the server as it ships (without the end-to-end tests'
 # `fault-injection`, which Cargo's feature unification gives every `--workspace` build).
 phase cargo test -p exports-server --no-fail-fast "$@"
