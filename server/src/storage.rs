@@ -158,21 +158,14 @@ pub enum FileWriter {
     Multipart(MultipartWriter),
 }
 
-/// The parts of a multipart upload completed so far, from the first without a gap: what an
-/// attempt can be resumed from (`Storage::resume_writer`).
+/// The parts of a multipart upload completed so far, from the first without a gap: what a
+/// writer reports, and what another attempt goes on from (`Storage::resume_writer`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartsDone {
     pub upload_id: String,
     /// Each part's entity tag, in the file's order (part number `i + 1`).
     pub parts: Vec<String>,
     /// The file's bytes in those parts.
-    pub bytes: u64,
-}
-
-/// An upload an earlier attempt began, to go on with.
-pub struct ResumedUpload {
-    pub upload_id: String,
-    pub parts: Vec<String>,
     pub bytes: u64,
 }
 
@@ -233,7 +226,7 @@ impl FileWriter {
                 while !writer.in_flight.is_empty() {
                     writer.join_part().await?;
                 }
-                writer.newly_done();
+                writer.reported = writer.done_count();
                 Ok(writer.done(writer.reported))
             }
         }
@@ -278,6 +271,24 @@ impl FileWriter {
 }
 
 impl MultipartWriter {
+    fn new(s3: Arc<AmazonS3>, key: &Path, part_bytes: usize, opened: UploadOpened) -> Self {
+        Self {
+            s3,
+            key: key.clone(),
+            part_bytes,
+            buffer: PutPayloadMut::new(),
+            upload: None,
+            parts: Vec::new(),
+            part_ends: Vec::new(),
+            sent: 0,
+            reported: 0,
+            resumed: false,
+            confirmed: false,
+            in_flight: JoinSet::new(),
+            opened,
+        }
+    }
+
     async fn put(&mut self, bytes: Bytes) -> Result<Option<PartsDone>> {
         self.buffer.push(bytes);
         // Parts done since the last chunk are reported now, not when the next part waits for
@@ -344,9 +355,14 @@ impl MultipartWriter {
         }
     }
 
+    /// How many parts are done from the first without a gap.
+    fn done_count(&self) -> usize {
+        self.parts.iter().take_while(|part| part.is_some()).count()
+    }
+
     /// The parts done from the first without a gap, when there are more than last reported.
     fn newly_done(&mut self) -> Option<PartsDone> {
-        let done = self.parts.iter().take_while(|part| part.is_some()).count();
+        let done = self.done_count();
         if done <= self.reported {
             return None;
         }
@@ -603,21 +619,9 @@ impl Storage {
     /// upload before its first part goes up.
     pub fn writer(&self, key: &Path, part_bytes: usize, opened: UploadOpened) -> FileWriter {
         match &self.links {
-            Links::Presigned { s3, .. } => FileWriter::Multipart(MultipartWriter {
-                s3: s3.clone(),
-                key: key.clone(),
-                part_bytes,
-                buffer: PutPayloadMut::new(),
-                upload: None,
-                parts: Vec::new(),
-                part_ends: Vec::new(),
-                sent: 0,
-                reported: 0,
-                resumed: false,
-                confirmed: false,
-                in_flight: JoinSet::new(),
-                opened,
-            }),
+            Links::Presigned { s3, .. } => {
+                FileWriter::Multipart(MultipartWriter::new(s3.clone(), key, part_bytes, opened))
+            }
             Links::Served { .. } => FileWriter::Buffered(
                 BufWriter::with_capacity(self.store.clone(), key.clone(), part_bytes)
                     .with_max_concurrency(MAX_PARTS_IN_FLIGHT),
@@ -627,28 +631,23 @@ impl Storage {
 
     /// A writer that goes on with the upload of `key` an earlier attempt began, after its
     /// completed `parts`; None in a local directory, whose files are written from the start.
-    pub fn resume_writer(&self, key: &Path, part_bytes: usize, upload: ResumedUpload) -> Option<FileWriter> {
+    pub fn resume_writer(&self, key: &Path, part_bytes: usize, upload: PartsDone) -> Option<FileWriter> {
         let Links::Presigned { s3, .. } = &self.links else {
             return None;
         };
-        Some(FileWriter::Multipart(MultipartWriter {
-            s3: s3.clone(),
-            key: key.clone(),
-            part_bytes,
-            buffer: PutPayloadMut::new(),
-            upload: Some(upload.upload_id),
-            // Where the earlier parts end is not known, nor needed: they are reported already.
-            part_ends: vec![upload.bytes; upload.parts.len()],
-            reported: upload.parts.len(),
-            parts: (upload.parts.into_iter())
-                .map(|content_id| Some(PartId { content_id }))
-                .collect(),
-            sent: upload.bytes,
-            resumed: true,
-            confirmed: false,
-            in_flight: JoinSet::new(),
-            opened: Box::new(|_| Box::pin(async { Ok(()) })),
-        }))
+        // The upload is open already, so nothing is told when it opens.
+        let opened: UploadOpened = Box::new(|_| Box::pin(async { Ok(()) }));
+        let mut writer = MultipartWriter::new(s3.clone(), key, part_bytes, opened);
+        writer.upload = Some(upload.upload_id);
+        // Where the earlier parts end is not known, nor needed: they are reported already.
+        writer.part_ends = vec![upload.bytes; upload.parts.len()];
+        writer.reported = upload.parts.len();
+        writer.parts = (upload.parts.into_iter())
+            .map(|content_id| Some(PartId { content_id }))
+            .collect();
+        writer.sent = upload.bytes;
+        writer.resumed = true;
+        Some(FileWriter::Multipart(writer))
     }
 
     /// Aborts the multipart upload `id` of `key` (on S3); one already gone is not an error.

@@ -143,10 +143,6 @@ pub async fn write_export(
         false => file.columns.clone(),
     };
     let keyed = upload.checkpoints.is_some().then_some(read.as_slice());
-    let written = Written {
-        rows: from.map_or(0, |from| from.rows),
-        resumed: from.is_some(),
-    };
     // Until the rows start coming; reading them is the attempt's `export.file`.
     let step = crate::telemetry::step("export.query");
     let rows = async {
@@ -168,11 +164,11 @@ pub async fn write_export(
         // they are owned.
         ExportFormat::Csv => {
             let lines = Csv::new(&file.columns);
-            write_lines(rows, lines, out, upload, progress, written, keyed).await
+            write_lines(rows, lines, out, upload, progress, from, keyed).await
         }
         ExportFormat::Jsonl => {
             let lines = Jsonl::new(&file.columns);
-            write_lines(rows, lines, out, upload, progress, written, keyed).await
+            write_lines(rows, lines, out, upload, progress, from, keyed).await
         }
         ExportFormat::Xlsx => {
             anyhow::ensure!(from.is_none(), "an XLSX file is not resumed");
@@ -299,10 +295,6 @@ impl Upload {
     pub async fn leave_open(&mut self) {
         self.writer.leave_open().await
     }
-}
-
-async fn put(upload: &mut Upload, bytes: Vec<u8>) -> Result<()> {
-    upload.put(bytes, None).await
 }
 
 /// A format written line by line into chunks: CSV or JSON Lines.
@@ -478,7 +470,7 @@ impl Compressor {
                 if compressed.is_empty() {
                     return Ok(());
                 }
-                put(upload, compressed).await
+                upload.put(compressed, None).await
             }
         }
     }
@@ -486,38 +478,34 @@ impl Compressor {
     /// Sends what is left, and gzip's trailer.
     async fn finish(self, upload: &mut Upload, mut chunk: Vec<u8>) -> Result<()> {
         match self {
-            Compressor::None => put(upload, chunk).await,
+            Compressor::None => upload.put(chunk, None).await,
             Compressor::Gzip(mut gzip) => {
                 gzip.write_all(&chunk)?;
                 chunk.clear();
-                put(upload, gzip.finish()?).await
+                upload.put(gzip.finish()?, None).await
             }
         }
     }
 }
 
-/// The rows in the file before this attempt's, and whether it goes on from an earlier one.
-struct Written {
-    rows: u64,
-    resumed: bool,
-}
-
-/// `keyed`: the columns read, when each chunk's last row's key is to be known (checkpoints).
+/// After `from`, when it goes on from an earlier attempt's checkpoint (no header again, its
+/// rows counted). `keyed`: the columns read, when each chunk's last row's key is to be known
+/// (checkpoints).
 async fn write_lines(
     rows: impl futures::Stream<Item = Result<tokio_postgres::Row>>,
     mut lines: impl Lines,
     mut out: Compressor,
     upload: &mut Upload,
     progress: &Progress,
-    written: Written,
+    from: Option<&Checkpoint>,
     keyed: Option<&[UserColumn]>,
 ) -> Result<u64> {
     pin_mut!(rows);
     let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
-    if !written.resumed {
+    if from.is_none() {
         lines.start(&mut chunk)?;
     }
-    let mut count = written.rows;
+    let mut count = from.map_or(0, |from| from.rows);
     while let Some(row) = rows.try_next().await? {
         lines.row(&mut chunk, &row)?;
         count += 1;
@@ -585,7 +573,7 @@ async fn write_xlsx(
     let forward = async move {
         while let Some(chunk) = bytes_rx.recv().await {
             progress.record(forward_written.load(Ordering::Relaxed)).await;
-            put(upload, chunk).await?;
+            upload.put(chunk, None).await?;
         }
         anyhow::Ok(())
     };

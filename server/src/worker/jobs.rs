@@ -17,7 +17,7 @@ use crate::db::exports::{self, Checkpoint, FinishedFile, LeftUpload, Taken};
 use crate::export_file::{finish_upload, write_export, Progress, RecordCheckpoint, Upload};
 use crate::model::{ExportCompression, ExportFile, ExportFormat, UserExportFilters};
 use crate::queue::Job;
-use crate::storage::{ResumedUpload, ResumedUploadFailed, StorageFailure, UploadOpened};
+use crate::storage::{PartsDone, ResumedUploadFailed, StorageFailure, UploadOpened};
 use crate::telemetry::{self, TraceOrigin};
 use opentelemetry::KeyValue;
 
@@ -388,7 +388,7 @@ fn resume_point(shared: &Shared, attempt: &Attempt) -> Option<(LeftUpload, Check
 /// S3 (a file in a local directory is written again from the start), for CSV and JSON Lines
 /// uncompressed. XLSX is a zip whose writer cannot be restarted mid-file, and a gzip stream
 /// carries its compressor's state across parts; both are written again from the start
-/// (docs/architecture.md#resumable-exports says what that costs).
+/// (docs/architecture.md#the-worker says what that costs).
 fn keeps_checkpoints(shared: &Shared, file: &ExportFile) -> bool {
     shared.storage.keeps_parts()
         && file.format != ExportFormat::Xlsx
@@ -417,43 +417,37 @@ async fn write_file(
     let export_id = attempt.export_id;
     let part_bytes = shared.settings.upload_part_mib.max(5) << 20;
     let checkpoints = keeps_checkpoints(shared, &attempt.file);
-    let (key, mut upload, from) = match resume {
+    let (key, writer, from) = match resume {
         Some((left, from)) => {
             let key = object_store::path::Path::from(left.key.as_str());
-            let resumed = ResumedUpload {
+            let done = PartsDone {
                 upload_id: left.upload_id.clone().expect("resumed only with an upload id"),
                 parts: from.parts.clone(),
                 bytes: from.bytes,
             };
-            let writer = (shared.storage.resume_writer(&key, part_bytes, resumed))
+            let writer = (shared.storage.resume_writer(&key, part_bytes, done))
                 .expect("checkpoints are kept only on S3");
             tracing::info!(
                 %export_id, attempt = attempt.attempt, parts = from.parts.len(), rows = from.rows,
                 bytes = from.bytes, "export resumed from its last checkpoint"
             );
             progress.resume_at(from.rows);
-            let record = record_checkpoints(shared, export_id, attempt.attempt);
-            (
-                key,
-                Upload::with_checkpoints(writer, record, Some(&from)),
-                Some(from),
-            )
+            (key, writer, Some(from))
         }
         None => {
             let key = crate::storage::Storage::object_key(export_id, attempt.attempt, &attempt.file);
             begin_upload(shared, client, attempt, &key, after_failed_resume).await?;
             let opened = record_upload_id(shared, export_id, attempt.attempt, &key);
             let writer = shared.storage.writer(&key, part_bytes, opened);
-            let upload = match checkpoints {
-                true => Upload::with_checkpoints(
-                    writer,
-                    record_checkpoints(shared, export_id, attempt.attempt),
-                    None,
-                ),
-                false => Upload::new(writer),
-            };
-            (key, upload, None)
+            (key, writer, None)
         }
+    };
+    let mut upload = match checkpoints {
+        true => {
+            let record = record_checkpoints(shared, export_id, attempt.attempt);
+            Upload::with_checkpoints(writer, record, from.as_ref())
+        }
+        false => Upload::new(writer),
     };
     let writing = telemetry::step("export.file");
     let written = tokio::select! {
