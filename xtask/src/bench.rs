@@ -133,6 +133,37 @@ pub(crate) struct Sandbox {
 pub(crate) const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 impl Sandbox {
+    /// Its database, made and migrated.
+    pub(crate) async fn migrated(&self) -> Result<Postgres> {
+        let postgres = Postgres::new(&self.database_url, None)?;
+        postgres.ensure_database().await?;
+        postgres.migrate().await?;
+        Ok(postgres)
+    }
+
+    /// Removes its database and Redis prefix, whatever the run left them in.
+    pub(crate) async fn cleanup(&self) {
+        if let Ok((client, connection)) =
+            tokio_postgres::connect(&format!("{}/postgres", self.admin_url), tokio_postgres::NoTls).await
+        {
+            tokio::spawn(connection);
+            let _ = client
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                    self.database
+                ))
+                .await;
+        }
+        let redis = match Redis::new(REDIS_URL, None) {
+            Ok(redis) => redis.pool(1).await,
+            Err(error) => Err(error),
+        };
+        if let Ok(redis) = redis {
+            let queue = queue::JobQueue::new(redis, &self.redis_prefix);
+            let _ = queue.delete_stream().await;
+        }
+    }
+
     pub(crate) fn new() -> Self {
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let admin_url = std::env::var("EXPORTS_BENCH_POSTGRES")
@@ -163,18 +194,16 @@ pub(crate) fn api_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
 const UNREACHABLE_PENDING_LIMIT: i32 = i32::MAX;
 
 async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<ExitCode> {
+    let sandbox = Sandbox::new();
     let Sandbox {
-        admin_url,
-        database,
         database_url,
         redis_prefix,
-    } = Sandbox::new();
+        ..
+    } = &sandbox;
     let redis_url = REDIS_URL;
 
-    let postgres = Postgres::new(&database_url, None)?;
-    postgres.ensure_database().await?;
     let result = async {
-        postgres.migrate().await?;
+        let postgres = sandbox.migrated().await?;
         let pool = postgres.pool(8)?;
         let client = pool.get().await?;
         users::seed_demo_users(&client, options.users).await?;
@@ -187,15 +216,9 @@ async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<Exi
         // lifted: a 429 is then an unexpected answer, whatever the machine's speed.
         let (server, (addr, dropshot_addr)) = ChildProcess::start_listening(
             Command::new(binary)
-                .args([
-                    "--database-url",
-                    &database_url,
-                    "serve",
-                    "--listen",
-                    "127.0.0.1:0",
-                ])
+                .args(["--database-url", database_url, "serve", "--listen", "127.0.0.1:0"])
                 .args(["--max-pending-per-user", &UNREACHABLE_PENDING_LIMIT.to_string()])
-                .args(["--redis-prefix", &redis_prefix, "--redis-url", redis_url])
+                .args(["--redis-prefix", redis_prefix, "--redis-url", redis_url])
                 // `info`: the line that says where it listens.
                 .env("RUST_LOG", "info"),
             "exports-server",
@@ -297,7 +320,7 @@ async fn bench(binary: &std::path::Path, options: ApiBenchOptions) -> Result<Exi
         })
     }
     .await;
-    cleanup(&admin_url, &database, redis_url, &redis_prefix).await;
+    sandbox.cleanup().await;
     result
 }
 
@@ -578,25 +601,6 @@ pub(crate) async fn load(
     }
     outcome.elapsed = started.elapsed();
     Ok(outcome)
-}
-
-pub(crate) async fn cleanup(admin_url: &str, database: &str, redis_url: &str, redis_prefix: &str) {
-    if let Ok((client, connection)) =
-        tokio_postgres::connect(&format!("{admin_url}/postgres"), tokio_postgres::NoTls).await
-    {
-        tokio::spawn(connection);
-        let _ = client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"))
-            .await;
-    }
-    let redis = match Redis::new(redis_url, None) {
-        Ok(redis) => redis.pool(1).await,
-        Err(error) => Err(error),
-    };
-    if let Ok(redis) = redis {
-        let queue = queue::JobQueue::new(redis, redis_prefix);
-        let _ = queue.delete_stream().await;
-    }
 }
 
 #[cfg(test)]

@@ -16,12 +16,11 @@ use futures::TryStreamExt;
 use serde_json::json;
 
 use crate::bench::{
-    api_listening, cleanup, create_export, issue_keys, poll_until_stopped, release_server, wait_until_ready,
-    Sandbox, REDIS_URL,
+    api_listening, create_export, issue_keys, poll_until_stopped, release_server, wait_until_ready, Sandbox,
+    REDIS_URL,
 };
 use exports_server::db::users;
 use exports_server::db::users::UserQuery;
-use exports_server::db::Postgres;
 use exports_server::model::{UserColumn, UserExportFilters};
 use exports_tests::{s3s_fs_listening, ChildProcess};
 
@@ -98,19 +97,17 @@ fn aws_cli() -> Result<PathBuf> {
 }
 
 async fn bench(binary: &Path, s3s: &Path, aws: &Path, options: ExportBenchOptions) -> Result<()> {
+    let sandbox = Sandbox::new();
     let Sandbox {
-        admin_url,
-        database,
         database_url,
         redis_prefix,
-    } = Sandbox::new();
+        ..
+    } = &sandbox;
     let redis_url = REDIS_URL;
     let files = tempfile::tempdir()?;
 
-    let postgres = Postgres::new(&database_url, None)?;
-    postgres.ensure_database().await?;
     let result = async {
-        postgres.migrate().await?;
+        let postgres = sandbox.migrated().await?;
         let pool = postgres.pool(4)?;
         let client = pool.get().await?;
         let seeding = Instant::now();
@@ -139,10 +136,10 @@ async fn bench(binary: &Path, s3s: &Path, aws: &Path, options: ExportBenchOption
                 .args(["--s3-endpoint", &s3_endpoint])
                 .args(["--s3-access-key-id", ACCESS_KEY])
                 .env("EXPORTS_S3_SECRET_ACCESS_KEY", SECRET_KEY)
-                .args(["--redis-prefix", &redis_prefix, "--redis-url", redis_url]);
+                .args(["--redis-prefix", redis_prefix, "--redis-url", redis_url]);
         };
         let mut api = Command::new(binary);
-        api.args(["--database-url", &database_url, "serve", "--listen", "127.0.0.1:0"]);
+        api.args(["--database-url", database_url, "serve", "--listen", "127.0.0.1:0"]);
         s3_args(&mut api);
         // `info`: the line that says where the API listens.
         api.env("RUST_LOG", "info");
@@ -157,7 +154,7 @@ async fn bench(binary: &Path, s3s: &Path, aws: &Path, options: ExportBenchOption
         let mut first = true;
         for (format, body) in KINDS {
             let mut worker = Command::new(binary);
-            worker.args(["--database-url", &database_url, "work", "--concurrency", "1"]);
+            worker.args(["--database-url", database_url, "work", "--concurrency", "1"]);
             s3_args(&mut worker);
             // Its log says how long each upload took to complete after the last row.
             let worker_log = files.path().join(format!("worker-{format}.log"));
@@ -182,7 +179,7 @@ async fn bench(binary: &Path, s3s: &Path, aws: &Path, options: ExportBenchOption
                     println!("run {run}: COPY (same query) TO STDOUT (FORMAT csv): {copy:.2} s ({:.1} MiB)", bytes as f64 / 1048576.0);
                     copy_seconds.push(copy);
                     let object = format!("s3://{BUCKET}/pipe/run-{run}.csv");
-                    let pipe = tokio::task::block_in_place(|| time_pipe(&database_url, aws, &s3_endpoint, &object))?;
+                    let pipe = tokio::task::block_in_place(|| time_pipe(database_url, aws, &s3_endpoint, &object))?;
                     println!("run {run}: the same COPY through psql, piped into `aws s3 cp -`: {pipe:.2} s");
                     pipe_seconds.push(pipe);
                 }
@@ -224,7 +221,7 @@ async fn bench(binary: &Path, s3s: &Path, aws: &Path, options: ExportBenchOption
             let worker = |log: &Path| -> Result<ChildProcess> {
                 let mut worker = Command::new(binary);
                 // No grace: the running export is handed back at once, with its checkpoint.
-                worker.args(["--database-url", &database_url, "work", "--concurrency", "1", "--job-grace-secs", "0"]);
+                worker.args(["--database-url", database_url, "work", "--concurrency", "1", "--job-grace-secs", "0"]);
                 s3_args(&mut worker);
                 worker.env("RUST_LOG", "info").stdout(std::fs::File::create(log)?);
                 Ok(ChildProcess(worker.spawn().context("starting a worker")?))
@@ -336,7 +333,7 @@ async fn bench(binary: &Path, s3s: &Path, aws: &Path, options: ExportBenchOption
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    cleanup(&admin_url, &database, redis_url, &redis_prefix).await;
+    sandbox.cleanup().await;
     result
 }
 

@@ -16,11 +16,10 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::bench::{
-    api_listening, cleanup, create_export, issue_keys, poll_until_stopped, release_server, wait_until_ready,
-    Sandbox, REDIS_URL,
+    api_listening, create_export, issue_keys, poll_until_stopped, release_server, wait_until_ready, Sandbox,
+    REDIS_URL,
 };
 use exports_server::db::users;
-use exports_server::db::Postgres;
 use exports_tests::ChildProcess;
 
 pub struct FairnessBenchOptions {
@@ -97,17 +96,15 @@ struct Outcome {
 }
 
 async fn one_mode(binary: &Path, options: &FairnessBenchOptions, fifo: bool) -> Result<Outcome> {
+    let sandbox = Sandbox::new();
     let Sandbox {
-        admin_url,
-        database,
         database_url,
         redis_prefix,
-    } = Sandbox::new();
+        ..
+    } = &sandbox;
     let files = tempfile::tempdir()?;
-    let postgres = Postgres::new(&database_url, None)?;
-    postgres.ensure_database().await?;
     let result = async {
-        postgres.migrate().await?;
+        let postgres = sandbox.migrated().await?;
         let pool = postgres.pool(4)?;
         // `rows` users, one a minute up to 1,000 minutes past midnight on 1 January 2030: the
         // last `SMALL_ROWS` of them are the small exports'.
@@ -121,25 +118,19 @@ async fn one_mode(binary: &Path, options: &FairnessBenchOptions, fifo: bool) -> 
         let common = |command: &mut Command| {
             command
                 .args(["--storage-dir", &storage])
-                .args(["--redis-prefix", &redis_prefix, "--redis-url", REDIS_URL])
+                .args(["--redis-prefix", redis_prefix, "--redis-url", REDIS_URL])
                 .env("RUST_LOG", "info")
                 .stderr(Stdio::null());
         };
         let mut api = Command::new(binary);
-        api.args([
-            "--database-url",
-            &database_url,
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-        ]);
+        api.args(["--database-url", database_url, "serve", "--listen", "127.0.0.1:0"]);
         common(&mut api);
         let (_api, (addr, _)) = ChildProcess::start_listening(&mut api, "the API", api_listening)?;
         wait_until_ready(addr, "/health/ready", 10).await?;
         let mut workers = Vec::new();
         for _ in 0..options.workers {
             let mut worker = Command::new(binary);
-            worker.args(["--database-url", &database_url, "work", "--concurrency", "1"]);
+            worker.args(["--database-url", database_url, "work", "--concurrency", "1"]);
             if fifo {
                 worker.arg("--fifo");
             }
@@ -195,7 +186,7 @@ async fn one_mode(binary: &Path, options: &FairnessBenchOptions, fifo: bool) -> 
         })
     }
     .await;
-    cleanup(&admin_url, &database, REDIS_URL, &redis_prefix).await;
+    sandbox.cleanup().await;
     result
 }
 

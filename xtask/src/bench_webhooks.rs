@@ -19,8 +19,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 
-use crate::bench::{cleanup, release_server, Sandbox, REDIS_URL};
-use exports_server::db::{exports, users, webhooks, Postgres};
+use crate::bench::{release_server, Sandbox, REDIS_URL};
+use exports_server::db::{exports, users, webhooks};
 use exports_server::model::WebhookEventType;
 use exports_tests::ChildProcess;
 
@@ -62,13 +62,7 @@ pub fn run(root: &std::path::Path, options: WebhookBenchOptions) -> Result<ExitC
         } else {
             bench(&binary, &sandbox, options).await
         };
-        cleanup(
-            &sandbox.admin_url,
-            &sandbox.database,
-            REDIS_URL,
-            &sandbox.redis_prefix,
-        )
-        .await;
+        sandbox.cleanup().await;
         result
     })
 }
@@ -78,9 +72,7 @@ async fn bench(
     sandbox: &Sandbox,
     options: WebhookBenchOptions,
 ) -> Result<ExitCode> {
-    let postgres = Postgres::new(&sandbox.database_url, None)?;
-    postgres.ensure_database().await?;
-    postgres.migrate().await?;
+    let postgres = sandbox.migrated().await?;
     let pool = postgres.pool(16)?;
     let client = pool.get().await?;
     let user_id = users::ensure_user(&client, "webhooks@bench.example", "Bench").await?;
@@ -270,9 +262,7 @@ const SLOW_ANSWER: Duration = Duration::from_secs(9);
 /// user's: of those delivered by the time the other user's are all in). Fails when one of the
 /// other user's events is missing or badly signed.
 async fn slow_endpoints(binary: &std::path::Path, sandbox: &Sandbox, events: usize) -> Result<ExitCode> {
-    let postgres = Postgres::new(&sandbox.database_url, None)?;
-    postgres.ensure_database().await?;
-    postgres.migrate().await?;
+    let postgres = sandbox.migrated().await?;
     let pool = postgres.pool(8)?;
     let client = pool.get().await?;
     let slow_user = users::ensure_user(&client, "slow@bench.example", "Slow").await?;
