@@ -19,49 +19,24 @@ if "$bin/exports-server" work --hold-after-rows 1 --help >/dev/null 2>&1; then
     echo "exports-server was built with the test-only fault injection" >&2
     exit 1
 fi
-run="$(date +%s)$$"
-database="exports_test_st_$run"
-prefix="exports:test:st-$run:"
-work="$(mktemp -d)"
-pids=()
-clean_up() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$database\" WITH (FORCE)" || true
-    redis-cli -h 127.0.0.1 -p 6379 --scan --pattern "$prefix*" | xargs -r redis-cli -h 127.0.0.1 -p 6379 del >/dev/null || true
-    rm -rf "$work"
-}
-trap clean_up EXIT
-
-# Waits (60 s at most) for a line of `log` matching `pattern`, and prints its match.
-wait_for() {
-    local log="$1" pattern="$2"
-    for _ in $(seq 600); do
-        if grep -q "$pattern" "$log" 2>/dev/null; then grep -o "$pattern" "$log" | head -n 1; return 0; fi
-        sleep 0.1
-    done
-    echo "gave up waiting for $pattern in $log:" >&2
-    cat "$log" >&2
-    return 1
-}
-
+sandbox st
 # The failed-authentication limit is off: schemathesis sends bad keys on purpose, and the
 # 429s that would follow from 127.0.0.1 would hide the rest of the run.
-EXPORTS_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$database" RUST_LOG=warn,exports_server=info \
-    "$bin/exports-server" dev --listen 127.0.0.1:0 --demo-users 100 --redis-prefix "$prefix" \
-    --storage-dir "$work/files" --max-failed-auth-per-minute 0 >"$work/server.log" 2>&1 &
-pids+=($!)
+EXPORTS_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$sandbox_database" RUST_LOG=warn,exports_server=info \
+    "$bin/exports-server" dev --listen 127.0.0.1:0 --demo-users 100 --redis-prefix "$sandbox_prefix" \
+    --storage-dir "$sandbox_dir/files" --max-failed-auth-per-minute 0 >"$sandbox_dir/server.log" 2>&1 &
+sandbox_pids+=($!)
 "$bin/exports-mock" --spec spec/openapi.yaml --port 0 --no-watch \
-    --key "exk_schemathesis=exports:read,exports:write,webhooks:manage" >"$work/mock.log" 2>&1 &
-pids+=($!)
-server="$(wait_for "$work/server.log" '"local_addr":"[0-9.:]*"' | cut -d'"' -f4)"
-key="$(wait_for "$work/server.log" 'exk_[A-Za-z0-9_-]*')"
-mock="$(wait_for "$work/mock.log" '"address":"[0-9.:]*"' | cut -d'"' -f4)"
+    --key "exk_schemathesis=exports:read,exports:write,webhooks:manage" >"$sandbox_dir/mock.log" 2>&1 &
+sandbox_pids+=($!)
+server="$(wait_for "$sandbox_dir/server.log" '"local_addr":"[0-9.:]*"' | cut -d'"' -f4)"
+key="$(wait_for "$sandbox_dir/server.log" 'exk_[A-Za-z0-9_-]*')"
+mock="$(wait_for "$sandbox_dir/mock.log" '"address":"[0-9.:]*"' | cut -d'"' -f4)"
 
 status=0
 repository="$PWD"
 # Schemathesis keeps a cache (`.schemathesis/`) in its working directory: the run's own.
-cd "$work"
+cd "$sandbox_dir"
 for target in "server http://$server $key" "mock http://$mock exk_schemathesis"; do
     read -r name url token <<<"$target"
     echo "schemathesis against the $name ($url)"
