@@ -438,6 +438,12 @@ pub async fn cancel(client: &Client, user_id: Uuid, export_id: Uuid) -> super::R
     })
 }
 
+/// A pending export whose retry, if any, is due: when it may be taken (`take`) and when it
+/// should be on the queue (`due`). `of` is the table's alias with its dot, or `""`.
+fn pending_and_due(of: &str) -> String {
+    format!("{of}status = {PENDING} AND ({of}retry_at IS NULL OR {of}retry_at <= now())")
+}
+
 /// The advisory lock that takes one at a time ("take" in ASCII).
 const TAKE_LOCK_KEY: i64 = 0x7461_6b65;
 
@@ -531,13 +537,14 @@ pub(crate) async fn take(
         format!(
             "NOT ({mine} AND EXISTS (
              SELECT 1 FROM exports waiting
-             WHERE waiting.status = {PENDING} AND waiting.user_id <> exports.user_id
-               AND (waiting.retry_at IS NULL OR waiting.retry_at <= now())
+             WHERE {waiting_due} AND waiting.user_id <> exports.user_id
                AND NOT {theirs}))",
             mine = running("exports.user_id"),
             theirs = running("waiting.user_id"),
+            waiting_due = pending_and_due("waiting."),
         )
     };
+    let due = pending_and_due("");
     // Takes are one at a time across the deployment (they last a round trip), so that two
     // taken at once cannot both find their owner with none running; the UPDATE after the
     // lock sees every take committed before it (READ COMMITTED).
@@ -553,7 +560,7 @@ pub(crate) async fn take(
                      lease_expires_at = now() + $2 * interval '1 millisecond',
                      started_at = now(), retry_at = NULL, updated_at = now()
                  WHERE id = $1
-                   AND ((status = {PENDING} AND (retry_at IS NULL OR retry_at <= now()) AND {fair})
+                   AND (({due} AND {fair})
                         OR (status = {PROCESSING} AND lease_expires_at < now()))
                  RETURNING attempts, format, columns, compression, filters, upload_key, upload_id,
                            checkpoint, traceparent, request_id, first_attempt_traceparent"
@@ -581,7 +588,7 @@ pub(crate) async fn take(
                 "SELECT status = {PROCESSING} FROM exports
                  WHERE id = $1
                    AND ((status = {PROCESSING} AND lease_expires_at >= now())
-                        OR (status = {PENDING} AND (retry_at IS NULL OR retry_at <= now())))"
+                        OR ({due}))"
             ),
             &[&export_id],
         )
@@ -871,11 +878,12 @@ pub(crate) async fn hand_back(client: &Client, export_id: Uuid, attempt: i32) ->
 /// matching users (for their lane): `pending` and due, not queued in the last `grace`, or
 /// `processing` with the lease run out.
 pub(crate) async fn due(client: &Client, grace: Duration) -> super::Result<Vec<(Uuid, u64)>> {
+    let due = pending_and_due("");
     let rows = client
         .query(
             &format!(
                 "SELECT id, rows_total FROM exports
-                 WHERE (status = {PENDING} AND (retry_at IS NULL OR retry_at <= now())
+                 WHERE ({due}
                         AND COALESCE(queued_at, created_at) < now() - $1 * interval '1 millisecond')
                     OR (status = {PROCESSING} AND lease_expires_at < now())
                  ORDER BY created_at LIMIT 1000"
